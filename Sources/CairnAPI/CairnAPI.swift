@@ -1,0 +1,1 @@
+// CairnAPI: placeholder until its issue lands; see ../shared/DESIGN.md.

@@ -1,0 +1,1 @@
+// CairnHTTP: placeholder.

@@ -1,0 +1,1 @@
+// CairnRaft: placeholder until its issue lands; see ../shared/DESIGN.md.

@@ -1,0 +1,1 @@
+// CairnServer: placeholder.

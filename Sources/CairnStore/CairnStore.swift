@@ -1,0 +1,1 @@
+// CairnStore: placeholder until its issue lands; see ../shared/DESIGN.md.

@@ -1,0 +1,2 @@
+// The cairn executable.
+print("cairn")
