@@ -1,2 +1,102 @@
-// The cairn executable.
-print("cairn")
+// The cairn executable: etcd's flags in, a running member out. Subcommands come with their issues.
+// Go's flag package accepts `-name` as well as `--name`; scripts written for etcd use both, so both work here.
+import ArgumentParser
+import CairnServer
+
+struct Cairn: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cairn",
+        abstract: "A replicated key-value store that speaks etcd's HTTP API.")
+
+    @Option(help: "Human-readable name for this member.")
+    var name = "default"
+
+    @Option(name: .customLong("data-dir"), help: "Path to the data directory (default: NAME.cairn).")
+    var dataDir: String?
+
+    @Option(name: .customLong("listen-client-urls"), help: "URLs to listen on for client traffic.")
+    var listenClientURLs = "http://127.0.0.1:2379"
+
+    @Option(name: .customLong("advertise-client-urls"), help: "Client URLs advertised to the rest of the cluster.")
+    var advertiseClientURLs = "http://127.0.0.1:2379"
+
+    @Option(name: .customLong("listen-peer-urls"), help: "URLs to listen on for peer traffic.")
+    var listenPeerURLs = "http://127.0.0.1:2380"
+
+    @Option(name: .customLong("initial-advertise-peer-urls"), help: "This member's peer URLs advertised to the rest of the cluster.")
+    var initialAdvertisePeerURLs = "http://127.0.0.1:2380"
+
+    @Option(name: .customLong("initial-cluster"), help: "Initial cluster configuration for bootstrapping (name=peerURL,...).")
+    var initialCluster: String?
+
+    @Option(name: .customLong("initial-cluster-state"), help: "Initial cluster state: new or existing.")
+    var initialClusterState = "new"
+
+    @Option(name: .customLong("initial-cluster-token"), help: "Initial cluster token for the cluster during bootstrap.")
+    var initialClusterToken = "etcd-cluster"
+
+    @Option(name: .customLong("heartbeat-interval"), help: "Time (in milliseconds) of a heartbeat interval.")
+    var heartbeatInterval = 100
+
+    @Option(name: .customLong("election-timeout"), help: "Time (in milliseconds) for an election to timeout.")
+    var electionTimeout = 1000
+
+    @Option(name: .customLong("snapshot-count"), help: "Number of committed transactions to trigger a snapshot to disk.")
+    var snapshotCount = 100_000
+
+    @Option(name: .customLong("enable-v2"), help: "Accepted for etcd compatibility; the v2 API is always enabled.")
+    var enableV2 = "true"
+
+    func validate() throws {
+        guard ["new", "existing"].contains(initialClusterState) else {
+            throw ValidationError("--initial-cluster-state must be \"new\" or \"existing\", not \"\(initialClusterState)\"")
+        }
+        guard heartbeatInterval > 0, electionTimeout > 0 else {
+            throw ValidationError("--heartbeat-interval and --election-timeout must be positive")
+        }
+        guard electionTimeout >= 5 * heartbeatInterval else {
+            throw ValidationError("--election-timeout (\(electionTimeout)) should be at least 5 times --heartbeat-interval (\(heartbeatInterval))")
+        }
+        guard snapshotCount > 0 else { throw ValidationError("--snapshot-count must be positive") }
+        guard ["true", "false"].contains(enableV2) else { throw ValidationError("--enable-v2 must be true or false") }
+        _ = try serverConfiguration()
+    }
+
+    func serverConfiguration() throws -> ServerConfiguration {
+        var configuration = ServerConfiguration()
+        do {
+            configuration.name = name
+            configuration.dataDirectory = dataDir ?? "\(name).cairn"
+            configuration.listenClientURLs = try URLList.parse(listenClientURLs, flag: "listen-client-urls")
+            _ = try URLList.parse(advertiseClientURLs, flag: "advertise-client-urls")
+            configuration.advertiseClientURLs = advertiseClientURLs.split(separator: ",").map(String.init)
+            configuration.listenPeerURLs = try URLList.parse(listenPeerURLs, flag: "listen-peer-urls")
+            _ = try URLList.parse(initialAdvertisePeerURLs, flag: "initial-advertise-peer-urls")
+            configuration.initialAdvertisePeerURLs = initialAdvertisePeerURLs.split(separator: ",").map(String.init)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        configuration.initialCluster = initialCluster ?? "\(name)=\(configuration.initialAdvertisePeerURLs[0])"
+        configuration.initialClusterState = initialClusterState
+        configuration.initialClusterToken = initialClusterToken
+        configuration.heartbeatIntervalMilliseconds = heartbeatInterval
+        configuration.electionTimeoutMilliseconds = electionTimeout
+        configuration.snapshotCount = snapshotCount
+        return configuration
+    }
+
+    func run() throws {
+        let server = Server(configuration: try serverConfiguration())
+        do {
+            try server.runForever()
+        } catch {
+            throw ValidationError("cannot serve: \(error)")
+        }
+    }
+}
+
+/// `-flag` becomes `--flag`, as Go's flag package treats them alike.
+let arguments = CommandLine.arguments.dropFirst().map { argument in
+    argument.hasPrefix("-") && !argument.hasPrefix("--") && argument.count > 2 ? "-" + argument : argument
+}
+Cairn.main(Array(arguments))

@@ -1,0 +1,600 @@
+// One client connection: non-blocking socket I/O on a serial queue, timeouts, backpressure, and HTTP/1.1.
+// The first bytes decide the protocol: the HTTP/2 preface hands the connection to nghttp2, anything else is HTTP/1.1.
+import Dispatch
+import Glibc
+
+final class Connection: @unchecked Sendable, ExchangeTransport {
+    private enum Mode {
+        case detecting
+        case http1
+        case http2(HTTP2Session)
+    }
+
+    let id: Int
+    let queue: DispatchQueue
+    let queueKey: DispatchSpecificKey<Int>
+    let queueID: Int
+    let configuration: HTTPServerConfiguration
+    let handler: any HTTPHandler
+    private let fd: Int32
+    private unowned let server: HTTPServer
+    private var readSource: (any DispatchSourceRead)?
+    private var writeSource: (any DispatchSourceWrite)?
+    private var timer: (any DispatchSourceTimer)?
+
+    // Everything below is touched on `queue` only.
+    private var mode = Mode.detecting
+    private var input: [UInt8] = []
+    private var inputStart = 0
+    private var output: [UInt8] = []
+    private var outputStart = 0
+    private var readSuspended = false
+    private var writeResumed = false
+    private var flushScheduled = false
+    private var closeWhenFlushed = false
+    private(set) var isClosed = false
+    private var isDraining = false
+    private var openSources = 2
+
+    // HTTP/1.1 state.
+    private var parser: HTTP1RequestParser
+    private var exchange: HTTPExchange?
+    private var exchangeWantsBody = false
+    private var exchangeBodyDone = false
+    private var exchangeSentContinue = false
+    private var chunkedOutput = false
+    private var closeAfterResponse = false
+    private var processing = false
+    private var needsProcessing = false
+
+    // Timeouts: all in DispatchTime's monotonic nanoseconds.
+    private var lastReadNanos: UInt64 = 0
+    private var lastWriteNanos: UInt64 = 0
+    private var headStartNanos: UInt64?
+    private var armedDeadline: UInt64 = .max
+
+    private var inputBytesMax: Int { configuration.http1.headerBytesMax + 64 * 1024 }
+    private var pendingOutput: Int { output.count - outputStart }
+    var pendingOutputBytes: Int { pendingOutput }
+
+    init(id: Int, fd: Int32, server: HTTPServer, queue: DispatchQueue, queueKey: DispatchSpecificKey<Int>, queueID: Int,
+         configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
+        self.id = id
+        self.fd = fd
+        self.server = server
+        self.queue = queue
+        self.queueKey = queueKey
+        self.queueID = queueID
+        self.configuration = configuration
+        self.handler = handler
+        self.parser = HTTP1RequestParser(limits: configuration.http1)
+    }
+
+    /// Starts reading; called once, on `queue`.
+    func start() {
+        let now = DispatchTime.now().uptimeNanoseconds
+        lastReadNanos = now
+        lastWriteNanos = now
+        // Both sources must be cancelled before the descriptor is closed, or a reused fd could receive their events.
+        let closeOnce: @Sendable () -> Void = { [self] in
+            openSources -= 1
+            if openSources == 0 { Glibc.close(fd) }
+        }
+        let read = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        read.setEventHandler { [unowned self] in onReadable() }
+        read.setCancelHandler(handler: closeOnce)
+        let write = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
+        write.setEventHandler { [unowned self] in onWritable() }
+        write.setCancelHandler(handler: closeOnce)
+        let timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.setEventHandler { [unowned self] in onTimer() }
+        readSource = read
+        writeSource = write
+        self.timer = timer
+        timer.resume()
+        read.resume()
+        rearmTimer()
+    }
+
+    // MARK: - Reading
+
+    private func onReadable() {
+        guard !isClosed else { return }
+        var sawEOF = false
+        var reads = 0
+        while reads < 4, input.count - inputStart < inputBytesMax {
+            reads += 1
+            compactInput()
+            let room = min(64 * 1024, inputBytesMax - (input.count - inputStart))
+            let oldCount = input.count
+            var n = 0
+            var readErrno: Int32 = 0
+            input.append(contentsOf: repeatElement(0, count: room))
+            input.withUnsafeMutableBytes { buffer in
+                n = Glibc.read(fd, buffer.baseAddress! + oldCount, room)
+                readErrno = errno
+            }
+            input.removeLast(room - max(n, 0))
+            if n > 0 {
+                lastReadNanos = DispatchTime.now().uptimeNanoseconds
+                if headStartNanos == nil, parser.isBetweenRequests, exchange == nil { headStartNanos = lastReadNanos }
+                if n < room { break }
+            } else if n == 0 {
+                sawEOF = true
+                break
+            } else {
+                if readErrno == EAGAIN || readErrno == EWOULDBLOCK || readErrno == EINTR { break }
+                close()
+                return
+            }
+        }
+        processInput()
+        if sawEOF { peerClosed() }
+        updateReading()
+        rearmTimer()
+    }
+
+    private func compactInput() {
+        if inputStart == input.count {
+            input.removeAll(keepingCapacity: true)
+            inputStart = 0
+        } else if inputStart > 64 * 1024 {
+            input.removeFirst(inputStart)
+            inputStart = 0
+        }
+    }
+
+    /// Reading stops while the input buffer is full or while output is backed up (the client is not reading).
+    private func updateReading() {
+        guard !isClosed, let readSource else { return }
+        let shouldPause = input.count - inputStart >= inputBytesMax || pendingOutput > configuration.outputBytesHigh
+        if shouldPause, !readSuspended {
+            readSource.suspend()
+            readSuspended = true
+        } else if !shouldPause, readSuspended {
+            readSource.resume()
+            readSuspended = false
+        }
+    }
+
+    private func peerClosed() {
+        if case .http1 = mode, let exchange, exchange.responseFinished {
+            closeWhenFlushed = true
+            flushNow()
+        } else {
+            close()
+        }
+    }
+
+    // MARK: - Protocol dispatch
+
+    private static let http2Preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    /// Feeds buffered input to the protocol. Re-entrant calls (a handler answering synchronously) only set a flag.
+    private func processInput() {
+        if processing {
+            needsProcessing = true
+            return
+        }
+        processing = true
+        defer { processing = false }
+        repeat {
+            needsProcessing = false
+            guard !isClosed else { return }
+            switch mode {
+            case .detecting:
+                let available = input.count - inputStart
+                let compared = min(available, Self.http2Preface.count)
+                if compared == 0 { return }
+                if input[inputStart..<(inputStart + compared)].elementsEqual(Self.http2Preface[0..<compared]) {
+                    if compared < Self.http2Preface.count { return }
+                    startHTTP2(upgrade: nil)
+                } else {
+                    mode = .http1
+                }
+                needsProcessing = true
+            case .http1:
+                processHTTP1()
+            case .http2(let session):
+                let available = input.count - inputStart
+                if available > 0 {
+                    let ok = input.withUnsafeBytes { session.receive(UnsafeRawBufferPointer(rebasing: $0[inputStart...])) }
+                    inputStart = input.count
+                    if !ok { return close() }
+                }
+                session.pump()
+                if session.isFinished { closeWhenFlushed = true; flushNow() }
+            }
+        } while needsProcessing
+    }
+
+    private func startHTTP2(upgrade: (settings: [UInt8], request: HTTPRequestHead)?) {
+        let session = HTTP2Session(connection: self, upgrade: upgrade)
+        mode = .http2(session)
+        headStartNanos = nil
+        if isDraining { session.goAway() }
+    }
+
+    // MARK: - HTTP/1.1
+
+    private func processHTTP1() {
+        while !isClosed {
+            if let exchange {
+                let wantsBytes = exchangeWantsBody || (exchange.responseFinished && !exchangeBodyDone)
+                guard wantsBytes, !exchangeBodyDone else { return }
+                guard let event = nextParserEvent() else { return }
+                switch event {
+                case .body(let count):
+                    let bytes = Array(input[(inputStart - count)..<inputStart])
+                    if !exchange.responseFinished {
+                        exchangeWantsBody = false
+                        exchange.deliverBody(.data(bytes))
+                    }
+                case .end:
+                    exchangeBodyDone = true
+                    if exchange.responseFinished {
+                        finishExchange()
+                    } else {
+                        exchangeWantsBody = false
+                        exchange.deliverBody(.end)
+                    }
+                case .error(let error):
+                    exchangeBodyDone = true
+                    if !exchange.hasStartedResponse {
+                        exchange.markAnsweredByServer()
+                        sendError(error)
+                    } else {
+                        closeWhenFlushed = true
+                    }
+                    exchangeWantsBody = false
+                    exchange.deliverBody(.failed(error))
+                    exchange.transportClosed()
+                    flushNow()
+                    return
+                case .head, .needMore:
+                    return
+                }
+            } else {
+                guard !closeWhenFlushed, pendingOutput <= configuration.outputBytesHigh else { return }
+                if isDraining, inputStart == input.count { return close() }
+                guard let event = nextParserEvent() else { return }
+                switch event {
+                case .head(let head, let framing):
+                    headStartNanos = nil
+                    beginExchange(head, framing: framing)
+                case .error(let error):
+                    sendError(error)
+                    flushNow()
+                    return
+                case .body, .end, .needMore:
+                    return
+                }
+            }
+        }
+    }
+
+    /// The next parser event, consuming input; nil when more bytes are needed.
+    private func nextParserEvent() -> HTTP1RequestParser.Event? {
+        while true {
+            let result = input.withUnsafeBytes { parser.next(UnsafeRawBufferPointer(rebasing: $0[inputStart...])) }
+            inputStart += result.consumed
+            if case .needMore = result.event {
+                if result.consumed > 0 { continue }
+                return nil
+            }
+            return result.event
+        }
+    }
+
+    private func beginExchange(_ head: HTTPRequestHead, framing: BodyFraming) {
+        let headers = head.headers
+        let keepAlive = head.version == .http1_1
+            ? !headers.listContains("connection", token: "close")
+            : headers.listContains("connection", token: "keep-alive")
+        closeAfterResponse = !keepAlive || isDraining
+        if let expect = headers["expect"], expect.lowercased() != "100-continue" {
+            return sendError(HTTPError(417, "unsupported expectation"))
+        }
+        if framing == .none, headers.listContains("upgrade", token: "h2c"), headers.listContains("connection", token: "http2-settings"),
+            let settings = headers["http2-settings"].flatMap(Base64URL.decode)
+        {
+            send(Array("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".utf8))
+            startHTTP2(upgrade: (settings, head))
+            needsProcessing = true
+            return
+        }
+        let exchange = HTTPExchange(request: head, transport: self, queue: queue, queueKey: queueKey, queueID: queueID,
+                                    requestBodyBytesMax: configuration.http1.bodyBytesMax)
+        self.exchange = exchange
+        exchangeWantsBody = false
+        exchangeBodyDone = framing == .none
+        exchangeSentContinue = false
+        if framing == .none {
+            // Consume the parser's zero-length body so it is ready for the next request.
+            if case .end = nextParserEvent() {}
+        }
+        handler.handle(exchange)
+    }
+
+    private func finishExchange() {
+        exchange = nil
+        exchangeWantsBody = false
+        if closeAfterResponse {
+            closeWhenFlushed = true
+            flushNow()
+        } else {
+            needsProcessing = true
+        }
+        rearmTimer()
+    }
+
+    private func sendError(_ error: HTTPError) {
+        let body = "\(error.status) \(HTTPStatus.reasonPhrase(error.status)): \(error.reason)"
+        send(Array(("HTTP/1.1 \(error.status) \(HTTPStatus.reasonPhrase(error.status))\r\n"
+            + "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body).utf8))
+        closeWhenFlushed = true
+    }
+
+    // MARK: ExchangeTransport (HTTP/1.1)
+
+    func exchangeWantsBody(_ exchange: HTTPExchange) {
+        guard exchange === self.exchange else { return }
+        if exchangeBodyDone { return exchange.deliverBody(.end) }
+        if !exchangeSentContinue, exchange.request.version == .http1_1, exchange.request.headers["expect"] != nil {
+            exchangeSentContinue = true
+            send(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
+        }
+        exchangeWantsBody = true
+        processInput()
+        updateReading()
+        rearmTimer()
+    }
+
+    func exchange(_ exchange: HTTPExchange, sendHead status: Int, headers: HTTPHeaders, contentLength: Int?) {
+        guard exchange === self.exchange else { return }
+        // A body the client was told to hold back (no 100 Continue sent) may or may not follow: only closing is safe.
+        if !exchangeBodyDone, exchange.request.headers["expect"] != nil, !exchangeSentContinue { closeAfterResponse = true }
+        if isDraining { closeAfterResponse = true }
+        var head = "HTTP/1.1 \(status) \(HTTPStatus.reasonPhrase(status))\r\n"
+        var hasDate = false
+        for (name, value) in headers {
+            if name == "date" { hasDate = true }
+            head += canonicalHeaderName(name) + ": " + value + "\r\n"
+        }
+        if !hasDate { head += "Date: \(HTTPDate.now())\r\n" }
+        let bodyless = status < 200 || status == 204 || status == 304
+        chunkedOutput = false
+        if let contentLength {
+            if !bodyless { head += "Content-Length: \(contentLength)\r\n" }
+        } else if !bodyless, exchange.request.method != "HEAD" {
+            if exchange.request.version == .http1_1 {
+                head += "Transfer-Encoding: chunked\r\n"
+                chunkedOutput = true
+            } else {
+                closeAfterResponse = true
+            }
+        }
+        if closeAfterResponse { head += "Connection: close\r\n" }
+        head += "\r\n"
+        send(Array(head.utf8))
+    }
+
+    func exchange(_ exchange: HTTPExchange, sendBody bytes: [UInt8]) {
+        guard exchange === self.exchange, !bytes.isEmpty else { return }
+        if chunkedOutput {
+            send(Array((String(bytes.count, radix: 16) + "\r\n").utf8))
+            send(bytes)
+            send([0x0D, 0x0A])
+        } else {
+            send(bytes)
+        }
+    }
+
+    func exchangeEnded(_ exchange: HTTPExchange) {
+        guard exchange === self.exchange else { return }
+        if chunkedOutput { send(Array("0\r\n\r\n".utf8)) }
+        chunkedOutput = false
+        if exchangeBodyDone {
+            finishExchange()
+            processInput()
+        } else if exchange.request.headers["expect"] != nil, !exchangeSentContinue {
+            closeWhenFlushed = true
+            flushNow()
+        } else {
+            // The handler did not read the whole body: skip the rest to reach the next request.
+            processInput()
+        }
+        updateReading()
+    }
+
+    func exchangeHasRoom(_ exchange: HTTPExchange) -> Bool {
+        pendingOutput < configuration.outputBytesHigh
+    }
+
+    // MARK: - Writing
+
+    /// Queues bytes for the socket; they are written together at the end of the current turn of the queue.
+    func send(_ bytes: [UInt8]) {
+        guard !isClosed, !bytes.isEmpty else { return }
+        if outputStart == output.count {
+            output.removeAll(keepingCapacity: true)
+            outputStart = 0
+        }
+        output.append(contentsOf: bytes)
+        if !flushScheduled {
+            flushScheduled = true
+            queue.async { [self] in
+                flushScheduled = false
+                flushNow()
+            }
+        }
+    }
+
+    /// Writes queued output now, as far as the socket takes it.
+    func flushNow() {
+        guard !isClosed else { return }
+        let wasAbove = pendingOutput >= configuration.outputBytesHigh
+        while outputStart < output.count {
+            let n = output.withUnsafeBytes { buffer in
+                Glibc.send(fd, buffer.baseAddress! + outputStart, output.count - outputStart, Int32(MSG_NOSIGNAL))
+            }
+            if n > 0 {
+                outputStart += n
+                lastWriteNanos = DispatchTime.now().uptimeNanoseconds
+            } else {
+                if n < 0, errno == EINTR { continue }
+                if n < 0, errno != EAGAIN, errno != EWOULDBLOCK { return close() }
+                break
+            }
+        }
+        if outputStart == output.count {
+            output.removeAll(keepingCapacity: output.capacity <= 1024 * 1024)
+            outputStart = 0
+            if writeResumed { writeSource?.suspend(); writeResumed = false }
+            if closeWhenFlushed { return close() }
+        } else if !writeResumed {
+            writeSource?.resume()
+            writeResumed = true
+        } else if outputStart > 1024 * 1024 {
+            output.removeFirst(outputStart)
+            outputStart = 0
+        }
+        if wasAbove, pendingOutput < configuration.outputBytesHigh { outputDrained() }
+        updateReading()
+        rearmTimer()
+    }
+
+    private func onWritable() {
+        flushNow()
+    }
+
+    private func outputDrained() {
+        switch mode {
+        case .http1:
+            exchange?.transportDrained()
+            processInput()
+        case .http2(let session):
+            session.drained()
+        case .detecting:
+            break
+        }
+    }
+
+    // MARK: - Timeouts
+
+    private func currentDeadline() -> UInt64? {
+        let second: UInt64 = 1_000_000_000
+        if pendingOutput > 0 { return lastWriteNanos + UInt64(configuration.writeStallTimeoutSeconds) * second }
+        switch mode {
+        case .http2(let session):
+            return session.hasOpenStreams ? nil : lastReadNanos + UInt64(configuration.idleTimeoutSeconds) * second
+        case .detecting, .http1:
+            if exchange != nil {
+                // A parsed request is the handler's now: a long-poll may wait as long as it likes.
+                return exchangeWantsBody ? lastReadNanos + UInt64(configuration.bodyIdleTimeoutSeconds) * second : nil
+            }
+            if let headStartNanos { return headStartNanos + UInt64(configuration.headerTimeoutSeconds) * second }
+            return lastReadNanos + UInt64(configuration.idleTimeoutSeconds) * second
+        }
+    }
+
+    private func rearmTimer() {
+        guard !isClosed, let deadline = currentDeadline() else { return }
+        // Deadlines mostly move later; the timer then fires early and re-arms, so activity costs no syscall.
+        if deadline < armedDeadline {
+            armedDeadline = deadline
+            timer?.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline))
+        }
+    }
+
+    private func onTimer() {
+        armedDeadline = .max
+        guard !isClosed else { return }
+        guard let deadline = currentDeadline() else { return }
+        if DispatchTime.now().uptimeNanoseconds >= deadline {
+            if headStartNanos != nil, exchange == nil, pendingOutput == 0, case .http1 = mode {
+                sendError(HTTPError(408, "request head not received in time"))
+                flushNow()
+                close()
+            } else {
+                close()
+            }
+        } else {
+            rearmTimer()
+        }
+    }
+
+    // MARK: - Shutdown
+
+    /// Stops taking new requests: idle connections close now, busy ones after their current response.
+    func drain() {
+        guard !isClosed, !isDraining else { return }
+        isDraining = true
+        switch mode {
+        case .http2(let session):
+            session.goAway()
+            session.pump()
+            if session.isFinished || !session.hasOpenStreams { closeWhenFlushed = true; flushNow() }
+        case .detecting, .http1:
+            if exchange == nil { close() } else { closeAfterResponse = true }
+        }
+    }
+
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        timer?.cancel()
+        if readSuspended { readSource?.resume() }
+        if !writeResumed { writeSource?.resume() }
+        readSource?.cancel()
+        writeSource?.cancel()
+        let exchange = self.exchange
+        self.exchange = nil
+        exchange?.transportClosed()
+        if case .http2(let session) = mode { session.closeAll() }
+        server.connectionClosed(self)
+    }
+}
+
+private func canonicalHeaderName(_ lowercased: String) -> String {
+    var result = ""
+    result.reserveCapacity(lowercased.utf8.count)
+    var upper = true
+    for scalar in lowercased.unicodeScalars {
+        if upper, scalar.properties.isLowercase {
+            result.unicodeScalars.append(contentsOf: scalar.properties.uppercaseMapping.unicodeScalars)
+        } else {
+            result.unicodeScalars.append(scalar)
+        }
+        upper = scalar == "-"
+    }
+    return result
+}
+
+/// The base64url alphabet without padding, used by the HTTP2-Settings header (RFC 7540 §3.2.1).
+enum Base64URL {
+    static func decode(_ text: String) -> [UInt8]? {
+        var bits: UInt32 = 0
+        var bitCount = 0
+        var output: [UInt8] = []
+        for byte in text.utf8 {
+            let value: UInt8
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = byte - UInt8(ascii: "A")
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): value = byte - UInt8(ascii: "a") + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = byte - UInt8(ascii: "0") + 52
+            case UInt8(ascii: "-"), UInt8(ascii: "+"): value = 62
+            case UInt8(ascii: "_"), UInt8(ascii: "/"): value = 63
+            case UInt8(ascii: "="): continue
+            default: return nil
+            }
+            bits = bits << 6 | UInt32(value)
+            bitCount += 6
+            if bitCount >= 8 {
+                bitCount -= 8
+                output.append(UInt8(truncatingIfNeeded: bits >> UInt32(bitCount)))
+            }
+        }
+        return output
+    }
+}

@@ -1,0 +1,255 @@
+// One request and its response, as a handler sees it, whichever protocol carried them.
+// Bodies flow piece by piece in both directions; gzip (both ways) is applied here, once for HTTP/1.1 and HTTP/2.
+import Dispatch
+
+package protocol HTTPHandler: Sendable {
+    /// Called on the connection's queue as soon as a request head has arrived; the body follows on demand.
+    func handle(_ exchange: HTTPExchange)
+}
+
+package enum BodyPart: Sendable {
+    case data([UInt8])
+    case end
+    /// The body could not be read (too large, malformed, client gone); the server has answered or closed.
+    case failed(HTTPError)
+}
+
+/// What carries one exchange: an HTTP/1.1 connection or an HTTP/2 stream. Called on the connection's queue only.
+protocol ExchangeTransport: AnyObject {
+    func exchangeWantsBody(_ exchange: HTTPExchange)
+    func exchange(_ exchange: HTTPExchange, sendHead status: Int, headers: HTTPHeaders, contentLength: Int?)
+    func exchange(_ exchange: HTTPExchange, sendBody bytes: [UInt8])
+    func exchangeEnded(_ exchange: HTTPExchange)
+    /// Whether the transport can take more body bytes for this exchange without passing its output bound.
+    func exchangeHasRoom(_ exchange: HTTPExchange) -> Bool
+}
+
+package final class HTTPExchange: @unchecked Sendable {
+    package let request: HTTPRequestHead
+    /// Bodies smaller than this are sent uncompressed even when the client accepts gzip.
+    package static let gzipBytesMin = 1024
+
+    let queue: DispatchQueue
+    private weak var transport: (any ExchangeTransport)?
+    private let queueKey: DispatchSpecificKey<Int>
+    private let queueID: Int
+
+    // State below is touched on `queue` only.
+    private var bodyReader: (@Sendable (BodyPart) -> Void)?
+    private var bodyInflater: GzipDecompressor?
+    private var bodyFinished = false
+    private var responseStarted = false
+    private(set) var responseFinished = false
+    private var compressor: GzipCompressor?
+    private var isHead: Bool { request.method == "HEAD" }
+    private var closeHandlers: [@Sendable () -> Void] = []
+    private var readyHandlers: [@Sendable () -> Void] = []
+    private(set) var isClosed = false
+    let requestBodyBytesMax: Int
+
+    init(request: HTTPRequestHead, transport: any ExchangeTransport, queue: DispatchQueue, queueKey: DispatchSpecificKey<Int>,
+         queueID: Int, requestBodyBytesMax: Int) {
+        self.request = request
+        self.transport = transport
+        self.queue = queue
+        self.queueKey = queueKey
+        self.queueID = queueID
+        self.requestBodyBytesMax = requestBodyBytesMax
+    }
+
+    private func onQueue(_ work: @escaping () -> Void) {
+        if DispatchQueue.getSpecific(key: queueKey) == queueID {
+            work()
+        } else {
+            nonisolated(unsafe) let work = work
+            queue.async { work() }
+        }
+    }
+
+    // MARK: - Request body
+
+    /// Asks for the next piece of the request body; `reader` is called once, on the connection's queue.
+    /// Call again from the reader to continue: the connection reads from the socket only as fast as this is called.
+    package func readBody(_ reader: @escaping @Sendable (BodyPart) -> Void) {
+        onQueue { [self] in
+            if bodyFinished {
+                reader(.end)
+                return
+            }
+            if isClosed {
+                reader(.failed(HTTPError(499, "client closed the connection")))
+                return
+            }
+            precondition(bodyReader == nil, "readBody called again before the previous piece arrived")
+            bodyReader = reader
+            if bodyInflater == nil, request.headers["content-encoding"]?.lowercased() == "gzip" {
+                bodyInflater = GzipDecompressor(outputBytesMax: requestBodyBytesMax)
+            }
+            transport?.exchangeWantsBody(self)
+        }
+    }
+
+    /// Reads the whole body into memory: for small bodies (forms) only; more than `bytesMax` fails with 413.
+    package func collectBody(bytesMax: Int, _ done: @escaping @Sendable (Result<[UInt8], HTTPError>) -> Void) {
+        nonisolated(unsafe) var collected: [UInt8] = []
+        @Sendable func next(_ part: BodyPart) {
+            switch part {
+            case .data(let bytes):
+                collected.append(contentsOf: bytes)
+                if collected.count > bytesMax {
+                    done(.failure(HTTPError(413, "request body too large")))
+                } else {
+                    readBody(next)
+                }
+            case .end: done(.success(collected))
+            case .failed(let error): done(.failure(error))
+            }
+        }
+        readBody(next)
+    }
+
+    /// Called by the transport with the next piece of the raw (possibly gzip-encoded) body.
+    func deliverBody(_ part: BodyPart) {
+        guard let reader = bodyReader else { return }
+        bodyReader = nil
+        switch part {
+        case .data(let bytes):
+            guard let inflater = bodyInflater else { return reader(part) }
+            do {
+                let plain = try inflater.decompress(bytes[...])
+                if plain.isEmpty {
+                    // Nothing decoded yet (a gzip header, say): ask for more without bothering the handler.
+                    bodyReader = reader
+                    transport?.exchangeWantsBody(self)
+                } else {
+                    reader(.data(plain))
+                }
+            } catch {
+                let failure = error == .tooLarge ? HTTPError(413, "request body too large") : HTTPError(400, "malformed gzip body")
+                bodyFinished = true
+                reader(.failed(failure))
+            }
+        case .end:
+            bodyFinished = true
+            if let inflater = bodyInflater, !inflater.isFinished {
+                reader(.failed(HTTPError(400, "truncated gzip body")))
+            } else {
+                reader(.end)
+            }
+        case .failed:
+            bodyFinished = true
+            reader(part)
+        }
+    }
+
+    // MARK: - Response
+
+    /// Sends a complete response. Bodies of at least `gzipBytesMin` bytes are compressed when the client accepts gzip.
+    package func respond(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
+        onQueue { [self] in
+            guard !responseStarted, !isClosed else { return }
+            responseStarted = true
+            var headers = headers
+            var body = body
+            if body.count >= Self.gzipBytesMin, acceptsGzip(headers) {
+                headers.add("content-encoding", "gzip")
+                headers.add("vary", "Accept-Encoding")
+                body = GzipCompressor().compress(body, finish: true)
+            }
+            transport?.exchange(self, sendHead: status, headers: headers, contentLength: body.count)
+            if !body.isEmpty, !isHead { transport?.exchange(self, sendBody: body) }
+            finishResponse()
+        }
+    }
+
+    /// Starts a response whose body follows in pieces (`write`, then `finish`); it is compressed when the client accepts gzip.
+    package func startResponse(status: Int, headers: HTTPHeaders = HTTPHeaders()) {
+        onQueue { [self] in
+            guard !responseStarted, !isClosed else { return }
+            responseStarted = true
+            var headers = headers
+            if acceptsGzip(headers) {
+                headers.add("content-encoding", "gzip")
+                headers.add("vary", "Accept-Encoding")
+                compressor = GzipCompressor()
+            }
+            transport?.exchange(self, sendHead: status, headers: headers, contentLength: nil)
+        }
+    }
+
+    /// Sends a piece of the body. `whenReady` runs once the connection can take more (at once if it already can):
+    /// a producer that waits for it never makes the server buffer more than its output bound.
+    package func write(_ bytes: [UInt8], whenReady: (@Sendable () -> Void)? = nil) {
+        onQueue { [self] in
+            guard responseStarted, !responseFinished, !isClosed else { return }
+            if !isHead, !bytes.isEmpty {
+                let encoded = compressor.map { $0.compress(bytes, finish: false) } ?? bytes
+                transport?.exchange(self, sendBody: encoded)
+            }
+            if let whenReady {
+                if transport?.exchangeHasRoom(self) ?? true { whenReady() } else { readyHandlers.append(whenReady) }
+            }
+        }
+    }
+
+    /// Ends a response started with `startResponse`.
+    package func finish() {
+        onQueue { [self] in
+            guard responseStarted, !responseFinished, !isClosed else { return }
+            if let compressor, !isHead {
+                transport?.exchange(self, sendBody: compressor.compress([], finish: true))
+            }
+            finishResponse()
+        }
+    }
+
+    private func finishResponse() {
+        responseFinished = true
+        readyHandlers.removeAll()
+        closeHandlers.removeAll()
+        transport?.exchangeEnded(self)
+    }
+
+    /// Runs `handler` once if the client goes away before the response is finished (a waiting watch frees itself).
+    package func onClose(_ handler: @escaping @Sendable () -> Void) {
+        onQueue { [self] in
+            if isClosed { handler() } else if !responseFinished { closeHandlers.append(handler) }
+        }
+    }
+
+    /// Whether the response has begun (a handler that failed late can no longer send its own status).
+    package var hasStartedResponse: Bool { responseStarted }
+
+    private func acceptsGzip(_ responseHeaders: HTTPHeaders) -> Bool {
+        !responseHeaders.contains("content-encoding") && request.headers.listContains("accept-encoding", token: "gzip")
+    }
+
+    // MARK: - Transport events
+
+    /// The transport has room again: wake writers waiting for it.
+    func transportDrained() {
+        let handlers = readyHandlers
+        readyHandlers.removeAll()
+        for handler in handlers { handler() }
+    }
+
+    /// The client went away (connection closed, stream reset).
+    func transportClosed() {
+        guard !isClosed else { return }
+        isClosed = true
+        readyHandlers.removeAll()
+        if let reader = bodyReader {
+            bodyReader = nil
+            reader(.failed(HTTPError(499, "client closed the connection")))
+        }
+        let handlers = closeHandlers
+        closeHandlers.removeAll()
+        for handler in handlers { handler() }
+    }
+
+    /// The server answered on its own (a body error): the handler's response, if any, is dropped.
+    func markAnsweredByServer() {
+        responseStarted = true
+        responseFinished = true
+    }
+}

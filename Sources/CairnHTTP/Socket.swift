@@ -1,0 +1,93 @@
+// Thin wrappers over the POSIX socket calls the server needs: listen, accept, non-blocking I/O.
+// Errors carry errno's text so a bad --listen-client-urls is reported plainly.
+import Glibc
+
+package struct SocketError: Error, CustomStringConvertible {
+    package var operation: String
+    package var errno: Int32
+    package var description: String { "\(operation): \(String(cString: strerror(errno)))" }
+}
+
+/// A host and port to listen on; the host is a literal address or a name ("localhost").
+package struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
+    package var host: String
+    package var port: UInt16
+
+    package init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    package var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+enum Socket {
+    /// Opens non-blocking listening sockets for every address `host` resolves to; returns each fd with its bound port.
+    static func listen(_ address: ListenAddress, backlog: Int32) throws -> [(fd: Int32, port: UInt16)] {
+        var hints = addrinfo()
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(address.host, String(address.port), &hints, &list)
+        guard status == 0, let first = list else {
+            throw SocketError(operation: "resolve \(address.host): \(String(cString: gai_strerror(status)))", errno: 0)
+        }
+        defer { freeaddrinfo(list) }
+        var sockets: [(Int32, UInt16)] = []
+        var seen = Set<[UInt8]>()
+        var next: UnsafeMutablePointer<addrinfo>? = first
+        while let info = next {
+            next = info.pointee.ai_next
+            let key = Array(UnsafeRawBufferPointer(start: info.pointee.ai_addr, count: Int(info.pointee.ai_addrlen)))
+            guard seen.insert(key).inserted else { continue }
+            let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw SocketError(operation: "socket", errno: errno) }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            if info.pointee.ai_family == AF_INET6 {
+                setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
+            }
+            guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+                let error = SocketError(operation: "bind \(address)", errno: errno)
+                close(fd)
+                for (open, _) in sockets { close(open) }
+                throw error
+            }
+            guard Glibc.listen(fd, backlog) == 0 else {
+                let error = SocketError(operation: "listen \(address)", errno: errno)
+                close(fd)
+                for (open, _) in sockets { close(open) }
+                throw error
+            }
+            sockets.append((fd, boundPort(fd)))
+        }
+        return sockets
+    }
+
+    static func boundPort(_ fd: Int32) -> UInt16 {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) }
+        }
+        let family = storage.ss_family
+        return withUnsafePointer(to: &storage) {
+            if family == sa_family_t(AF_INET6) {
+                return $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
+            }
+            return $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+        }
+    }
+
+    /// Accepts one pending connection as a non-blocking socket with Nagle off, or nil when none is pending.
+    static func accept(_ listener: Int32) -> Int32? {
+        let fd = Glibc.accept(listener, nil, nil)
+        guard fd >= 0 else { return nil }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        return fd
+    }
+}
