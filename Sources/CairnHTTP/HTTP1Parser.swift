@@ -15,6 +15,8 @@ package struct HTTP1Limits: Sendable {
     package var headerBytesMax = 1024 * 1024
     /// A body longer than this (after any decoding) is answered 413.
     package var bodyBytesMax = 64 * 1024 * 1024
+    /// A body is handed on in pieces of at most this many bytes.
+    package var bodyPieceBytesMax = 64 * 1024
 
     package init() {}
 }
@@ -65,14 +67,14 @@ package struct HTTP1RequestParser {
                 return (.end, 0)
             }
             guard !buffer.isEmpty else { return (.needMore, 0) }
-            let count = min(remaining, buffer.count)
+            let count = min(remaining, buffer.count, limits.bodyPieceBytesMax)
             state = .fixedBody(remaining: remaining - count)
             return (.body(count: count), count)
         case .chunkSize:
             return parseChunkSize(buffer)
         case .chunkData(let remaining):
             guard !buffer.isEmpty else { return (.needMore, 0) }
-            let count = min(remaining, buffer.count)
+            let count = min(remaining, buffer.count, limits.bodyPieceBytesMax)
             state = remaining == count ? .chunkDataEnd : .chunkData(remaining: remaining - count)
             return (.body(count: count), count)
         case .chunkDataEnd:

@@ -10,6 +10,11 @@ final class HTTP2Session {
     /// Streams whose request head arrived during the current `receive`; handlers run after nghttp2 returns.
     private var arrived: [HTTP2Stream] = []
     private var failed = false
+    private var pumping = false
+    /// Streams whose unsent body shrank during a pump; their writers are woken once nghttp2 has returned.
+    private var streamsToWake: [HTTP2Stream] = []
+    private var streamsOverBodyLimit: [HTTP2Stream] = []
+    private var streamsClosed: [HTTP2Stream] = []
     /// A stream's unread request body and unsent response body are each bounded by this.
     static let streamWindowBytes: Int32 = 256 * 1024
     static let connectionWindowBytes: Int32 = 1024 * 1024
@@ -111,7 +116,12 @@ final class HTTP2Session {
             failed = true
             return false
         }
+        // Handlers run only now that nghttp2 has returned: they may submit frames, which callbacks must not.
         startArrivedStreams()
+        let overLimit = streamsOverBodyLimit
+        streamsOverBodyLimit.removeAll()
+        for stream in overLimit { stream.failBody(HTTPError(413, "request body too large")) }
+        notifyClosedStreams()
         for stream in streams.values where stream.exchange != nil { stream.deliverPendingBody() }
         return true
     }
@@ -122,9 +132,27 @@ final class HTTP2Session {
         for stream in started { stream.start(connection: connection) }
     }
 
-    /// Moves nghttp2's pending frames into the connection's output, while the connection has room.
+    /// Moves nghttp2's pending frames into the connection's output, while the connection has room, then wakes
+    /// writers whose streams drained. nghttp2 must not be re-entered from its own callbacks (its send buffer would
+    /// be reused under us), so a call made while pumping only leaves the outer loop to continue.
     func pump() {
-        guard !failed else { return }
+        guard !failed, !pumping else { return }
+        pumping = true
+        sendPendingFrames()
+        pumping = false
+        let waking = streamsToWake
+        streamsToWake.removeAll()
+        for stream in waking { stream.notifyIfRoom() }
+        notifyClosedStreams()
+    }
+
+    private func notifyClosedStreams() {
+        let closed = streamsClosed
+        streamsClosed.removeAll()
+        for stream in closed where stream.exchange?.responseFinished != true { stream.exchange?.transportClosed() }
+    }
+
+    private func sendPendingFrames() {
         while connection.exchangeHasRoomForSession() {
             var data: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &data)
@@ -188,7 +216,7 @@ final class HTTP2Session {
         }
         stream.bodyBytesReceived += bytes.count
         if stream.bodyBytesReceived > connection.configuration.http1.bodyBytesMax {
-            stream.failBody(HTTPError(413, "request body too large"))
+            if !stream.bodyFailed { streamsOverBodyLimit.append(stream) }
             nghttp2_session_consume(session, id, bytes.count)
             return
         }
@@ -199,7 +227,7 @@ final class HTTP2Session {
         guard let stream = streams.removeValue(forKey: id) else { return }
         if !stream.pendingBody.isEmpty { nghttp2_session_consume_connection(session, stream.pendingBody.count) }
         stream.pendingBody.removeAll()
-        if stream.exchange?.responseFinished != true { stream.exchange?.transportClosed() }
+        streamsClosed.append(stream)
     }
 
     // MARK: - Stream operations
@@ -261,7 +289,7 @@ final class HTTP2Session {
             stream.outgoingStart = 0
             if stream.localEnded { flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue) }
         }
-        stream.notifyIfRoom()
+        streamsToWake.append(stream)
         return count
     }
 }

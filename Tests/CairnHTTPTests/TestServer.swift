@@ -1,0 +1,234 @@
+// An in-process server with handlers that exercise streaming, waiting and backpressure, and a raw socket client.
+// Integration tests talk to it over real loopback sockets, byte for byte.
+import CairnBase
+import Dispatch
+import Foundation
+import Glibc
+import Synchronization
+@testable import CairnHTTP
+
+/// What the test handlers observed, for assertions.
+final class Observations: Sendable {
+    let closedPaths = Mutex<[String]>([])
+    let bodyFailures = Mutex<[Int]>([])
+    let producedBytes = Mutex(0)
+    let largestBodyPiece = Mutex(0)
+}
+
+struct TestHandler: HTTPHandler {
+    let seen: Observations
+    /// Byte i of a streamed body is i % 251; a piece of 256 periods makes every piece the same bytes.
+    static let streamPiece = (0..<(251 * 256)).map { UInt8($0 % 251) }
+
+    func handle(_ exchange: HTTPExchange) {
+        let path = String(exchange.request.rawPath)
+        let query = FormDecoding.decode(exchange.request.rawQuery).pairs
+        switch path {
+        case "/count":
+            // Reads the body piece by piece, keeping only a running count and checksum.
+            nonisolated(unsafe) var count = 0
+            nonisolated(unsafe) var crc = CRC32C()
+            @Sendable func next(_ part: BodyPart) {
+                switch part {
+                case .data(let bytes):
+                    count += bytes.count
+                    crc.update(bytes)
+                    seen.largestBodyPiece.withLock { $0 = max($0, bytes.count) }
+                    exchange.readBody(next)
+                case .end:
+                    exchange.respond(status: 200, body: Array("bytes=\(count) crc=\(crc.value)".utf8))
+                case .failed(let error):
+                    seen.bodyFailures.withLock { $0.append(error.status) }
+                }
+            }
+            exchange.onClose { seen.closedPaths.withLock { $0.append(path) } }
+            exchange.readBody(next)
+        case "/stream":
+            // Streams `bytes` of a repeating pattern, writing only when the connection has room.
+            let total = Int(query.first { $0.name == "bytes" }?.value ?? "0") ?? 0
+            exchange.startResponse(status: 200, headers: HTTPHeaders([("content-type", "application/octet-stream")]))
+            nonisolated(unsafe) var sent = 0
+            @Sendable func produce() {
+                guard sent < total else { return exchange.finish() }
+                let count = min(TestHandler.streamPiece.count, total - sent)
+                let piece = count == TestHandler.streamPiece.count ? TestHandler.streamPiece : Array(TestHandler.streamPiece[0..<count])
+                sent += count
+                seen.producedBytes.withLock { $0 += count }
+                exchange.write(piece, whenReady: produce)
+            }
+            produce()
+        case "/wait":
+            exchange.onClose { seen.closedPaths.withLock { $0.append(path) } }
+        case "/slow":
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(300)) {
+                exchange.respond(status: 200, body: Array("slow".utf8))
+            }
+        case "/big":
+            exchange.respond(status: 200, headers: HTTPHeaders([("content-type", "application/json")]),
+                             body: Array(String(repeating: "{\"key\":\"/a\",\"value\":\"b\"},", count: 4000).utf8))
+        default:
+            exchange.respond(status: 200, body: Array("\(exchange.request.method) \(exchange.request.target)".utf8))
+        }
+    }
+}
+
+final class TestServer {
+    let server: HTTPServer
+    let seen = Observations()
+    var port: UInt16 { server.boundAddresses[0].port }
+
+    init(configure: (inout HTTPServerConfiguration) -> Void = { _ in }) throws {
+        var configuration = HTTPServerConfiguration(addresses: [ListenAddress(host: "127.0.0.1", port: 0)])
+        configuration.queueCount = 2
+        configure(&configuration)
+        server = HTTPServer(configuration: configuration, handler: TestHandler(seen: seen))
+        try server.start()
+    }
+
+    func stop() {
+        let done = DispatchSemaphore(value: 0)
+        server.shutdown { done.signal() }
+        done.wait()
+    }
+
+    func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
+}
+
+/// A blocking loopback client with a receive timeout, for byte-exact exchanges.
+final class RawClient {
+    let fd: Int32
+
+    init(port: UInt16, receiveBufferBytes: Int32? = nil) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if var size = receiveBufferBytes {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let status = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard status == 0 else { throw SocketError(operation: "connect", errno: errno) }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) { send(Array(text.utf8)) }
+
+    func send(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+
+    /// Reads until the peer closes or the timeout passes.
+    func readToEnd() -> [UInt8] {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return result }
+            result.append(contentsOf: buffer[0..<n])
+        }
+    }
+
+    /// Reads one response: head, then a Content-Length or chunked body. Nil on timeout or close.
+    func readResponse(isHead: Bool = false) -> (status: Int, headers: [String: String], body: [UInt8])? {
+        guard let head = readUntil(Array("\r\n\r\n".utf8)) else { return nil }
+        let lines = String(decoding: head, as: UTF8.self).components(separatedBy: "\r\n")
+        let status = Int(lines[0].split(separator: " ")[1]) ?? 0
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() where line.contains(":") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            headers[parts[0].lowercased()] = parts[1].trimmingCharacters(in: .whitespaces)
+        }
+        if status == 100 { return readResponse(isHead: isHead) }
+        if isHead { return (status, headers, []) }
+        if let length = headers["content-length"].flatMap(Int.init) {
+            guard let body = readExactly(length) else { return nil }
+            return (status, headers, body)
+        }
+        if headers["transfer-encoding"] == "chunked" {
+            var body: [UInt8] = []
+            while let line = readUntil([13, 10]), let size = Int(String(decoding: line.dropLast(2), as: UTF8.self), radix: 16) {
+                if size == 0 { _ = readUntil([13, 10]); return (status, headers, body) }
+                guard let chunk = readExactly(size + 2) else { return nil }
+                body.append(contentsOf: chunk.dropLast(2))
+            }
+            return nil
+        }
+        return (status, headers, [])
+    }
+
+    private var pending: [UInt8] = []
+
+    private func fill() -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { return false }
+        pending.append(contentsOf: buffer[0..<n])
+        return true
+    }
+
+    private func readUntil(_ terminator: [UInt8]) -> [UInt8]? {
+        while true {
+            if let range = pending.firstRange(of: terminator) {
+                let result = Array(pending[..<range.upperBound])
+                pending.removeFirst(range.upperBound)
+                return result
+            }
+            guard fill() else { return nil }
+        }
+    }
+
+    func readExactly(_ count: Int) -> [UInt8]? {
+        while pending.count < count { guard fill() else { return nil } }
+        let result = Array(pending[0..<count])
+        pending.removeFirst(count)
+        return result
+    }
+
+    /// True if the peer has closed (a read returns end of file within the timeout).
+    func isClosedByPeer() -> Bool {
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, 0) <= 0
+    }
+}
+
+/// Resident memory of this process, in bytes.
+func residentBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = text.split(separator: " ")
+    return (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+/// Runs a command and returns its exit status and standard output.
+func run(_ arguments: [String], input: URL? = nil) throws -> (status: Int32, output: Data) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
+}
+
+/// Polls `condition` every 20 ms for at most `seconds`.
+func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
