@@ -24,13 +24,17 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
 
     // Everything below is touched on `queue` only.
     private var mode = Mode.detecting
+    /// Received bytes not yet consumed are `input[inputStart...]`. Reads land in the queue's scratch buffer first,
+    /// so an idle connection holds no read buffer of its own.
     private var input: [UInt8] = []
     private var inputStart = 0
+    private let readScratch: UnsafeMutableRawBufferPointer
     private var output: [UInt8] = []
     private var outputStart = 0
     private var readSuspended = false
     private var writeResumed = false
     private var flushScheduled = false
+    private var inSocketEvent = false
     private var closeWhenFlushed = false
     private(set) var isClosed = false
     private var isDraining = false
@@ -58,8 +62,9 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
     var pendingOutputBytes: Int { pendingOutput }
 
     init(id: Int, fd: Int32, server: HTTPServer, queue: DispatchQueue, queueKey: DispatchSpecificKey<Int>, queueID: Int,
-         configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
+         readScratch: UnsafeMutableRawBufferPointer, configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
         self.id = id
+        self.readScratch = readScratch
         self.fd = fd
         self.server = server
         self.queue = queue
@@ -100,22 +105,21 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
 
     private func onReadable() {
         guard !isClosed else { return }
+        inSocketEvent = true
+        defer {
+            inSocketEvent = false
+            if pendingOutput > 0 { flushNow() }
+        }
         var sawEOF = false
         var reads = 0
         while reads < 4, input.count - inputStart < inputBytesMax {
             reads += 1
-            compactInput()
-            let room = min(64 * 1024, inputBytesMax - (input.count - inputStart))
-            let oldCount = input.count
-            var n = 0
-            var readErrno: Int32 = 0
-            input.append(contentsOf: repeatElement(0, count: room))
-            input.withUnsafeMutableBytes { buffer in
-                n = Glibc.read(fd, buffer.baseAddress! + oldCount, room)
-                readErrno = errno
-            }
-            input.removeLast(room - max(n, 0))
+            let room = min(readScratch.count, inputBytesMax - (input.count - inputStart))
+            let n = Glibc.read(fd, readScratch.baseAddress, room)
+            let readErrno = errno
             if n > 0 {
+                compactInput()
+                input.append(contentsOf: UnsafeRawBufferPointer(rebasing: readScratch[0..<n]))
                 lastReadNanos = DispatchTime.now().uptimeNanoseconds
                 if headStartNanos == nil, parser.isBetweenRequests, exchange == nil { headStartNanos = lastReadNanos }
                 if n < room { break }
@@ -136,7 +140,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
 
     private func compactInput() {
         if inputStart == input.count {
-            input.removeAll(keepingCapacity: true)
+            input.removeAll(keepingCapacity: input.capacity <= 64 * 1024)
             inputStart = 0
         } else if inputStart > 64 * 1024 {
             input.removeFirst(inputStart)
@@ -355,28 +359,39 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
         // A body the client was told to hold back (no 100 Continue sent) may or may not follow: only closing is safe.
         if !exchangeBodyDone, exchange.request.headers["expect"] != nil, !exchangeSentContinue { closeAfterResponse = true }
         if isDraining { closeAfterResponse = true }
-        var head = "HTTP/1.1 \(status) \(HTTPStatus.reasonPhrase(status))\r\n"
+        var head: [UInt8] = []
+        head.reserveCapacity(256)
+        func line(_ name: some StringProtocol, _ value: some StringProtocol) {
+            head.append(contentsOf: name.utf8)
+            head.append(contentsOf: ": ".utf8)
+            head.append(contentsOf: value.utf8)
+            head.append(contentsOf: "\r\n".utf8)
+        }
+        head.append(contentsOf: "HTTP/1.1 \(status) \(HTTPStatus.reasonPhrase(status))\r\n".utf8)
         var hasDate = false
         for (name, value) in headers {
             if name == "date" { hasDate = true }
-            head += canonicalHeaderName(name) + ": " + value + "\r\n"
+            appendCanonicalHeaderName(name, to: &head)
+            head.append(contentsOf: ": ".utf8)
+            head.append(contentsOf: value.utf8)
+            head.append(contentsOf: "\r\n".utf8)
         }
-        if !hasDate { head += "Date: \(HTTPDate.now())\r\n" }
+        if !hasDate { line("Date", HTTPDate.now()) }
         let bodyless = status < 200 || status == 204 || status == 304
         chunkedOutput = false
         if let contentLength {
-            if !bodyless { head += "Content-Length: \(contentLength)\r\n" }
+            if !bodyless { line("Content-Length", String(contentLength)) }
         } else if !bodyless, exchange.request.method != "HEAD" {
             if exchange.request.version == .http1_1 {
-                head += "Transfer-Encoding: chunked\r\n"
+                line("Transfer-Encoding", "chunked")
                 chunkedOutput = true
             } else {
                 closeAfterResponse = true
             }
         }
-        if closeAfterResponse { head += "Connection: close\r\n" }
-        head += "\r\n"
-        send(Array(head.utf8))
+        if closeAfterResponse { line("Connection", "close") }
+        head.append(contentsOf: "\r\n".utf8)
+        send(head)
     }
 
     func exchange(_ exchange: HTTPExchange, sendBody bytes: [UInt8]) {
@@ -413,7 +428,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
 
     // MARK: - Writing
 
-    /// Queues bytes for the socket; they are written together at the end of the current turn of the queue.
+    /// Queues bytes for the socket. Inside a socket event they are written together when the event's work is done;
+    /// otherwise (a handler answering later) at the end of the current turn of the queue.
     func send(_ bytes: [UInt8]) {
         guard !isClosed, !bytes.isEmpty else { return }
         if outputStart == output.count {
@@ -421,7 +437,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
             outputStart = 0
         }
         output.append(contentsOf: bytes)
-        if !flushScheduled {
+        if !inSocketEvent, !flushScheduled {
             flushScheduled = true
             queue.async { [self] in
                 flushScheduled = false
@@ -556,19 +572,13 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
     }
 }
 
-private func canonicalHeaderName(_ lowercased: String) -> String {
-    var result = ""
-    result.reserveCapacity(lowercased.utf8.count)
+/// Writes a lowercased header name as Go does (`x-etcd-index` → `X-Etcd-Index`): clients compare recorded answers.
+private func appendCanonicalHeaderName(_ lowercased: String, to bytes: inout [UInt8]) {
     var upper = true
-    for scalar in lowercased.unicodeScalars {
-        if upper, scalar.properties.isLowercase {
-            result.unicodeScalars.append(contentsOf: scalar.properties.uppercaseMapping.unicodeScalars)
-        } else {
-            result.unicodeScalars.append(scalar)
-        }
-        upper = scalar == "-"
+    for byte in lowercased.utf8 {
+        bytes.append(upper && byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z") ? byte - 32 : byte)
+        upper = byte == UInt8(ascii: "-")
     }
-    return result
 }
 
 /// The base64url alphabet without padding, used by the HTTP2-Settings header (RFC 7540 §3.2.1).

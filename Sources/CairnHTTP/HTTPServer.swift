@@ -9,6 +9,8 @@ package final class HTTPServer: @unchecked Sendable {
     private let handler: any HTTPHandler
     private let acceptQueue = DispatchQueue(label: "cairn.http.accept")
     private let queues: [DispatchQueue]
+    /// One read buffer per queue, shared by its connections (a serial queue runs one of them at a time).
+    private let readScratches: [UnsafeMutableRawBufferPointer]
     private let queueKey = DispatchSpecificKey<Int>()
     private var listeners: [(fd: Int32, source: any DispatchSourceRead)] = []
     private let state = Mutex(State())
@@ -28,6 +30,11 @@ package final class HTTPServer: @unchecked Sendable {
         self.handler = handler
         queues = (0..<max(1, configuration.queueCount)).map { DispatchQueue(label: "cairn.http.connections.\($0)") }
         for (index, queue) in queues.enumerated() { queue.setSpecific(key: queueKey, value: index) }
+        readScratches = queues.map { _ in .allocate(byteCount: 64 * 1024, alignment: 16) }
+    }
+
+    deinit {
+        for scratch in readScratches { scratch.deallocate() }
     }
 
     /// Binds every address; throws (and binds nothing) if any fails.
@@ -66,7 +73,7 @@ package final class HTTPServer: @unchecked Sendable {
                 let queueIndex = id % queues.count
                 let connection = Connection(
                     id: id, fd: fd, server: self, queue: queues[queueIndex], queueKey: queueKey, queueID: queueIndex,
-                    configuration: configuration, handler: handler)
+                    readScratch: readScratches[queueIndex], configuration: configuration, handler: handler)
                 state.connections[id] = connection
                 return (connection, queues[queueIndex])
             }
