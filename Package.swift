@@ -36,6 +36,7 @@ let package = Package(
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP"]),
+        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,5 +1,6 @@
 // Every limit and timeout of the HTTP server, each with its unit last in its name.
 // Defaults follow Go's net/http where etcd relies on it (1 MiB of header) and common servers elsewhere.
+import Glibc
 
 package struct HTTPServerConfiguration: Sendable {
     package var addresses: [ListenAddress]
@@ -18,8 +19,8 @@ package struct HTTPServerConfiguration: Sendable {
     package var writeStallTimeoutSeconds = 60
     /// In-flight requests get this long to finish after a shutdown begins; then their connections are closed.
     package var shutdownGraceSeconds = 10
-    /// Connections are spread over this many serial queues.
-    package var queueCount = 4
+    /// Connections are spread over this many serial queues: one per core (more only adds thread hand-offs).
+    package var queueCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     package var listenBacklog: Int32 = 1024
 
     package init(addresses: [ListenAddress]) {

@@ -1,0 +1,133 @@
+// The cairn executable as a user meets it: etcd's flags, clear refusals, the first endpoints, and SIGTERM.
+// Runs the built binary on an ephemeral loopback port and talks to it with curl.
+import Foundation
+import Testing
+@testable import CairnServer
+
+/// The `cairn` binary built beside the tests.
+let cairnBinary: URL = {
+    var directory = URL(fileURLWithPath: #filePath)
+    while directory.path != "/" && !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
+        directory.deleteLastPathComponent()
+    }
+    return directory.appendingPathComponent(".build/debug/cairn")
+}()
+
+/// A running `cairn` whose client URL is learned from its start-up line.
+final class RunningCairn {
+    let process = Process()
+    let errors = Pipe()
+    private(set) var baseURL = ""
+
+    init(_ arguments: [String]) throws {
+        process.executableURL = cairnBinary
+        process.arguments = arguments
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        var seen = Data()
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let chunk = errors.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen.append(chunk)
+            let text = String(decoding: seen, as: UTF8.self)
+            if let line = text.split(separator: "\n").first(where: { $0.contains("serving client requests on ") }) {
+                baseURL = String(line.split(separator: " ").last!.split(separator: ",")[0])
+                return
+            }
+        }
+        process.terminate()
+        throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "cairn did not start: \(String(decoding: seen, as: UTF8.self))"])
+    }
+
+    func stop() -> Int32 {
+        process.terminate()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+func curl(_ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["curl", "-sS"] + arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// Runs cairn to completion (it must refuse to start) and returns its status and standard error.
+func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, errors: String) {
+    let process = Process()
+    process.executableURL = cairnBinary
+    process.arguments = arguments
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = errors
+    try process.run()
+    let data = errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+@Suite struct ExecutableTests {
+    @Test func servesVersionHealthAndEtcdsErrors() throws {
+        let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0"])
+        defer { _ = cairn.stop() }
+        #expect(try curl([cairn.baseURL + "/version"]) == #"{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}"#)
+        #expect(try curl([cairn.baseURL + "/health"]) == #"{"health":"true"}"#)
+        #expect(try curl(["-X", "POST", "-w", "%{http_code}", cairn.baseURL + "/version"]) == "Method Not Allowed\n405")
+        #expect(try curl(["-w", "%{http_code}", cairn.baseURL + "/nothing"]) == "404 page not found\n404")
+        #expect(try curl(["--http2-prior-knowledge", cairn.baseURL + "/health"]) == #"{"health":"true"}"#)
+        let headers = try curl(["-D", "-", "-o", "/dev/null", cairn.baseURL + "/version"])
+        #expect(headers.contains("Access-Control-Allow-Origin: *"))
+        #expect(headers.contains("Content-Type: application/json"))
+    }
+
+    @Test func singleDashFlagsWorkAsInEtcd() throws {
+        let cairn = try RunningCairn(["-name", "n1", "-listen-client-urls", "http://127.0.0.1:0"])
+        defer { _ = cairn.stop() }
+        #expect(try curl([cairn.baseURL + "/health"]) == #"{"health":"true"}"#)
+    }
+
+    @Test func sigtermShutsDownCleanly() throws {
+        let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0"])
+        #expect(cairn.stop() == 0)
+    }
+
+    @Test(arguments: [
+        (["--no-such-flag"], "no-such-flag"),
+        (["--listen-client-urls", "127.0.0.1:2379"], "--listen-client-urls: invalid URL"),
+        (["--listen-client-urls", "http://127.0.0.1"], "missing port"),
+        (["--listen-client-urls", "http://127.0.0.1:99999"], "port must be a number"),
+        (["--listen-client-urls", "https://127.0.0.1:2379"], "TLS is not supported"),
+        (["--advertise-client-urls", "http://[::1:2379"], "--advertise-client-urls"),
+        (["--initial-cluster-state", "sideways"], "--initial-cluster-state"),
+        (["--election-timeout", "100", "--heartbeat-interval", "100"], "--election-timeout"),
+    ])
+    func badFlagsAreRefusedWithTheirName(arguments: [String], message: String) throws {
+        let result = try runCairnExpectingExit(arguments)
+        #expect(result.status != 0)
+        #expect(result.errors.contains(message), "\(result.errors)")
+    }
+
+    @Test func anAddressInUseIsReported() throws {
+        let first = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0"])
+        defer { _ = first.stop() }
+        let result = try runCairnExpectingExit(["--listen-client-urls", first.baseURL])
+        #expect(result.status != 0)
+        #expect(result.errors.contains("Address already in use"), "\(result.errors)")
+    }
+}
+
+@Suite struct URLListTests {
+    @Test func parsesEtcdStyleLists() throws {
+        let addresses = try URLList.parse("http://127.0.0.1:2379, http://[::1]:2380,http://localhost:0/", flag: "x")
+        #expect(addresses.map(\.host) == ["127.0.0.1", "::1", "localhost"])
+        #expect(addresses.map(\.port) == [2379, 2380, 0])
+    }
+}
