@@ -255,3 +255,40 @@ import Testing
         #expect(String(decoding: v6.output, as: UTF8.self) == "GET /six")
     }
 }
+
+@Suite(.serialized) struct HostileInputTests {
+    /// Random bytes, random HTTP/1.1-looking garbage and random frames after the HTTP/2 preface, over real sockets:
+    /// the server must survive every one of them and still answer a well-formed request afterwards.
+    @Test func randomInputNeverTakesTheServerDown() throws {
+        let server = try TestServer { $0.headerTimeoutSeconds = 1 }
+        defer { server.stop() }
+        var rng = SeededRandom(seed: 99)
+        let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+        let h1 = Array("PUT /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n".utf8)
+        for round in 0..<150 {
+            let client = try RawClient(port: server.port)
+            var garbage = (0..<Int.random(in: 1..<2000, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            switch round % 3 {
+            case 0: garbage = preface + garbage
+            case 1: garbage = h1 + garbage
+            default: break
+            }
+            client.send(garbage)
+            shutdown(client.fd, Int32(SHUT_WR))
+            _ = client.readToEnd()
+        }
+        #expect(eventually(seconds: 10) { server.server.connectionCount == 0 })
+        let probe = try RawClient(port: server.port)
+        probe.send("GET /alive HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(probe.readResponse()?.body == Array("GET /alive".utf8))
+    }
+
+    @Test func http2StreamResetAndEarlyCloseFreeTheirExchanges() throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        // curl gives up after 1 s on a request the server never answers: the stream (and connection) go away.
+        let result = try run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "1", server.url("/wait")])
+        #expect(result.status != 0)
+        #expect(eventually { server.seen.closedPaths.withLock { $0 } == ["/wait"] })
+    }
+}
