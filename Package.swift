@@ -24,7 +24,8 @@ let package = Package(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
         .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib"]),
-        .target(name: "CairnServer", dependencies: ["CairnHTTP", "CairnAPI", "CairnStore", "CairnRaft", "CairnBase"]),
+        .target(name: "CairnPeer", dependencies: ["CairnHTTP", "CairnBase"]),
+        .target(name: "CairnServer", dependencies: ["CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnRaft", "CairnBase"]),
         .executableTarget(
             name: "cairn",
             dependencies: [
@@ -36,6 +37,7 @@ let package = Package(
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP"]),
+        .testTarget(name: "CairnPeerTests", dependencies: ["CairnPeer", "CairnHTTP", "CairnBase"]),
         .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP"]),
     ],
     swiftLanguageModes: [.v6]

@@ -21,9 +21,9 @@ package struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     package var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
-enum Socket {
+package enum Socket {
     /// Opens non-blocking listening sockets for every address `host` resolves to; returns each fd with its bound port.
-    static func listen(_ address: ListenAddress, backlog: Int32) throws -> [(fd: Int32, port: UInt16)] {
+    package static func listen(_ address: ListenAddress, backlog: Int32) throws -> [(fd: Int32, port: UInt16)] {
         var hints = addrinfo()
         hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
         hints.ai_family = AF_UNSPEC
@@ -65,7 +65,7 @@ enum Socket {
         return sockets
     }
 
-    static func boundPort(_ fd: Int32) -> UInt16 {
+    package static func boundPort(_ fd: Int32) -> UInt16 {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         withUnsafeMutablePointer(to: &storage) {
@@ -81,7 +81,7 @@ enum Socket {
     }
 
     /// Accepts one pending connection as a non-blocking socket with Nagle off, or nil when none is pending.
-    static func accept(_ listener: Int32) -> Int32? {
+    package static func accept(_ listener: Int32) -> Int32? {
         let fd = Glibc.accept(listener, nil, nil)
         guard fd >= 0 else { return nil }
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
@@ -89,5 +89,38 @@ enum Socket {
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         return fd
+    }
+
+    /// Starts a non-blocking connection to the first address `address` resolves to. The socket becomes writable
+    /// when the attempt ends; `pendingError` then tells whether it succeeded.
+    package static func connect(_ address: ListenAddress) throws -> Int32 {
+        var hints = addrinfo()
+        hints.ai_flags = AI_NUMERICSERV
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(address.host, String(address.port), &hints, &list)
+        guard status == 0, let info = list else {
+            throw SocketError(operation: "resolve \(address.host): \(String(cString: gai_strerror(status)))", errno: 0)
+        }
+        defer { freeaddrinfo(list) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError(operation: "socket", errno: errno) }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0, errno != EINPROGRESS {
+            let error = SocketError(operation: "connect \(address)", errno: errno)
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// The error a finished non-blocking connect left on the socket (0 when it connected).
+    package static func pendingError(_ fd: Int32) -> Int32 {
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+        return error
     }
 }

@@ -1,0 +1,313 @@
+// Member-to-member messaging: each member dials every other member twice (a control channel for heartbeats,
+// votes and reads, a bulk channel for appends and snapshot chunks), so a heartbeat never waits behind data.
+// A connection opens with a hello naming cluster and members; a stranger is refused with a reason, never served.
+import CairnHTTP
+import Dispatch
+import Glibc
+import Synchronization
+
+package enum PeerChannel: UInt8, Sendable, CaseIterable {
+    case control = 0
+    case bulk = 1
+}
+
+package struct PeerTransportConfiguration: Sendable {
+    package var clusterID: UInt64
+    package var localID: UInt64
+    package var listenAddresses: [ListenAddress]
+    /// A frame longer than this is corruption: the connection is dropped.
+    package var frameBytesMax = 64 * 1024 * 1024
+    /// Unsent bytes per peer and channel; frames beyond are dropped (Raft retransmits) rather than queued forever.
+    package var controlSendBytesMax = 4 * 1024 * 1024
+    package var bulkSendBytesMax = 64 * 1024 * 1024
+    /// Received bytes handed to the node but not yet processed, per connection, before reading pauses.
+    package var deliveryBytesMax = 16 * 1024 * 1024
+    package var reconnectDelayMillisecondsMin = 50
+    package var reconnectDelayMillisecondsMax = 2000
+
+    package init(clusterID: UInt64, localID: UInt64, listenAddresses: [ListenAddress]) {
+        self.clusterID = clusterID
+        self.localID = localID
+        self.listenAddresses = listenAddresses
+    }
+}
+
+/// Frame types below 240 are the node's own; these belong to the transport.
+enum HandshakeFrame {
+    static let hello: UInt8 = 250
+    static let welcome: UInt8 = 251
+    static let refuse: UInt8 = 252
+}
+
+package final class PeerTransport: @unchecked Sendable {
+    package let configuration: PeerTransportConfiguration
+    private let queue = DispatchQueue(label: "cairn.peer")
+    private let deliveryQueue: DispatchQueue
+    private let deliver: @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Void
+    private let report: @Sendable (String) -> Void
+    private var listeners: [any DispatchSourceRead] = []
+    private var links: [LinkKey: OutgoingLink] = [:]
+    private var incoming: [ObjectIdentifier: FramedSocket] = [:]
+    private var stopped = false
+    private let stats = Mutex(PeerTransportStats())
+    package private(set) var boundAddresses: [ListenAddress] = []
+
+    struct LinkKey: Hashable {
+        var peer: UInt64
+        var channel: PeerChannel
+    }
+
+    /// `deliver` runs on `deliveryQueue` for every frame from a peer, in order per connection.
+    /// `report` receives one line per noteworthy event (a refused stranger, a lost connection).
+    package init(configuration: PeerTransportConfiguration, deliveryQueue: DispatchQueue,
+                 report: @escaping @Sendable (String) -> Void = { _ in },
+                 deliver: @escaping @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Void) {
+        self.configuration = configuration
+        self.deliveryQueue = deliveryQueue
+        self.deliver = deliver
+        self.report = report
+    }
+
+    package func start() throws {
+        var opened: [(Int32, ListenAddress)] = []
+        do {
+            for address in configuration.listenAddresses {
+                for (fd, port) in try Socket.listen(address, backlog: 128) {
+                    opened.append((fd, ListenAddress(host: address.host, port: port)))
+                }
+            }
+        } catch {
+            for (fd, _) in opened { close(fd) }
+            throw error
+        }
+        queue.sync {
+            for (fd, address) in opened {
+                boundAddresses.append(address)
+                let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+                source.setEventHandler { [unowned self] in
+                    while let client = Socket.accept(fd) { accepted(client) }
+                }
+                source.setCancelHandler { close(fd) }
+                source.resume()
+                listeners.append(source)
+            }
+        }
+    }
+
+    /// Sets the members to talk to (all but this one) and their peer addresses; links to others are closed.
+    package func setPeers(_ peers: [UInt64: ListenAddress]) {
+        queue.async { [self] in
+            guard !stopped else { return }
+            for (key, link) in links where peers[key.peer] != link.address {
+                link.shutdown()
+                links[key] = nil
+            }
+            for (peer, address) in peers where peer != configuration.localID {
+                for channel in PeerChannel.allCases where links[LinkKey(peer: peer, channel: channel)] == nil {
+                    let link = OutgoingLink(peer: peer, channel: channel, address: address, transport: self)
+                    links[LinkKey(peer: peer, channel: channel)] = link
+                    link.connect()
+                }
+            }
+        }
+    }
+
+    /// Queues `frame` for `peer`; dropped (and counted) if the peer is unreachable or its channel is backed up.
+    package func send(to peer: UInt64, channel: PeerChannel, frame: PeerFrame) {
+        queue.async { [self] in
+            let sent = links[LinkKey(peer: peer, channel: channel)]?.send(frame) ?? false
+            stats.withLock { sent ? ($0.framesSent += 1) : ($0.framesDropped += 1) }
+        }
+    }
+
+    package var statistics: PeerTransportStats { stats.withLock { $0 } }
+
+    package func stop() {
+        queue.sync {
+            stopped = true
+            for listener in listeners { listener.cancel() }
+            listeners.removeAll()
+            for link in links.values { link.shutdown() }
+            links.removeAll()
+            for socket in incoming.values { socket.close(reason: "transport stopped") }
+            incoming.removeAll()
+        }
+    }
+
+    // MARK: - Incoming connections
+
+    private func accepted(_ fd: Int32) {
+        let socket = FramedSocket(
+            fd: fd, queue: queue, connecting: false, frameBytesMax: configuration.frameBytesMax,
+            sendBytesMax: 64 * 1024)
+        let connection = IncomingConnection(socket: socket)
+        let id = ObjectIdentifier(socket)
+        incoming[id] = socket
+        socket.onFrame = { [unowned self] frame in received(frame, on: connection) }
+        socket.onClose = { [unowned self] _ in incoming[id] = nil }
+        socket.start()
+    }
+
+    /// Returns false to pause reading: the node has not yet taken `deliveryBytesMax` of this connection's frames.
+    private func received(_ frame: PeerFrame, on connection: IncomingConnection) -> Bool {
+        let socket = connection.socket
+        guard let from = connection.sender else {
+            switch checkHello(frame) {
+            case .success(let from):
+                connection.sender = from
+                socket.send(PeerFrame(type: HandshakeFrame.welcome, payload: []))
+                return true
+            case .failure(let refusal):
+                report("peer: refused a connection: \(refusal.reason)")
+                socket.send(PeerFrame(type: HandshakeFrame.refuse, payload: Array(refusal.reason.utf8)))
+                // Let the refusal reach the dialler before closing.
+                queue.asyncAfter(deadline: .now() + .milliseconds(100)) { socket.close(reason: refusal.reason) }
+                return false
+            }
+        }
+        let size = frame.payload.count
+        connection.undeliveredBytes += size
+        stats.withLock { $0.framesReceived += 1 }
+        let resumeBelow = configuration.deliveryBytesMax / 2
+        deliveryQueue.async { [deliver, queue] in
+            deliver(from, frame)
+            queue.async {
+                connection.undeliveredBytes -= size
+                if connection.undeliveredBytes <= resumeBelow { socket.resumeReading() }
+            }
+        }
+        return connection.undeliveredBytes <= configuration.deliveryBytesMax
+    }
+
+    private func checkHello(_ frame: PeerFrame) -> Result<UInt64, HandshakeRefusal> {
+        guard frame.type == HandshakeFrame.hello, frame.payload.count == 25 else {
+            return .failure(HandshakeRefusal("expected a hello frame"))
+        }
+        let cluster = readLittleEndianUInt64(frame.payload[0..<8])
+        let from = readLittleEndianUInt64(frame.payload[8..<16])
+        let to = readLittleEndianUInt64(frame.payload[16..<24])
+        guard cluster == configuration.clusterID else {
+            return .failure(HandshakeRefusal(
+                "cluster ID mismatch: member \(hex(from)) is in cluster \(hex(cluster)), this member \(hex(configuration.localID)) is in cluster \(hex(configuration.clusterID))"))
+        }
+        guard to == configuration.localID else {
+            return .failure(HandshakeRefusal("member \(hex(from)) dialled member \(hex(to)), but this is member \(hex(configuration.localID))"))
+        }
+        guard from != configuration.localID else {
+            return .failure(HandshakeRefusal("member \(hex(from)) has this member's own ID: duplicate member IDs"))
+        }
+        return .success(from)
+    }
+
+    func helloFrame(to peer: UInt64, channel: PeerChannel) -> PeerFrame {
+        var payload: [UInt8] = []
+        appendLittleEndian(configuration.clusterID, to: &payload)
+        appendLittleEndian(configuration.localID, to: &payload)
+        appendLittleEndian(peer, to: &payload)
+        payload.append(channel.rawValue)
+        return PeerFrame(type: HandshakeFrame.hello, payload: payload)
+    }
+
+    var transportQueue: DispatchQueue { queue }
+
+    func linkRefused(peer: UInt64, reason: String) {
+        stats.withLock { $0.refusals += 1 }
+        report("peer: member \(hex(peer)) refused this member: \(reason)")
+    }
+
+    func linkConnected() {
+        stats.withLock { $0.connects += 1 }
+    }
+}
+
+package struct PeerTransportStats: Sendable {
+    package var framesSent = 0
+    package var framesDropped = 0
+    package var framesReceived = 0
+    package var connects = 0
+    package var refusals = 0
+}
+
+/// An accepted connection: who is on the other end (after hello) and how much it has handed on undelivered.
+final class IncomingConnection: @unchecked Sendable {
+    let socket: FramedSocket
+    var sender: UInt64?
+    var undeliveredBytes = 0
+
+    init(socket: FramedSocket) {
+        self.socket = socket
+    }
+}
+
+struct HandshakeRefusal: Error {
+    var reason: String
+    init(_ reason: String) { self.reason = reason }
+}
+
+func hex(_ id: UInt64) -> String { String(id, radix: 16) }
+
+/// The dialling side of one (peer, channel): connects, says hello, reconnects with backoff when the link drops.
+final class OutgoingLink: @unchecked Sendable {
+    let peer: UInt64
+    let channel: PeerChannel
+    let address: ListenAddress
+    private unowned let transport: PeerTransport
+    private var socket: FramedSocket?
+    private var delayMilliseconds: Int
+    private var isShutDown = false
+
+    init(peer: UInt64, channel: PeerChannel, address: ListenAddress, transport: PeerTransport) {
+        self.peer = peer
+        self.channel = channel
+        self.address = address
+        self.transport = transport
+        self.delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMin
+    }
+
+    func connect() {
+        guard !isShutDown else { return }
+        let configuration = transport.configuration
+        guard let fd = try? Socket.connect(address) else { return retryLater() }
+        let socket = FramedSocket(
+            fd: fd, queue: transport.transportQueue, connecting: true, frameBytesMax: configuration.frameBytesMax,
+            sendBytesMax: channel == .control ? configuration.controlSendBytesMax : configuration.bulkSendBytesMax)
+        self.socket = socket
+        socket.send(transport.helloFrame(to: peer, channel: channel))
+        socket.onConnected = { [unowned self] in
+            delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMin
+            transport.linkConnected()
+        }
+        socket.onFrame = { [unowned self] frame in
+            if frame.type == HandshakeFrame.refuse {
+                transport.linkRefused(peer: peer, reason: String(decoding: frame.payload, as: UTF8.self))
+                // A refusal is a configuration error: back off to the longest delay.
+                delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMax
+            }
+            return true
+        }
+        socket.onClose = { [unowned self] _ in
+            self.socket = nil
+            retryLater()
+        }
+        socket.start()
+    }
+
+    private func retryLater() {
+        guard !isShutDown else { return }
+        let delay = delayMilliseconds
+        delayMilliseconds = min(delayMilliseconds * 2, transport.configuration.reconnectDelayMillisecondsMax)
+        // Jitter keeps members that lost each other at once from reconnecting in lockstep.
+        let jitter = Int.random(in: 0...(delay / 4 + 1))
+        transport.transportQueue.asyncAfter(deadline: .now() + .milliseconds(delay + jitter)) { [weak self] in self?.connect() }
+    }
+
+    func send(_ frame: PeerFrame) -> Bool {
+        socket?.send(frame) ?? false
+    }
+
+    func shutdown() {
+        isShutDown = true
+        socket?.close(reason: "link shut down")
+        socket = nil
+    }
+}

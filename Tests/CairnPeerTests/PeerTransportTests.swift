@@ -1,0 +1,160 @@
+// The peer wire format and transport: checksums and limits, ordered delivery per channel, refusal of strangers,
+// reconnection after a member restarts, and a dead member never holding up the live ones.
+import CairnBase
+import CairnHTTP
+import Dispatch
+import Foundation
+import Synchronization
+import Testing
+@testable import CairnPeer
+
+@Suite struct PeerFrameTests {
+    @Test func roundTripsAtEverySplit() throws {
+        let frames = [PeerFrame(type: 1, payload: []), PeerFrame(type: 7, payload: Array("hello".utf8)),
+                      PeerFrame(type: 200, payload: (0..<1000).map { UInt8($0 % 256) })]
+        let stream = frames.flatMap { $0.encoded() }
+        let decoder = PeerFrameDecoder(frameBytesMax: 4096)
+        for split in [1, 2, 9, 10, 100, stream.count] {
+            var buffered: [UInt8] = []
+            var decoded: [PeerFrame] = []
+            var offset = 0
+            while offset < stream.count {
+                buffered += stream[offset..<min(stream.count, offset + split)]
+                offset += split
+                while let (frame, consumed) = try buffered.withUnsafeBytes({ try decoder.next($0) }) {
+                    decoded.append(frame)
+                    buffered.removeFirst(consumed)
+                }
+            }
+            #expect(decoded == frames, "split \(split)")
+        }
+    }
+
+    @Test func corruptionAndOversizeAreRefused() {
+        let decoder = PeerFrameDecoder(frameBytesMax: 100)
+        var bytes = PeerFrame(type: 3, payload: Array("payload".utf8)).encoded()
+        for index in 4..<bytes.count {
+            var damaged = bytes
+            damaged[index] ^= 0x10
+            #expect(throws: PeerFrameError.self) { _ = try damaged.withUnsafeBytes { try decoder.next($0) } }
+        }
+        bytes = PeerFrame(type: 3, payload: [UInt8](repeating: 1, count: 101)).encoded()
+        #expect(throws: PeerFrameError.tooLarge(bytes: 101, max: 100)) { _ = try bytes.withUnsafeBytes { try decoder.next($0) } }
+    }
+}
+
+/// A transport on an ephemeral loopback port that records what it receives.
+final class Inbox: Sendable {
+    let received = Mutex<[(from: UInt64, frame: PeerFrame)]>([])
+    let reports = Mutex<[String]>([])
+}
+
+final class Member: Sendable {
+    let transport: PeerTransport
+    let inbox = Inbox()
+
+    init(id: UInt64, cluster: UInt64 = 0xC1, port: UInt16 = 0) throws {
+        let configuration = PeerTransportConfiguration(
+            clusterID: cluster, localID: id, listenAddresses: [ListenAddress(host: "127.0.0.1", port: port)])
+        let inbox = self.inbox
+        transport = PeerTransport(
+            configuration: configuration, deliveryQueue: DispatchQueue(label: "node-\(id)"),
+            report: { line in inbox.reports.withLock { $0.append(line) } },
+            deliver: { from, frame in inbox.received.withLock { $0.append((from, frame)) } })
+        try transport.start()
+    }
+
+    var address: ListenAddress { transport.boundAddresses[0] }
+    var count: Int { inbox.received.withLock { $0.count } }
+}
+
+func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
+}
+
+@Suite(.serialized) struct PeerTransportTests {
+    @Test func framesArriveInOrderPerChannelBothWays() throws {
+        let a = try Member(id: 1), b = try Member(id: 2)
+        defer { a.transport.stop(); b.transport.stop() }
+        a.transport.setPeers([2: b.address])
+        b.transport.setPeers([1: a.address])
+        #expect(waitUntil { a.transport.statistics.connects == 2 && b.transport.statistics.connects == 2 })
+        for i in 0..<1000 {
+            a.transport.send(to: 2, channel: .bulk, frame: PeerFrame(type: 1, payload: Array("bulk \(i)".utf8)))
+            a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 2, payload: Array("control \(i)".utf8)))
+        }
+        b.transport.send(to: 1, channel: .control, frame: PeerFrame(type: 3, payload: Array("back".utf8)))
+        #expect(waitUntil { b.count == 2000 && a.count == 1 })
+        let frames = b.inbox.received.withLock { $0 }
+        #expect(frames.allSatisfy { $0.from == 1 })
+        #expect(frames.filter { $0.frame.type == 1 }.map { String(decoding: $0.frame.payload, as: UTF8.self) } == (0..<1000).map { "bulk \($0)" })
+        #expect(frames.filter { $0.frame.type == 2 }.map { String(decoding: $0.frame.payload, as: UTF8.self) } == (0..<1000).map { "control \($0)" })
+        #expect(a.inbox.received.withLock { $0.first?.frame.payload } == Array("back".utf8))
+    }
+
+    @Test func largeFramesArriveIntact() throws {
+        let a = try Member(id: 1), b = try Member(id: 2)
+        defer { a.transport.stop(); b.transport.stop() }
+        a.transport.setPeers([2: b.address])
+        #expect(waitUntil { a.transport.statistics.connects == 2 })
+        var rng = SeededRandom(seed: 5)
+        let payload = (0..<(8 * 1024 * 1024)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        a.transport.send(to: 2, channel: .bulk, frame: PeerFrame(type: 9, payload: payload))
+        #expect(waitUntil { b.count == 1 })
+        #expect(b.inbox.received.withLock { $0.first?.frame.payload == payload })
+    }
+
+    @Test func aMemberOfAnotherClusterIsRefusedWithAReason() throws {
+        let b = try Member(id: 2), stranger = try Member(id: 3, cluster: 0xBAD)
+        defer { b.transport.stop(); stranger.transport.stop() }
+        stranger.transport.setPeers([2: b.address])
+        #expect(waitUntil { stranger.transport.statistics.refusals >= 1 })
+        stranger.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: []))
+        usleep(200_000)
+        #expect(b.count == 0)
+        #expect(b.inbox.reports.withLock { $0.contains { $0.contains("cluster ID mismatch") } })
+        #expect(stranger.inbox.reports.withLock { $0.contains { $0.contains("cluster ID mismatch") } })
+    }
+
+    @Test func aDuplicateMemberIDIsRefused() throws {
+        let b = try Member(id: 2), twin = try Member(id: 2)
+        defer { b.transport.stop(); twin.transport.stop() }
+        twin.transport.setPeers([7: b.address])
+        #expect(waitUntil { twin.transport.statistics.refusals >= 1 })
+        #expect(b.inbox.reports.withLock { $0.contains { $0.contains("this is member 2") || $0.contains("duplicate") } })
+    }
+
+    @Test func reconnectsAfterThePeerRestarts() throws {
+        let a = try Member(id: 1)
+        var b = try Member(id: 2)
+        defer { a.transport.stop() }
+        let port = b.address.port
+        a.transport.setPeers([2: b.address])
+        #expect(waitUntil { a.transport.statistics.connects == 2 })
+        b.transport.stop()
+        usleep(100_000)
+        b = try Member(id: 2, port: port)
+        defer { b.transport.stop() }
+        #expect(waitUntil { a.transport.statistics.connects >= 4 })
+        a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: Array("after".utf8)))
+        #expect(waitUntil { b.count == 1 })
+    }
+
+    @Test func aDeadPeerDoesNotHoldUpALiveOne() throws {
+        let a = try Member(id: 1), b = try Member(id: 2)
+        defer { a.transport.stop(); b.transport.stop() }
+        a.transport.setPeers([2: b.address, 3: ListenAddress(host: "127.0.0.1", port: 1)])
+        #expect(waitUntil { a.transport.statistics.connects == 2 })
+        for i in 0..<200 {
+            a.transport.send(to: 3, channel: .bulk, frame: PeerFrame(type: 1, payload: [UInt8](repeating: 0, count: 1000)))
+            a.transport.send(to: 2, channel: .bulk, frame: PeerFrame(type: 1, payload: Array("\(i)".utf8)))
+        }
+        #expect(waitUntil { b.count == 200 })
+        #expect(a.transport.statistics.framesDropped == 200)
+    }
+}
