@@ -15,6 +15,8 @@ package struct ServerConfiguration: Sendable {
     package var heartbeatIntervalMilliseconds = 100
     package var electionTimeoutMilliseconds = 1000
     package var snapshotCount = 100_000
+    /// The validated initial membership and the IDs derived from it.
+    package var bootstrap: ClusterBootstrap?
 
     package init() {}
 }

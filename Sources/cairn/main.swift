@@ -76,9 +76,17 @@ struct Cairn: ParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
-        configuration.initialCluster = initialCluster ?? "\(name)=\(configuration.initialAdvertisePeerURLs[0])"
+        configuration.initialCluster = initialCluster
+            ?? configuration.initialAdvertisePeerURLs.map { "\(name)=\($0)" }.joined(separator: ",")
         configuration.initialClusterState = initialClusterState
         configuration.initialClusterToken = initialClusterToken
+        do {
+            configuration.bootstrap = try ClusterBootstrap(
+                initialCluster: configuration.initialCluster, name: name,
+                advertisedPeerURLs: configuration.initialAdvertisePeerURLs, token: initialClusterToken)
+        } catch {
+            throw ValidationError(error.description)
+        }
         configuration.heartbeatIntervalMilliseconds = heartbeatInterval
         configuration.electionTimeoutMilliseconds = electionTimeout
         configuration.snapshotCount = snapshotCount

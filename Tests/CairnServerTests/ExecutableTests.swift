@@ -108,6 +108,8 @@ func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, erro
         (["--advertise-client-urls", "http://[::1:2379"], "--advertise-client-urls"),
         (["--initial-cluster-state", "sideways"], "--initial-cluster-state"),
         (["--election-timeout", "100", "--heartbeat-interval", "100"], "--election-timeout"),
+        (["--name", "n2", "--initial-cluster", "n1=http://127.0.0.1:2380"], "no member named \"n2\""),
+        (["--initial-cluster", "default=http://127.0.0.1:2380,other=http://127.0.0.1:2380"], "duplicate URL"),
     ])
     func badFlagsAreRefusedWithTheirName(arguments: [String], message: String) throws {
         let result = try runCairnExpectingExit(arguments)
