@@ -11,6 +11,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         .target(name: "CairnBase"),
@@ -25,12 +26,18 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]),
         .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib"]),
         .target(name: "CairnPeer", dependencies: ["CairnHTTP", "CairnBase"]),
-        .target(name: "CairnServer", dependencies: ["CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnRaft", "CairnBase"]),
+        .target(
+            name: "CairnServer",
+            dependencies: [
+                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnRaft", "CairnBase",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "cairn",
             dependencies: [
                 "CairnServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "CairnBaseTests", dependencies: ["CairnBase"]),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),

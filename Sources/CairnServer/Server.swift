@@ -3,11 +3,13 @@
 import CairnHTTP
 import Dispatch
 import Glibc
+import Logging
 
 package final class Server: @unchecked Sendable {
     package let configuration: ServerConfiguration
     private let http: HTTPServer
     private var signalSources: [any DispatchSourceSignal] = []
+    private let logger = Logger(label: "cairn")
 
     package init(configuration: ServerConfiguration) {
         self.configuration = configuration
@@ -17,12 +19,14 @@ package final class Server: @unchecked Sendable {
     /// Starts serving and never returns: the process exits when a signal's graceful shutdown completes.
     package func runForever() throws -> Never {
         try http.start()
-        log("cairn: serving client requests on \(http.boundAddresses.map { "http://\($0)" }.joined(separator: ","))")
+        logger.info(
+            "serving client requests on \(http.boundAddresses.map { "http://\($0)" }.joined(separator: ","))",
+            metadata: ["name": "\(configuration.name)"])
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
-            source.setEventHandler { [http] in
-                log("cairn: received signal \(signalNumber), shutting down")
+            source.setEventHandler { [http, logger] in
+                logger.notice("received signal \(signalNumber), shutting down")
                 http.shutdown { exit(0) }
             }
             source.resume()
@@ -30,9 +34,4 @@ package final class Server: @unchecked Sendable {
         }
         dispatchMain()
     }
-}
-
-func log(_ message: String) {
-    var line = message + "\n"
-    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }

@@ -2,6 +2,7 @@
 // Go's flag package accepts `-name` as well as `--name`; scripts written for etcd use both, so both work here.
 import ArgumentParser
 import CairnServer
+import Logging
 
 struct Cairn: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -47,6 +48,9 @@ struct Cairn: ParsableCommand {
     @Option(name: .customLong("enable-v2"), help: "Accepted for etcd compatibility; the v2 API is always enabled.")
     var enableV2 = "true"
 
+    @Option(name: .customLong("log-level"), help: "Log level: debug, info, warn, error.")
+    var logLevel = "info"
+
     func validate() throws {
         guard ["new", "existing"].contains(initialClusterState) else {
             throw ValidationError("--initial-cluster-state must be \"new\" or \"existing\", not \"\(initialClusterState)\"")
@@ -59,6 +63,7 @@ struct Cairn: ParsableCommand {
         }
         guard snapshotCount > 0 else { throw ValidationError("--snapshot-count must be positive") }
         guard ["true", "false"].contains(enableV2) else { throw ValidationError("--enable-v2 must be true or false") }
+        guard Self.logLevels[logLevel] != nil else { throw ValidationError("--log-level must be one of debug, info, warn, error") }
         _ = try serverConfiguration()
     }
 
@@ -93,7 +98,10 @@ struct Cairn: ParsableCommand {
         return configuration
     }
 
+    static let logLevels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning, "error": .error]
+
     func run() throws {
+        LogLineHandler.bootstrap(level: Self.logLevels[logLevel]!)
         let server = Server(configuration: try serverConfiguration())
         do {
             try server.runForever()
