@@ -33,7 +33,9 @@ final class RunningCairn {
             seen.append(chunk)
             let text = String(decoding: seen, as: UTF8.self)
             if let line = text.split(separator: "\n").first(where: { $0.contains("serving client requests on ") }) {
-                baseURL = String(line.split(separator: " ").last!.split(separator: ",")[0])
+                let words = line.split(separator: " ")
+                let urls = words[words.firstIndex(of: "on")! + 1]
+                baseURL = String(urls.split(separator: ",")[0])
                 return
             }
         }
