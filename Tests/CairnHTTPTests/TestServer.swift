@@ -209,18 +209,22 @@ func residentBytes() -> Int {
     return (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
-/// Runs a command and returns its exit status and standard output.
-func run(_ arguments: [String], input: URL? = nil) throws -> (status: Int32, output: Data) {
+/// Runs a command and returns its exit status and standard output. The output goes through a file: a pipe could be
+/// inherited by children that concurrent tests spawn, and reading it to the end would wait for them.
+func run(_ arguments: [String]) throws -> (status: Int32, output: Data) {
+    let file = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("cairn-http-test-\(UUID().uuidString)")
+    FileManager.default.createFile(atPath: file.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: file) }
+    let handle = try FileHandle(forWritingTo: file)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
+    process.standardOutput = handle
     process.standardError = FileHandle.nullDevice
     try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return (process.terminationStatus, output)
+    try handle.close()
+    return (process.terminationStatus, try Data(contentsOf: file))
 }
 
 /// Polls `condition` every 20 ms for at most `seconds`.

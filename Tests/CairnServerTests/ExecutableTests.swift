@@ -13,67 +13,73 @@ let cairnBinary: URL = {
     return directory.appendingPathComponent(".build/debug/cairn")
 }()
 
+/// A file for a child's output. Pipes would be inherited by children that concurrent tests spawn, and a read
+/// to end of file would then wait for those unrelated processes to exit.
+func outputFile() -> URL {
+    let url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("cairn-test-\(UUID().uuidString)")
+    FileManager.default.createFile(atPath: url.path, contents: nil)
+    return url
+}
+
+/// Runs a child to completion and returns its status and its standard output and error, together.
+func runToExit(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let file = outputFile()
+    defer { try? FileManager.default.removeItem(at: file) }
+    let handle = try FileHandle(forWritingTo: file)
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.standardOutput = handle
+    process.standardError = handle
+    try process.run()
+    process.waitUntilExit()
+    try handle.close()
+    return (process.terminationStatus, String(decoding: try Data(contentsOf: file), as: UTF8.self))
+}
+
 /// A running `cairn` whose client URL is learned from its start-up line.
 final class RunningCairn {
     let process = Process()
-    let errors = Pipe()
+    private let log = outputFile()
     private(set) var baseURL = ""
 
     init(_ arguments: [String]) throws {
         process.executableURL = cairnBinary
         process.arguments = arguments
-        process.standardError = errors
+        process.standardError = try FileHandle(forWritingTo: log)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        var seen = Data()
         let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            let chunk = errors.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen.append(chunk)
-            let text = String(decoding: seen, as: UTF8.self)
+        while Date() < deadline, process.isRunning {
+            let text = String(decoding: (try? Data(contentsOf: log)) ?? Data(), as: UTF8.self)
             if let line = text.split(separator: "\n").first(where: { $0.contains("serving client requests on ") }) {
                 let words = line.split(separator: " ")
                 let urls = words[words.firstIndex(of: "on")! + 1]
                 baseURL = String(urls.split(separator: ",")[0])
                 return
             }
+            usleep(20_000)
         }
         process.terminate()
-        throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "cairn did not start: \(String(decoding: seen, as: UTF8.self))"])
+        throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "cairn did not start: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")"])
     }
 
     func stop() -> Int32 {
         process.terminate()
         process.waitUntilExit()
+        try? FileManager.default.removeItem(at: log)
         return process.terminationStatus
     }
 }
 
 func curl(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["curl", "-sS"] + arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+    try runToExit(URL(fileURLWithPath: "/usr/bin/curl"), ["-sS"] + arguments).output
 }
 
-/// Runs cairn to completion (it must refuse to start) and returns its status and standard error.
+/// Runs cairn to completion (it must refuse to start) and returns its status and its output.
 func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, errors: String) {
-    let process = Process()
-    process.executableURL = cairnBinary
-    process.arguments = arguments
-    let errors = Pipe()
-    process.standardError = errors
-    process.standardOutput = errors
-    try process.run()
-    let data = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let result = try runToExit(cairnBinary, arguments)
+    return (result.status, result.output)
 }
 
 @Suite struct ExecutableTests {
