@@ -12,11 +12,19 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         .target(name: "CairnBase"),
         .target(name: "CairnRaft", dependencies: ["CairnBase"]),
-        .target(name: "CairnStore", dependencies: ["CairnBase"]),
+        .target(
+            name: "CairnStore",
+            dependencies: [
+                "CairnBase",
+                .product(name: "HashTreeCollections", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnBase"]),
         .systemLibrary(
             name: "CNGHTTP2", pkgConfig: "libnghttp2",

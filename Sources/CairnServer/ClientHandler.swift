@@ -1,40 +1,159 @@
 // The client-facing HTTP handler: routes etcd's paths to their answers, with etcd's 404/405 and CORS headers.
-// Pure answers come from the API module; this file only connects them to exchanges.
+// Pure answers come from the API and store modules; this file only connects them to exchanges.
+import CairnAPI
 import CairnHTTP
+import CairnStore
+
+/// What this member tells clients about itself and its cluster.
+package struct MemberInfo: Sendable {
+    package var id: UInt64
+    package var name: String
+    package var peerURLs: [String]
+    package var clientURLs: [String]
+    package var clusterID: UInt64
+    package var startTime: Int64
+
+    package init(id: UInt64, name: String, peerURLs: [String], clientURLs: [String], clusterID: UInt64, startTime: Int64) {
+        self.id = id
+        self.name = name
+        self.peerURLs = peerURLs
+        self.clientURLs = clientURLs
+        self.clusterID = clusterID
+        self.startTime = startTime
+    }
+}
 
 package struct ClientHandler: HTTPHandler {
     /// The version this member reports: clients choose code paths by it, so it is the etcd release Cairn matches.
     package static let versionBody = Array(#"{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}"#.utf8)
 
-    package init() {}
+    let member: MemberInfo
+    let node: KeySpaceNode
+    let keys: KeysHandler
+
+    package init(member: MemberInfo, node: KeySpaceNode) {
+        self.member = member
+        self.node = node
+        keys = KeysHandler(node: node, clusterID: hex(member.clusterID))
+    }
 
     package func handle(_ exchange: HTTPExchange) {
         let path = exchange.request.rawPath
+        if path == "/v2/keys" || path.hasPrefix("/v2/keys/") {
+            guard allow(exchange, ["HEAD", "GET", "PUT", "POST", "DELETE"], allowHeadForGet: false) else { return }
+            return keys.handle(exchange, keyPath: path.dropFirst("/v2/keys".count))
+        }
         switch path {
         case "/version":
             guard allow(exchange, ["GET"]) else { return }
-            exchange.respond(status: 200, headers: headers(contentType: "application/json"), body: Self.versionBody)
+            exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "application/json"), body: Self.versionBody)
         case "/health":
             guard allow(exchange, ["GET"]) else { return }
-            exchange.respond(status: 200, headers: headers(contentType: "text/plain; charset=utf-8"), body: Array(#"{"health":"true"}"#.utf8))
+            exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"), body: Array(#"{"health":"true"}"#.utf8))
+        case "/v2/members":
+            guard allow(exchange, ["GET"]) else { return }
+            var headers = Self.corsHeaders(contentType: "application/json")
+            headers.add("X-Etcd-Cluster-Id", hex(member.clusterID))
+            exchange.respond(status: 200, headers: headers, body: membersBody())
+        case "/v2/machines":
+            guard allow(exchange, ["GET", "HEAD"]) else { return }
+            exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),
+                             body: Array(member.clientURLs.joined(separator: ", ").utf8))
+        case "/v2/stats/self":
+            guard allow(exchange, ["GET"]) else { return }
+            exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "application/json"), body: selfStatsBody())
+        case "/v2/stats/store":
+            guard allow(exchange, ["GET"]) else { return }
+            exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "application/json"), body: storeStatsBody())
+        case "/v2/stats/leader":
+            guard allow(exchange, ["GET"]) else { return }
+            var json = GoJSON()
+            json.raw("{\"leader\":")
+            json.string(hex(member.id))
+            json.raw(",\"followers\":{}}\n")
+            exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "application/json"), body: json.take())
         default:
-            var headers = headers(contentType: "text/plain; charset=utf-8")
+            var headers = Self.corsHeaders(contentType: "text/plain; charset=utf-8")
             headers.add("X-Content-Type-Options", "nosniff")
             exchange.respond(status: 404, headers: headers, body: Array("404 page not found\n".utf8))
         }
     }
 
+    private func membersBody() -> [UInt8] {
+        var json = GoJSON()
+        json.raw("{\"members\":[{\"id\":")
+        json.string(hex(member.id))
+        json.raw(",\"name\":")
+        json.string(member.name)
+        json.raw(",\"peerURLs\":")
+        stringArray(member.peerURLs, into: &json)
+        json.raw(",\"clientURLs\":")
+        stringArray(member.clientURLs, into: &json)
+        json.raw("}]}\n")
+        return json.take()
+    }
+
+    private func selfStatsBody() -> [UInt8] {
+        let now = node.now
+        var json = GoJSON()
+        json.raw("{\"name\":")
+        json.string(member.name)
+        json.raw(",\"id\":")
+        json.string(hex(member.id))
+        json.raw(",\"state\":\"StateLeader\",\"startTime\":")
+        json.time(unixNanoseconds: member.startTime)
+        json.raw(",\"leaderInfo\":{\"leader\":")
+        json.string(hex(member.id))
+        json.raw(",\"uptime\":")
+        json.string(goDuration(now - member.startTime))
+        json.raw(",\"startTime\":")
+        json.time(unixNanoseconds: member.startTime)
+        json.raw("},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0}\n")
+        return json.take()
+    }
+
+    private func storeStatsBody() -> [UInt8] {
+        let stats = node.storeStatistics
+        let fields: [(StaticString, Int)] = [
+            ("getsSuccess", stats.getsSuccess), ("getsFail", stats.getsFail), ("setsSuccess", stats.setsSuccess),
+            ("setsFail", stats.setsFail), ("deleteSuccess", stats.deleteSuccess), ("deleteFail", stats.deleteFail),
+            ("updateSuccess", stats.updateSuccess), ("updateFail", stats.updateFail), ("createSuccess", stats.createSuccess),
+            ("createFail", stats.createFail), ("compareAndSwapSuccess", stats.compareAndSwapSuccess),
+            ("compareAndSwapFail", stats.compareAndSwapFail), ("compareAndDeleteSuccess", stats.compareAndDeleteSuccess),
+            ("compareAndDeleteFail", stats.compareAndDeleteFail), ("expireCount", stats.expireCount), ("watchers", stats.watchers),
+        ]
+        var json = GoJSON()
+        for (index, (name, value)) in fields.enumerated() {
+            json.raw(index == 0 ? "{\"" : ",\"")
+            json.raw(name)
+            json.raw("\":")
+            json.number(value)
+        }
+        json.raw("}\n")
+        return json.take()
+    }
+
+    private func stringArray(_ values: [String], into json: inout GoJSON) {
+        json.raw("[")
+        for (index, value) in values.enumerated() {
+            if index > 0 { json.raw(",") }
+            json.string(value)
+        }
+        json.raw("]")
+    }
+
     /// etcd's answer to a method a path does not take: 405 with an Allow header.
-    private func allow(_ exchange: HTTPExchange, _ methods: [String]) -> Bool {
-        if methods.contains(exchange.request.method) || (exchange.request.method == "HEAD" && methods.contains("GET")) { return true }
-        var headers = headers(contentType: "text/plain; charset=utf-8")
+    private func allow(_ exchange: HTTPExchange, _ methods: [String], allowHeadForGet: Bool = true) -> Bool {
+        let method = exchange.request.method
+        if methods.contains(method) || (allowHeadForGet && method == "HEAD" && methods.contains("GET")) { return true }
+        var headers = Self.corsHeaders(contentType: "text/plain; charset=utf-8")
         headers.add("Allow", methods.joined(separator: ","))
         headers.add("X-Content-Type-Options", "nosniff")
         exchange.respond(status: 405, headers: headers, body: Array("Method Not Allowed\n".utf8))
         return false
     }
 
-    private func headers(contentType: String) -> HTTPHeaders {
+    static func corsHeaders(contentType: String) -> HTTPHeaders {
         HTTPHeaders([
             ("Access-Control-Allow-Headers", "accept, content-type, authorization"),
             ("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE"),
@@ -42,4 +161,18 @@ package struct ClientHandler: HTTPHandler {
             ("Content-Type", contentType),
         ])
     }
+}
+
+func hex(_ id: UInt64) -> String { String(id, radix: 16) }
+
+/// Go's `time.Duration.String()` for positive durations of a second or more ("1m2.5s"), and "123ms"-style below.
+func goDuration(_ nanoseconds: Int64) -> String {
+    guard nanoseconds >= 1_000_000_000 else { return "\(nanoseconds / 1_000_000)ms" }
+    var fraction = String(nanoseconds % 1_000_000_000)
+    fraction = String(repeating: "0", count: 9 - fraction.count) + fraction
+    while fraction.hasSuffix("0") { fraction.removeLast() }
+    let seconds = nanoseconds / 1_000_000_000
+    let secondsText = "\(seconds % 60)" + (fraction.isEmpty ? "" : "." + fraction) + "s"
+    let hours = seconds / 3600, minutes = seconds / 60 % 60
+    return hours > 0 ? "\(hours)h\(minutes)m" + secondsText : minutes > 0 ? "\(minutes)m" + secondsText : secondsText
 }

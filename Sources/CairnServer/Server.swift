@@ -11,13 +11,27 @@ package final class Server: @unchecked Sendable {
     private var signalSources: [any DispatchSourceSignal] = []
     private let logger = Logger(label: "cairn")
 
+    private let node: KeySpaceNode
+
     package init(configuration: ServerConfiguration) {
         self.configuration = configuration
-        http = HTTPServer(configuration: HTTPServerConfiguration(addresses: configuration.listenClientURLs), handler: ClientHandler())
+        let clock = ClusterClock()
+        let bootstrap = configuration.bootstrap ?? (try? ClusterBootstrap(
+            initialCluster: configuration.initialCluster, name: configuration.name,
+            advertisedPeerURLs: configuration.initialAdvertisePeerURLs, token: configuration.initialClusterToken))
+        let members = bootstrap?.members.count ?? 1
+        // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write.
+        node = KeySpaceNode(clock: clock, initialIndex: UInt64(2 * members + 1), historyBytesMax: configuration.watchHistoryBytesMax)
+        let member = MemberInfo(
+            id: bootstrap?.localID ?? 0, name: configuration.name, peerURLs: configuration.initialAdvertisePeerURLs,
+            clientURLs: configuration.advertiseClientURLs, clusterID: bootstrap?.clusterID ?? 0, startTime: clock.now())
+        http = HTTPServer(configuration: HTTPServerConfiguration(addresses: configuration.listenClientURLs),
+                          handler: ClientHandler(member: member, node: node))
     }
 
     /// Starts serving and never returns: the process exits when a signal's graceful shutdown completes.
     package func runForever() throws -> Never {
+        node.start()
         try http.start()
         logger.info(
             "serving client requests on \(http.boundAddresses.map { "http://\($0)" }.joined(separator: ","))",

@@ -1,1 +1,0 @@
-// CairnAPI: placeholder until its issue lands; see ../shared/DESIGN.md.

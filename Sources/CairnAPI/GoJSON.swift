@@ -1,0 +1,91 @@
+// JSON written directly into bytes the way Go's encoding/json writes it (etcd's answers are Go's output):
+// HTML-safe escapes for <, > and &, \u2028 and \u2029 escaped, RFC 3339 times with nanoseconds trimmed.
+
+package struct GoJSON {
+    package private(set) var bytes: [UInt8] = []
+
+    package init(capacity: Int = 256) {
+        bytes.reserveCapacity(capacity)
+    }
+
+    package mutating func raw(_ text: StaticString) {
+        text.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    package mutating func literal(_ text: String) {
+        bytes.append(contentsOf: text.utf8)
+    }
+
+    package mutating func number<T: BinaryInteger>(_ value: T) {
+        bytes.append(contentsOf: String(value).utf8)
+    }
+
+    package mutating func string(_ text: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": raw("\\\"")
+            case "\\": raw("\\\\")
+            case "\n": raw("\\n")
+            case "\r": raw("\\r")
+            case "\t": raw("\\t")
+            case "<": raw("\\u003c")
+            case ">": raw("\\u003e")
+            case "&": raw("\\u0026")
+            case "\u{2028}": raw("\\u2028")
+            case "\u{2029}": raw("\\u2029")
+            default:
+                if scalar.value < 0x20 {
+                    raw("\\u00")
+                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                    bytes.append(hex[Int(scalar.value >> 4)])
+                    bytes.append(hex[Int(scalar.value & 0xF)])
+                } else {
+                    bytes.append(contentsOf: String(scalar).utf8)
+                }
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// Go's `time.Time` in JSON: RFC 3339 in UTC with the fraction's trailing zeros removed.
+    package mutating func time(unixNanoseconds: Int64) {
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(contentsOf: rfc3339Nano(unixNanoseconds).utf8)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    package mutating func take() -> [UInt8] {
+        defer { bytes = [] }
+        return bytes
+    }
+}
+
+/// RFC 3339 with nanoseconds, trailing zeros of the fraction trimmed (Go's `time.RFC3339Nano`), always UTC.
+package func rfc3339Nano(_ unixNanoseconds: Int64) -> String {
+    let seconds = unixNanoseconds >= 0 ? unixNanoseconds / 1_000_000_000 : (unixNanoseconds - 999_999_999) / 1_000_000_000
+    let nanos = unixNanoseconds - seconds * 1_000_000_000
+    let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+    let secondOfDay = seconds - days * 86_400
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468
+    let era = (z >= 0 ? z : z - 146_096) / 146_097
+    let dayOfEra = z - era * 146_097
+    let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+    let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+    let mp = (5 * dayOfYear + 2) / 153
+    let day = dayOfYear - (153 * mp + 2) / 5 + 1
+    let month = mp < 10 ? mp + 3 : mp - 9
+    let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+    func pad(_ n: Int64, _ width: Int) -> String {
+        let digits = String(n)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    }
+    var text = "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2))"
+    if nanos > 0 {
+        var fraction = pad(nanos, 9)
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        text += "." + fraction
+    }
+    return text + "Z"
+}

@@ -1,0 +1,167 @@
+// etcd's v2 answers as bytes: events, errors and listings, byte for byte as etcd 3.4 writes them
+// (field order, omitted empty fields, trailing newline). Listings stream: a large directory is written piece by piece.
+import CairnStore
+
+package enum KeysResponse {
+    /// The body of a successful write or a watch event (Go's `json.Encoder.Encode`, so it ends with a newline).
+    package static func event(_ event: StoreEvent, noValueOnSuccess: Bool = false) -> [UInt8] {
+        var json = GoJSON()
+        json.raw("{\"action\":")
+        json.string(event.action.rawValue)
+        let hideNodes = noValueOnSuccess && [.set, .compareAndSwap, .create, .update].contains(event.action)
+        if !hideNodes {
+            json.raw(",\"node\":")
+            render(event.node, into: &json)
+            if let prev = event.prevNode {
+                json.raw(",\"prevNode\":")
+                render(prev, into: &json)
+            }
+        }
+        if event.isRefresh { json.raw(",\"refresh\":true") }
+        json.raw("}\n")
+        return json.take()
+    }
+
+    /// etcd's error body: `{"errorCode":...,"message":...,"cause":...,"index":...}` and a newline.
+    package static func error(_ error: StoreError) -> [UInt8] {
+        var json = GoJSON()
+        json.raw("{\"errorCode\":")
+        json.number(error.code.rawValue)
+        json.raw(",\"message\":")
+        json.string(error.code.message)
+        if !error.cause.isEmpty {
+            json.raw(",\"cause\":")
+            json.string(error.cause)
+        }
+        json.raw(",\"index\":")
+        json.number(error.index)
+        json.raw("}\n")
+        return json.take()
+    }
+
+    static func render(_ node: NodeView, into json: inout GoJSON) {
+        var separator = false
+        json.raw("{")
+        if node.key != "/" {
+            json.raw("\"key\":")
+            json.string(node.key)
+            separator = true
+        }
+        if let value = node.value, !node.isDirectory {
+            json.raw(separator ? ",\"value\":" : "\"value\":")
+            json.string(value)
+            separator = true
+        }
+        if node.isDirectory {
+            json.raw(separator ? ",\"dir\":true" : "\"dir\":true")
+            separator = true
+        }
+        if let expiration = node.expiration {
+            json.raw(",\"expiration\":")
+            json.time(unixNanoseconds: expiration)
+            if node.ttl != 0 {
+                json.raw(",\"ttl\":")
+                json.number(node.ttl)
+            }
+        }
+        renderIndexes(modified: node.modifiedIndex, created: node.createdIndex, into: &json)
+    }
+
+    static func renderIndexes(modified: UInt64, created: UInt64, into json: inout GoJSON) {
+        if modified != 0 {
+            json.raw(",\"modifiedIndex\":")
+            json.number(modified)
+        }
+        if created != 0 {
+            json.raw(",\"createdIndex\":")
+            json.number(created)
+        }
+        json.raw("}")
+    }
+}
+
+/// The body of a GET, produced in pieces from an immutable tree: `next(maxBytes:)` writes roughly that much and
+/// stops, so a directory with a million keys never becomes one buffer.
+package struct ListingProducer: Sendable {
+    private enum Step: Sendable {
+        case open(StoreNode, recursive: Bool, first: Bool)
+        case children([StoreNode], next: Int, recursive: Bool)
+        case close(StoreNode)
+        case text(String)
+    }
+
+    private var steps: [Step]
+    private let now: Int64
+    /// The top node always lists its children; this decides whether their children are listed too, and so on.
+    private let topRecursive: Bool
+
+    /// Children are always listed sorted by key: etcd's unsorted order is Go's random map order, which a stable
+    /// order satisfies, so `sorted=true` needs no separate path.
+    package init(node: StoreNode, recursive: Bool, now: Int64) {
+        self.now = now
+        topRecursive = recursive
+        steps = [.text("}\n"), .open(node, recursive: true, first: true), .text("{\"action\":\"get\",\"node\":")]
+    }
+
+    /// The next piece of the body, or nil when it is complete.
+    package mutating func next(maxBytes: Int) -> [UInt8]? {
+        guard !steps.isEmpty else { return nil }
+        var json = GoJSON(capacity: min(maxBytes + 1024, 1 << 20))
+        while json.bytes.count < maxBytes, let step = steps.popLast() {
+            switch step {
+            case .text(let text):
+                json.literal(text)
+            case .open(let node, let recursive, let isTop):
+                openNode(node, into: &json)
+                let listChildren = node.isDirectory && (isTop || recursive)
+                if listChildren {
+                    let children = node.visibleChildren()
+                    steps.append(.close(node))
+                    if !children.isEmpty {
+                        json.raw(",\"nodes\":[")
+                        steps.append(.text("]"))
+                        steps.append(.children(children, next: 0, recursive: isTop ? topRecursive : recursive))
+                    }
+                } else {
+                    closeNode(node, into: &json)
+                }
+            case .children(let children, let index, let recursive):
+                if index > 0 { json.raw(",") }
+                if index + 1 < children.count { steps.append(.children(children, next: index + 1, recursive: recursive)) }
+                steps.append(.open(children[index], recursive: recursive, first: false))
+            case .close(let node):
+                closeNode(node, into: &json)
+            }
+        }
+        return json.take()
+    }
+
+    private func openNode(_ node: StoreNode, into json: inout GoJSON) {
+        var separator = false
+        json.raw("{")
+        if node.key != "/" {
+            json.raw("\"key\":")
+            json.string(node.key)
+            separator = true
+        }
+        if let value = node.value {
+            json.raw(separator ? ",\"value\":" : "\"value\":")
+            json.string(value)
+        } else {
+            json.raw(separator ? ",\"dir\":true" : "\"dir\":true")
+        }
+        if let expiration = node.expiration {
+            json.raw(",\"expiration\":")
+            json.time(unixNanoseconds: expiration)
+            let ttl = node.ttlSeconds(now: now)
+            if ttl != 0 {
+                json.raw(",\"ttl\":")
+                json.number(ttl)
+            }
+        }
+    }
+
+    private func closeNode(_ node: StoreNode, into json: inout GoJSON) {
+        KeysResponse.renderIndexes(modified: node.modifiedIndex, created: node.createdIndex, into: &json)
+    }
+}

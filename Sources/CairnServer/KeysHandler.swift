@@ -1,0 +1,123 @@
+// `/v2/keys` over HTTP: request values in (path, query, form body), etcd's answers out — writes through the node,
+// reads from the latest published root, watches held open until their event, their timeout or their client goes.
+import CairnAPI
+import CairnHTTP
+import CairnStore
+import Dispatch
+
+struct KeysHandler: Sendable {
+    let node: KeySpaceNode
+    let clusterID: String
+    /// etcd gives up on a long-poll after five minutes and ends the response empty; so does Cairn.
+    let watchTimeoutSeconds = 300
+    /// Go's limit on a form body (`http: POST too large`).
+    static let formBytesMax = 10 * 1024 * 1024
+
+    func handle(_ exchange: HTTPExchange, keyPath rawKeyPath: Substring) {
+        guard case .success(let keyPath) = FormDecoding.decodePath(rawKeyPath) else {
+            return exchange.respond(status: 400, headers: HTTPHeaders([("content-type", "text/plain; charset=utf-8")]),
+                                    body: Array("400 Bad Request".utf8))
+        }
+        let query = FormDecoding.decode(exchange.request.rawQuery)
+        let method = exchange.request.method
+        let isForm = exchange.request.headers["content-type"]?.split(separator: ";").first?.trimmingASCIIWhitespace().lowercased()
+            == "application/x-www-form-urlencoded"
+        guard (method == "PUT" || method == "POST") && isForm else {
+            return dispatch(exchange, keyPath: keyPath, parameters: query.pairs, formError: query.error)
+        }
+        exchange.collectBody(bytesMax: Self.formBytesMax) { result in
+            switch result {
+            case .success(let bytes):
+                let form = FormDecoding.decode(String(decoding: bytes, as: UTF8.self))
+                dispatch(exchange, keyPath: keyPath, parameters: form.pairs + query.pairs, formError: form.error ?? query.error)
+            case .failure(let error):
+                dispatch(exchange, keyPath: keyPath, parameters: [], formError: error.status == 413 ? "http: POST too large" : error.reason)
+            }
+        }
+    }
+
+    private func dispatch(_ exchange: HTTPExchange, keyPath: String, parameters: [(name: String, value: String)], formError: String?) {
+        switch KeysRequest.parse(method: exchange.request.method, keyPath: keyPath, parameters: parameters, formError: formError, now: node.now) {
+        case .failure(let error):
+            respondError(exchange, error)
+        case .success(.read(let path, let recursive, _, _)):
+            let view = node.view()
+            switch KeySpace.lookup(path, in: view.root, currentIndex: view.etcdIndex) {
+            case .failure(let error):
+                node.countRead(succeeded: false)
+                respondError(exchange, error)
+            case .success(let found):
+                node.countRead(succeeded: true)
+                var producer = ListingProducer(node: found, recursive: recursive, now: node.now)
+                respondStreaming(exchange, status: 200, headers: successHeaders(view, etcdIndex: view.etcdIndex), producer: &producer)
+            }
+        case .success(.write(let command, let noValueOnSuccess)):
+            node.propose(command) { result, view in
+                switch result {
+                case .failure(let error):
+                    respondError(exchange, error)
+                case .success(let event):
+                    exchange.respond(status: event.isCreation ? 201 : 200, headers: successHeaders(view, etcdIndex: event.etcdIndex),
+                                     body: KeysResponse.event(event, noValueOnSuccess: noValueOnSuccess))
+                }
+            }
+        case .success(.watch(let path, let recursive, let stream, let sinceIndex)):
+            watch(exchange, path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex)
+        }
+    }
+
+    private func watch(_ exchange: HTTPExchange, path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64) {
+        let node = self.node
+        node.watch(path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex, deliver: { event in
+            exchange.write(KeysResponse.event(event))
+            if !stream { exchange.finish() }
+        }, registered: { [self] result, view in
+            switch result {
+            case .failure(let error):
+                respondError(exchange, error)
+            case .success(let id):
+                // Headers go out at once, as etcd flushes them before waiting: clients know the watch is in place.
+                exchange.startResponse(status: 200, headers: successHeaders(view, etcdIndex: view.etcdIndex))
+                guard let id else { return }
+                exchange.onClose { node.cancelWatch(id) }
+                node.queue.asyncAfter(deadline: .now() + .seconds(watchTimeoutSeconds)) {
+                    node.cancelWatch(id)
+                    exchange.finish()
+                }
+            }
+        })
+    }
+
+    /// Sends a listing whole when it is small (with Content-Length, as etcd does) and in pieces when it is not.
+    private func respondStreaming(_ exchange: HTTPExchange, status: Int, headers: HTTPHeaders, producer: inout ListingProducer) {
+        let pieceBytes = 64 * 1024
+        let first = producer.next(maxBytes: pieceBytes) ?? []
+        guard let second = producer.next(maxBytes: pieceBytes) else {
+            return exchange.respond(status: status, headers: headers, body: first)
+        }
+        exchange.startResponse(status: status, headers: headers)
+        nonisolated(unsafe) var rest = producer
+        exchange.write(first)
+        @Sendable func pump() {
+            guard let piece = rest.next(maxBytes: pieceBytes) else { return exchange.finish() }
+            exchange.write(piece, whenReady: pump)
+        }
+        exchange.write(second, whenReady: pump)
+    }
+
+    private func successHeaders(_ view: KeySpaceNode.View, etcdIndex: UInt64) -> HTTPHeaders {
+        var headers = ClientHandler.corsHeaders(contentType: "application/json")
+        headers.add("X-Etcd-Cluster-Id", clusterID)
+        headers.add("X-Etcd-Index", String(etcdIndex))
+        headers.add("X-Raft-Index", String(view.raftIndex))
+        headers.add("X-Raft-Term", String(view.raftTerm))
+        return headers
+    }
+
+    private func respondError(_ exchange: HTTPExchange, _ error: StoreError) {
+        var headers = ClientHandler.corsHeaders(contentType: "application/json")
+        headers.add("X-Etcd-Cluster-Id", clusterID)
+        headers.add("X-Etcd-Index", String(error.index))
+        exchange.respond(status: error.code.httpStatus, headers: headers, body: KeysResponse.error(error))
+    }
+}

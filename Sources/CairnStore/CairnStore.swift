@@ -1,1 +1,0 @@
-// CairnStore: placeholder until its issue lands; see ../shared/DESIGN.md.

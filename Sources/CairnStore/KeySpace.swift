@@ -1,0 +1,308 @@
+// The etcd v2 key space as a deterministic state machine: the same commands at the same indexes and cluster
+// times give the same tree, events and errors on every replica. Semantics follow etcd 3.4's v2 store exactly.
+import HashTreeCollections
+import HeapModule
+
+package struct KeySpace: Sendable {
+    package private(set) var root: StoreNode
+    package private(set) var currentIndex: UInt64
+    private var expiries = Heap<Expiry>()
+
+    private struct Expiry: Comparable, Sendable {
+        var time: Int64
+        var key: String
+        static func < (a: Expiry, b: Expiry) -> Bool { (a.time, a.key) < (b.time, b.key) }
+    }
+
+    /// A fresh key space whose index starts where etcd's does after its own bootstrap writes.
+    package init(initialIndex: UInt64 = 0) {
+        root = StoreNode(key: "/", value: nil, createdIndex: 0, modifiedIndex: 0, expiration: nil)
+        currentIndex = initialIndex
+    }
+
+    /// Restores a key space from a snapshot's tree.
+    package init(root: StoreNode, currentIndex: UInt64) {
+        self.root = root
+        self.currentIndex = currentIndex
+        var pending = [root]
+        while let node = pending.popLast() {
+            if let expiration = node.expiration { expiries.insert(Expiry(time: expiration, key: node.key)) }
+            pending.append(contentsOf: node.children.values)
+        }
+    }
+
+    /// The earliest expiration of any node, so the leader knows when to propose an expire command.
+    package var nextExpiration: Int64? {
+        mutating get {
+            while let first = expiries.min {
+                if case .success(let node) = lookup(first.key), node.expiration == first.time { return first.time }
+                expiries.removeMin()
+            }
+            return nil
+        }
+    }
+
+    // MARK: - Reads
+
+    /// The node at `path` with etcd's errors: a file on the way is "Not a directory", a missing node "Key not found".
+    package func lookup(_ path: String) -> Result<StoreNode, StoreError> {
+        Self.lookup(path, in: root, currentIndex: currentIndex)
+    }
+
+    /// The same lookup in any published root (reads run on any thread against an immutable root).
+    package static func lookup(_ path: String, in root: StoreNode, currentIndex: UInt64) -> Result<StoreNode, StoreError> {
+        var node = root
+        for name in keyComponents(cleanKeyPath(path)) {
+            guard node.isDirectory else { return .failure(StoreError(.notDir, node.key, index: currentIndex)) }
+            guard let child = node.children[name] else {
+                return .failure(StoreError(.keyNotFound, join(node.key, name), index: currentIndex))
+            }
+            node = child
+        }
+        return .success(node)
+    }
+
+    // MARK: - Writes
+
+    /// Applies one command at the next index. Successful writes return their event and the paths of every node
+    /// they removed (watchers on those paths are told, as etcd tells them, even when not recursive).
+    package mutating func apply(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: [String]), StoreError> {
+        let expiration: Int64? = command.expiration == 0 ? nil : command.expiration
+        switch command.method {
+        case .put:
+            switch command.prevExist {
+            case true?:
+                if command.prevIndex == 0 && command.prevValue.isEmpty {
+                    return update(command.path, value: command.value, expiration: expiration, refresh: command.refresh, now: now)
+                }
+                return compareAndSwap(command, expiration: expiration, now: now)
+            case false?:
+                return create(command.path, dir: command.dir, value: command.value, unique: false, expiration: expiration, now: now)
+            case nil:
+                if command.prevIndex > 0 || !command.prevValue.isEmpty { return compareAndSwap(command, expiration: expiration, now: now) }
+                return set(command.path, dir: command.dir, value: command.value, expiration: expiration, refresh: command.refresh, now: now)
+            }
+        case .post:
+            return create(command.path, dir: command.dir, value: command.value, unique: true, expiration: expiration, now: now)
+        case .delete:
+            if command.prevIndex > 0 || !command.prevValue.isEmpty { return compareAndDelete(command, now: now) }
+            return delete(command.path, dir: command.dir || command.recursive, recursive: command.recursive, now: now)
+        case .expire:
+            return .failure(StoreError(.invalidField, "expire is applied with expire(upTo:)", index: currentIndex))
+        }
+    }
+
+    /// Removes every node due at or before `time`, one event (and index) each, in expiry order.
+    package mutating func expire(upTo time: Int64) -> [(event: StoreEvent, removed: [String])] {
+        var results: [(StoreEvent, [String])] = []
+        while let first = expiries.min, first.time <= time {
+            expiries.removeMin()
+            guard case .success(let node) = lookup(first.key), node.expiration == first.time else { continue }
+            currentIndex += 1
+            var view = NodeView(key: node.key, value: nil, isDirectory: node.isDirectory, createdIndex: node.createdIndex,
+                                modifiedIndex: currentIndex)
+            view.isDirectory = node.isDirectory
+            let removed = subtreePaths(node)
+            root = replacing(node.key, createIndex: currentIndex) { _ in nil }
+            results.append((StoreEvent(action: .expire, node: view, prevNode: NodeView(node, now: time), etcdIndex: currentIndex), removed))
+        }
+        return results
+    }
+
+    private mutating func set(_ path: String, dir: Bool, value: String, expiration: Int64?, refresh: Bool, now: Int64)
+        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    {
+        let existing = lookup(path)
+        if case .failure(let error) = existing, error.code != .keyNotFound { return .failure(error) }
+        var value = value
+        if refresh {
+            switch existing {
+            case .failure(let error): return .failure(error)
+            case .success(let node): value = node.value ?? ""
+            }
+        }
+        return internalCreate(path, dir: dir, value: value, unique: false, replace: true, expiration: expiration, action: .set, now: now)
+            .map { result in
+                var event = result.event
+                if refresh { event.isRefresh = true }
+                return (event, result.removed)
+            }
+    }
+
+    private mutating func create(_ path: String, dir: Bool, value: String, unique: Bool, expiration: Int64?, now: Int64)
+        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    {
+        internalCreate(path, dir: dir, value: value, unique: unique, replace: false, expiration: expiration, action: .create, now: now)
+    }
+
+    private mutating func internalCreate(_ path: String, dir: Bool, value: String, unique: Bool, replace: Bool,
+                                         expiration: Int64?, action: StoreAction, now: Int64)
+        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    {
+        let nextIndex = currentIndex + 1
+        var nodePath = path
+        if unique { nodePath += "/" + zeroPadded(nextIndex) }
+        nodePath = cleanKeyPath(nodePath)
+        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
+        let components = keyComponents(nodePath)
+        // Every directory on the way must be a directory (missing ones are created with the new node's index).
+        var walker = root
+        for name in components.dropLast() {
+            guard let child = walker.children[name] else { break }
+            guard child.isDirectory else { return .failure(StoreError(.notDir, child.key, index: currentIndex)) }
+            walker = child
+        }
+        var prevNode: NodeView?
+        var removed: [String] = []
+        if case .success(let existing) = lookup(nodePath) {
+            guard replace else { return .failure(StoreError(.nodeExist, nodePath, index: currentIndex)) }
+            guard !existing.isDirectory else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
+            prevNode = NodeView(existing, now: now)
+            removed = [nodePath]
+        }
+        let node = StoreNode(key: nodePath, value: dir ? nil : value, createdIndex: nextIndex, modifiedIndex: nextIndex,
+                             expiration: expiration)
+        root = replacing(nodePath, createIndex: nextIndex) { _ in node }
+        if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
+        currentIndex = nextIndex
+        let event = StoreEvent(action: action, node: NodeView(node, now: now), prevNode: prevNode, etcdIndex: currentIndex)
+        return .success((event, removed))
+    }
+
+    private mutating func update(_ path: String, value: String, expiration: Int64?, refresh: Bool, now: Int64)
+        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    {
+        let nodePath = cleanKeyPath(path)
+        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
+        let node: StoreNode
+        switch lookup(nodePath) {
+        case .failure(let error): return .failure(error)
+        case .success(let found): node = found
+        }
+        if node.isDirectory && !value.isEmpty { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
+        let nextIndex = currentIndex + 1
+        let updated = StoreNode(key: nodePath, value: node.isDirectory ? nil : (refresh ? node.value : value), children: node.children,
+                                createdIndex: node.createdIndex, modifiedIndex: nextIndex, expiration: expiration)
+        root = replacing(nodePath, createIndex: nextIndex) { _ in updated }
+        if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
+        currentIndex = nextIndex
+        var event = StoreEvent(action: .update, node: NodeView(updated, now: now), prevNode: NodeView(node, now: now), etcdIndex: currentIndex)
+        event.isRefresh = refresh
+        return .success((event, []))
+    }
+
+    private mutating func compareAndSwap(_ command: StoreCommand, expiration: Int64?, now: Int64)
+        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    {
+        let nodePath = cleanKeyPath(command.path)
+        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
+        let node: StoreNode
+        switch lookup(nodePath) {
+        case .failure(let error): return .failure(error)
+        case .success(let found): node = found
+        }
+        guard !node.isDirectory else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
+        if let cause = compareFailure(node, prevValue: command.prevValue, prevIndex: command.prevIndex) {
+            return .failure(StoreError(.testFailed, cause, index: currentIndex))
+        }
+        currentIndex += 1
+        let updated = StoreNode(key: nodePath, value: command.refresh ? node.value : command.value, createdIndex: node.createdIndex,
+                                modifiedIndex: currentIndex, expiration: expiration)
+        root = replacing(nodePath, createIndex: currentIndex) { _ in updated }
+        if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
+        var event = StoreEvent(action: .compareAndSwap, node: NodeView(updated, now: now), prevNode: NodeView(node, now: now),
+                               etcdIndex: currentIndex)
+        event.isRefresh = command.refresh
+        return .success((event, []))
+    }
+
+    private mutating func delete(_ path: String, dir: Bool, recursive: Bool, now: Int64)
+        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    {
+        let nodePath = cleanKeyPath(path)
+        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
+        let node: StoreNode
+        switch lookup(nodePath) {
+        case .failure(let error): return .failure(error)
+        case .success(let found): node = found
+        }
+        if node.isDirectory {
+            guard dir else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
+            guard node.children.isEmpty || recursive else { return .failure(StoreError(.dirNotEmpty, nodePath, index: currentIndex)) }
+        }
+        currentIndex += 1
+        let removed = subtreePaths(node)
+        root = replacing(nodePath, createIndex: currentIndex) { _ in nil }
+        let view = NodeView(key: nodePath, value: nil, isDirectory: node.isDirectory, createdIndex: node.createdIndex, modifiedIndex: currentIndex)
+        return .success((StoreEvent(action: .delete, node: view, prevNode: NodeView(node, now: now), etcdIndex: currentIndex), removed))
+    }
+
+    private mutating func compareAndDelete(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: [String]), StoreError> {
+        let nodePath = cleanKeyPath(command.path)
+        let node: StoreNode
+        switch lookup(nodePath) {
+        case .failure(let error): return .failure(error)
+        case .success(let found): node = found
+        }
+        guard !node.isDirectory else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
+        if let cause = compareFailure(node, prevValue: command.prevValue, prevIndex: command.prevIndex) {
+            return .failure(StoreError(.testFailed, cause, index: currentIndex))
+        }
+        currentIndex += 1
+        root = replacing(nodePath, createIndex: currentIndex) { _ in nil }
+        let view = NodeView(key: nodePath, value: nil, isDirectory: false, createdIndex: node.createdIndex, modifiedIndex: currentIndex)
+        return .success((StoreEvent(action: .compareAndDelete, node: view, prevNode: NodeView(node, now: now), etcdIndex: currentIndex), [nodePath]))
+    }
+
+    // MARK: - Helpers
+
+    /// etcd's compare: an empty prevValue or a zero prevIndex always matches; the cause names what did not.
+    private func compareFailure(_ node: StoreNode, prevValue: String, prevIndex: UInt64) -> String? {
+        let indexMatch = prevIndex == 0 || node.modifiedIndex == prevIndex
+        let valueMatch = prevValue.isEmpty || node.value == prevValue
+        switch (valueMatch, indexMatch) {
+        case (true, true): return nil
+        case (true, false): return "[\(prevIndex) != \(node.modifiedIndex)]"
+        case (false, true): return "[\(prevValue) != \(node.value ?? "")]"
+        case (false, false): return "[\(prevValue) != \(node.value ?? "")] [\(prevIndex) != \(node.modifiedIndex)]"
+        }
+    }
+
+    /// A new root with the node at `path` replaced by `change(old)` (nil removes it); missing directories on the way
+    /// are created with `createIndex`, as etcd's walk creates them.
+    private func replacing(_ path: String, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) -> StoreNode {
+        func rebuild(_ directory: StoreNode, _ components: ArraySlice<String>) -> StoreNode {
+            let name = components.first!
+            var children = directory.children
+            if components.count == 1 {
+                children[name] = change(children[name])
+            } else {
+                let child = children[name]
+                    ?? StoreNode(key: join(directory.key, name), value: nil, createdIndex: createIndex, modifiedIndex: createIndex, expiration: nil)
+                children[name] = rebuild(child, components.dropFirst())
+            }
+            return directory.with(children: children)
+        }
+        return rebuild(root, keyComponents(path)[...])
+    }
+
+    private func subtreePaths(_ node: StoreNode) -> [String] {
+        var paths: [String] = []
+        var pending = [node]
+        while let next = pending.popLast() {
+            paths.append(next.key)
+            pending.append(contentsOf: next.children.values)
+        }
+        return paths
+    }
+}
+
+func join(_ directory: String, _ name: String) -> String {
+    directory == "/" ? "/" + name : directory + "/" + name
+}
+
+/// In-order keys are the index, zero-padded to 20 digits (etcd's `%020s`).
+func zeroPadded(_ index: UInt64) -> String {
+    let digits = String(index)
+    return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
+}

@@ -1,0 +1,130 @@
+// Watches: recent history, bounded by bytes rather than etcd's 1,000 events, and waiting watchers indexed by
+// path, so a write wakes only the watchers on its key and its ancestors (never a scan over every watcher).
+import DequeModule
+
+package final class WatchHub {
+    package typealias WatcherID = Int
+
+    private final class Watcher {
+        let id: WatcherID
+        let path: String
+        let recursive: Bool
+        let stream: Bool
+        let sinceIndex: UInt64
+        let deliver: (StoreEvent) -> Void
+
+        init(id: WatcherID, path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64, deliver: @escaping (StoreEvent) -> Void) {
+            self.id = id
+            self.path = path
+            self.recursive = recursive
+            self.stream = stream
+            self.sinceIndex = sinceIndex
+            self.deliver = deliver
+        }
+    }
+
+    package let historyBytesMax: Int
+    private var history = Deque<(event: StoreEvent, bytes: Int)>()
+    private var historyBytes = 0
+    /// The lowest index a watch may still ask for; below it, history is gone (etcd's error 401).
+    private var oldestAnswerableIndex: UInt64 = 1
+    private var watchersByPath: [String: [WatcherID: Watcher]] = [:]
+    private var pathOfWatcher: [WatcherID: String] = [:]
+    private var nextID = 0
+
+    package init(historyBytesMax: Int = 64 * 1024 * 1024) {
+        self.historyBytesMax = historyBytesMax
+    }
+
+    package var watcherCount: Int { pathOfWatcher.count }
+
+    /// Registers a watch as etcd's `GET ?wait=true` does. Events already in history from `sinceIndex` (0: the next
+    /// index) are delivered at once: a one-shot watch then ends; a stream gets all of them, then continues live.
+    /// Returns the watcher's ID while it stays registered, nil when it already completed.
+    package func watch(path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64, currentIndex: UInt64,
+                       deliver: @escaping (StoreEvent) -> Void) -> Result<WatcherID?, StoreError> {
+        let key = cleanKeyPath(path)
+        let since = sinceIndex == 0 ? currentIndex + 1 : sinceIndex
+        if since < oldestAnswerableIndex {
+            return .failure(StoreError(.eventIndexCleared, "the requested history has been cleared [\(oldestAnswerableIndex)/\(since)]",
+                                       index: currentIndex))
+        }
+        var nextSince = since
+        for (event, _) in history where event.etcdIndex >= since && !event.isRefresh && historyMatches(event, key: key, recursive: recursive) {
+            deliver(event)
+            if !stream { return .success(nil) }
+            nextSince = event.etcdIndex + 1
+        }
+        nextID += 1
+        let watcher = Watcher(id: nextID, path: key, recursive: recursive, stream: stream, sinceIndex: nextSince, deliver: deliver)
+        watchersByPath[key, default: [:]][watcher.id] = watcher
+        pathOfWatcher[watcher.id] = key
+        return .success(watcher.id)
+    }
+
+    /// Frees a watcher (its client went away, or its stream ended).
+    package func remove(_ id: WatcherID) {
+        guard let path = pathOfWatcher.removeValue(forKey: id) else { return }
+        watchersByPath[path]?[id] = nil
+        if watchersByPath[path]?.isEmpty == true { watchersByPath[path] = nil }
+    }
+
+    /// Records an event and wakes the watchers it concerns: those on the removed paths (a deleted directory's
+    /// descendants), then those on the key and each of its ancestors. Refresh events are kept but wake no one.
+    package func notify(_ event: StoreEvent, removedPaths: [String]) {
+        record(event)
+        guard !event.isRefresh, !watchersByPath.isEmpty else { return }
+        var notified = Set<WatcherID>()
+        for path in removedPaths {
+            wake(event, at: path, originalPath: path == event.node.key, deleted: true, notified: &notified)
+        }
+        var path = "/"
+        wake(event, at: path, originalPath: event.node.key == "/", deleted: false, notified: &notified)
+        for component in keyComponents(event.node.key) {
+            path = join(path, component)
+            wake(event, at: path, originalPath: path == event.node.key, deleted: false, notified: &notified)
+        }
+    }
+
+    private func wake(_ event: StoreEvent, at path: String, originalPath: Bool, deleted: Bool, notified: inout Set<WatcherID>) {
+        guard let watchers = watchersByPath[path] else { return }
+        guard originalPath || !isHidden(watchPath: path, keyPath: event.node.key) else { return }
+        for watcher in watchers.values.sorted(by: { $0.id < $1.id })
+        where (watcher.recursive || originalPath || deleted) && event.etcdIndex >= watcher.sinceIndex && !notified.contains(watcher.id) {
+            notified.insert(watcher.id)
+            if !watcher.stream { remove(watcher.id) }
+            watcher.deliver(event)
+        }
+    }
+
+    private func record(_ event: StoreEvent) {
+        let bytes = 128 + event.node.key.utf8.count + (event.node.value?.utf8.count ?? 0)
+            + (event.prevNode.map { $0.key.utf8.count + ($0.value?.utf8.count ?? 0) } ?? 0)
+        history.append((event, bytes))
+        historyBytes += bytes
+        while historyBytes > historyBytesMax, history.count > 1, let oldest = history.popFirst() {
+            historyBytes -= oldest.bytes
+            oldestAnswerableIndex = oldest.event.etcdIndex + 1
+        }
+    }
+
+    /// etcd's history match: the key itself, a key below it for recursive watches, or a deleted or expired directory
+    /// that contained it.
+    private func historyMatches(_ event: StoreEvent, key: String, recursive: Bool) -> Bool {
+        if event.node.key == key { return true }
+        if recursive {
+            let prefix = key.hasSuffix("/") ? key : key + "/"
+            if event.node.key.hasPrefix(prefix) { return true }
+        }
+        if event.action == .delete || event.action == .expire, let prev = event.prevNode, prev.isDirectory, key.hasPrefix(prev.key) {
+            return true
+        }
+        return false
+    }
+
+    private func isHidden(watchPath: String, keyPath: String) -> Bool {
+        guard watchPath.count <= keyPath.count else { return false }
+        let after = cleanKeyPath("/" + keyPath.dropFirst(watchPath.count))
+        return after.contains("/_")
+    }
+}
