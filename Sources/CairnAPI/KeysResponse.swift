@@ -17,7 +17,6 @@ package enum KeysResponse {
                 render(prev, into: &json)
             }
         }
-        if event.isRefresh { json.raw(",\"refresh\":true") }
         json.raw("}\n")
         return json.take()
     }

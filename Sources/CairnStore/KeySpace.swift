@@ -181,12 +181,16 @@ package struct KeySpace: Sendable {
         }
         if node.isDirectory && !value.isEmpty { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
         let nextIndex = currentIndex + 1
+        // etcd writes no value into a directory, so its modifiedIndex stays; the event still shows the new index.
         let updated = StoreNode(key: nodePath, value: node.isDirectory ? nil : (refresh ? node.value : value), children: node.children,
-                                createdIndex: node.createdIndex, modifiedIndex: nextIndex, expiration: expiration)
+                                createdIndex: node.createdIndex, modifiedIndex: node.isDirectory ? node.modifiedIndex : nextIndex,
+                                expiration: expiration)
         root = replacing(nodePath, createIndex: nextIndex) { _ in updated }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         currentIndex = nextIndex
-        var event = StoreEvent(action: .update, node: NodeView(updated, now: now), prevNode: NodeView(node, now: now), etcdIndex: currentIndex)
+        var shown = NodeView(updated, now: now)
+        shown.modifiedIndex = nextIndex
+        var event = StoreEvent(action: .update, node: shown, prevNode: NodeView(node, now: now), etcdIndex: currentIndex)
         event.isRefresh = refresh
         return .success((event, []))
     }
