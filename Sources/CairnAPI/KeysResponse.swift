@@ -105,7 +105,7 @@ package struct ListingProducer: Sendable {
     /// The next piece of the body, or nil when it is complete.
     package mutating func next(maxBytes: Int) -> [UInt8]? {
         guard !steps.isEmpty else { return nil }
-        var json = GoJSON(capacity: min(maxBytes + 1024, 1 << 20))
+        var json = GoJSON(capacity: min(maxBytes, 1 << 20) + 1024)
         while json.bytes.count < maxBytes, let step = steps.popLast() {
             switch step {
             case .text(let text):
