@@ -2,7 +2,8 @@
 """Recorded etcd 3.4 answers for the v2 keys API, and a checker that replays them against Cairn.
 
   record URL    run every case against a fresh etcd (--enable-v2=true) and write etcd_v2.json
-  check URL     run every case against a fresh Cairn and compare with etcd_v2.json
+  check URL [--advertised RECORDED_URL]
+                run every case against a fresh Cairn and compare with etcd_v2.json
 
 Both servers must be started fresh with the same --name, --initial-advertise-peer-urls and token, so member and
 cluster IDs match. Compared: status, X-Etcd-Index, X-Etcd-Cluster-Id, Content-Type, and the body, with expiration
@@ -121,6 +122,11 @@ def run(base):
 def main():
     mode, base = sys.argv[1], sys.argv[2]
     results = run(base)
+    # The member under test advertises its own client URL; the recording advertised this one.
+    if "--advertised" in sys.argv:
+        recorded = sys.argv[sys.argv.index("--advertised") + 1]
+        for result in results:
+            result["body"] = result["body"].replace(base, recorded)
     if mode == "record":
         with open(GOLDEN, "w") as f:
             json.dump(results, f, indent=1, ensure_ascii=False)

@@ -1,0 +1,109 @@
+"""Real etcd v2 clients against a running Cairn: python-etcd 0.4.5 and `ETCDCTL_API=2 etcdctl`.
+
+CAIRN_URL names the member (its advertised client URL must be the same, as clients discover members through it).
+"""
+import os
+import subprocess
+import threading
+import time
+import uuid
+
+import etcd
+import pytest
+
+URL = os.environ["CAIRN_URL"]
+HOST, PORT = URL.split("//")[1].split(":")
+
+
+@pytest.fixture
+def client():
+    return etcd.Client(host=HOST, port=int(PORT))
+
+
+@pytest.fixture
+def base():
+    return "/test-" + uuid.uuid4().hex[:8]
+
+
+def test_write_read_delete(client, base):
+    client.write(base + "/k", "v1")
+    assert client.read(base + "/k").value == "v1"
+    client.delete(base + "/k")
+    with pytest.raises(etcd.EtcdKeyNotFound):
+        client.read(base + "/k")
+
+
+def test_test_and_set(client, base):
+    client.write(base + "/cas", "old")
+    client.test_and_set(base + "/cas", "new", "old")
+    assert client.read(base + "/cas").value == "new"
+    with pytest.raises(ValueError):
+        client.test_and_set(base + "/cas", "other", "old")
+
+
+def test_ttl(client, base):
+    result = client.write(base + "/ttl", "x", ttl=2)
+    assert result.ttl in (1, 2)
+    time.sleep(3.2)
+    with pytest.raises(etcd.EtcdKeyNotFound):
+        client.read(base + "/ttl")
+
+
+def test_directory_listing(client, base):
+    client.write(base + "/dir/a", "1")
+    client.write(base + "/dir/b/c", "2")
+    top = client.read(base + "/dir")
+    assert sorted(child.key for child in top.children) == [base + "/dir/a", base + "/dir/b"]
+    deep = client.read(base + "/dir", recursive=True)
+    assert sorted(child.key for child in deep.leaves) == [base + "/dir/a", base + "/dir/b/c"]
+    with pytest.raises(etcd.EtcdNotFile):
+        client.delete(base + "/dir")
+    client.delete(base + "/dir", recursive=True)
+
+
+def test_in_order_append(client, base):
+    first = client.write(base + "/queue", "job1", append=True)
+    second = client.write(base + "/queue", "job2", append=True)
+    assert int(first.key.rsplit("/", 1)[1]) < int(second.key.rsplit("/", 1)[1])
+    listing = client.read(base + "/queue", sorted=True)
+    assert [child.value for child in listing.children] == ["job1", "job2"]
+
+
+def test_watch_and_watch_with_index(client, base):
+    written = client.write(base + "/w", "first")
+
+    def later():
+        time.sleep(0.5)
+        client.write(base + "/w", "second")
+
+    threading.Thread(target=later).start()
+    assert client.watch(base + "/w", timeout=10).value == "second"
+    assert client.watch(base + "/w", index=written.modifiedIndex, timeout=10).value == "first"
+
+
+def test_members_and_leader(client):
+    assert client.machines == [URL]
+    assert client.leader["clientURLs"] == [URL]
+
+
+def etcdctl(*args):
+    env = dict(os.environ, ETCDCTL_API="2")
+    return subprocess.run(["etcdctl", "--endpoints", URL, *args], env=env, capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.skipif(subprocess.run(["which", "etcdctl"], capture_output=True).returncode != 0, reason="etcdctl not installed")
+def test_etcdctl_v2(base):
+    assert etcdctl("set", base + "/a", "hello").stdout == "hello\n"
+    assert etcdctl("get", base + "/a").stdout == "hello\n"
+    assert etcdctl("mk", base + "/a", "again").returncode != 0
+    assert etcdctl("mk", base + "/b", "made").stdout == "made\n"
+    assert etcdctl("mkdir", base + "/d").returncode == 0
+    assert etcdctl("update", base + "/a", "changed").stdout == "changed\n"
+    listing = etcdctl("ls", "--recursive", base).stdout.split()
+    assert sorted(listing) == [base + "/a", base + "/b", base + "/d"]
+    assert etcdctl("rm", base + "/b").returncode == 0
+    watcher = subprocess.Popen(["etcdctl", "--endpoints", URL, "watch", base + "/a"], env=dict(os.environ, ETCDCTL_API="2"),
+                               stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    etcdctl("set", base + "/a", "watched")
+    assert watcher.communicate(timeout=10)[0] == "watched\n"
