@@ -51,9 +51,9 @@ let package = Package(
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
-        .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP"]),
+        .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase"]),
         .testTarget(name: "CairnPeerTests", dependencies: ["CairnPeer", "CairnHTTP", "CairnBase"]),
-        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP"]),
+        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP", "CairnBase"]),
     ],
     swiftLanguageModes: [.v6]
 )
