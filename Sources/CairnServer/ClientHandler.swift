@@ -39,6 +39,11 @@ package struct ClientHandler: HTTPHandler {
 
     package func handle(_ exchange: HTTPExchange) {
         let path = exchange.request.rawPath
+        // Go's ServeMux answers an unclean path (`//a`, `/a/./b`) with a redirect to the clean one; so does etcd.
+        let clean = goCleanPath(path)
+        if clean != path {
+            return redirect(exchange, to: clean)
+        }
         if path == "/v2/keys" || path.hasPrefix("/v2/keys/") {
             guard allow(exchange, ["HEAD", "GET", "PUT", "POST", "DELETE"], allowHeadForGet: false) else { return }
             return keys.handle(exchange, keyPath: path.dropFirst("/v2/keys".count))
@@ -50,7 +55,7 @@ package struct ClientHandler: HTTPHandler {
         case "/health":
             guard allow(exchange, ["GET"]) else { return }
             exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"), body: Array(#"{"health":"true"}"#.utf8))
-        case "/v2/members":
+        case "/v2/members", "/v2/members/":
             guard allow(exchange, ["GET"]) else { return }
             var headers = Self.corsHeaders(contentType: "application/json")
             headers.add("X-Etcd-Cluster-Id", hex(member.clusterID))
@@ -142,6 +147,18 @@ package struct ClientHandler: HTTPHandler {
         json.raw("]")
     }
 
+    private func redirect(_ exchange: HTTPExchange, to path: String) {
+        let query = exchange.request.rawQuery
+        let location = query.isEmpty ? path : path + "?" + query
+        var headers = HTTPHeaders([("Location", location)])
+        var body: [UInt8] = []
+        if exchange.request.method == "GET" || exchange.request.method == "HEAD" {
+            headers.add("Content-Type", "text/html; charset=utf-8")
+            body = Array("<a href=\"\(location)\">Moved Permanently</a>.\n\n".utf8)
+        }
+        exchange.respond(status: 301, headers: headers, body: body)
+    }
+
     /// etcd's answer to a method a path does not take: 405 with an Allow header.
     private func allow(_ exchange: HTTPExchange, _ methods: [String], allowHeadForGet: Bool = true) -> Bool {
         let method = exchange.request.method
@@ -164,6 +181,21 @@ package struct ClientHandler: HTTPHandler {
 }
 
 func hex(_ id: UInt64) -> String { String(id, radix: 16) }
+
+/// Go's ServeMux `cleanPath`: `path.Clean` that keeps a trailing slash.
+func goCleanPath(_ path: Substring) -> String {
+    var components: [Substring] = []
+    for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+        switch component {
+        case ".": continue
+        case "..": if !components.isEmpty { components.removeLast() }
+        default: components.append(component)
+        }
+    }
+    var clean = "/" + components.joined(separator: "/")
+    if path.hasSuffix("/"), clean != "/" { clean += "/" }
+    return clean
+}
 
 /// Go's `time.Duration.String()` for positive durations of a second or more ("1m2.5s"), and "123ms"-style below.
 func goDuration(_ nanoseconds: Int64) -> String {

@@ -2,12 +2,15 @@
 """Recorded etcd 3.4 answers for the v2 keys API, and a checker that replays them against Cairn.
 
   record URL    run every case against a fresh etcd (--enable-v2=true) and write etcd_v2.json
+  diff ETCD_URL CAIRN_URL
+                run every case against a fresh etcd and a fresh Cairn, live, and compare
   check URL [--advertised RECORDED_URL]
                 run every case against a fresh Cairn and compare with etcd_v2.json
 
 Both servers must be started fresh with the same --name, --initial-advertise-peer-urls and token, so member and
 cluster IDs match. Compared: status, X-Etcd-Index, X-Etcd-Cluster-Id, Content-Type, and the body, with expiration
-timestamps and TTLs normalised (they depend on the clock). Exits 1 on any difference and prints the N passed line.
+timestamps and TTLs normalised (they depend on the clock) and unsorted listings compared in key order (etcd's
+order there is Go's random map order). Exits 1 on any difference and prints the N passed line.
 """
 import http.client
 import json
@@ -89,6 +92,133 @@ CASES = [
     ("GET", "/version", None),
     ("GET", "/health", None),
     ("GET", "/v2/nothing", None),
+    # Paths: cleaning, encoding, depth.
+    ("PUT", "/v2/keys//double//slash", "value=1"),
+    ("GET", "/v2/keys/double/slash", None),
+    ("PUT", "/v2/keys/a/./b/../c", "value=2"),
+    ("GET", "/v2/keys/a?recursive=true", None),
+    ("PUT", "/v2/keys/deep/1/2/3/4/5/6/7/8", "value=deep"),
+    ("GET", "/v2/keys/deep?recursive=true", None),
+    ("GET", "/v2/keys/deep/1", None),
+    ("PUT", "/v2/keys/sp%20ace", "value=x+y"),
+    ("GET", "/v2/keys/sp%20ace", None),
+    ("PUT", "/v2/keys/plus+key", "value=p"),
+    ("GET", "/v2/keys/plus+key", None),
+    ("PUT", "/v2/keys/emptyvalue", "value="),
+    ("GET", "/v2/keys/emptyvalue", None),
+    ("PUT", "/v2/keys/novalue", ""),
+    ("GET", "/v2/keys/novalue", None),
+    ("PUT", "/v2/keys/ctl", "value=%01%1f%7f"),
+    ("GET", "/v2/keys/ctl", None),
+    # Parameters from the query and the body: the body's first value wins.
+    ("PUT", "/v2/keys/prec?value=query", "value=body"),
+    ("GET", "/v2/keys/prec", None),
+    ("PUT", "/v2/keys/prec2?value=query", None),
+    ("GET", "/v2/keys/prec2", None),
+    ("PUT", "/v2/keys/rep", "value=first&value=second"),
+    ("GET", "/v2/keys/rep", None),
+    ("PUT", "/v2/keys/badform", "value=%zz"),
+    ("PUT", "/v2/keys/semi?a=1;b=2", "value=x"),
+    # Booleans as Go parses them.
+    ("GET", "/v2/keys/deep?recursive=1", None),
+    ("GET", "/v2/keys/deep?recursive=T", None),
+    ("GET", "/v2/keys/deep?recursive=FALSE", None),
+    ("GET", "/v2/keys/deep?recursive=", None),
+    ("GET", "/v2/keys/deep?sorted=nope", None),
+    ("GET", "/v2/keys/deep?quorum=true", None),
+    ("GET", "/v2/keys/deep?quorum=2", None),
+    ("GET", "/v2/keys/deep?stream=x", None),
+    ("PUT", "/v2/keys/b1?dir=maybe", None),
+    ("PUT", "/v2/keys/b2?prevExist=maybe", "value=x"),
+    ("PUT", "/v2/keys/b3?refresh=maybe", "value=x"),
+    ("PUT", "/v2/keys/b4?noValueOnSuccess=maybe", "value=x"),
+    ("PUT", "/v2/keys/b5?noValueOnSuccess=false", "value=x"),
+    ("PUT", "/v2/keys/b5?noValueOnSuccess=true&prevExist=true", "value=y"),
+    ("DELETE", "/v2/keys/b5?noValueOnSuccess=true", None),
+    # Numbers as Go parses them.
+    ("PUT", "/v2/keys/n1?ttl=", "value=x"),
+    ("GET", "/v2/keys/n1", None),
+    ("PUT", "/v2/keys/n2?ttl=-5", "value=x"),
+    ("PUT", "/v2/keys/n3?ttl=1.5", "value=x"),
+    ("PUT", "/v2/keys/n4?ttl=99999999999999999999", "value=x"),
+    ("PUT", "/v2/keys/n5?prevIndex=", "value=x"),
+    ("PUT", "/v2/keys/n6?prevIndex=0", "value=x"),
+    ("GET", "/v2/keys/n6", None),
+    ("PUT", "/v2/keys/n6?prevIndex=abc", "value=x"),
+    ("GET", "/v2/keys/n6?wait=true&waitIndex=-1", None),
+    # TTLs.
+    ("PUT", "/v2/keys/ttl/a", "value=1&ttl=500"),
+    ("PUT", "/v2/keys/ttl/a?prevExist=true", "value=2"),
+    ("GET", "/v2/keys/ttl/a", None),
+    ("PUT", "/v2/keys/ttl/b?ttl=500", "value=3"),
+    ("PUT", "/v2/keys/ttl/b?prevValue=3&ttl=600", "value=4"),
+    ("GET", "/v2/keys/ttl?recursive=true", None),
+    ("PUT", "/v2/keys/ttldir?dir=true&ttl=500", None),
+    ("GET", "/v2/keys/ttldir", None),
+    ("PUT", "/v2/keys/ttldir/child", "value=c"),
+    ("GET", "/v2/keys/ttldir?recursive=true", None),
+    ("PUT", "/v2/keys/ttl/b?refresh=true&ttl=700", None),
+    ("PUT", "/v2/keys/ttl/missing?refresh=true&ttl=700", None),
+    ("PUT", "/v2/keys/ttl/b?refresh=true&ttl=700&prevValue=4", None),
+    ("PUT", "/v2/keys/ttl/b?refresh=true&ttl=700&prevValue=5", None),
+    # Directories.
+    ("PUT", "/v2/keys/dirs/x?dir=true", None),
+    ("PUT", "/v2/keys/dirs/x?dir=true", None),
+    ("PUT", "/v2/keys/dirs/x", "value=file"),
+    ("PUT", "/v2/keys/dirs/x?prevExist=true", "value=file"),
+    ("PUT", "/v2/keys/dirs/x?prevExist=true", ""),
+    ("PUT", "/v2/keys/dirs/x?prevValue=a", "value=b"),
+    ("DELETE", "/v2/keys/dirs/x?prevValue=a", None),
+    ("DELETE", "/v2/keys/dirs/x?prevIndex=1", None),
+    ("PUT", "/v2/keys/dirs/file", "value=f"),
+    ("PUT", "/v2/keys/dirs/file?dir=true", None),
+    ("GET", "/v2/keys/dirs?recursive=true", None),
+    ("PUT", "/v2/keys/dirs/file/under", "value=u"),
+    ("POST", "/v2/keys/dirs/file", "value=u"),
+    ("DELETE", "/v2/keys/dirs/file/under", None),
+    ("DELETE", "/v2/keys/dirs?dir=true", None),
+    ("DELETE", "/v2/keys/dirs?dir=true&recursive=true", None),
+    ("GET", "/v2/keys/dirs", None),
+    ("PUT", "/v2/keys/_h/visible", "value=v"),
+    ("GET", "/v2/keys/_h", None),
+    ("PUT", "/v2/keys/vis/_inner", "value=i"),
+    ("PUT", "/v2/keys/vis/outer", "value=o"),
+    ("GET", "/v2/keys/vis?recursive=true", None),
+    # In-order keys.
+    ("POST", "/v2/keys/ordered", "value=a"),
+    ("POST", "/v2/keys/ordered?dir=true", None),
+    ("POST", "/v2/keys/ordered", "value=c&ttl=500"),
+    ("GET", "/v2/keys/ordered?sorted=true&recursive=true", None),
+    ("POST", "/v2/keys/ordered?prevExist=true", "value=d"),
+    # Compare-and-delete, compare-and-swap by index.
+    ("PUT", "/v2/keys/cx", "value=1"),
+    ("DELETE", "/v2/keys/cx?prevIndex=1", None),
+    ("PUT", "/v2/keys/cx?prevExist=true&prevValue=1", "value=2"),
+    ("DELETE", "/v2/keys/cx?prevValue=", None),
+    ("DELETE", "/v2/keys/cx?prevValue=2&prevIndex=1", None),
+    ("DELETE", "/v2/keys/cx?prevValue=nope", None),
+    ("DELETE", "/v2/keys/cx?recursive=true", None),
+    ("DELETE", "/v2/keys/cx", None),
+    # The root.
+    ("POST", "/v2/keys/", "value=x"),
+    ("PUT", "/v2/keys/?dir=true", None),
+    ("DELETE", "/v2/keys/", None),
+    ("DELETE", "/v2/keys/?dir=true", None),
+    ("PUT", "/v2/keys/?prevExist=true", "value=x"),
+    ("PUT", "/v2/keys/?prevValue=x", "value=y"),
+    ("HEAD", "/v2/keys/", None),
+    ("HEAD", "/v2/keys/missing", None),
+    # Watches answered from history.
+    ("GET", "/v2/keys/ttl?wait=true&recursive=true&waitIndex=1", None),
+    ("GET", "/v2/keys/cx?wait=true&waitIndex=1", None),
+    ("GET", "/v2/keys/ordered?wait=true&recursive=true&waitIndex=1", None),
+    ("GET", "/v2/keys/vis?wait=true&recursive=true&waitIndex=1", None),
+    ("GET", "/v2/keys/dirs/file?wait=true&waitIndex=1", None),
+    ("POST", "/v2/keys/foo?wait=true", "value=x"),
+    ("DELETE", "/v2/keys/foo?wait=true", None),
+    ("GET", "/v2/members/", None),
+    ("PUT", "/version", None),
+    ("DELETE", "/health", None),
 ]
 
 
@@ -96,6 +226,23 @@ def normalise(body):
     body = re.sub(r'"expiration":"[^"]*"', '"expiration":"T"', body)
     body = re.sub(r'"ttl":\d+', '"ttl":N', body)
     return body
+
+
+def unordered(request, body):
+    """etcd lists a directory in Go's random map order unless sorted=true: compare such listings as sets."""
+    if not request.startswith("GET ") or "sorted=true" in request or '"nodes"' not in body:
+        return body
+
+    def sort_nodes(node):
+        if "nodes" in node:
+            node["nodes"] = sorted((sort_nodes(child) for child in node["nodes"]), key=lambda child: child["key"])
+        return node
+
+    document = json.loads(body.replace('"ttl":N', '"ttl":-1'))
+    for field in ("node", "prevNode"):
+        if field in document:
+            sort_nodes(document[field])
+    return json.dumps(document, sort_keys=True)
 
 
 def run(base):
@@ -121,6 +268,16 @@ def run(base):
 
 def main():
     mode, base = sys.argv[1], sys.argv[2]
+    if mode == "diff":
+        # Live: the same cases against a fresh etcd (argv[2]) and a fresh Cairn (argv[3]); each advertises itself.
+        expected = run(base)
+        for result in expected:
+            result["body"] = result["body"].replace(base, "ADVERTISED")
+        base = sys.argv[3]
+        results = run(base)
+        for result in results:
+            result["body"] = result["body"].replace(base, "ADVERTISED")
+        return compare(expected, results, "etcd-differential")
     results = run(base)
     # The member under test advertises its own client URL; the recording advertised this one.
     if "--advertised" in sys.argv:
@@ -135,14 +292,20 @@ def main():
         return 0
     with open(GOLDEN) as f:
         expected = json.load(f)
+    return compare(expected, results, "etcd-goldens")
+
+
+def compare(expected, results, label):
     failed = 0
     for want, got in zip(expected, results):
+        want["body"] = unordered(want["request"], want["body"])
+        got["body"] = unordered(got["request"], got["body"])
         for field in ("status", "x-etcd-index", "x-etcd-cluster-id", "content-type", "body"):
             if want[field] != got[field]:
                 failed += 1
                 print(f"DIFF {want['request']}: {field}\n  etcd:  {want[field]!r}\n  cairn: {got[field]!r}")
                 break
-    print(f"etcd-goldens: {len(expected) - failed} passed, {failed} failed")
+    print(f"{label}: {len(expected) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 
