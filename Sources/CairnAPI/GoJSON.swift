@@ -22,28 +22,42 @@ package struct GoJSON {
 
     package mutating func string(_ text: String) {
         bytes.append(UInt8(ascii: "\""))
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": raw("\\\"")
-            case "\\": raw("\\\\")
-            case "\n": raw("\\n")
-            case "\r": raw("\\r")
-            case "\t": raw("\\t")
-            case "<": raw("\\u003c")
-            case ">": raw("\\u003e")
-            case "&": raw("\\u0026")
-            case "\u{2028}": raw("\\u2028")
-            case "\u{2029}": raw("\\u2029")
-            default:
-                if scalar.value < 0x20 {
-                    raw("\\u00")
-                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                    bytes.append(hex[Int(scalar.value >> 4)])
-                    bytes.append(hex[Int(scalar.value & 0xF)])
-                } else {
-                    bytes.append(contentsOf: String(scalar).utf8)
+        let utf8 = text.utf8
+        var index = utf8.startIndex
+        // Works on UTF-8 bytes: most characters copy as they are; only the few Go escapes are rewritten.
+        while index != utf8.endIndex {
+            let byte = utf8[index]
+            switch byte {
+            case UInt8(ascii: "\""): raw("\\\"")
+            case UInt8(ascii: "\\"): raw("\\\\")
+            case UInt8(ascii: "\n"): raw("\\n")
+            case UInt8(ascii: "\r"): raw("\\r")
+            case UInt8(ascii: "\t"): raw("\\t")
+            case UInt8(ascii: "<"): raw("\\u003c")
+            case UInt8(ascii: ">"): raw("\\u003e")
+            case UInt8(ascii: "&"): raw("\\u0026")
+            case 0..<0x20:
+                raw("\\u00")
+                let hex: StaticString = "0123456789abcdef"
+                hex.withUTF8Buffer { digits in
+                    bytes.append(digits[Int(byte >> 4)])
+                    bytes.append(digits[Int(byte & 0xF)])
                 }
+            case 0xE2:
+                // U+2028 and U+2029 (E2 80 A8, E2 80 A9) are escaped, as Go does for JavaScript's sake.
+                let second = utf8.index(after: index)
+                if second != utf8.endIndex, utf8[second] == 0x80, utf8.index(after: second) != utf8.endIndex,
+                    case let third = utf8[utf8.index(after: second)], third == 0xA8 || third == 0xA9
+                {
+                    raw(third == 0xA8 ? "\\u2028" : "\\u2029")
+                    index = utf8.index(after: utf8.index(after: second))
+                    continue
+                }
+                bytes.append(byte)
+            default:
+                bytes.append(byte)
             }
+            index = utf8.index(after: index)
         }
         bytes.append(UInt8(ascii: "\""))
     }

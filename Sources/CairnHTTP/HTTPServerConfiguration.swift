@@ -6,7 +6,7 @@ package struct HTTPServerConfiguration: Sendable {
     package var addresses: [ListenAddress]
     package var http1 = HTTP1Limits()
     /// Connections beyond this are answered 503 and closed at once.
-    package var connectionsMax = 10_000
+    package var connectionsMax = 20_000
     /// A connection whose unsent output passes this is not read further, and its writers wait, until it drains.
     package var outputBytesHigh = 256 * 1024
     /// Keep-alive connections with no request under way are closed after this long.

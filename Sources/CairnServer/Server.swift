@@ -30,7 +30,18 @@ package final class Server: @unchecked Sendable {
     }
 
     /// Starts serving and never returns: the process exits when a signal's graceful shutdown completes.
+    /// Every client connection and every long-poll watcher holds a descriptor: take all the system allows.
+    private func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 {
+            logger.warning("could not raise the open-file limit", metadata: ["limit": "\(limit.rlim_cur)"])
+        }
+    }
+
     package func runForever() throws -> Never {
+        raiseOpenFileLimit()
         node.start()
         try http.start()
         logger.info(
