@@ -17,6 +17,7 @@ let package = Package(
         .target(name: "CairnRaft", dependencies: ["CairnBase"]),
         .target(name: "CairnStore", dependencies: ["CairnBase"]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnBase"]),
+        .target(name: "CairnStorage", dependencies: ["CairnBase"]),
         .systemLibrary(
             name: "CNGHTTP2", pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]),
@@ -36,6 +37,7 @@ let package = Package(
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP"]),
+        .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnBase"]),
     ],
     swiftLanguageModes: [.v6]
 )

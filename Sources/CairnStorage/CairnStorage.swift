@@ -1,0 +1,1 @@
+// CairnStorage: placeholder until its issue lands; see ../shared/DESIGN.md.
