@@ -1,1 +1,0 @@
-// CairnStorage: placeholder until its issue lands; see ../shared/DESIGN.md.
