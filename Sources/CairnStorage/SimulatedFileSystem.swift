@@ -3,6 +3,11 @@
 
 import CairnBase
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 package final class SimulatedFileSystem: FileSystem {
     private enum Change {
@@ -29,6 +34,7 @@ package final class SimulatedFileSystem: FileSystem {
         var syncs = 0
         var syncFailure: Int32? = nil
         var spaceBytesMax: Int? = nil
+        var syncDelayMicros: UInt32 = 0
     }
 
     private let state = Mutex(State())
@@ -41,6 +47,9 @@ package final class SimulatedFileSystem: FileSystem {
 
     /// Every later sync fails with `errno` until cleared with nil.
     package func failSyncs(errno: Int32?) { state.withLock { $0.syncFailure = errno } }
+
+    /// Each sync sleeps this long (outside the lock), as a disk would, so group-commit tests see batching.
+    package func delaySyncs(micros: UInt32) { state.withLock { $0.syncDelayMicros = micros } }
 
     /// Writes that would make the total file bytes exceed this fail with ENOSPC; nil removes the limit.
     package func limitSpace(bytes: Int?) { state.withLock { $0.spaceBytesMax = bytes } }
@@ -190,6 +199,8 @@ package final class SimulatedFileSystem: FileSystem {
     }
 
     package func sync(_ file: OpenFile) throws {
+        let delay = state.withLock { $0.syncDelayMicros }
+        if delay > 0 { usleep(delay) }
         try state.withLock { s in
             let id = try inode(s, file)
             s.syncs += 1
