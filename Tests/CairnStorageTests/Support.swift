@@ -2,6 +2,8 @@
 // Every test that uses randomness takes its seed from SeededRandom and names it in its failure messages.
 
 import CairnBase
+import Dispatch
+import Foundation
 import Synchronization
 @testable import CairnStorage
 
@@ -60,4 +62,20 @@ func corruptError(_ body: () throws -> Void) -> (path: String, offset: UInt64, i
     } catch {
         return ("unexpected \(error)", 0, nil, "")
     }
+}
+
+/// Runs `body(i)` for i in 0..<count, each on its own thread (Dispatch's pools are as wide as the 2 cores,
+/// which would serialize the appenders a group-commit test needs in flight together).
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for i in 0..<count {
+        group.enter()
+        let thread = Thread {
+            body(i)
+            group.leave()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+    group.wait()
 }
