@@ -32,6 +32,8 @@ let package = Package(
                 "CairnServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // On demand: swift run -c release cairn-storage-bench (see bench/storage/RESULTS.md).
+        .executableTarget(name: "cairn-storage-bench", dependencies: ["CairnStorage"], path: "bench/storage", exclude: ["RESULTS.md"]),
         .testTarget(name: "CairnBaseTests", dependencies: ["CairnBase"]),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),

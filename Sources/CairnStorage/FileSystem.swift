@@ -21,6 +21,9 @@ package protocol FileSystem: AnyObject, Sendable {
     func truncate(_ file: OpenFile, to bytes: UInt64) throws
     /// fdatasync: data and the size, not timestamps.
     func sync(_ file: OpenFile) throws
+    /// fsync: data and all metadata; used where a file shrinks (closing or truncating a segment), so no
+    /// reading of fdatasync's rules decides whether a smaller size is durable.
+    func syncWithMetadata(_ file: OpenFile) throws
     func rename(_ from: String, to: String) throws
     func remove(_ path: String) throws
     /// Makes creations, renames and removals in `path` durable.

@@ -82,6 +82,11 @@ package final class PosixFileSystem: FileSystem {
         if fdatasync(file.id) != 0 { throw fail("fdatasync", file.path) }
     }
 
+    package func syncWithMetadata(_ file: OpenFile) throws {
+        syncs.add(1, ordering: .relaxed)
+        if fsync(file.id) != 0 { throw fail("fsync", file.path) }
+    }
+
     package func rename(_ from: String, to: String) throws {
         if Glibc.rename(from, to) != 0 { throw fail("rename", from) }
     }

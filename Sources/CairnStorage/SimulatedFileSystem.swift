@@ -210,6 +210,8 @@ package final class SimulatedFileSystem: FileSystem {
         }
     }
 
+    package func syncWithMetadata(_ file: OpenFile) throws { try sync(file) }
+
     package func rename(_ from: String, to: String) throws {
         try state.withLock { s in
             guard let id = s.names.removeValue(forKey: from) else { throw StorageError.io(operation: "rename", path: from, errno: 2) }

@@ -300,7 +300,7 @@ package final class WAL {
     private func closeOpenSegment() throws {
         let s = segments[segments.count - 1]
         try fs.truncate(s.file, to: s.endOffset)
-        try fs.sync(s.file)
+        try fs.syncWithMetadata(s.file)
         unsynced = false
     }
 
