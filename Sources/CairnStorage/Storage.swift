@@ -50,11 +50,14 @@ package final class Storage: Sendable {
             recoveredHardState = try HardStateFile.load(fs: fs, directory: directory) ?? HardState()
             let wal = try WAL.open(fs: fs, directory: directory, options: options.wal,
                                    initialIndex: (snapshots.last?.lastIndex ?? 0) + 1, logger: logger)
-            if let newest = snapshots.last, wal.firstIndex > newest.lastIndex + 1 {
+            // Entries before the log's first one must be covered by a snapshot (or the log starts at 1).
+            let covered = snapshots.last?.lastIndex ?? 0
+            if wal.firstIndex > covered + 1 {
                 let path = joinPath(directory, WALFormat.segmentName(wal.firstIndex))
+                let first = wal.firstIndex
                 wal.close()
-                throw StorageError.corrupt(path: path, offset: 0, index: wal.firstIndex,
-                    reason: "log starts after the newest snapshot (\(newest.lastIndex)): entries are missing")
+                throw StorageError.corrupt(path: path, offset: 0, index: first,
+                    reason: "log starts at \(first) but snapshots cover only up to \(covered): entries are missing")
             }
             writer = GroupCommitWriter(wal: wal, batchEntriesMax: options.batchEntriesMax)
         } catch {

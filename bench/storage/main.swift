@@ -88,6 +88,31 @@ func appendRun(appenders: Int) throws -> (appends: Double, syncs: Double) {
     return (Double(appended.load(ordering: .relaxed)) / elapsed, Double(fs.syncCount - syncsBefore) / elapsed)
 }
 
+/// Recovery time: write `count` 256-byte entries in batches, close, and time `Storage` opening the directory.
+func recoverySeconds(count: Int) throws -> Double {
+    let dir = temporaryDirectory()
+    defer { removeDirectory(dir) }
+    let fs = PosixFileSystem()
+    let payload = [UInt8](repeating: 0xCD, count: 256)
+    let storage = try Storage(fs: fs, directory: dir, logger: { print($0) })
+    var index: UInt64 = 1
+    while index <= UInt64(count) {
+        let batch = (index..<min(index + 4096, UInt64(count) + 1)).map {
+            LogEntryRecord(index: $0, term: 1, kind: 0, clusterTimeNanos: 0, payload: payload)
+        }
+        try storage.writer.append(batch)
+        index += UInt64(batch.count)
+    }
+    storage.close()
+    let start = now()
+    let again = try Storage(fs: fs, directory: dir, logger: { print($0) })
+    let elapsed = now() - start
+    let recovered = try again.writer.withLog { $0.lastIndex }
+    precondition(recovered == UInt64(count), "recovered \(recovered) of \(count) entries")
+    again.close()
+    return elapsed
+}
+
 print("storage bench: \(runs) runs of \(secondsPerRun)s each, 256-byte entries, directory \(root)")
 let raw = try (0..<runs).map { _ in try rawSyncsPerSecond() }
 print(String(format: "raw pwrite+fdatasync: median %.0f/s  (runs: %@)", median(raw), raw.map { String(format: "%.0f", $0) }.joined(separator: ", ")))
@@ -97,3 +122,5 @@ for appenders in [1, 16, 64] {
     print(String(format: "%2d appenders: median %.0f appends/s, %.0f fsyncs/s, %.1f entries per fsync  (appends/s runs: %@)",
                  appenders, median(a), median(s), median(a) / median(s), a.map { String(format: "%.0f", $0) }.joined(separator: ", ")))
 }
+let recoveryEntries = Int(ProcessInfo.processInfo.environment["BENCH_RECOVERY_ENTRIES"] ?? "1000000") ?? 1_000_000
+print(String(format: "recovery of %d entries of 256 bytes: %.2f s (one run; page cache warm)", recoveryEntries, try recoverySeconds(count: recoveryEntries)))
