@@ -204,6 +204,21 @@ import Testing
         again.close()
     }
 
+    @Test func logStartingPastItsSnapshotsIsRefused() throws {
+        let fs = freshFS()
+        let storage = try openStorage(fs, segmentBytesMax: 512)
+        try storage.writer.append(entries(1...30))
+        let w = try storage.beginSnapshot(SnapshotHeader(lastIndex: 5, lastTerm: 1, clusterTimeNanos: 0, membership: []))
+        _ = try w.finish()
+        storage.close()
+        // Losing the segments that hold 6... (here: every segment before the one starting at 19).
+        for name in try fs.list(dataDir) where name.hasPrefix("wal-") && name < WALFormat.segmentName(19) {
+            try fs.remove(dataDir + "/" + name)
+        }
+        let found = corruptError { _ = try openStorage(fs, segmentBytesMax: 512) }
+        #expect(found?.path == segmentPath(19) && found?.index == 19, "\(String(describing: found))")
+    }
+
     @Test func lockRefusesASecondOwnerAndTheTool() throws {
         let fs = freshFS()
         let storage = try openStorage(fs)
