@@ -24,21 +24,21 @@ package enum StorageTool {
             .sorted { $0.0 < $1.0 }
     }
 
-    /// Readable text: hard state, snapshot headers, then one line per entry. `describe(kind, payload)` decodes
-    /// payloads (the lead passes the command decoder); the default prints the size only.
+    /// Readable lines, handed to `emit` one at a time so a large log is never held as text: hard state,
+    /// snapshot headers, then one line per entry. `describe(kind, payload)` decodes payloads (the caller
+    /// passes the command decoder); returning "" prints the size only. Stops at the first damage (use verify).
     package static func dump(fs: FileSystem, directory: String, options: WALOptions = WALOptions(),
-                             describe: (UInt8, [UInt8]) -> String = { _, _ in "" }) throws -> String {
+                             describe: (UInt8, [UInt8]) -> String, emit: (String) -> Void) throws {
         try withLock(fs, directory) {
-            var out = ""
             if let hs = try HardStateFile.load(fs: fs, directory: directory) {
-                out += "hard state: term \(hs.term) vote \(hs.vote) commit \(hs.commit)\n"
+                emit("hard state: term \(hs.term) vote \(hs.vote) commit \(hs.commit)")
             } else {
-                out += "hard state: none saved\n"
+                emit("hard state: none saved")
             }
             for s in try SnapshotFiles.list(fs: fs, directory: directory) {
                 let reader = try SnapshotReader(fs: fs, path: s.path)
                 let h = reader.header
-                out += "snapshot \(s.path): last index \(h.lastIndex) term \(h.lastTerm) cluster time \(h.clusterTimeNanos)ns membership \(h.membership.count) bytes body \(reader.bodyBytes) bytes\n"
+                emit("snapshot \(s.path): last index \(h.lastIndex) term \(h.lastTerm) cluster time \(h.clusterTimeNanos)ns membership \(h.membership.count) bytes body \(reader.bodyBytes) bytes")
                 reader.close()
             }
             let all = try segments(fs, directory)
@@ -47,14 +47,13 @@ package enum StorageTool {
                 defer { fs.close(file) }
                 let scan = try WALFormat.scan(fs: fs, file: file, firstIndex: first, isLast: i == all.count - 1,
                                               options: options, keepEntries: true)
-                out += "segment \(path): \(scan.decoded.count) entries, data ends at byte \(scan.dataEndOffset)\n"
+                emit("segment \(path): \(scan.decoded.count) entries, data ends at byte \(scan.dataEndOffset)")
                 for e in scan.decoded {
                     let text = describe(e.kind, e.payload)
-                    out += "  index \(e.index) term \(e.term) kind \(e.kind) time \(e.clusterTimeNanos)ns size \(e.payload.count)\(text.isEmpty ? "" : " " + text)\n"
+                    emit("  index \(e.index) term \(e.term) kind \(e.kind) time \(e.clusterTimeNanos)ns size \(e.payload.count)\(text.isEmpty ? "" : " " + text)")
                 }
-                if let torn = scan.tornTail { out += "  torn tail at byte \(torn.offset): \(torn.reason)\n" }
+                if let torn = scan.tornTail { emit("  torn tail at byte \(torn.offset): \(torn.reason)") }
             }
-            return out
         }
     }
 

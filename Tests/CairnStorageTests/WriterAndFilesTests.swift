@@ -223,7 +223,9 @@ import Testing
         let fs = freshFS()
         let storage = try openStorage(fs)
         #expect(throws: StorageError.locked(path: dataDir + "/LOCK")) { _ = try openStorage(fs) }
-        #expect(throws: StorageError.locked(path: dataDir + "/LOCK")) { _ = try StorageTool.dump(fs: fs, directory: dataDir) }
+        #expect(throws: StorageError.locked(path: dataDir + "/LOCK")) {
+            try StorageTool.dump(fs: fs, directory: dataDir, describe: { _, _ in "" }, emit: { _ in })
+        }
         #expect(throws: StorageError.locked(path: dataDir + "/LOCK")) { _ = try StorageTool.verify(fs: fs, directory: dataDir) }
         storage.close()
         try openStorage(fs).close()
@@ -237,7 +239,9 @@ import Testing
         let w = try storage.beginSnapshot(SnapshotHeader(lastIndex: 5, lastTerm: 1, clusterTimeNanos: 9, membership: [1]))
         _ = try w.finish()
         storage.close()
-        let text = try StorageTool.dump(fs: fs, directory: dataDir, options: WALOptions(segmentBytesMax: 512)) { kind, payload in "kind\(kind):\(payload.count)" }
+        var text = ""
+        try StorageTool.dump(fs: fs, directory: dataDir, options: WALOptions(segmentBytesMax: 512),
+                             describe: { kind, payload in "kind\(kind):\(payload.count)" }, emit: { text += $0 + "\n" })
         #expect(text.contains("hard state: term 1 vote 1 commit 20"))
         #expect(text.contains("snapshot /data/snapshot-00000000000000000005.snap: last index 5 term 1"))
         #expect(text.contains("index 17 term 1 kind 2 time 17000ns size 20 kind2:20"))
