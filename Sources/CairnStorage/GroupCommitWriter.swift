@@ -81,8 +81,9 @@ package final class GroupCommitWriter: Sendable {
                 do {
                     try g.wal.append(batch.flatMap(\.entries))
                 } catch let error as StorageError {
-                    // Out of space with nothing appended leaves the log as it was: fail this batch, keep going.
-                    if !(error.isNoSpace && g.wal.lastIndex == lastBefore) { g.failure = error }
+                    // Out of space before any record byte was written (making a segment) leaves the log as it
+                    // was: fail this batch and keep going, so writes resume when space returns.
+                    if !(error.isNoSpace && g.wal.lastIndex == lastBefore && !g.wal.recordWriteFailed) { g.failure = error }
                     return .failure(error)
                 } catch {
                     fatalError("storage throws only StorageError: \(error)")

@@ -169,7 +169,7 @@ package final class SimulatedFileSystem: FileSystem {
         try state.withLock { s in
             let id = try inode(s, file)
             let grow = max(0, Int(offset) + bytes.count - s.inodes[id]!.current.count)
-            if let limit = s.spaceBytesMax, Self.usedBytes(s) + grow > limit {
+            if let limit = s.spaceBytesMax, grow > 0, Self.usedBytes(s) + grow > limit {  // preallocated space needs none
                 throw StorageError.io(operation: "pwrite", path: file.path, errno: 28)  // ENOSPC
             }
             Self.apply(write: bytes, at: Int(offset), to: &s.inodes[id]!.current)

@@ -229,6 +229,9 @@ package final class WAL {
     private let logger: @Sendable (String) -> Void
     private var segments: [Segment] = []  // the last one is open
     private var unsynced = false
+    /// A record write failed part-way: bytes of entries the caller was told failed may sit past the data end,
+    /// so the group-commit writer must stop rather than let a later, different batch land beside them.
+    package private(set) var recordWriteFailed = false
 
     /// First index still in the log; `lastIndex + 1` when the log holds no entries.
     package var firstIndex: UInt64 {
@@ -268,19 +271,31 @@ package final class WAL {
             }
         }
         names.sort { $0.0 < $1.0 }
-        for (i, (first, name)) in names.enumerated() {
-            let file = try fs.open(joinPath(directory, name), create: false)
-            let isLast = i == names.count - 1
-            if let previous = segments.last, previous.lastIndex + 1 != first {
-                throw StorageError.corrupt(path: file.path, offset: 0, index: first,
-                    reason: "segment starts at \(first) but the previous one ends at \(previous.lastIndex)")
+        do {
+            for (i, (first, name)) in names.enumerated() {
+                let path = joinPath(directory, name)
+                guard first >= 1 else { throw StorageError.corrupt(path: path, offset: 0, index: 0, reason: "segment named index 0") }
+                if let previous = segments.last, previous.lastIndex + 1 != first {
+                    throw StorageError.corrupt(path: path, offset: 0, index: first,
+                        reason: "segment starts at \(first) but the previous one ends at \(previous.lastIndex)")
+                }
+                let file = try fs.open(path, create: false)
+                let scan: SegmentScan
+                do {
+                    scan = try WALFormat.scan(fs: fs, file: file, firstIndex: first, isLast: i == names.count - 1, options: options)
+                } catch {
+                    fs.close(file)
+                    throw error
+                }
+                if let torn = scan.tornTail {
+                    logger("storage: cut torn tail of \(path) at byte \(torn.offset) after index \(first + UInt64(scan.entries.count) - 1): \(torn.reason)")
+                }
+                segments.append(Segment(firstIndex: first, file: file, offsets: scan.entries.map(\.offset),
+                                        terms: scan.entries.map(\.term), endOffset: scan.dataEndOffset))
             }
-            let scan = try WALFormat.scan(fs: fs, file: file, firstIndex: first, isLast: isLast, options: options)
-            if let torn = scan.tornTail {
-                logger("storage: cut torn tail of \(file.path) at byte \(torn.offset) after index \(first + UInt64(scan.entries.count) - 1): \(torn.reason)")
-            }
-            segments.append(Segment(firstIndex: first, file: file, offsets: scan.entries.map(\.offset),
-                                    terms: scan.entries.map(\.term), endOffset: scan.dataEndOffset))
+        } catch {
+            close()
+            throw error
         }
         if segments.isEmpty {
             try startSegment(at: initialIndex)
@@ -325,7 +340,7 @@ package final class WAL {
     }
 
     /// Writes entries (which must continue the log) without syncing; `sync()` makes them durable.
-    /// On a failed write the in-memory log is unchanged, so a later append rewrites the same bytes.
+    /// Entries are in memory only once their bytes are written; see `recordWriteFailed` for a failed write.
     package func append(_ entries: [LogEntryRecord]) throws {
         var next = lastIndex + 1
         for e in entries {
@@ -341,7 +356,12 @@ package final class WAL {
         func flush() throws {
             guard !buffer.isEmpty else { return }
             let s = segments.count - 1
-            try fs.write(segments[s].file, at: segments[s].endOffset, buffer)
+            do {
+                try fs.write(segments[s].file, at: segments[s].endOffset, buffer)
+            } catch {
+                recordWriteFailed = true
+                throw error
+            }
             segments[s].endOffset += UInt64(buffer.count)
             segments[s].offsets += pendingOffsets
             segments[s].terms += pendingTerms
@@ -467,6 +487,7 @@ package final class WAL {
 
     /// Discards the whole log so the next entry is `nextIndex` (after installing a snapshot past the log).
     package func reset(nextIndex: UInt64) throws {
+        guard nextIndex >= 1 else { throw StorageError.outOfRange(index: 0, first: firstIndex, last: lastIndex) }
         while let s = segments.popLast() {
             fs.close(s.file)
             try fs.remove(s.file.path)
