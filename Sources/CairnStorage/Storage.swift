@@ -35,7 +35,6 @@ package final class Storage: Sendable {
     package let options: StorageOptions
     package let writer: GroupCommitWriter
     private let lock: DataDirectoryLock
-    private let logger: @Sendable (String) -> Void
 
     /// Hard state as last loaded at open; save changes with `saveHardState`.
     package let recoveredHardState: HardState
@@ -68,7 +67,6 @@ package final class Storage: Sendable {
         self.directory = directory
         self.options = options
         self.lock = lock
-        self.logger = logger
     }
 
     package func close() {
