@@ -55,7 +55,7 @@ import Testing
         for seed: UInt64 in 1...5 {
             let fs = freshFS()
             fs.delaySyncs(micros: 300)
-            let storage = try openStorage(fs, segmentBytesMax: 2048)
+            let storage = try openStorage(fs, segmentBytesMax: 8192)
             let acked = Mutex<UInt64>(0)
             let next = Mutex<UInt64>(1)
             let finished = DispatchSemaphore(value: 0)
@@ -79,12 +79,14 @@ import Testing
                 }
                 finished.signal()
             }
+            // Crash once a seeded number of appends has been acknowledged, while the rest are in flight.
             var random = SeededRandom(seed: seed)
-            usleep(UInt32.random(in: 1000...20000, using: &random))
+            let target = UInt64.random(in: 20...250, using: &random)
+            while acked.withLock({ $0 }) < target { usleep(100) }
             let ackedAtCrash = acked.withLock { $0 }
             fs.crash(random: &random)
             finished.wait()
-            let again = try openStorage(fs, segmentBytesMax: 2048)
+            let again = try openStorage(fs, segmentBytesMax: 8192)
             let last = try again.writer.withLog { $0.lastIndex }
             #expect(last >= ackedAtCrash, "seed \(seed): acknowledged \(ackedAtCrash), recovered \(last)")
             #expect(try again.writer.withLog { try $0.entries(1..<last + 1) } == entries(1...max(1, last)).prefix(Int(last)).map { $0 }, "seed \(seed)")
