@@ -26,6 +26,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnBase"]),
+        .target(name: "CairnStorage", dependencies: ["CairnBase"]),
         .systemLibrary(
             name: "CNGHTTP2", pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]),
@@ -47,6 +48,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // On demand: swift run -c release cairn-storage-bench (see bench/storage/RESULTS.md).
+        .executableTarget(name: "cairn-storage-bench", dependencies: ["CairnStorage"], path: "bench/storage", exclude: ["RESULTS.md"]),
         .testTarget(name: "CairnBaseTests", dependencies: ["CairnBase"]),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
@@ -54,6 +57,7 @@ let package = Package(
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase"]),
         .testTarget(name: "CairnPeerTests", dependencies: ["CairnPeer", "CairnHTTP", "CairnBase"]),
         .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP", "CairnBase"]),
+        .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnBase"]),
     ],
     swiftLanguageModes: [.v6]
 )

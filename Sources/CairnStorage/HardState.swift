@@ -1,0 +1,64 @@
+// Raft's hard state (term, vote, commit) in its own small file, replaced atomically and checksummed.
+// Why a file and not log records: it changes on elections (rare), so write-new + fsync + rename + fsync-dir is cheap, and the log keeps one record type.
+
+import CairnBase
+
+package struct HardState: Equatable, Sendable {
+    package var term: UInt64
+    package var vote: UInt64  // 0 = no vote
+    package var commit: UInt64
+
+    package init(term: UInt64 = 0, vote: UInt64 = 0, commit: UInt64 = 0) {
+        self.term = term
+        self.vote = vote
+        self.commit = commit
+    }
+}
+
+/// Format: magic "CAIRNHS1" | term u64 | vote u64 | commit u64 | CRC32C u32 of the preceding 32 bytes.
+/// The file only ever appears by rename of a fully synced temporary, so any damage to it refuses the start.
+package enum HardStateFile {
+    static let name = "hardstate"
+    static let magic: [UInt8] = Array("CAIRNHS1".utf8)
+    static let fileBytes = 36
+
+    static func encode(_ state: HardState) -> [UInt8] {
+        var bytes = magic
+        bytes.appendLE(state.term)
+        bytes.appendLE(state.vote)
+        bytes.appendLE(state.commit)
+        bytes.appendLE(CRC32C.checksum(bytes))
+        return bytes
+    }
+
+    /// The saved state, or nil when none was ever saved.
+    package static func load(fs: FileSystem, directory: String) throws -> HardState? {
+        let path = joinPath(directory, name)
+        guard try fs.list(directory).contains(name) else { return nil }
+        let file = try fs.open(path, create: false)
+        defer { fs.close(file) }
+        let size = try fs.size(file)
+        guard size == UInt64(fileBytes) else {
+            throw StorageError.corrupt(path: path, offset: 0, index: nil, reason: "hard state file is \(size) bytes, expected \(fileBytes)")
+        }
+        let bytes = try fs.read(file, at: 0, count: fileBytes)
+        guard Array(bytes[0..<8]) == magic, CRC32C.checksum(Array(bytes[0..<32])) == bytes.readLE(UInt32.self, at: 32) else {
+            throw StorageError.corrupt(path: path, offset: 0, index: nil, reason: "hard state checksum mismatch")
+        }
+        return HardState(term: bytes.readLE(UInt64.self, at: 8), vote: bytes.readLE(UInt64.self, at: 16),
+                         commit: bytes.readLE(UInt64.self, at: 24))
+    }
+
+    /// Durable when this returns: temp file written and synced, renamed over the old one, directory synced.
+    package static func save(_ state: HardState, fs: FileSystem, directory: String) throws {
+        let path = joinPath(directory, name)
+        let tmpPath = path + ".tmp"
+        let file = try fs.open(tmpPath, create: true)
+        defer { fs.close(file) }
+        try fs.truncate(file, to: 0)
+        try fs.write(file, at: 0, encode(state))
+        try fs.sync(file)
+        try fs.rename(tmpPath, to: path)
+        try fs.syncDirectory(directory)
+    }
+}

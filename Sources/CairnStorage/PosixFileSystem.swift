@@ -1,0 +1,133 @@
+// The real file system through Glibc: pread/pwrite loops that check every length, fdatasync, directory fsync.
+// No Foundation here: this is the write path of every acknowledged entry.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+package final class PosixFileSystem: FileSystem {
+    private let syncs = Atomic<Int>(0)
+
+    package init() {}
+
+    package var syncCount: Int { syncs.load(ordering: .relaxed) }
+
+    private func fail(_ op: String, _ path: String) -> StorageError {
+        .io(operation: op, path: path, errno: errno)
+    }
+
+    package func open(_ path: String, create: Bool) throws -> OpenFile {
+        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
+        let fd = Glibc.open(path, flags, 0o644)
+        if fd < 0 { throw fail("open", path) }
+        return OpenFile(id: fd, path: path)
+    }
+
+    package func close(_ file: OpenFile) { _ = Glibc.close(file.id) }
+
+    package func size(_ file: OpenFile) throws -> UInt64 {
+        var st = stat()
+        if fstat(file.id, &st) != 0 { throw fail("fstat", file.path) }
+        return UInt64(st.st_size)
+    }
+
+    package func read(_ file: OpenFile, at offset: UInt64, count: Int) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var done = 0
+        try buffer.withUnsafeMutableBytes { raw in
+            while done < count {
+                let n = pread(file.id, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw fail("pread", file.path)
+                }
+                if n == 0 { break }
+                done += n
+            }
+        }
+        if done != count {
+            throw StorageError.shortRead(path: file.path, offset: offset, expectedBytes: count, gotBytes: done)
+        }
+        return buffer
+    }
+
+    package func write(_ file: OpenFile, at offset: UInt64, _ bytes: [UInt8]) throws {
+        var done = 0
+        try bytes.withUnsafeBytes { raw in
+            while done < raw.count {
+                let n = pwrite(file.id, raw.baseAddress! + done, raw.count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw fail("pwrite", file.path)
+                }
+                done += n
+            }
+        }
+    }
+
+    package func preallocate(_ file: OpenFile, bytes: UInt64) throws {
+        let rc = posix_fallocate(file.id, 0, off_t(bytes))
+        if rc != 0 { throw StorageError.io(operation: "fallocate", path: file.path, errno: rc) }
+    }
+
+    package func truncate(_ file: OpenFile, to bytes: UInt64) throws {
+        if ftruncate(file.id, off_t(bytes)) != 0 { throw fail("ftruncate", file.path) }
+    }
+
+    package func sync(_ file: OpenFile) throws {
+        syncs.add(1, ordering: .relaxed)
+        if fdatasync(file.id) != 0 { throw fail("fdatasync", file.path) }
+    }
+
+    package func syncWithMetadata(_ file: OpenFile) throws {
+        syncs.add(1, ordering: .relaxed)
+        if fsync(file.id) != 0 { throw fail("fsync", file.path) }
+    }
+
+    package func rename(_ from: String, to: String) throws {
+        if Glibc.rename(from, to) != 0 { throw fail("rename", from) }
+    }
+
+    package func remove(_ path: String) throws {
+        if unlink(path) != 0 { throw fail("unlink", path) }
+    }
+
+    package func syncDirectory(_ path: String) throws {
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw fail("open directory", path) }
+        defer { _ = Glibc.close(fd) }
+        syncs.add(1, ordering: .relaxed)
+        if fsync(fd) != 0 { throw fail("fsync directory", path) }
+    }
+
+    package func list(_ directory: String) throws -> [String] {
+        guard let dir = opendir(directory) else { throw fail("opendir", directory) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    package func makeDirectory(_ path: String) throws {
+        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw fail("mkdir", path) }
+    }
+
+    package func lock(_ path: String) throws -> OpenFile {
+        let file = try open(path, create: true)
+        if flock(file.id, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            close(file)
+            if code == EWOULDBLOCK { throw StorageError.locked(path: path) }
+            throw StorageError.io(operation: "flock", path: path, errno: code)
+        }
+        return file
+    }
+}

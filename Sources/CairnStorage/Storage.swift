@@ -1,0 +1,101 @@
+// One node's data directory: its lock, hard state, log (through the group-commit writer) and snapshots.
+// `Storage.open` is recovery: it refuses to start on any damage except a torn log tail, which it cuts and logs.
+//
+// Layout (all in the data directory): LOCK, hardstate, wal-<first index>.log, snapshot-<last index>.snap.
+
+package struct StorageOptions: Sendable {
+    package var wal = WALOptions()
+    /// Snapshots kept by `retain`; the log keeps every entry after the oldest of them.
+    package var snapshotsKept = 2
+    package var batchEntriesMax = 4096
+
+    package init(wal: WALOptions = WALOptions(), snapshotsKept: Int = 2, batchEntriesMax: Int = 4096) {
+        self.wal = wal
+        self.snapshotsKept = snapshotsKept
+        self.batchEntriesMax = batchEntriesMax
+    }
+}
+
+/// flock on `<dir>/LOCK`: a second process (a node or the storage tool) gets `StorageError.locked`.
+package final class DataDirectoryLock: Sendable {
+    private let fs: FileSystem
+    private let file: OpenFile
+
+    package init(fs: FileSystem, directory: String) throws {
+        self.fs = fs
+        file = try fs.lock(joinPath(directory, "LOCK"))
+    }
+
+    package func release() { fs.close(file) }
+}
+
+package final class Storage: Sendable {
+    package let fs: FileSystem
+    package let directory: String
+    package let options: StorageOptions
+    package let writer: GroupCommitWriter
+    private let lock: DataDirectoryLock
+
+    /// Hard state as last loaded at open; save changes with `saveHardState`.
+    package let recoveredHardState: HardState
+
+    package init(fs: FileSystem, directory: String, options: StorageOptions = StorageOptions(),
+                 logger: @escaping @Sendable (String) -> Void) throws {
+        try fs.makeDirectory(directory)
+        let lock = try DataDirectoryLock(fs: fs, directory: directory)
+        do {
+            try SnapshotFiles.removeAbandoned(fs: fs, directory: directory, logger: logger)
+            let snapshots = try SnapshotFiles.list(fs: fs, directory: directory)
+            recoveredHardState = try HardStateFile.load(fs: fs, directory: directory) ?? HardState()
+            let wal = try WAL.open(fs: fs, directory: directory, options: options.wal,
+                                   initialIndex: (snapshots.last?.lastIndex ?? 0) + 1, logger: logger)
+            // Entries before the log's first one must be covered by a snapshot (or the log starts at 1).
+            let covered = snapshots.last?.lastIndex ?? 0
+            if wal.firstIndex > covered + 1 {
+                let path = joinPath(directory, WALFormat.segmentName(wal.firstIndex))
+                let first = wal.firstIndex
+                wal.close()
+                throw StorageError.corrupt(path: path, offset: 0, index: first,
+                    reason: "log starts at \(first) but snapshots cover only up to \(covered): entries are missing")
+            }
+            writer = GroupCommitWriter(wal: wal, batchEntriesMax: options.batchEntriesMax)
+        } catch {
+            lock.release()
+            throw error
+        }
+        self.fs = fs
+        self.directory = directory
+        self.options = options
+        self.lock = lock
+    }
+
+    package func close() {
+        writer.close()
+        lock.release()
+    }
+
+    package func saveHardState(_ state: HardState) throws {
+        try HardStateFile.save(state, fs: fs, directory: directory)
+    }
+
+    /// Complete snapshot files, oldest first (headers are read by opening a `SnapshotReader`).
+    package func snapshots() throws -> [(lastIndex: UInt64, path: String)] {
+        try SnapshotFiles.list(fs: fs, directory: directory)
+    }
+
+    package func beginSnapshot(_ header: SnapshotHeader) throws -> SnapshotWriter {
+        try SnapshotWriter(fs: fs, directory: directory, header: header)
+    }
+
+    /// Keeps the newest `options.snapshotsKept` snapshots and deletes older ones, then deletes log segments
+    /// wholly covered by the oldest snapshot kept. Call after a snapshot's `finish`.
+    package func retain() throws {
+        let all = try snapshots()
+        guard all.count >= options.snapshotsKept, options.snapshotsKept > 0 else { return }
+        let doomed = all.dropLast(options.snapshotsKept)
+        for s in doomed { try fs.remove(s.path) }
+        if !doomed.isEmpty { try fs.syncDirectory(directory) }
+        let oldestKept = all[all.count - options.snapshotsKept].lastIndex
+        try writer.withLog { try $0.compactPrefix(through: oldestKept) }
+    }
+}
