@@ -38,7 +38,7 @@ let package = Package(
         .target(
             name: "CairnServer",
             dependencies: [
-                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnRaft", "CairnBase",
+                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnStorage", "CairnRaft", "CairnBase",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(

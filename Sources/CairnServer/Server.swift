@@ -1,6 +1,7 @@
 // One running member: binds the client URLs, serves until SIGTERM/SIGINT, then shuts down gracefully.
 // The only place that owns signals and the process's lifetime.
 import CairnHTTP
+import CairnStorage
 import Dispatch
 import Glibc
 import Logging
@@ -13,7 +14,10 @@ package final class Server: @unchecked Sendable {
 
     private let node: KeySpaceNode
 
-    package init(configuration: ServerConfiguration) {
+    private let storage: Storage
+
+    /// Opens (and locks) the data directory and recovers the key space from it.
+    package init(configuration: ServerConfiguration) throws {
         self.configuration = configuration
         let clock = ClusterClock()
         let bootstrap = configuration.bootstrap ?? (try? ClusterBootstrap(
@@ -21,7 +25,10 @@ package final class Server: @unchecked Sendable {
             advertisedPeerURLs: configuration.initialAdvertisePeerURLs, token: configuration.initialClusterToken))
         let members = bootstrap?.members.count ?? 1
         // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write.
-        node = KeySpaceNode(clock: clock, initialIndex: UInt64(2 * members + 1), historyBytesMax: configuration.watchHistoryBytesMax)
+        let logger = Logger(label: "cairn.storage")
+        storage = try Storage(fs: PosixFileSystem(), directory: configuration.dataDirectory) { logger.notice("\($0)") }
+        node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * members + 1), historyBytesMax: configuration.watchHistoryBytesMax,
+                                storage: storage, snapshotCount: configuration.snapshotCount)
         let member = MemberInfo(
             id: bootstrap?.localID ?? 0, name: configuration.name, peerURLs: configuration.initialAdvertisePeerURLs,
             clientURLs: configuration.advertiseClientURLs, clusterID: bootstrap?.clusterID ?? 0, startTime: clock.now())

@@ -102,9 +102,11 @@ struct Cairn: ParsableCommand {
 
     func run() throws {
         LogLineHandler.bootstrap(level: Self.logLevels[logLevel]!)
-        let server = Server(configuration: try serverConfiguration())
         do {
+            let server = try Server(configuration: try serverConfiguration())
             try server.runForever()
+        } catch let error as ValidationError {
+            throw error
         } catch {
             throw ValidationError("cannot serve: \(error)")
         }

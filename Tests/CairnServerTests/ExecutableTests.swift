@@ -43,9 +43,10 @@ final class RunningCairn {
     private let log = outputFile()
     private(set) var baseURL = ""
 
+    /// Without `--data-dir`, each member gets a fresh temporary one (a data directory is locked by its member).
     init(_ arguments: [String]) throws {
         process.executableURL = cairnBinary
-        process.arguments = arguments
+        process.arguments = arguments.contains("--data-dir") ? arguments : arguments + ["--data-dir", temporaryDataDirectory()]
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -64,6 +65,13 @@ final class RunningCairn {
         throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "cairn did not start: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")"])
     }
 
+    /// Kills the member without warning (SIGKILL): nothing after the last acknowledged write may be relied on.
+    func crash() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: log)
+    }
+
     func stop() -> Int32 {
         process.terminate()
         process.waitUntilExit()
@@ -72,13 +80,17 @@ final class RunningCairn {
     }
 }
 
+func temporaryDataDirectory() -> String {
+    NSTemporaryDirectory() + "cairn-data-\(UUID().uuidString)"
+}
+
 func curl(_ arguments: [String]) throws -> String {
     try runToExit(URL(fileURLWithPath: "/usr/bin/curl"), ["-sS"] + arguments).output
 }
 
 /// Runs cairn to completion (it must refuse to start) and returns its status and its output.
 func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, errors: String) {
-    let result = try runToExit(cairnBinary, arguments)
+    let result = try runToExit(cairnBinary, arguments.contains("--data-dir") ? arguments : arguments + ["--data-dir", temporaryDataDirectory()])
     return (result.status, result.output)
 }
 
@@ -131,6 +143,42 @@ func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, erro
         let result = try runCairnExpectingExit(["--listen-client-urls", first.baseURL])
         #expect(result.status != 0)
         #expect(result.errors.contains("Address already in use"), "\(result.errors)")
+    }
+}
+
+@Suite struct DurabilityTests {
+    @Test func acknowledgedWritesSurviveRestartAndKill() throws {
+        let directory = temporaryDataDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var cairn = try RunningCairn(["--data-dir", directory, "--listen-client-urls", "http://127.0.0.1:0", "--snapshot-count", "7"])
+        for i in 0..<20 {
+            _ = try curl(["-X", "PUT", cairn.baseURL + "/v2/keys/dir/k\(i)", "-d", "value=v\(i)"])
+        }
+        _ = try curl(["-X", "DELETE", cairn.baseURL + "/v2/keys/dir/k3"])
+        #expect(cairn.stop() == 0)
+        cairn = try RunningCairn(["--data-dir", directory, "--listen-client-urls", "http://127.0.0.1:0", "--snapshot-count", "7"])
+        #expect(try curl([cairn.baseURL + "/v2/keys/dir/k19"]).contains(#""value":"v19","modifiedIndex":23"#))
+        #expect(try curl(["-w", "%{http_code}", "-o", "/dev/null", cairn.baseURL + "/v2/keys/dir/k3"]) == "404")
+        let created = try curl(["-X", "PUT", cairn.baseURL + "/v2/keys/after", "-d", "value=restart"])
+        #expect(created.contains(#""modifiedIndex":25"#), "the store index continues where it was: \(created)")
+        cairn.crash()
+        cairn = try RunningCairn(["--data-dir", directory, "--listen-client-urls", "http://127.0.0.1:0"])
+        defer { _ = cairn.stop() }
+        #expect(try curl([cairn.baseURL + "/v2/keys/after"]).contains(#""value":"restart""#))
+        let listing = try curl([cairn.baseURL + "/v2/keys/dir?recursive=true"])
+        #expect(listing.components(separatedBy: #""key":"/dir/k"#).count == 20)
+        let snapshots = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".snap") }
+        #expect(!snapshots.isEmpty && snapshots.count <= 2, "snapshots taken every 7 entries, two kept: \(snapshots)")
+    }
+
+    @Test func aSecondMemberOnTheSameDirectoryIsRefused() throws {
+        let directory = temporaryDataDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try RunningCairn(["--data-dir", directory, "--listen-client-urls", "http://127.0.0.1:0"])
+        defer { _ = first.stop() }
+        let second = try runCairnExpectingExit(["--data-dir", directory, "--listen-client-urls", "http://127.0.0.1:0"])
+        #expect(second.status != 0)
+        #expect(second.errors.contains("data directory is locked"), "\(second.errors)")
     }
 }
 

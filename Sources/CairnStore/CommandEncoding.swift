@@ -1,0 +1,62 @@
+// The log's encoding of a key-space command: compact, versioned by its first byte, every length checked on read.
+// Replicas and restarts decode exactly what was written, so applying it again gives the same result.
+
+package enum CommandDecodingError: Error, Equatable {
+    case truncated
+    case unknownVersion(UInt8)
+    case unknownMethod(UInt8)
+}
+
+extension StoreCommand {
+    static let encodingVersion: UInt8 = 1
+
+    /// version u8 | method u8 | flags u8 (dir 1, recursive 2, refresh 4) | prevExist u8 (0 unset, 1 false, 2 true)
+    /// | prevIndex u64 | expiration i64 | path, value, prevValue (each u32 length + UTF-8).
+    package func encoded() -> [UInt8] {
+        var bytes: [UInt8] = [Self.encodingVersion]
+        let methods: [Method] = [.put, .post, .delete, .expire]
+        bytes.append(UInt8(methods.firstIndex(of: method)!))
+        bytes.append((dir ? 1 : 0) | (recursive ? 2 : 0) | (refresh ? 4 : 0))
+        bytes.append(prevExist.map { $0 ? 2 : 1 } ?? 0)
+        withUnsafeBytes(of: prevIndex.littleEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: expiration.littleEndian) { bytes.append(contentsOf: $0) }
+        for text in [path, value, prevValue] {
+            withUnsafeBytes(of: UInt32(text.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+            bytes.append(contentsOf: text.utf8)
+        }
+        return bytes
+    }
+
+    package init(decoding bytes: [UInt8]) throws(CommandDecodingError) {
+        var offset = 0
+        func take(_ count: Int) throws(CommandDecodingError) -> ArraySlice<UInt8> {
+            guard count >= 0, bytes.count - offset >= count else { throw .truncated }
+            defer { offset += count }
+            return bytes[offset..<(offset + count)]
+        }
+        func integer(_ count: Int) throws(CommandDecodingError) -> UInt64 {
+            try take(count).reversed().reduce(0) { $0 << 8 | UInt64($1) }
+        }
+        let version = try take(1).first!
+        guard version == Self.encodingVersion else { throw .unknownVersion(version) }
+        let methodCode = try take(1).first!
+        let methods: [Method] = [.put, .post, .delete, .expire]
+        guard Int(methodCode) < methods.count else { throw .unknownMethod(methodCode) }
+        self.init(method: methods[Int(methodCode)])
+        let flags = try take(1).first!
+        dir = flags & 1 != 0
+        recursive = flags & 2 != 0
+        refresh = flags & 4 != 0
+        let exist = try take(1).first!
+        prevExist = exist == 0 ? nil : exist == 2
+        prevIndex = try integer(8)
+        expiration = Int64(bitPattern: try integer(8))
+        func text() throws(CommandDecodingError) -> String {
+            String(decoding: try take(Int(try integer(4))), as: UTF8.self)
+        }
+        path = try text()
+        value = try text()
+        prevValue = try text()
+        guard offset == bytes.count else { throw .truncated }
+    }
+}
