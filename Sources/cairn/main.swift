@@ -2,12 +2,23 @@
 // Go's flag package accepts `-name` as well as `--name`; scripts written for etcd use both, so both work here.
 import ArgumentParser
 import CairnServer
+import CairnStorage
+import CairnStore
 import Logging
 
 struct Cairn: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairn",
-        abstract: "A replicated key-value store that speaks etcd's HTTP API.")
+        abstract: "A replicated key-value store that speaks etcd's HTTP API.",
+        subcommands: [Serve.self, StorageCommand.self],
+        defaultSubcommand: Serve.self)
+}
+
+/// Runs a member: etcd's flags. The default, so `cairn --name n1 ...` works as `etcd --name n1 ...` does.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run a member (the default; takes etcd's flags).")
 
     @Option(help: "Human-readable name for this member.")
     var name = "default"
@@ -109,6 +120,65 @@ struct Cairn: ParsableCommand {
             throw error
         } catch {
             throw ValidationError("cannot serve: \(error)")
+        }
+    }
+}
+
+/// `cairn storage dump|verify`: read a stopped member's data directory (refused while a member holds its lock).
+struct StorageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "storage",
+        abstract: "Inspect a stopped member's log and snapshots.",
+        subcommands: [Dump.self, Verify.self])
+
+    struct Dump: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the hard state, the snapshot headers and every log entry, decoded.")
+
+        @Option(name: .customLong("data-dir"), help: "The member's data directory.")
+        var dataDir: String
+
+        func run() throws {
+            do {
+                try StorageTool.dump(fs: PosixFileSystem(), directory: dataDir, describe: Self.describe) { print($0) }
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
+
+        /// A key-space command as one readable line.
+        static func describe(kind: UInt8, payload: [UInt8]) -> String {
+            guard let command = try? StoreCommand(decoding: payload) else { return "kind \(kind), \(payload.count) bytes (undecodable)" }
+            if command.method == .expire { return "EXPIRE up to \(command.expiration)" }
+            var text = "\(command.method.rawValue) \(command.path)"
+            if !command.value.isEmpty { text += " value=\(command.value.debugDescription)" }
+            if command.dir { text += " dir" }
+            if command.recursive { text += " recursive" }
+            if command.refresh { text += " refresh" }
+            if let prevExist = command.prevExist { text += " prevExist=\(prevExist)" }
+            if !command.prevValue.isEmpty { text += " prevValue=\(command.prevValue.debugDescription)" }
+            if command.prevIndex != 0 { text += " prevIndex=\(command.prevIndex)" }
+            if command.expiration != 0 { text += " expiration=\(command.expiration)" }
+            return text
+        }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check every checksum; exit non-zero on damage.")
+
+        @Option(name: .customLong("data-dir"), help: "The member's data directory.")
+        var dataDir: String
+
+        func run() throws {
+            let damage: [StorageTool.Damage]
+            do {
+                damage = try StorageTool.verify(fs: PosixFileSystem(), directory: dataDir)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            for problem in damage { print(problem) }
+            guard damage.isEmpty else { throw ExitCode(2) }
+            print("\(dataDir): no damage found")
         }
     }
 }
