@@ -1,6 +1,7 @@
 // The cairn executable as a user meets it: etcd's flags, clear refusals, the first endpoints, and SIGTERM.
 // Runs the built binary on an ephemeral loopback port and talks to it with curl.
 import Foundation
+import Synchronization
 import Testing
 @testable import CairnServer
 
@@ -169,6 +170,38 @@ func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, erro
         #expect(listing.components(separatedBy: #""key":"/dir/k"#).count == 20)
         let snapshots = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".snap") }
         #expect(!snapshots.isEmpty && snapshots.count <= 2, "snapshots taken every 7 entries, two kept: \(snapshots)")
+    }
+
+    @Test func killDuringAWriteLoadLosesNoAcknowledgedWrite() throws {
+        let directory = temporaryDataDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var cairn = try RunningCairn(["--data-dir", directory, "--listen-client-urls", "http://127.0.0.1:0", "--snapshot-count", "50"])
+        let acknowledged = Mutex<[String]>([])
+        let url = cairn.baseURL
+        let writers = (0..<4).map { writer in
+            Thread {
+                // A key counts as acknowledged once its 201 has arrived; then it must survive the kill.
+                for index in 0..<1000 {
+                    let key = "w\(writer)-\(index)"
+                    guard let status = try? curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT",
+                                                  url + "/v2/keys/load/" + key, "-d", "value=" + key]),
+                        status == "201"
+                    else { return }
+                    acknowledged.withLock { $0.append(key) }
+                }
+            }
+        }
+        writers.forEach { $0.start() }
+        usleep(1_500_000)
+        cairn.crash()
+        usleep(300_000)
+        let written = acknowledged.withLock { $0 }
+        #expect(written.count > 20, "the load wrote something before the kill")
+        cairn = try RunningCairn(["--data-dir", directory, "--listen-client-urls", "http://127.0.0.1:0"])
+        defer { _ = cairn.stop() }
+        let listing = try curl([cairn.baseURL + "/v2/keys/load"])
+        let missing = written.filter { !listing.contains("\"/load/\($0)\"") }
+        #expect(missing.isEmpty, "acknowledged but lost after kill -9: \(missing.prefix(10))")
     }
 
     @Test func storageToolDumpsVerifiesAndRefusesALiveMember() throws {
