@@ -39,31 +39,35 @@ package enum KeysResponse {
     }
 
     static func render(_ node: NodeView, into json: inout GoJSON) {
-        var separator = false
+        renderOpening(key: node.key, value: node.isDirectory ? nil : node.value, isDirectory: node.isDirectory,
+                      expiration: node.expiration, ttl: node.ttl, into: &json)
+        renderIndexes(modified: node.modifiedIndex, created: node.createdIndex, into: &json)
+    }
+
+    /// A node's fields up to its children, in Go's field order. Empty fields are left out, as Go's `omitempty` does
+    /// (an event for a deleted file has neither value nor dir).
+    static func renderOpening(key: String, value: String?, isDirectory: Bool, expiration: Int64?, ttl: Int64, into json: inout GoJSON) {
+        let hasKey = key != "/"
         json.raw("{")
-        if node.key != "/" {
+        if hasKey {
             json.raw("\"key\":")
-            json.string(node.key)
-            separator = true
+            json.string(key)
         }
-        if let value = node.value, !node.isDirectory {
-            json.raw(separator ? ",\"value\":" : "\"value\":")
+        if let value {
+            json.raw(hasKey ? ",\"value\":" : "\"value\":")
             json.string(value)
-            separator = true
         }
-        if node.isDirectory {
-            json.raw(separator ? ",\"dir\":true" : "\"dir\":true")
-            separator = true
+        if isDirectory {
+            json.raw(hasKey ? ",\"dir\":true" : "\"dir\":true")
         }
-        if let expiration = node.expiration {
+        if let expiration {
             json.raw(",\"expiration\":")
             json.time(unixNanoseconds: expiration)
-            if node.ttl != 0 {
+            if ttl != 0 {
                 json.raw(",\"ttl\":")
-                json.number(node.ttl)
+                json.number(ttl)
             }
         }
-        renderIndexes(modified: node.modifiedIndex, created: node.createdIndex, into: &json)
     }
 
     static func renderIndexes(modified: UInt64, created: UInt64, into json: inout GoJSON) {
@@ -136,28 +140,8 @@ package struct ListingProducer: Sendable {
     }
 
     private func openNode(_ node: StoreNode, into json: inout GoJSON) {
-        var separator = false
-        json.raw("{")
-        if node.key != "/" {
-            json.raw("\"key\":")
-            json.string(node.key)
-            separator = true
-        }
-        if let value = node.value {
-            json.raw(separator ? ",\"value\":" : "\"value\":")
-            json.string(value)
-        } else {
-            json.raw(separator ? ",\"dir\":true" : "\"dir\":true")
-        }
-        if let expiration = node.expiration {
-            json.raw(",\"expiration\":")
-            json.time(unixNanoseconds: expiration)
-            let ttl = node.ttlSeconds(now: now)
-            if ttl != 0 {
-                json.raw(",\"ttl\":")
-                json.number(ttl)
-            }
-        }
+        KeysResponse.renderOpening(key: node.key, value: node.value, isDirectory: node.isDirectory, expiration: node.expiration,
+                                   ttl: node.ttlSeconds(now: now), into: &json)
     }
 
     private func closeNode(_ node: StoreNode, into json: inout GoJSON) {

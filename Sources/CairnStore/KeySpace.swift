@@ -201,13 +201,9 @@ package struct KeySpace: Sendable {
         let nodePath = cleanKeyPath(command.path)
         guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
         let node: StoreNode
-        switch lookup(nodePath) {
+        switch comparedFile(nodePath, command) {
         case .failure(let error): return .failure(error)
         case .success(let found): node = found
-        }
-        guard !node.isDirectory else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
-        if let cause = compareFailure(node, prevValue: command.prevValue, prevIndex: command.prevIndex) {
-            return .failure(StoreError(.testFailed, cause, index: currentIndex))
         }
         currentIndex += 1
         let updated = StoreNode(key: nodePath, value: command.refresh ? node.value : command.value, createdIndex: node.createdIndex,
@@ -244,13 +240,9 @@ package struct KeySpace: Sendable {
     private mutating func compareAndDelete(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: [String]), StoreError> {
         let nodePath = cleanKeyPath(command.path)
         let node: StoreNode
-        switch lookup(nodePath) {
+        switch comparedFile(nodePath, command) {
         case .failure(let error): return .failure(error)
         case .success(let found): node = found
-        }
-        guard !node.isDirectory else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
-        if let cause = compareFailure(node, prevValue: command.prevValue, prevIndex: command.prevIndex) {
-            return .failure(StoreError(.testFailed, cause, index: currentIndex))
         }
         currentIndex += 1
         root = replacing(nodePath, createIndex: currentIndex) { _ in nil }
@@ -259,6 +251,18 @@ package struct KeySpace: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// The file a compare-and-swap or compare-and-delete acts on, once its prevValue and prevIndex match.
+    /// (The root has no user-visible path, so etcd names no cause for it.)
+    private func comparedFile(_ nodePath: String, _ command: StoreCommand) -> Result<StoreNode, StoreError> {
+        lookup(nodePath).flatMap { node in
+            guard !node.isDirectory else { return .failure(StoreError(.notFile, nodePath == "/" ? "" : nodePath, index: currentIndex)) }
+            if let cause = compareFailure(node, prevValue: command.prevValue, prevIndex: command.prevIndex) {
+                return .failure(StoreError(.testFailed, cause, index: currentIndex))
+            }
+            return .success(node)
+        }
+    }
 
     /// etcd's compare: an empty prevValue or a zero prevIndex always matches; the cause names what did not.
     private func compareFailure(_ node: StoreNode, prevValue: String, prevIndex: UInt64) -> String? {
