@@ -15,6 +15,9 @@ let package = Package(
     targets: [
         .target(name: "CairnBase"),
         .target(name: "CairnRaft", dependencies: ["CairnBase"]),
+        .target(name: "CairnSim", dependencies: ["CairnRaft", "CairnBase"]),
+        .executableTarget(name: "cairn-sim", dependencies: ["CairnSim", "CairnBase"]),
+        .executableTarget(name: "raft-bench", dependencies: ["CairnRaft", "CairnBase"], path: "bench/raft"),
         .target(name: "CairnStore", dependencies: ["CairnBase"]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnBase"]),
         .systemLibrary(
@@ -33,6 +36,7 @@ let package = Package(
             ]),
         .testTarget(name: "CairnBaseTests", dependencies: ["CairnBase"]),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),
+        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP"]),

@@ -27,8 +27,8 @@ package enum RaftRole: Sendable { case follower, preCandidate, candidate, leader
 /// One batch of work for the caller.
 ///
 /// Caller contract (once per batch, in this order):
-/// 1. Persist `entries` (appending; an entry overwrites any stored entry at its index and everything after it)
-///    and `hardState` if present. Send `messages` at any time — they do not depend on this persist
+/// 1. Persist `entries` into `storage` (appending; an entry overwrites any stored entry at its index and
+///    everything after it) and `hardState` if present. Send `messages` at any time — they do not depend on this persist
 ///    (a leader's appends go out in parallel with its own write).
 /// 2. After the persist is durable, send `messagesAfterPersist` (votes and acknowledgements promise durable state).
 /// 3. Apply `committedEntries` in order; they are already durable locally. Serve `readStates` once applied
@@ -66,7 +66,9 @@ private let stalledHeartbeatsBeforeProbe = 3
 
 package struct RaftNode<Storage: RaftLogStorage> {
     package let config: RaftConfig
-    package private(set) var storage: Storage
+    /// The durable log. The caller persists a batch's entries into it (in place, so a value-type storage
+    /// is not copied) before calling `advance`.
+    package var storage: Storage
     package private(set) var role: RaftRole = .follower
     package private(set) var term: Term
     package private(set) var vote: MemberID?
@@ -283,8 +285,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     /// Acknowledges a batch from `ready()`: its entries and hard state are durable, its committed entries applied.
-    package mutating func advance(_ r: Ready, storage newStorage: Storage) {
-        storage = newStorage
+    package mutating func advance(_ r: Ready) {
         if let h = r.hardState { lastHardState = h }
         if let last = r.committedEntries.last { applied = max(applied, last.index) }
         if let last = r.entries.last, term(at: last.index) == last.term, last.index >= unstableOffset {
