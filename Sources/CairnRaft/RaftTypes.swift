@@ -107,4 +107,9 @@ package struct Message: Equatable, Sendable {
 package struct ReadState: Equatable, Sendable {
     package var context: UInt64
     package var index: LogIndex
+
+    package init(context: UInt64, index: LogIndex) {
+        self.context = context
+        self.index = index
+    }
 }

@@ -62,6 +62,7 @@ package struct SimCluster {
     private var readCounter: UInt64 = 0
     private var checker = ClusterChecker()
     private var faultsEnabled = true
+    private var readsServed = 0
 
     package init(seed: UInt64, options: SimOptions = SimOptions()) {
         self.seed = seed
@@ -85,8 +86,14 @@ package struct SimCluster {
         return RaftNode(config: config, storage: disk, hardState: disk.hardState)
     }
 
+    package struct Summary: Sendable {
+        package var committedEntries: Int
+        package var readsServed: Int
+    }
+
     /// Runs the chaotic phase, heals everything and checks that the cluster makes progress again.
-    package mutating func run() throws(SimFailure) {
+    @discardableResult
+    package mutating func run() throws(SimFailure) -> Summary {
         for _ in 0..<options.chaosSteps { try runStep() }
         faultsEnabled = false
         blocked = []
@@ -94,7 +101,9 @@ package struct SimCluster {
         let committedBefore = checker.committedCount
         for _ in 0..<options.healDeadlineSteps {
             try runStep()
-            if checker.committedCount > committedBefore + 1, leaderID != nil { return }
+            if checker.committedCount > committedBefore + 1, leaderID != nil {
+                return Summary(committedEntries: checker.committedCount, readsServed: readsServed)
+            }
         }
         throw .liveness("seed \(seed): leader \(leaderID.map { "\($0)" } ?? "none"), committed \(checker.committedCount) (was \(committedBefore))")
     }
@@ -207,6 +216,7 @@ package struct SimCluster {
         do {
             try checker.observeApplied(ready.committedEntries, by: id, highestTerm: highestTerm)
             for r in ready.readStates { try checker.readReady(r) }
+            readsServed += ready.readStates.count
         } catch {
             throw .safety(step: step, "seed \(seed): \(error)")
         }

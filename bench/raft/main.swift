@@ -22,7 +22,7 @@ var nodes: [RaftNode<MemoryLogStorage>] = ids.map { id in
 }
 
 /// Runs every member's ready/advance cycle until no member has work, delivering messages instantly.
-func drain() -> Int {
+func drain(_ nodes: inout [RaftNode<MemoryLogStorage>]) -> Int {
     var applied = 0
     var busy = true
     while busy {
@@ -41,7 +41,7 @@ func drain() -> Int {
 }
 
 nodes[0].campaign()
-_ = drain()
+_ = drain(&nodes)
 precondition(nodes[0].role == .leader, "member 1 did not become leader")
 let payload = [UInt8](repeating: 7, count: 16)
 var applied = 0
@@ -50,7 +50,7 @@ var proposed = 0
 while proposed < totalEntries {
     for _ in 0..<proposalsPerBatch { nodes[0].propose(payload) }
     proposed += proposalsPerBatch
-    applied += drain()
+    applied += drain(&nodes)
 }
 let seconds = Double(nowNanos() - start) / 1e9
 print("entries committed and applied on the leader: \(applied) in \(seconds) s = \(Int(Double(applied) / seconds)) entries/s")
