@@ -1,6 +1,7 @@
 // A hand-driven cluster for targeted Raft tests: messages are queued and delivered only when the test says,
 // so each scenario controls exactly which member hears what.
 import CairnRaft
+import Testing
 
 struct TestCluster {
     var nodes: [MemberID: RaftNode<MemoryLogStorage>] = [:]
@@ -40,14 +41,14 @@ struct TestCluster {
         }
     }
 
-    /// Delivers until quiet (bounded), honouring isolation.
-    mutating func settle(rounds: Int = 50) {
+    /// Delivers until quiet (bounded), honouring isolation and dropping what `drop` selects.
+    mutating func settle(rounds: Int = 50, drop: (Message) -> Bool = { _ in false }) {
         for _ in 0..<rounds {
             collect()
             if queue.isEmpty { return }
             let batch = queue
             queue = []
-            for m in batch where !isolated.contains(m.from) && !isolated.contains(m.to) { nodes[m.to]!.step(m) }
+            for m in batch where !isolated.contains(m.from) && !isolated.contains(m.to) && !drop(m) { nodes[m.to]!.step(m) }
         }
     }
 
@@ -67,6 +68,17 @@ struct TestCluster {
     /// Restarts from what was persisted (tests persist every batch at once).
     mutating func restart(_ id: MemberID) {
         nodes[id] = makeNode(id, storage: nodes[id]!.storage)
+    }
+
+    /// Proposes on a member that must accept (be leader).
+    mutating func propose(_ id: MemberID, _ data: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
+        let accepted = nodes[id]!.propose(data)
+        #expect(accepted, "\(id) refused the proposal", sourceLocation: sourceLocation)
+    }
+
+    mutating func readIndex(_ id: MemberID, context: UInt64, sourceLocation: SourceLocation = #_sourceLocation) {
+        let accepted = nodes[id]!.readIndex(context: context)
+        #expect(accepted, "\(id) refused the read", sourceLocation: sourceLocation)
     }
 
     var leaders: [MemberID] { ids.filter { nodes[$0]!.role == .leader } }
