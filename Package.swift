@@ -17,7 +17,7 @@ let package = Package(
         .target(name: "CairnRaft", dependencies: ["CairnBase"]),
         .target(name: "CairnSim", dependencies: ["CairnRaft", "CairnBase"]),
         .executableTarget(name: "cairn-sim", dependencies: ["CairnSim", "CairnBase"]),
-        .executableTarget(name: "raft-bench", dependencies: ["CairnRaft", "CairnBase"], path: "bench/raft"),
+        .executableTarget(name: "raft-bench", dependencies: ["CairnRaft", "CairnBase"], path: "bench/raft", exclude: ["RESULTS.md"]),
         .target(name: "CairnStore", dependencies: ["CairnBase"]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnBase"]),
         .systemLibrary(
