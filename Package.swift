@@ -17,6 +17,9 @@ let package = Package(
     targets: [
         .target(name: "CairnBase"),
         .target(name: "CairnRaft", dependencies: ["CairnBase"]),
+        .target(name: "CairnSim", dependencies: ["CairnRaft", "CairnBase"]),
+        .executableTarget(name: "cairn-sim", dependencies: ["CairnSim", "CairnBase"]),
+        .executableTarget(name: "raft-bench", dependencies: ["CairnRaft", "CairnBase"], path: "bench/raft", exclude: ["RESULTS.md"]),
         .target(
             name: "CairnStore",
             dependencies: [
@@ -52,6 +55,7 @@ let package = Package(
         .executableTarget(name: "cairn-storage-bench", dependencies: ["CairnStorage"], path: "bench/storage", exclude: ["RESULTS.md"]),
         .testTarget(name: "CairnBaseTests", dependencies: ["CairnBase"]),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),
+        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase"]),

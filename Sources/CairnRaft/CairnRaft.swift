@@ -1,1 +1,0 @@
-// CairnRaft: placeholder until its issue lands; see ../shared/DESIGN.md.

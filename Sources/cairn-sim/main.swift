@@ -1,0 +1,38 @@
+// cairn-sim: runs many seeded simulated-cluster schedules, or replays one with --seed S.
+// Prints the starting seed first; exits 1 on a safety violation, 2 on a liveness failure.
+import CairnBase
+import CairnSim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+var arguments = CommandLine.arguments.dropFirst()
+var seeds: [UInt64] = []
+var firstSeed = UInt64.random(in: 0..<(1 << 32))
+var count = 100
+while let flag = arguments.popFirst() {
+    switch flag {
+    case "--seed": seeds = [UInt64(arguments.popFirst() ?? "") ?? 0]
+    case "--seeds": count = Int(arguments.popFirst() ?? "") ?? count
+    case "--first": firstSeed = UInt64(arguments.popFirst() ?? "") ?? firstSeed
+    default:
+        print("usage: cairn-sim [--seed S | --seeds N [--first S]]")
+        exit(64)
+    }
+}
+if seeds.isEmpty { seeds = (0..<UInt64(count)).map { firstSeed + $0 } }
+print("first seed \(seeds[0]), \(seeds.count) seeds")
+for seed in seeds {
+    var cluster = SimCluster(seed: seed, options: SimOptions.forSeed(seed))
+    do {
+        try cluster.run()
+    } catch {
+        print("FAIL seed \(seed): \(error)")
+        print("replay: swift run -c release cairn-sim --seed \(seed)")
+        switch error {
+        case .safety: exit(1)
+        case .liveness: exit(2)
+        }
+    }
+}
+print("ok: \(seeds.count) seeds")
