@@ -162,6 +162,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
             unstableOffset = start
         }
         unstable.append(contentsOf: newEntries[firstNew...])
+        // Entries not yet handed out that the conflict replaced must not reach the caller: a batch's entries are
+        // one contiguous run, as storage appends them (a stale entry ahead of the new ones would be kept).
+        out.entries.removeAll { $0.index >= start }
         out.entries.append(contentsOf: newEntries[firstNew...])
     }
 

@@ -24,6 +24,14 @@ import Testing
         #expect(reads > 300)
     }
 
+    /// Seeds the full swarm once failed on: an old leader's unsent entry and a new leader's conflicting append
+    /// ended up in one batch, and storage kept the stale entry (State Machine Safety at index 1).
+    @Test(arguments: [UInt64(6338), 3_107_392_012])
+    func formerlyFailingSeedsHold(seed: UInt64) throws {
+        var cluster = SimCluster(seed: seed, options: SimOptions.forSeed(seed))
+        _ = try cluster.run()
+    }
+
     @Test func checkerCatchesDivergentApply() throws {
         var checker = ClusterChecker()
         let a = Entry(term: Term(1), index: LogIndex(1), clusterTimeNanos: 0, kind: .normal, data: [1])
