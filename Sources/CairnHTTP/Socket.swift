@@ -22,18 +22,25 @@ package struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
 }
 
 package enum Socket {
-    /// Opens non-blocking listening sockets for every address `host` resolves to; returns each fd with its bound port.
-    package static func listen(_ address: ListenAddress, backlog: Int32) throws -> [(fd: Int32, port: UInt16)] {
+    /// The addresses `address` resolves to (free with `freeaddrinfo`); a name that does not resolve is an error.
+    private static func resolve(_ address: ListenAddress, flags: Int32) throws -> UnsafeMutablePointer<addrinfo> {
         var hints = addrinfo()
-        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        hints.ai_flags = flags | AI_NUMERICSERV
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var list: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(address.host, String(address.port), &hints, &list)
-        guard status == 0, let first = list else {
+        guard status == 0, let list else {
             throw SocketError(operation: "resolve \(address.host): \(String(cString: gai_strerror(status)))", errno: 0)
         }
+        return list
+    }
+
+    /// Opens non-blocking listening sockets for every address `host` resolves to; returns each fd with its bound port.
+    package static func listen(_ address: ListenAddress, backlog: Int32) throws -> [(fd: Int32, port: UInt16)] {
+        let list = try resolve(address, flags: AI_PASSIVE)
         defer { freeaddrinfo(list) }
+        let first = list
         var sockets: [(Int32, UInt16)] = []
         var seen = Set<[UInt8]>()
         var next: UnsafeMutablePointer<addrinfo>? = first
@@ -94,16 +101,9 @@ package enum Socket {
     /// Starts a non-blocking connection to the first address `address` resolves to. The socket becomes writable
     /// when the attempt ends; `pendingError` then tells whether it succeeded.
     package static func connect(_ address: ListenAddress) throws -> Int32 {
-        var hints = addrinfo()
-        hints.ai_flags = AI_NUMERICSERV
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(address.host, String(address.port), &hints, &list)
-        guard status == 0, let info = list else {
-            throw SocketError(operation: "resolve \(address.host): \(String(cString: gai_strerror(status)))", errno: 0)
-        }
+        let list = try resolve(address, flags: 0)
         defer { freeaddrinfo(list) }
+        let info = list
         let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketError(operation: "socket", errno: errno) }
         var one: Int32 = 1

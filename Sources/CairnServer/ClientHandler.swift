@@ -184,17 +184,8 @@ func hex(_ id: UInt64) -> String { String(id, radix: 16) }
 
 /// Go's ServeMux `cleanPath`: `path.Clean` that keeps a trailing slash.
 func goCleanPath(_ path: Substring) -> String {
-    var components: [Substring] = []
-    for component in path.split(separator: "/", omittingEmptySubsequences: true) {
-        switch component {
-        case ".": continue
-        case "..": if !components.isEmpty { components.removeLast() }
-        default: components.append(component)
-        }
-    }
-    var clean = "/" + components.joined(separator: "/")
-    if path.hasSuffix("/"), clean != "/" { clean += "/" }
-    return clean
+    let clean = cleanKeyPath(String(path))
+    return path.hasSuffix("/") && clean != "/" ? clean + "/" : clean
 }
 
 /// Go's `time.Duration.String()` for positive durations of a second or more ("1m2.5s"), and "123ms"-style below.

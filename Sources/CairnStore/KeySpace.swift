@@ -172,12 +172,10 @@ package struct KeySpace: Sendable {
     private mutating func update(_ path: String, value: String, expiration: Int64?, refresh: Bool, now: Int64)
         -> Result<(event: StoreEvent, removed: [String]), StoreError>
     {
-        let nodePath = cleanKeyPath(path)
-        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
-        let node: StoreNode
-        switch lookup(nodePath) {
+        let nodePath: String, node: StoreNode
+        switch writableNode(path) {
         case .failure(let error): return .failure(error)
-        case .success(let found): node = found
+        case .success(let found): (nodePath, node) = found
         }
         if node.isDirectory && !value.isEmpty { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
         let nextIndex = currentIndex + 1
@@ -198,12 +196,10 @@ package struct KeySpace: Sendable {
     private mutating func compareAndSwap(_ command: StoreCommand, expiration: Int64?, now: Int64)
         -> Result<(event: StoreEvent, removed: [String]), StoreError>
     {
-        let nodePath = cleanKeyPath(command.path)
-        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
-        let node: StoreNode
-        switch comparedFile(nodePath, command) {
+        let nodePath: String, node: StoreNode
+        switch writableNode(command.path).flatMap({ found in comparedFile(found.path, command).map { (found.path, $0) } }) {
         case .failure(let error): return .failure(error)
-        case .success(let found): node = found
+        case .success(let found): (nodePath, node) = found
         }
         currentIndex += 1
         let updated = StoreNode(key: nodePath, value: command.refresh ? node.value : command.value, createdIndex: node.createdIndex,
@@ -219,12 +215,10 @@ package struct KeySpace: Sendable {
     private mutating func delete(_ path: String, dir: Bool, recursive: Bool, now: Int64)
         -> Result<(event: StoreEvent, removed: [String]), StoreError>
     {
-        let nodePath = cleanKeyPath(path)
-        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
-        let node: StoreNode
-        switch lookup(nodePath) {
+        let nodePath: String, node: StoreNode
+        switch writableNode(path) {
         case .failure(let error): return .failure(error)
-        case .success(let found): node = found
+        case .success(let found): (nodePath, node) = found
         }
         if node.isDirectory {
             guard dir else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
@@ -251,6 +245,13 @@ package struct KeySpace: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// The existing node a write changes in place, with its clean path; the root is read-only.
+    private func writableNode(_ path: String) -> Result<(path: String, node: StoreNode), StoreError> {
+        let nodePath = cleanKeyPath(path)
+        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
+        return lookup(nodePath).map { (nodePath, $0) }
+    }
 
     /// The file a compare-and-swap or compare-and-delete acts on, once its prevValue and prevIndex match.
     /// (The root has no user-visible path, so etcd names no cause for it.)
