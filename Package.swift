@@ -43,6 +43,7 @@ let package = Package(
             dependencies: [
                 "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnStorage", "CairnRaft", "CairnBase",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ]),
         .executableTarget(
             name: "cairn",

@@ -200,6 +200,12 @@ package struct RaftNode<Storage: RaftLogStorage> {
         check()
     }
 
+    /// Moves the clock cluster time is read from without a tick, so an entry proposed between ticks is stamped
+    /// with the caller's time rather than the last tick's.
+    package mutating func observe(monotonicNanos now: UInt64) {
+        monotonicNanos = max(monotonicNanos, now)
+    }
+
     package mutating func campaign() {
         guard role != .leader, isVoter else { return }
         if config.preVote { becomePreCandidate() } else { becomeCandidate() }
@@ -366,7 +372,8 @@ package struct RaftNode<Storage: RaftLogStorage> {
         heartbeatElapsedTicks = 0
         electionElapsedTicks = 0
         let lastTime = lastIndex.value == 0 ? 0 : (entries(from: lastIndex, through: lastIndex, maxBytes: 0).first?.clusterTimeNanos ?? 0)
-        clusterTimeBase = lastTime
+        // A brand-new log has no time to continue from: the first leader starts the cluster clock from its own.
+        clusterTimeBase = lastIndex.value == 0 ? monotonicNanos : lastTime
         monotonicBase = monotonicNanos
         progress = [:]
         for peer in config.voters {

@@ -12,6 +12,8 @@ package struct MemberInfo: Sendable {
     package var clientURLs: [String]
     package var clusterID: UInt64
     package var startTime: Int64
+    /// Every member of the initial cluster, this one included.
+    package var cluster: [InitialMember] = []
 
     package init(id: UInt64, name: String, peerURLs: [String], clientURLs: [String], clusterID: UInt64, startTime: Int64) {
         self.id = id
@@ -54,7 +56,10 @@ package struct ClientHandler: HTTPHandler {
             exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "application/json"), body: Self.versionBody)
         case "/health":
             guard allow(exchange, ["GET"]) else { return }
-            exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"), body: Array(#"{"health":"true"}"#.utf8))
+            // As etcd: healthy only while a leader is known.
+            let healthy = node.raftStatus.leader != nil
+            exchange.respond(status: healthy ? 200 : 503, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),
+                             body: Array((healthy ? #"{"health":"true"}"# : #"{"health":"false"}"#).utf8))
         case "/v2/members", "/v2/members/":
             guard allow(exchange, ["GET"]) else { return }
             var headers = Self.corsHeaders(contentType: "application/json")
@@ -72,6 +77,10 @@ package struct ClientHandler: HTTPHandler {
             exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "application/json"), body: storeStatsBody())
         case "/v2/stats/leader":
             guard allow(exchange, ["GET"]) else { return }
+            guard node.raftStatus.isLeader else {
+                return exchange.respond(status: 403, headers: Self.corsHeaders(contentType: "application/json"),
+                                        body: Array(#"{"message":"not current leader"}"#.utf8) + [0x0A])
+            }
             var json = GoJSON()
             json.raw("{\"leader\":")
             json.string(hex(member.id))
@@ -85,16 +94,22 @@ package struct ClientHandler: HTTPHandler {
     }
 
     private func membersBody() -> [UInt8] {
+        let others = member.cluster.filter { $0.id != member.id }.map { (id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: [String]()) }
+        let all = (others + [(member.id, member.name, member.peerURLs, member.clientURLs)]).sorted { $0.id < $1.id }
         var json = GoJSON()
-        json.raw("{\"members\":[{\"id\":")
-        json.string(hex(member.id))
-        json.raw(",\"name\":")
-        json.string(member.name)
-        json.raw(",\"peerURLs\":")
-        stringArray(member.peerURLs, into: &json)
-        json.raw(",\"clientURLs\":")
-        stringArray(member.clientURLs, into: &json)
-        json.raw("}]}\n")
+        json.raw("{\"members\":[")
+        for (index, m) in all.enumerated() {
+            json.raw(index == 0 ? "{\"id\":" : ",{\"id\":")
+            json.string(hex(m.id))
+            json.raw(",\"name\":")
+            json.string(m.name)
+            json.raw(",\"peerURLs\":")
+            stringArray(m.peerURLs, into: &json)
+            json.raw(",\"clientURLs\":")
+            stringArray(m.clientURLs, into: &json)
+            json.raw("}")
+        }
+        json.raw("]}\n")
         return json.take()
     }
 
@@ -105,10 +120,11 @@ package struct ClientHandler: HTTPHandler {
         json.string(member.name)
         json.raw(",\"id\":")
         json.string(hex(member.id))
-        json.raw(",\"state\":\"StateLeader\",\"startTime\":")
+        let raft = node.raftStatus
+        json.raw(raft.isLeader ? ",\"state\":\"StateLeader\",\"startTime\":" : ",\"state\":\"StateFollower\",\"startTime\":")
         json.time(unixNanoseconds: member.startTime)
         json.raw(",\"leaderInfo\":{\"leader\":")
-        json.string(hex(member.id))
+        json.string(raft.leader.map(hex) ?? "")
         json.raw(",\"uptime\":")
         json.string(goDuration(now - member.startTime))
         json.raw(",\"startTime\":")

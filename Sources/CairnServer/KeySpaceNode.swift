@@ -1,9 +1,14 @@
-// One member's key space on its serial queue: every command (writes and TTL expiry, stamped with cluster time) is
-// made durable in the log before it is applied and answered; applied roots are published for lock-free reads;
-// every `snapshotCount` entries the tree is streamed into a snapshot file and the log behind it compacted.
-// Single-member for now: the sequencer stands where Raft's committed entries will arrive.
+// One member's key space driven by Raft, on one serial queue: writes become log entries (proposed here, or forwarded
+// to the leader), are made durable (one fsync per Raft batch, shared by every client waiting in it), and are applied
+// in log order when committed; the applied root is published for lock-free reads. `quorum=true` reads confirm
+// leadership with ReadIndex (no log write) and wait only until the applied index reaches the read index.
+// TTLs and expiry follow the cluster time carried in the entries, never this machine's wall clock.
+import CairnBase
+import CairnPeer
+import CairnRaft
 import CairnStorage
 import CairnStore
+import DequeModule
 import Dispatch
 import Logging
 import Synchronization
@@ -15,84 +20,154 @@ package final class KeySpaceNode: @unchecked Sendable {
         package var etcdIndex: UInt64
         package var raftIndex: UInt64
         package var raftTerm: UInt64
+        /// Cluster time of the last applied entry, and this process's clock when it was applied (0 before any).
+        var clusterTimeNanos: Int64 = 0
+        var appliedAtNanos: Int64 = 0
     }
 
-    /// Log entry kind of a key-space command.
-    static let commandEntryKind: UInt8 = 1
+    /// Where this member stands in the cluster, for stats, health and forwarding decisions.
+    package struct RaftStatus: Sendable {
+        package var isLeader = false
+        package var leader: UInt64?
+        package var term: UInt64 = 0
+        package var commit: UInt64 = 0
+        package var leaderChanges = 0
+    }
+
+    package struct Options: Sendable {
+        package var id: UInt64
+        package var voters: [UInt64]
+        package var heartbeatIntervalMilliseconds = 100
+        package var electionTimeoutMilliseconds = 1000
+        package var snapshotCount = 100_000
+        package var historyBytesMax = 64 * 1024 * 1024
+        /// How long a write or a `quorum=true` read waits for its entry or read index before failing.
+        package var requestTimeoutMilliseconds = 5000
+
+        package init(id: UInt64, voters: [UInt64]) {
+            self.id = id
+            self.voters = voters
+        }
+    }
 
     package let queue = DispatchQueue(label: "cairn.node")
+    private let persistQueue = DispatchQueue(label: "cairn.persist")
     private let snapshotQueue = DispatchQueue(label: "cairn.snapshot")
     private let clock: ClusterClock
-    private let storage: Storage?
-    private let snapshotCount: UInt64
+    private let storage: Storage
+    private let options: Options
     private let logger = Logger(label: "cairn.node")
     private var keySpace: KeySpace
     private let hub: WatchHub
-    /// The index the next command gets in the log; entries below `appliedIndex + 1` are applied.
-    private var nextRaftIndex: UInt64
+    private var raft: RaftNode<RaftLog>
+    private let log: RaftLog
     private var appliedRaftIndex: UInt64
-    private var snapshotIndex: UInt64 = 0
+    private var appliedClusterTime: Int64 = 0
+    private var snapshotIndex: UInt64
     private var snapshotInProgress = false
     private var storageFailed = false
-    private let raftTerm: UInt64 = 2
+    private var persisting = false
+    private var savedHardState: CairnRaft.HardState
     private let published: Mutex<View>
-    private var expiryTimer: (any DispatchSourceTimer)?
+    private let status = Mutex(RaftStatus())
+    private var timers: [any DispatchSourceTimer] = []
     private var expiryPending = false
     private let statistics = Mutex(StoreStatistics())
+    private var sendFrame: @Sendable (_ to: UInt64, _ channel: PeerChannel, _ frame: PeerFrame) -> Void = { _, _, _ in }
 
-    /// Recovers from `storage` (newest snapshot, then the log after it) when one is given; otherwise starts empty.
-    /// - Parameters:
-    ///   - initialIndex: where a new store index starts (etcd's own bootstrap writes come first, 2 per member + 1).
-    package init(clock: ClusterClock, initialIndex: UInt64, historyBytesMax: Int, storage: Storage?, snapshotCount: Int) throws {
+    private typealias WriteCompletion = (Result<[(event: StoreEvent, removed: [String])], StoreError>, View) -> Void
+    private typealias ReadCompletion = (Result<View, StoreError>) -> Void
+    private var nextSequence: UInt64 = 1
+    /// This member's proposals awaiting their entry's application, by sequence; the deque orders their deadlines.
+    private var writers: [UInt64: WriteCompletion] = [:]
+    private var writerDeadlines: Deque<(sequence: UInt64, deadline: Int64)> = []
+    /// Proposals made while no leader is known; sent when one is.
+    private var unsent: [[UInt8]] = []
+    private var nextReadContext: UInt64 = 1
+    private var readers: [UInt64: ReadCompletion] = [:]
+    private var readerDeadlines: Deque<(context: UInt64, deadline: Int64)> = []
+    private var unsentReads: [UInt64] = []
+    /// Confirmed reads waiting for the applied index to reach their read index.
+    private var readsAwaitingApply: [(index: UInt64, context: UInt64)] = []
+    /// On the leader: read contexts it confirms for followers, by its own context.
+    private var forwardedReads: [UInt64: (origin: UInt64, context: UInt64)] = [:]
+
+    /// Log entry kinds come from `EntryKind`; a normal entry's payload is a `Proposal` of a `StoreCommand`.
+    /// Recovers from `storage`: the newest snapshot now; the log after it as Raft re-commits it.
+    /// - Parameter initialIndex: where a new store index starts (etcd's own bootstrap writes come first, 2 per member + 1).
+    package init(clock: ClusterClock, initialIndex: UInt64, storage: Storage, options: Options) throws {
         self.clock = clock
         self.storage = storage
-        self.snapshotCount = UInt64(max(1, snapshotCount))
-        hub = WatchHub(historyBytesMax: historyBytesMax)
+        self.options = options
+        hub = WatchHub(historyBytesMax: options.historyBytesMax)
         keySpace = KeySpace(initialIndex: initialIndex)
-        appliedRaftIndex = 0
-        if let storage {
-            if let newest = try storage.snapshots().last {
-                let reader = try SnapshotReader(fs: storage.fs, path: newest.path)
-                defer { reader.close() }
-                var source = SnapshotChunks(reader: reader)
-                let (root, index) = try TreeSnapshot.read(from: &source)
-                guard try reader.next() == nil else { throw StorageError.corrupt(path: newest.path, offset: 0, index: newest.lastIndex, reason: "bytes after the key space") }
-                keySpace = KeySpace(root: root, currentIndex: index)
-                appliedRaftIndex = reader.header.lastIndex
-                snapshotIndex = reader.header.lastIndex
-            }
-            let (first, last) = try storage.writer.withLog { ($0.firstIndex, $0.lastIndex) }
-            var index = max(first, appliedRaftIndex + 1)
-            while index <= last {
-                let batch = try storage.writer.withLog { try $0.entries(index..<min(last + 1, index + 1024)) }
-                for entry in batch where entry.kind == Self.commandEntryKind {
-                    let command = try StoreCommand(decoding: entry.payload)
-                    _ = Self.apply(command, to: &keySpace, at: Int64(bitPattern: entry.clusterTimeNanos))
-                    appliedRaftIndex = entry.index
-                }
-                index += UInt64(batch.count)
-                if batch.isEmpty { break }
-            }
-            appliedRaftIndex = max(appliedRaftIndex, last)
-            if appliedRaftIndex < first - 1 { appliedRaftIndex = first - 1 }
+        var snapshot: (index: UInt64, term: UInt64)?
+        if let newest = try storage.snapshots().last {
+            let reader = try SnapshotReader(fs: storage.fs, path: newest.path)
+            defer { reader.close() }
+            var source = SnapshotChunks(reader: reader)
+            let (root, index) = try TreeSnapshot.read(from: &source)
+            guard try reader.next() == nil else { throw StorageError.corrupt(path: newest.path, offset: 0, index: newest.lastIndex, reason: "bytes after the key space") }
+            keySpace = KeySpace(root: root, currentIndex: index)
+            snapshot = (reader.header.lastIndex, reader.header.lastTerm)
+            appliedClusterTime = Int64(bitPattern: reader.header.clusterTimeNanos)
         }
-        nextRaftIndex = appliedRaftIndex + 1
-        published = Mutex(View(root: keySpace.root, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex, raftTerm: raftTerm))
+        let logger = self.logger
+        log = try RaftLog(writer: storage.writer, snapshot: snapshot) { error in
+            logger.critical("the log cannot be read; stopping", metadata: ["error": "\(error)"])
+            fatalError("log read failed: \(error)")
+        }
+        appliedRaftIndex = snapshot?.index ?? (log.firstIndex.value - 1)
+        snapshotIndex = appliedRaftIndex
+        let recovered = storage.recoveredHardState
+        savedHardState = CairnRaft.HardState(term: Term(recovered.term), vote: recovered.vote == 0 ? nil : MemberID(recovered.vote),
+                                             commit: LogIndex(max(recovered.commit, appliedRaftIndex)))
+        var config = RaftConfig(id: MemberID(options.id), voters: options.voters.map(MemberID.init), randomSeed: options.id ^ UInt64(bitPattern: clock.now()))
+        config.heartbeatIntervalTicks = 1
+        config.electionTimeoutTicks = max(2, options.electionTimeoutMilliseconds / max(1, options.heartbeatIntervalMilliseconds))
+        raft = RaftNode(config: config, storage: log, hardState: savedHardState)
+        published = Mutex(View(root: keySpace.root, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex,
+                               raftTerm: recovered.term, clusterTimeNanos: appliedClusterTime, appliedAtNanos: clock.now()))
+    }
+
+    /// Connects the node to its peers: frames go out through `send`; frames in arrive through `receive`.
+    package func connect(send: @escaping @Sendable (_ to: UInt64, _ channel: PeerChannel, _ frame: PeerFrame) -> Void) {
+        queue.sync { sendFrame = send }
     }
 
     package func start() {
-        let timer = DispatchSource.makeTimerSource(queue: queue)
-        // etcd checks for expired keys every 500 ms; so does this member, through a logged expire command.
-        timer.schedule(deadline: .now() + .milliseconds(500), repeating: .milliseconds(500))
-        timer.setEventHandler { [unowned self] in proposeExpiryIfDue() }
-        timer.resume()
-        expiryTimer = timer
+        queue.async { [self] in
+            raft.observe(monotonicNanos: UInt64(clamping: clock.now()))
+            // A lone voter need not wait out an election timeout to lead itself.
+            if options.voters == [options.id] { raft.campaign() }
+            drive()
+        }
+        let tick = DispatchSource.makeTimerSource(queue: queue)
+        let interval = DispatchTimeInterval.milliseconds(options.heartbeatIntervalMilliseconds)
+        tick.schedule(deadline: .now() + interval, repeating: interval)
+        tick.setEventHandler { [unowned self] in onTick() }
+        tick.resume()
+        // etcd checks for expired keys every 500 ms; so does the leader, through a logged expire command.
+        let expiry = DispatchSource.makeTimerSource(queue: queue)
+        expiry.schedule(deadline: .now() + .milliseconds(500), repeating: .milliseconds(500))
+        expiry.setEventHandler { [unowned self] in proposeExpiryIfDue() }
+        expiry.resume()
+        timers = [tick, expiry]
     }
 
     /// The latest applied state; safe from any thread.
     package func view() -> View { published.withLock { $0 } }
 
-    package var now: Int64 { clock.now() }
+    package var raftStatus: RaftStatus { status.withLock { $0 } }
+
+    /// Cluster time now, as this member estimates it: the last applied entry's time advanced by the monotonic
+    /// clock since. Before any entry is applied, this process's clock.
+    package var now: Int64 {
+        let view = view()
+        let local = clock.now()
+        guard view.clusterTimeNanos != 0 else { return local }
+        return view.clusterTimeNanos + max(0, local - view.appliedAtNanos)
+    }
 
     package var storeStatistics: StoreStatistics {
         var counted = statistics.withLock { $0 }
@@ -104,57 +179,265 @@ package final class KeySpaceNode: @unchecked Sendable {
         statistics.withLock { succeeded ? ($0.getsSuccess += 1) : ($0.getsFail += 1) }
     }
 
-    /// Makes a write durable, applies it in log order, and calls `completion` (on the node queue) with the outcome
-    /// and the view right after it. Concurrent writes share one fsync (the storage's group commit).
+    // MARK: - Writes
+
+    /// Replicates a write, applies it in log order, and calls `completion` (on the node queue) with the outcome and
+    /// the view right after it. Fails with etcd's timeout error if its entry is not applied within the request timeout.
     package func propose(_ command: StoreCommand, completion: @escaping @Sendable (Result<StoreEvent, StoreError>, View) -> Void) {
         queue.async { [self] in
-            submit(command) { [self] in
-                let result = Self.apply(command, to: &keySpace, at: $0).map { $0[0] }
-                statistics.withLock { $0.count(command, succeeded: (try? result.get()) != nil) }
-                switch result {
-                case .success(let (event, removed)):
-                    let view = publish()
-                    hub.notify(event, removedPaths: removed)
-                    completion(.success(event), view)
-                case .failure(let error):
-                    completion(.failure(error), publish())
+            submit(command) { result, view in completion(result.map { $0[0].event }, view) }
+        }
+    }
+
+    private func submit(_ command: StoreCommand, completion: @escaping WriteCompletion) {
+        guard !storageFailed else {
+            return completion(.failure(StoreError(.raftInternal, "storage failed: writes are refused until restart", index: keySpace.currentIndex)), view())
+        }
+        let sequence = nextSequence
+        nextSequence += 1
+        writers[sequence] = completion
+        writerDeadlines.append((sequence, clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000))
+        route(Proposal(origin: options.id, sequence: sequence, command: command.encoded()).encoded())
+        drive()
+    }
+
+    /// A proposal goes into the log here when this member leads, to the leader when one is known, or waits for one.
+    private func route(_ proposal: [UInt8]) {
+        raft.observe(monotonicNanos: UInt64(clamping: clock.now()))
+        if raft.propose(proposal) { return }
+        if let leader = raft.leader, leader.value != options.id {
+            sendFrame(leader.value, .bulk, PeerFrame(type: NodeFrame.propose, payload: proposal))
+        } else {
+            unsent.append(proposal)
+        }
+    }
+
+    // MARK: - Linearizable reads
+
+    /// Calls `completion` (on the node queue) with a view at least as new as every write acknowledged before the call:
+    /// the leader confirms it still leads (ReadIndex, a heartbeat round and no log entry), then this member waits until
+    /// it has applied the read index.
+    package func linearizableRead(completion: @escaping @Sendable (Result<View, StoreError>) -> Void) {
+        queue.async { [self] in
+            let context = nextReadContext
+            nextReadContext += 1
+            readers[context] = completion
+            readerDeadlines.append((context, clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000))
+            routeRead(context)
+            drive()
+        }
+    }
+
+    private func routeRead(_ context: UInt64) {
+        if raft.readIndex(context: context) { return }
+        if let leader = raft.leader, leader.value != options.id {
+            var writer = ByteWriter(capacity: 8)
+            writer.u64(context)
+            sendFrame(leader.value, .control, PeerFrame(type: NodeFrame.readIndex, payload: writer.bytes))
+        } else {
+            unsentReads.append(context)
+        }
+    }
+
+    private func readConfirmed(context: UInt64, index: UInt64) {
+        guard readers[context] != nil else { return }
+        if index <= appliedRaftIndex {
+            readers.removeValue(forKey: context)?(.success(view()))
+        } else {
+            readsAwaitingApply.append((index, context))
+        }
+    }
+
+    // MARK: - Peers
+
+    /// A frame from a peer; runs on the node queue (the transport delivers there).
+    package func receive(from peer: UInt64, frame: PeerFrame) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        do {
+            switch frame.type {
+            case NodeFrame.raft:
+                let message = try Message(decoding: frame.payload)
+                guard message.from.value == peer, message.to.value == options.id else { return }
+                raft.step(message)
+            case NodeFrame.propose:
+                route(frame.payload)
+            case NodeFrame.readIndex:
+                var reader = ByteReader(frame.payload)
+                let context = try reader.u64()
+                let local = nextReadContext
+                nextReadContext += 1
+                if raft.readIndex(context: local) { forwardedReads[local] = (peer, context) }
+            case NodeFrame.readIndexReady:
+                var reader = ByteReader(frame.payload)
+                let context = try reader.u64(), index = try reader.u64()
+                readConfirmed(context: context, index: index)
+            default:
+                logger.warning("unknown peer frame", metadata: ["type": "\(frame.type)", "from": "\(hex(peer))"])
+            }
+        } catch {
+            logger.warning("malformed peer frame", metadata: ["type": "\(frame.type)", "from": "\(hex(peer))", "error": "\(error)"])
+        }
+        drive()
+    }
+
+    private func send(_ message: Message) {
+        let channel: PeerChannel = message.kind == .append && !message.entries.isEmpty ? .bulk : .control
+        sendFrame(message.to.value, channel, PeerFrame(type: NodeFrame.raft, payload: message.encoded()))
+    }
+
+    // MARK: - The Raft loop
+
+    private func onTick() {
+        raft.tick(monotonicNanos: UInt64(clamping: clock.now()))
+        if raft.leader != nil {
+            let proposals = unsent, reads = unsentReads
+            unsent = []
+            unsentReads = []
+            for proposal in proposals { route(proposal) }
+            for context in reads { routeRead(context) }
+        }
+        expireRequests()
+        drive()
+    }
+
+    /// Fails writes and reads that outlived the request timeout, as etcd does (its answer may still be applied later).
+    private func expireRequests() {
+        let now = clock.now()
+        while let first = writerDeadlines.first, first.deadline <= now {
+            writerDeadlines.removeFirst()
+            writers.removeValue(forKey: first.sequence)?(.failure(Self.timedOut(keySpace.currentIndex)), view())
+        }
+        while let first = readerDeadlines.first, first.deadline <= now {
+            readerDeadlines.removeFirst()
+            readers.removeValue(forKey: first.context)?(.failure(Self.timedOut(keySpace.currentIndex)))
+        }
+        if readers.isEmpty {
+            readsAwaitingApply.removeAll()
+            unsentReads.removeAll()
+        }
+        if writers.isEmpty { unsent.removeAll() }
+    }
+
+    private static func timedOut(_ index: UInt64) -> StoreError {
+        StoreError(.raftInternal, "etcdserver: request timed out", index: index)
+    }
+
+    /// Takes the core's next batch: sends what may go now, persists, then (back on this queue) sends what waited for
+    /// the persist, applies what is committed, answers confirmed reads and acknowledges the batch. One batch at a
+    /// time: proposals arriving during a persist gather into the next batch, so its fsync covers all of them.
+    private func drive() {
+        guard !persisting, !storageFailed, raft.hasReady else { return publishStatus() }
+        let ready = raft.ready()
+        for message in ready.messages { send(message) }
+        // Term and vote must be durable before a vote or an acknowledgement leaves; commit need not be (it is
+        // learned again from the leader), so a batch that only moves commit costs no extra fsync.
+        let hardState = ready.hardState.flatMap { h in
+            h.term != savedHardState.term || h.vote != savedHardState.vote
+                ? CairnStorage.HardState(term: h.term.value, vote: h.vote?.value ?? 0, commit: h.commit.value) : nil
+        }
+        guard !ready.entries.isEmpty || hardState != nil else { return finish(ready) }
+        persisting = true
+        let storage = self.storage
+        persistQueue.async { [self] in
+            do {
+                try RaftLog.write(ready.entries, to: storage.writer)
+                if let hardState { try storage.saveHardState(hardState) }
+                queue.async { [self] in
+                    if let h = ready.hardState, hardState != nil { savedHardState = h }
+                    log.didPersist(ready.entries)
+                    persisting = false
+                    finish(ready)
                 }
-            } failed: { [self] error in
-                completion(.failure(error), published.withLock { $0 })
+            } catch {
+                queue.async { [self] in storageFailed(error) }
             }
         }
     }
 
-    /// Assigns the next log index and cluster time, persists, then runs `apply` on the node queue in log order.
-    private func submit(_ command: StoreCommand, apply: @escaping (Int64) -> Void, failed: @escaping (StoreError) -> Void) {
-        guard !storageFailed else {
-            return failed(StoreError(.raftInternal, "storage failed: writes are refused until restart", index: keySpace.currentIndex))
-        }
-        let index = nextRaftIndex
-        nextRaftIndex += 1
-        let time = clock.now()
-        guard let storage else {
-            appliedRaftIndex = index
-            return apply(time)
-        }
-        let entry = LogEntryRecord(index: index, term: raftTerm, kind: Self.commandEntryKind,
-                                   clusterTimeNanos: UInt64(bitPattern: time), payload: command.encoded())
-        nonisolated(unsafe) let apply = apply
-        nonisolated(unsafe) let failed = failed
-        storage.writer.submit([entry]) { [self] result in
-            queue.async { [self] in
-                switch result {
-                case .success:
-                    appliedRaftIndex = index
-                    apply(time)
-                    snapshotIfDue()
-                case .failure(let error):
-                    storageFailed = true
-                    logger.critical("storage failed; refusing writes", metadata: ["error": "\(error)"])
-                    failed(StoreError(.raftInternal, "storage failed: \(error)", index: keySpace.currentIndex))
-                }
+    private func finish(_ ready: Ready) {
+        for message in ready.messagesAfterPersist { send(message) }
+        apply(ready.committedEntries)
+        for state in ready.readStates {
+            if let forwarded = forwardedReads.removeValue(forKey: state.context) {
+                var writer = ByteWriter(capacity: 16)
+                writer.u64(forwarded.context)
+                writer.u64(state.index.value)
+                sendFrame(forwarded.origin, .control, PeerFrame(type: NodeFrame.readIndexReady, payload: writer.bytes))
+            } else {
+                readConfirmed(context: state.context, index: state.index.value)
             }
         }
+        raft.advance(ready)
+        drive()
+    }
+
+    private func storageFailed(_ error: Error) {
+        storageFailed = true
+        persisting = false
+        logger.critical("storage failed; this member stops taking part until restarted", metadata: ["error": "\(error)"])
+        let failure = StoreError(.raftInternal, "storage failed: \(error)", index: keySpace.currentIndex)
+        for (_, completion) in writers { completion(.failure(failure), view()) }
+        writers = [:]
+        writerDeadlines = []
+        publishStatus()
+    }
+
+    private func publishStatus() {
+        let leader = raft.leader?.value
+        status.withLock {
+            if $0.leader != leader && leader != nil { $0.leaderChanges += 1 }
+            $0.leader = leader
+            $0.isLeader = raft.role == .leader
+            $0.term = raft.term.value
+            $0.commit = raft.commit.value
+        }
+    }
+
+    // MARK: - Applying
+
+    /// Applies committed entries in order (skipping those a snapshot already holds), publishes the new root once,
+    /// then wakes watchers and answers this member's writers.
+    private func apply(_ entries: [Entry]) {
+        var answered: [(WriteCompletion, Result<[(event: StoreEvent, removed: [String])], StoreError>)] = []
+        var events: [(event: StoreEvent, removed: [String])] = []
+        for entry in entries where entry.index.value > appliedRaftIndex {
+            appliedRaftIndex = entry.index.value
+            appliedClusterTime = Int64(bitPattern: entry.clusterTimeNanos)
+            guard entry.kind == .normal else { continue }
+            let proposal: Proposal
+            let command: StoreCommand
+            do {
+                proposal = try Proposal(decoding: entry.data)
+                command = try StoreCommand(decoding: proposal.command)
+            } catch {
+                logger.critical("a committed entry cannot be decoded; stopping", metadata: ["index": "\(entry.index)", "error": "\(error)"])
+                fatalError("entry \(entry.index) cannot be decoded: \(error)")
+            }
+            let result = Self.apply(command, to: &keySpace, at: appliedClusterTime)
+            statistics.withLock {
+                if command.method == .expire {
+                    $0.expireCount += (try? result.get().count) ?? 0
+                } else {
+                    $0.count(command, succeeded: (try? result.get()) != nil)
+                }
+            }
+            if case .success(let applied) = result { events += applied }
+            if proposal.origin == options.id, let completion = writers.removeValue(forKey: proposal.sequence) {
+                answered.append((completion, result))
+            }
+        }
+        guard !entries.isEmpty else { return }
+        let view = publish()
+        for (event, removed) in events { hub.notify(event, removedPaths: removed) }
+        for (completion, result) in answered { completion(result, view) }
+        if !readsAwaitingApply.isEmpty {
+            var waiting: [(index: UInt64, context: UInt64)] = []
+            for read in readsAwaitingApply {
+                if read.index <= appliedRaftIndex { readers.removeValue(forKey: read.context)?(.success(view)) } else { waiting.append(read) }
+            }
+            readsAwaitingApply = waiting
+        }
+        snapshotIfDue()
     }
 
     /// Applies one logged command: a write (one event), or the expiry of everything due by its cut-off (any number).
@@ -188,30 +471,25 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     package var watcherCount: Int { queue.sync { hub.watcherCount } }
 
+    /// The leader alone proposes expiry, with its cluster time as the cut-off; every member applies it at the same index.
     private func proposeExpiryIfDue() {
-        let now = clock.now()
-        guard !expiryPending, let due = keySpace.nextExpiration, due <= now else { return }
+        let now = self.now
+        guard raft.role == .leader, !expiryPending, let due = keySpace.nextExpiration, due <= now else { return }
         expiryPending = true
         var command = StoreCommand(method: .expire)
         command.expiration = now
-        submit(command) { [self] _ in
-            expiryPending = false
-            let expired = (try? Self.apply(command, to: &keySpace, at: now).get()) ?? []
-            statistics.withLock { $0.expireCount += expired.count }
-            publish()
-            for (event, removed) in expired { hub.notify(event, removedPaths: removed) }
-        } failed: { [self] _ in
-            expiryPending = false
-        }
+        submit(command) { [self] _, _ in expiryPending = false }
     }
 
     /// Every `snapshotCount` entries: stream the current root into a snapshot file off the node queue, then let
     /// storage drop the snapshots and log segments no longer needed.
     private func snapshotIfDue() {
-        guard let storage, !snapshotInProgress, appliedRaftIndex - snapshotIndex >= snapshotCount else { return }
+        guard !snapshotInProgress, appliedRaftIndex - snapshotIndex >= UInt64(max(1, options.snapshotCount)),
+              let term = log.term(at: LogIndex(appliedRaftIndex)) ?? raft.term(at: LogIndex(appliedRaftIndex)) else { return }
         snapshotInProgress = true
-        let root = keySpace.root, storeIndex = keySpace.currentIndex, index = appliedRaftIndex, time = clock.now()
-        let header = SnapshotHeader(lastIndex: index, lastTerm: raftTerm, clusterTimeNanos: UInt64(bitPattern: time), membership: [])
+        let root = keySpace.root, storeIndex = keySpace.currentIndex, index = appliedRaftIndex
+        let header = SnapshotHeader(lastIndex: index, lastTerm: term.value, clusterTimeNanos: UInt64(bitPattern: appliedClusterTime), membership: [])
+        let storage = self.storage
         snapshotQueue.async { [self] in
             do {
                 let writer = try storage.beginSnapshot(header)
@@ -228,6 +506,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                 queue.async { [self] in
                     snapshotIndex = index
                     snapshotInProgress = false
+                    log.didCompact()
                 }
             } catch {
                 logger.error("snapshot failed", metadata: ["index": "\(index)", "error": "\(error)"])
@@ -238,7 +517,8 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     @discardableResult
     private func publish() -> View {
-        let view = View(root: keySpace.root, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex, raftTerm: raftTerm)
+        let view = View(root: keySpace.root, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex, raftTerm: raft.term.value,
+                        clusterTimeNanos: appliedClusterTime, appliedAtNanos: clock.now())
         published.withLock { $0 = view }
         return view
     }

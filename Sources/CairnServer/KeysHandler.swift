@@ -40,16 +40,13 @@ struct KeysHandler: Sendable {
         switch KeysRequest.parse(method: exchange.request.method, keyPath: keyPath, parameters: parameters, formError: formError, now: node.now) {
         case .failure(let error):
             respondError(exchange, error)
-        case .success(.read(let path, let recursive, _, _)):
-            let view = node.view()
-            switch KeySpace.lookup(path, in: view.root, currentIndex: view.etcdIndex) {
-            case .failure(let error):
-                node.countRead(succeeded: false)
-                respondError(exchange, error)
-            case .success(let found):
-                node.countRead(succeeded: true)
-                var producer = ListingProducer(node: found, recursive: recursive, now: node.now)
-                respondStreaming(exchange, status: 200, headers: successHeaders(view, etcdIndex: view.etcdIndex), producer: &producer)
+        case .success(.read(let path, let recursive, _, let quorum)):
+            guard quorum else { return read(exchange, path: path, recursive: recursive, view: node.view()) }
+            node.linearizableRead { result in
+                switch result {
+                case .failure(let error): respondError(exchange, error)
+                case .success(let view): read(exchange, path: path, recursive: recursive, view: view)
+                }
             }
         case .success(.write(let command, let noValueOnSuccess)):
             node.propose(command) { result, view in
@@ -63,6 +60,19 @@ struct KeysHandler: Sendable {
             }
         case .success(.watch(let path, let recursive, let stream, let sinceIndex)):
             watch(exchange, path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex)
+        }
+    }
+
+    /// Answers a GET from `view`: a plain GET from the latest local root, a `quorum=true` one after ReadIndex.
+    private func read(_ exchange: HTTPExchange, path: String, recursive: Bool, view: KeySpaceNode.View) {
+        switch KeySpace.lookup(path, in: view.root, currentIndex: view.etcdIndex) {
+        case .failure(let error):
+            node.countRead(succeeded: false)
+            respondError(exchange, error)
+        case .success(let found):
+            node.countRead(succeeded: true)
+            var producer = ListingProducer(node: found, recursive: recursive, now: node.now)
+            respondStreaming(exchange, status: 200, headers: successHeaders(view, etcdIndex: view.etcdIndex), producer: &producer)
         }
     }
 

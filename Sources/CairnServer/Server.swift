@@ -1,6 +1,7 @@
 // One running member: binds the client URLs, serves until SIGTERM/SIGINT, then shuts down gracefully.
 // The only place that owns signals and the process's lifetime.
 import CairnHTTP
+import CairnPeer
 import CairnStorage
 import Dispatch
 import Glibc
@@ -13,8 +14,10 @@ package final class Server: @unchecked Sendable {
     private let logger = Logger(label: "cairn")
 
     private let node: KeySpaceNode
-
     private let storage: Storage
+    /// Present when the cluster has other members.
+    private let transport: PeerTransport?
+    private let peers: [UInt64: ListenAddress]
 
     /// Opens (and locks) the data directory and recovers the key space from it.
     package init(configuration: ServerConfiguration) throws {
@@ -23,15 +26,41 @@ package final class Server: @unchecked Sendable {
         let bootstrap = configuration.bootstrap ?? (try? ClusterBootstrap(
             initialCluster: configuration.initialCluster, name: configuration.name,
             advertisedPeerURLs: configuration.initialAdvertisePeerURLs, token: configuration.initialClusterToken))
-        let members = bootstrap?.members.count ?? 1
-        // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write.
+        let members = bootstrap?.members ?? []
+        let localID = bootstrap?.localID ?? 0
         let logger = Logger(label: "cairn.storage")
         storage = try Storage(fs: PosixFileSystem(), directory: configuration.dataDirectory) { logger.notice("\($0)") }
-        node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * members + 1), historyBytesMax: configuration.watchHistoryBytesMax,
-                                storage: storage, snapshotCount: configuration.snapshotCount)
-        let member = MemberInfo(
+        var options = KeySpaceNode.Options(id: localID, voters: members.isEmpty ? [localID] : members.map(\.id))
+        options.heartbeatIntervalMilliseconds = configuration.heartbeatIntervalMilliseconds
+        options.electionTimeoutMilliseconds = configuration.electionTimeoutMilliseconds
+        options.snapshotCount = configuration.snapshotCount
+        options.historyBytesMax = configuration.watchHistoryBytesMax
+        // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write.
+        node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * max(1, members.count) + 1), storage: storage, options: options)
+        if members.count > 1, let bootstrap {
+            var peers: [UInt64: ListenAddress] = [:]
+            for member in members where member.id != localID {
+                guard let url = member.peerURLs.first else { continue }
+                peers[member.id] = try URLList.parse(url, flag: "initial-cluster")[0]
+            }
+            let node = self.node
+            let peerLogger = Logger(label: "cairn.peer")
+            let transport = PeerTransport(
+                configuration: PeerTransportConfiguration(clusterID: bootstrap.clusterID, localID: localID,
+                                                          listenAddresses: configuration.listenPeerURLs),
+                deliveryQueue: node.queue, report: { peerLogger.notice("\($0)") },
+                deliver: { from, frame in node.receive(from: from, frame: frame) })
+            node.connect { to, channel, frame in transport.send(to: to, channel: channel, frame: frame) }
+            self.peers = peers
+            self.transport = transport
+        } else {
+            self.peers = [:]
+            transport = nil
+        }
+        var member = MemberInfo(
             id: bootstrap?.localID ?? 0, name: configuration.name, peerURLs: configuration.initialAdvertisePeerURLs,
             clientURLs: configuration.advertiseClientURLs, clusterID: bootstrap?.clusterID ?? 0, startTime: clock.now())
+        member.cluster = members
         http = HTTPServer(configuration: HTTPServerConfiguration(addresses: configuration.listenClientURLs),
                           handler: ClientHandler(member: member, node: node))
     }
@@ -49,6 +78,10 @@ package final class Server: @unchecked Sendable {
 
     package func runForever() throws -> Never {
         raiseOpenFileLimit()
+        if let transport {
+            try transport.start()
+            transport.setPeers(peers)
+        }
         node.start()
         try http.start()
         logger.info(

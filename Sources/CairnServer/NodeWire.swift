@@ -1,0 +1,103 @@
+// What members say to each other beyond the transport's handshake: Raft messages, proposals forwarded to the
+// leader, and ReadIndex requests a follower asks the leader to confirm. Every decode checks every length.
+import CairnBase
+import CairnRaft
+
+/// Peer frame types owned by the node (the transport keeps 240 and above).
+enum NodeFrame {
+    static let raft: UInt8 = 1
+    /// A follower's proposal for the leader to append: a `Proposal` payload.
+    static let propose: UInt8 = 2
+    /// A follower's read context, for the leader to confirm with ReadIndex: context u64.
+    static let readIndex: UInt8 = 3
+    /// The leader's answer: context u64 | read index u64.
+    static let readIndexReady: UInt8 = 4
+}
+
+/// A log entry's payload: which member proposed it and under which sequence number (so that member can answer
+/// its client when the entry is applied), then the command.
+struct Proposal: Equatable {
+    var origin: UInt64
+    var sequence: UInt64
+    var command: [UInt8]
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter(capacity: 16 + command.count)
+        writer.u64(origin)
+        writer.u64(sequence)
+        writer.raw(command)
+        return writer.bytes
+    }
+
+    init(origin: UInt64, sequence: UInt64, command: [UInt8]) {
+        self.origin = origin
+        self.sequence = sequence
+        self.command = command
+    }
+
+    init(decoding bytes: [UInt8]) throws(ByteReaderError) {
+        var reader = ByteReader(bytes)
+        origin = try reader.u64()
+        sequence = try reader.u64()
+        command = reader.rest()
+    }
+}
+
+enum RaftWireError: Error, Equatable {
+    case unknownKind(UInt8)
+    case tooManyEntries(UInt32)
+    case trailingBytes(Int)
+}
+
+/// The smallest encoded entry (no data), which bounds how many entries a buffer can claim to hold.
+private let entryBytesMin = 8 + 8 + 8 + 1 + 4
+
+extension Message {
+    func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: 96 + entries.reduce(0) { $0 + entryBytesMin + $1.data.count })
+        w.u8(kind.rawValue)
+        for value in [from.value, to.value, term.value, logTerm.value, index.value, commit.value, hintTerm.value,
+                      hintIndex.value, readSequence] {
+            w.u64(value)
+        }
+        w.u8((reject ? 1 : 0) | (leadershipTransfer ? 2 : 0))
+        w.u32(UInt32(entries.count))
+        for e in entries {
+            w.u64(e.term.value)
+            w.u64(e.index.value)
+            w.u64(e.clusterTimeNanos)
+            w.u8(e.kind.rawValue)
+            w.lengthPrefixed(e.data)
+        }
+        return w.bytes
+    }
+
+    /// Throws `ByteReaderError` for a short buffer and `RaftWireError` for anything else malformed.
+    init(decoding bytes: [UInt8]) throws {
+        var r = ByteReader(bytes)
+        let kindCode = try r.u8()
+        guard let kind = MessageKind(rawValue: kindCode) else { throw RaftWireError.unknownKind(kindCode) }
+        let from = MemberID(try r.u64()), to = MemberID(try r.u64()), term = Term(try r.u64())
+        self.init(kind: kind, from: from, to: to, term: term)
+        logTerm = Term(try r.u64())
+        index = LogIndex(try r.u64())
+        commit = LogIndex(try r.u64())
+        hintTerm = Term(try r.u64())
+        hintIndex = LogIndex(try r.u64())
+        readSequence = try r.u64()
+        let flags = try r.u8()
+        reject = flags & 1 != 0
+        leadershipTransfer = flags & 2 != 0
+        let count = try r.u32()
+        guard Int(count) <= r.remaining / entryBytesMin else { throw RaftWireError.tooManyEntries(count) }
+        entries.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            let entryTerm = Term(try r.u64()), entryIndex = LogIndex(try r.u64()), time = try r.u64()
+            let entryKindCode = try r.u8()
+            guard let entryKind = EntryKind(rawValue: entryKindCode) else { throw RaftWireError.unknownKind(entryKindCode) }
+            entries.append(Entry(term: entryTerm, index: entryIndex, clusterTimeNanos: time, kind: entryKind,
+                                 data: try r.lengthPrefixed()))
+        }
+        guard r.isAtEnd else { throw RaftWireError.trailingBytes(r.remaining) }
+    }
+}
