@@ -10,6 +10,7 @@ import CairnStorage
 import CairnStore
 import DequeModule
 import Dispatch
+import Glibc
 import Logging
 import Synchronization
 
@@ -153,6 +154,17 @@ package final class KeySpaceNode: @unchecked Sendable {
         expiry.setEventHandler { [unowned self] in proposeExpiryIfDue() }
         expiry.resume()
         timers = [tick, expiry]
+    }
+
+    /// A lone voter re-commits its whole log at once on start; waiting for that (bounded) before serving keeps every
+    /// acknowledged write readable the moment the member answers again. A member with peers serves at once (its
+    /// plain reads may be stale until it hears from the leader, as etcd's are).
+    package func awaitRecovery(timeoutMilliseconds: Int = 30_000) {
+        guard options.voters == [options.id] else { return }
+        let target = queue.sync { log.lastIndex.value }
+        for _ in 0..<(timeoutMilliseconds / 5) where view().raftIndex < target {
+            usleep(5_000)
+        }
     }
 
     /// The latest applied state; safe from any thread.

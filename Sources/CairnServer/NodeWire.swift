@@ -2,6 +2,7 @@
 // leader, and ReadIndex requests a follower asks the leader to confirm. Every decode checks every length.
 import CairnBase
 import CairnRaft
+import CairnStore
 
 /// Peer frame types owned by the node (the transport keeps 240 and above).
 enum NodeFrame {
@@ -41,6 +42,27 @@ struct Proposal: Equatable {
         sequence = try reader.u64()
         command = reader.rest()
     }
+}
+
+/// A log entry as one readable line, for `cairn storage dump`.
+package func describeLogEntry(kind: UInt8, payload: [UInt8]) -> String {
+    guard let entryKind = EntryKind(rawValue: kind) else { return "unknown kind, \(payload.count) bytes" }
+    guard entryKind == .normal else { return "\(entryKind)" }
+    guard let proposal = try? Proposal(decoding: payload), let command = try? StoreCommand(decoding: proposal.command) else {
+        return "\(payload.count) bytes (undecodable)"
+    }
+    var text = "from \(hex(proposal.origin))#\(proposal.sequence) "
+    if command.method == .expire { return text + "EXPIRE up to \(command.expiration)" }
+    text += "\(command.method.rawValue) \(command.path)"
+    if !command.value.isEmpty { text += " value=\(command.value.debugDescription)" }
+    if command.dir { text += " dir" }
+    if command.recursive { text += " recursive" }
+    if command.refresh { text += " refresh" }
+    if let prevExist = command.prevExist { text += " prevExist=\(prevExist)" }
+    if !command.prevValue.isEmpty { text += " prevValue=\(command.prevValue.debugDescription)" }
+    if command.prevIndex != 0 { text += " prevIndex=\(command.prevIndex)" }
+    if command.expiration != 0 { text += " expiration=\(command.expiration)" }
+    return text
 }
 
 enum RaftWireError: Error, Equatable {

@@ -29,7 +29,8 @@ package final class Server: @unchecked Sendable {
         let members = bootstrap?.members ?? []
         let localID = bootstrap?.localID ?? 0
         let logger = Logger(label: "cairn.storage")
-        storage = try Storage(fs: PosixFileSystem(), directory: configuration.dataDirectory) { logger.notice("\($0)") }
+        let identity = bootstrap.map { MemberIdentity(clusterID: $0.clusterID, memberID: $0.localID) }
+        storage = try Storage(fs: PosixFileSystem(), directory: configuration.dataDirectory, identity: identity) { logger.notice("\($0)") }
         var options = KeySpaceNode.Options(id: localID, voters: members.isEmpty ? [localID] : members.map(\.id))
         options.heartbeatIntervalMilliseconds = configuration.heartbeatIntervalMilliseconds
         options.electionTimeoutMilliseconds = configuration.electionTimeoutMilliseconds
@@ -83,6 +84,7 @@ package final class Server: @unchecked Sendable {
             transport.setPeers(peers)
         }
         node.start()
+        node.awaitRecovery()
         try http.start()
         logger.info(
             "serving client requests on \(http.boundAddresses.map { "http://\($0)" }.joined(separator: ","))",

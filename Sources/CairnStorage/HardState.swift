@@ -51,14 +51,19 @@ package enum HardStateFile {
 
     /// Durable when this returns: temp file written and synced, renamed over the old one, directory synced.
     package static func save(_ state: HardState, fs: FileSystem, directory: String) throws {
-        let path = joinPath(directory, name)
-        let tmpPath = path + ".tmp"
-        let file = try fs.open(tmpPath, create: true)
-        defer { fs.close(file) }
-        try fs.truncate(file, to: 0)
-        try fs.write(file, at: 0, encode(state))
-        try fs.sync(file)
-        try fs.rename(tmpPath, to: path)
-        try fs.syncDirectory(directory)
+        try replaceAtomically(joinPath(directory, name), with: encode(state), fs: fs, directory: directory)
     }
+}
+
+/// Replaces the file at `path` with `bytes` so a crash leaves either the old file or the new one, never a mix:
+/// write a temporary, sync it, rename it over `path`, sync the directory.
+func replaceAtomically(_ path: String, with bytes: [UInt8], fs: FileSystem, directory: String) throws {
+    let tmpPath = path + ".tmp"
+    let file = try fs.open(tmpPath, create: true)
+    defer { fs.close(file) }
+    try fs.truncate(file, to: 0)
+    try fs.write(file, at: 0, bytes)
+    try fs.sync(file)
+    try fs.rename(tmpPath, to: path)
+    try fs.syncDirectory(directory)
 }

@@ -39,11 +39,13 @@ package final class Storage: Sendable {
     /// Hard state as last loaded at open; save changes with `saveHardState`.
     package let recoveredHardState: HardState
 
-    package init(fs: FileSystem, directory: String, options: StorageOptions = StorageOptions(),
+    /// - Parameter identity: when given, the directory must belong to this member (or be claimed for it now).
+    package init(fs: FileSystem, directory: String, options: StorageOptions = StorageOptions(), identity: MemberIdentity? = nil,
                  logger: @escaping @Sendable (String) -> Void) throws {
         try fs.makeDirectory(directory)
         let lock = try DataDirectoryLock(fs: fs, directory: directory)
         do {
+            try identity?.claim(fs: fs, directory: directory)
             try SnapshotFiles.removeAbandoned(fs: fs, directory: directory, logger: logger)
             let snapshots = try SnapshotFiles.list(fs: fs, directory: directory)
             recoveredHardState = try HardStateFile.load(fs: fs, directory: directory) ?? HardState()

@@ -13,6 +13,8 @@ package enum StorageError: Error, Equatable, CustomStringConvertible {
     /// An append did not continue the log (index gap or repeat), or a read asked outside the log.
     case badIndex(expected: UInt64, got: UInt64)
     case outOfRange(index: UInt64, first: UInt64, last: UInt64)
+    /// The data directory belongs to another member or another cluster.
+    case foreign(path: String, stored: MemberIdentity, expected: MemberIdentity)
     /// An earlier write or sync failed in a way that leaves the file state unknown; the node must stop.
     case failed(underlying: String)
 
@@ -31,6 +33,11 @@ package enum StorageError: Error, Equatable, CustomStringConvertible {
         case let .locked(path): return "data directory is locked by another process (\(path))"
         case let .badIndex(expected, got): return "append expected index \(expected), got \(got)"
         case let .outOfRange(index, first, last): return "index \(index) outside the log [\(first), \(last)]"
+        case let .foreign(path, stored, expected):
+            let hex = { (id: UInt64) in String(id, radix: 16) }
+            return "data directory \(path) belongs to member \(hex(stored.memberID)) of cluster \(hex(stored.clusterID)), "
+                + "not to member \(hex(expected.memberID)) of cluster \(hex(expected.clusterID)) (check --name, "
+                + "--initial-cluster, --initial-advertise-peer-urls and --initial-cluster-token, or use an empty --data-dir)"
         case let .failed(underlying): return "storage stopped after an earlier failure: \(underlying)"
         }
     }

@@ -3,7 +3,6 @@
 import ArgumentParser
 import CairnServer
 import CairnStorage
-import CairnStore
 import Logging
 
 struct Cairn: ParsableCommand {
@@ -140,26 +139,10 @@ struct StorageCommand: ParsableCommand {
 
         func run() throws {
             do {
-                try StorageTool.dump(fs: PosixFileSystem(), directory: dataDir, describe: Self.describe) { print($0) }
+                try StorageTool.dump(fs: PosixFileSystem(), directory: dataDir, describe: describeLogEntry) { print($0) }
             } catch {
                 throw ValidationError("\(error)")
             }
-        }
-
-        /// A key-space command as one readable line.
-        static func describe(kind: UInt8, payload: [UInt8]) -> String {
-            guard let command = try? StoreCommand(decoding: payload) else { return "kind \(kind), \(payload.count) bytes (undecodable)" }
-            if command.method == .expire { return "EXPIRE up to \(command.expiration)" }
-            var text = "\(command.method.rawValue) \(command.path)"
-            if !command.value.isEmpty { text += " value=\(command.value.debugDescription)" }
-            if command.dir { text += " dir" }
-            if command.recursive { text += " recursive" }
-            if command.refresh { text += " refresh" }
-            if let prevExist = command.prevExist { text += " prevExist=\(prevExist)" }
-            if !command.prevValue.isEmpty { text += " prevValue=\(command.prevValue.debugDescription)" }
-            if command.prevIndex != 0 { text += " prevIndex=\(command.prevIndex)" }
-            if command.expiration != 0 { text += " expiration=\(command.expiration)" }
-            return text
         }
     }
 

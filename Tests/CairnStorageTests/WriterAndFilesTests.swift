@@ -147,6 +147,24 @@ import Testing
         #expect(found?.path == dataDir + "/hardstate")
     }
 
+    @Test func aDirectoryServesOnlyTheMemberThatClaimedIt() throws {
+        let fs = freshFS()
+        let me = MemberIdentity(clusterID: 0xC1, memberID: 0xA1)
+        try me.claim(fs: fs, directory: dataDir)
+        var random = SeededRandom(seed: 3)
+        fs.crash(random: &random)
+        try me.claim(fs: fs, directory: dataDir)
+        for stranger in [MemberIdentity(clusterID: 0xC1, memberID: 0xA2), MemberIdentity(clusterID: 0xC2, memberID: 0xA1)] {
+            #expect(throws: StorageError.foreign(path: dataDir, stored: me, expected: stranger)) {
+                try stranger.claim(fs: fs, directory: dataDir)
+            }
+        }
+        var bytes = fs.contents(dataDir + "/member")!
+        bytes[12] ^= 1
+        fs.setContents(dataDir + "/member", bytes)
+        #expect(corruptError { try me.claim(fs: fs, directory: dataDir) }?.path == dataDir + "/member")
+    }
+
     @Test func snapshotStreamsThroughSinkAndSourceAndChecksItsCRC() throws {
         let fs = freshFS()
         let header = SnapshotHeader(lastIndex: 77, lastTerm: 4, clusterTimeNanos: 123_456, membership: Array("n1,n2,n3".utf8))
