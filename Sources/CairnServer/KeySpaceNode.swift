@@ -59,6 +59,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private let options: Options
     private let logger = Logger(label: "cairn.node")
     private var keySpace: KeySpace
+    private var sessions = ClientSessions()
+    private var sessionsSweptMinute: Int64 = 0
     private let hub: WatchHub
     private var raft: RaftNode<RaftLog>
     private let log: RaftLog
@@ -108,7 +110,8 @@ package final class KeySpaceNode: @unchecked Sendable {
             defer { reader.close() }
             var source = SnapshotChunks(reader: reader)
             let (root, index) = try TreeSnapshot.read(from: &source)
-            guard try reader.next() == nil else { throw StorageError.corrupt(path: newest.path, offset: 0, index: newest.lastIndex, reason: "bytes after the key space") }
+            sessions = try ClientSessions.read(from: &source)
+            guard source.isDrained, try reader.next() == nil else { throw StorageError.corrupt(path: newest.path, offset: 0, index: newest.lastIndex, reason: "bytes after the key space") }
             keySpace = KeySpace(root: root, currentIndex: index)
             snapshot = (reader.header.lastIndex, reader.header.lastTerm)
             appliedClusterTime = Int64(bitPattern: reader.header.clusterTimeNanos)
@@ -195,13 +198,15 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     /// Replicates a write, applies it in log order, and calls `completion` (on the node queue) with the outcome and
     /// the view right after it. Fails with etcd's timeout error if its entry is not applied within the request timeout.
-    package func propose(_ command: StoreCommand, completion: @escaping @Sendable (Result<StoreEvent, StoreError>, View) -> Void) {
+    /// With a `session`, a retry of the same request is answered as the first attempt was and applied only once.
+    package func propose(_ command: StoreCommand, session: SessionRequest? = nil,
+                         completion: @escaping @Sendable (Result<StoreEvent, StoreError>, View) -> Void) {
         queue.async { [self] in
-            submit(command) { result, view in completion(result.map { $0[0].event }, view) }
+            submit(command, session: session) { result, view in completion(result.map { $0[0].event }, view) }
         }
     }
 
-    private func submit(_ command: StoreCommand, completion: @escaping WriteCompletion) {
+    private func submit(_ command: StoreCommand, session: SessionRequest? = nil, completion: @escaping WriteCompletion) {
         guard !storageFailed else {
             return completion(.failure(StoreError(.raftInternal, "storage failed: writes are refused until restart", index: keySpace.currentIndex)), view())
         }
@@ -209,7 +214,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         nextSequence += 1
         writers[sequence] = completion
         writerDeadlines.append((sequence, clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000))
-        route(Proposal(origin: options.id, sequence: sequence, command: command.encoded()).encoded())
+        route(Proposal(origin: options.id, sequence: sequence, session: session, command: command.encoded()).encoded())
         drive()
     }
 
@@ -425,15 +430,17 @@ package final class KeySpaceNode: @unchecked Sendable {
                 logger.critical("a committed entry cannot be decoded; stopping", metadata: ["index": "\(entry.index)", "error": "\(error)"])
                 fatalError("entry \(entry.index) cannot be decoded: \(error)")
             }
-            let result = Self.apply(command, to: &keySpace, at: appliedClusterTime)
-            statistics.withLock {
-                if command.method == .expire {
-                    $0.expireCount += (try? result.get().count) ?? 0
-                } else {
-                    $0.count(command, succeeded: (try? result.get()) != nil)
+            let (result, isReplay) = applyOnce(command, session: proposal.session)
+            if !isReplay {
+                statistics.withLock {
+                    if command.method == .expire {
+                        $0.expireCount += (try? result.get().count) ?? 0
+                    } else {
+                        $0.count(command, succeeded: (try? result.get()) != nil)
+                    }
                 }
+                if case .success(let applied) = result { events += applied }
             }
-            if case .success(let applied) = result { events += applied }
             if proposal.origin == options.id, let completion = writers.removeValue(forKey: proposal.sequence) {
                 answered.append((completion, result))
             }
@@ -450,6 +457,31 @@ package final class KeySpaceNode: @unchecked Sendable {
             readsAwaitingApply = waiting
         }
         snapshotIfDue()
+    }
+
+    /// Applies a command unless its session already has the answer; records the answer for a retry.
+    /// `isReplay` marks an answer given again: nothing changed, so there is nothing to count or notify.
+    private func applyOnce(_ command: StoreCommand, session: SessionRequest?)
+        -> (result: Result<[(event: StoreEvent, removed: [String])], StoreError>, isReplay: Bool)
+    {
+        // Sessions idle for an hour of cluster time go, swept once per cluster-time minute (the same on every member).
+        let minute: Int64 = 60_000_000_000
+        if appliedClusterTime / minute != sessionsSweptMinute {
+            sessionsSweptMinute = appliedClusterTime / minute
+            sessions.expire(at: appliedClusterTime)
+        }
+        guard let session, command.method != .expire else { return (Self.apply(command, to: &keySpace, at: appliedClusterTime), false) }
+        switch sessions.lookup(client: session.client, request: session.request) {
+        case .answered(let answer):
+            return (answer.map { [($0, [])] }, true)
+        case .forgotten:
+            let cause = "session \(session.client): request \(session.request) is older than the answers kept"
+            return (.failure(StoreError(.raftInternal, cause, index: keySpace.currentIndex)), true)
+        case .new:
+            let result = Self.apply(command, to: &keySpace, at: appliedClusterTime)
+            sessions.record(client: session.client, request: session.request, result: result.map { $0[0].event }, at: appliedClusterTime)
+            return (result, false)
+        }
     }
 
     /// Applies one logged command: a write (one event), or the expiry of everything due by its cut-off (any number).
@@ -499,7 +531,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         guard !snapshotInProgress, appliedRaftIndex - snapshotIndex >= UInt64(max(1, options.snapshotCount)),
               let term = log.term(at: LogIndex(appliedRaftIndex)) ?? raft.term(at: LogIndex(appliedRaftIndex)) else { return }
         snapshotInProgress = true
-        let root = keySpace.root, storeIndex = keySpace.currentIndex, index = appliedRaftIndex
+        let root = keySpace.root, storeIndex = keySpace.currentIndex, index = appliedRaftIndex, sessions = self.sessions
         let header = SnapshotHeader(lastIndex: index, lastTerm: term.value, clusterTimeNanos: UInt64(bitPattern: appliedClusterTime), membership: [])
         let storage = self.storage
         snapshotQueue.async { [self] in
@@ -508,6 +540,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                 var sink = SnapshotFileSink(writer: writer)
                 do {
                     try TreeSnapshot.write(root: root, currentIndex: storeIndex, to: &sink)
+                    try sessions.write(to: &sink)
                     _ = try writer.finish()
                 } catch {
                     writer.abort()
@@ -555,6 +588,9 @@ struct SnapshotChunks: SnapshotSource {
         defer { offset += count }
         return Array(buffer[offset..<(offset + count)])
     }
+
+    /// True when every byte of the chunks read so far has been consumed.
+    var isDrained: Bool { offset == buffer.count }
 }
 
 /// The key space's snapshot stream into a snapshot file.

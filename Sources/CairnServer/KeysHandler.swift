@@ -49,7 +49,12 @@ struct KeysHandler: Sendable {
                 }
             }
         case .success(.write(let command, let noValueOnSuccess)):
-            node.propose(command) { result, view in
+            let session: SessionRequest?
+            switch Self.session(of: exchange.request) {
+            case .failure(let error): return respondError(exchange, StoreError(.invalidField, error.cause, index: node.view().etcdIndex))
+            case .success(let named): session = named
+            }
+            node.propose(command, session: session) { result, view in
                 switch result {
                 case .failure(let error):
                     respondError(exchange, error)
@@ -61,6 +66,22 @@ struct KeysHandler: Sendable {
         case .success(.watch(let path, let recursive, let stream, let sinceIndex)):
             watch(exchange, path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex)
         }
+    }
+
+    /// A client that names itself (`X-Cairn-Client`) and numbers its writes (`X-Cairn-Request`, from 1) gets each
+    /// numbered write applied once however often it retries it; both headers or neither.
+    /// The error's text is the cause etcd-style clients see.
+    static func session(of request: HTTPRequestHead) -> Result<SessionRequest?, SessionHeaderError> {
+        let client = request.headers["x-cairn-client"], number = request.headers["x-cairn-request"]
+        guard client != nil || number != nil else { return .success(nil) }
+        guard let client, let number else { return .failure(SessionHeaderError("X-Cairn-Client and X-Cairn-Request go together")) }
+        guard !client.isEmpty, client.utf8.count <= ClientSessions.clientNameBytesMax else {
+            return .failure(SessionHeaderError("X-Cairn-Client must be 1 to \(ClientSessions.clientNameBytesMax) bytes"))
+        }
+        guard let sequence = parseGoUInt64(number), sequence > 0 else {
+            return .failure(SessionHeaderError("X-Cairn-Request must be a request number from 1"))
+        }
+        return .success(SessionRequest(client: client, request: sequence))
     }
 
     /// Answers a GET from `view`: a plain GET from the latest local root, a `quorum=true` one after ReadIndex.
@@ -130,4 +151,9 @@ struct KeysHandler: Sendable {
         headers.add("X-Etcd-Index", String(error.index))
         exchange.respond(status: error.code.httpStatus, headers: headers, body: KeysResponse.error(error))
     }
+}
+
+struct SessionHeaderError: Error {
+    var cause: String
+    init(_ cause: String) { self.cause = cause }
 }

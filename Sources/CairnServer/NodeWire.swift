@@ -15,24 +15,44 @@ enum NodeFrame {
     static let readIndexReady: UInt8 = 4
 }
 
+/// A client's name for itself and its number for this request (`X-Cairn-Client`, `X-Cairn-Request`).
+package struct SessionRequest: Equatable, Sendable {
+    package var client: String
+    package var request: UInt64
+
+    package init(client: String, request: UInt64) {
+        self.client = client
+        self.request = request
+    }
+}
+
 /// A log entry's payload: which member proposed it and under which sequence number (so that member can answer
-/// its client when the entry is applied), then the command.
+/// its client when the entry is applied), the client's session if it named one, then the command.
 struct Proposal: Equatable {
     var origin: UInt64
     var sequence: UInt64
+    var session: SessionRequest?
     var command: [UInt8]
 
     func encoded() -> [UInt8] {
-        var writer = ByteWriter(capacity: 16 + command.count)
+        var writer = ByteWriter(capacity: 32 + command.count)
         writer.u64(origin)
         writer.u64(sequence)
+        if let session {
+            writer.u8(1)
+            writer.lengthPrefixed(Array(session.client.utf8))
+            writer.u64(session.request)
+        } else {
+            writer.u8(0)
+        }
         writer.raw(command)
         return writer.bytes
     }
 
-    init(origin: UInt64, sequence: UInt64, command: [UInt8]) {
+    init(origin: UInt64, sequence: UInt64, session: SessionRequest? = nil, command: [UInt8]) {
         self.origin = origin
         self.sequence = sequence
+        self.session = session
         self.command = command
     }
 
@@ -40,6 +60,10 @@ struct Proposal: Equatable {
         var reader = ByteReader(bytes)
         origin = try reader.u64()
         sequence = try reader.u64()
+        if try reader.u8() == 1 {
+            let client = String(decoding: try reader.lengthPrefixed(), as: UTF8.self)
+            session = SessionRequest(client: client, request: try reader.u64())
+        }
         command = reader.rest()
     }
 }
@@ -52,6 +76,7 @@ package func describeLogEntry(kind: UInt8, payload: [UInt8]) -> String {
         return "\(payload.count) bytes (undecodable)"
     }
     var text = "from \(hex(proposal.origin))#\(proposal.sequence) "
+    if let session = proposal.session { text += "session \(session.client.debugDescription)#\(session.request) " }
     if command.method == .expire { return text + "EXPIRE up to \(command.expiration)" }
     text += "\(command.method.rawValue) \(command.path)"
     if !command.value.isEmpty { text += " value=\(command.value.debugDescription)" }

@@ -172,6 +172,29 @@ func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, erro
         #expect(!snapshots.isEmpty && snapshots.count <= 2, "snapshots taken every 7 entries, two kept: \(snapshots)")
     }
 
+    @Test func aRetriedNumberedWriteIsAppliedOnceEvenAfterARestart() throws {
+        let directory = temporaryDataDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let flags = ["--data-dir", directory, "--listen-client-urls", "http://127.0.0.1:0", "--snapshot-count", "3"]
+        var cairn = try RunningCairn(flags)
+        func post(_ request: Int) throws -> String {
+            try curl(["-X", "POST", cairn.baseURL + "/v2/keys/jobs", "-H", "X-Cairn-Client: worker-1", "-H", "X-Cairn-Request: \(request)",
+                      "-d", "value=job\(request)"])
+        }
+        let first = try post(1)
+        #expect(first.contains(#""action":"create""#))
+        #expect(try post(1) == first, "a retry gets the first answer")
+        for request in 2...6 { _ = try post(request) }
+        #expect(cairn.stop() == 0)
+        cairn = try RunningCairn(flags)
+        defer { _ = cairn.stop() }
+        #expect(try post(1) == first, "the answer survives a restart (snapshots every 3 entries carry the sessions)")
+        let listing = try curl([cairn.baseURL + "/v2/keys/jobs?recursive=true"])
+        #expect(listing.components(separatedBy: #""value":"job"#).count == 7, "six jobs, each once: \(listing)")
+        let unpaired = try curl(["-X", "PUT", cairn.baseURL + "/v2/keys/x", "-H", "X-Cairn-Request: 1", "-d", "value=1"])
+        #expect(unpaired.contains(#""errorCode":209"#) && unpaired.contains("go together"), "\(unpaired)")
+    }
+
     @Test func killDuringAWriteLoadLosesNoAcknowledgedWrite() throws {
         let directory = temporaryDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -59,6 +59,10 @@ import Testing
     @Test func proposalsRoundTripAndNeedTheirHeader() throws {
         let p = Proposal(origin: 0xABCD, sequence: 99, command: [1, 2, 3])
         #expect(try Proposal(decoding: p.encoded()) == p)
-        #expect(throws: ByteReaderError.self) { try Proposal(decoding: Array(p.encoded()[0..<15])) }
+        let withSession = Proposal(origin: 1, sequence: 2, session: SessionRequest(client: "svc-a", request: 7), command: [9])
+        #expect(try Proposal(decoding: withSession.encoded()) == withSession)
+        for length in 0..<(8 + 8 + 1 + 4 + 5 + 8) {
+            #expect(throws: ByteReaderError.self) { try Proposal(decoding: Array(withSession.encoded()[0..<length])) }
+        }
     }
 }

@@ -1,0 +1,179 @@
+// Exactly-once writes: a client that names itself and numbers its requests gets, for a retried number, the answer
+// the first attempt got, without the write being applied again — on any member, after any leader change.
+// Part of the replicated state: applied from the log in order and carried in snapshots, so every member agrees.
+// Sessions are forgotten after an hour of *cluster* time without a request (never by a member's wall clock).
+import CairnBase
+
+package struct ClientSessions: Sendable, Equatable {
+    /// Answers kept per client; a client may have this many requests outstanding and still retry any of them.
+    package static let answersPerClientMax = 256
+    /// A client silent this long (cluster time) is forgotten; a retry after that is treated as a new request.
+    package static let idleNanosMax: Int64 = 3_600 * 1_000_000_000
+    package static let clientNameBytesMax = 256
+
+    struct Session: Sendable, Equatable {
+        var lastSeenNanos: Int64
+        /// Encoded `Result<StoreEvent, StoreError>` by request number.
+        var answers: [UInt64: [UInt8]] = [:]
+        /// Requests below this number had their answers dropped: a retry of one cannot be answered truthfully.
+        var forgottenBelow: UInt64 = 0
+    }
+
+    package enum Lookup: Equatable {
+        case new
+        case answered(Result<StoreEvent, StoreError>)
+        /// The request is older than the answers kept: refuse rather than risk applying it twice.
+        case forgotten
+    }
+
+    private(set) var sessions: [String: Session] = [:]
+
+    package init() {}
+
+    package var count: Int { sessions.count }
+
+    package func lookup(client: String, request: UInt64) -> Lookup {
+        guard let session = sessions[client] else { return .new }
+        if let answer = session.answers[request], let result = try? StoreResultEncoding.decode(answer) { return .answered(result) }
+        return request < session.forgottenBelow ? .forgotten : .new
+    }
+
+    package mutating func record(client: String, request: UInt64, result: Result<StoreEvent, StoreError>, at time: Int64) {
+        var session = sessions[client] ?? Session(lastSeenNanos: time)
+        session.lastSeenNanos = max(session.lastSeenNanos, time)
+        session.answers[request] = StoreResultEncoding.encode(result)
+        if session.answers.count > Self.answersPerClientMax, let oldest = session.answers.keys.min() {
+            session.answers[oldest] = nil
+            session.forgottenBelow = max(session.forgottenBelow, oldest + 1)
+        }
+        sessions[client] = session
+    }
+
+    /// Drops sessions idle for `idleNanosMax` as of cluster time `time`.
+    package mutating func expire(at time: Int64) {
+        sessions = sessions.filter { time - $0.value.lastSeenNanos < Self.idleNanosMax }
+    }
+
+    // MARK: Snapshot stream
+
+    /// Layout: "CAIRNSS1" | count u32 | per client (in name order): name | lastSeen i64 | forgottenBelow u64
+    /// | answers u32 | per answer (in request order): request u64 | answer bytes. Lengths are u32 prefixes.
+    package func write(to sink: inout some SnapshotSink) throws {
+        var w = ByteWriter()
+        w.raw(Self.magic)
+        w.u32(UInt32(sessions.count))
+        for (name, session) in sessions.sorted(by: { $0.key < $1.key }) {
+            w.lengthPrefixed(Array(name.utf8))
+            w.u64(UInt64(bitPattern: session.lastSeenNanos))
+            w.u64(session.forgottenBelow)
+            w.u32(UInt32(session.answers.count))
+            for (request, answer) in session.answers.sorted(by: { $0.key < $1.key }) {
+                w.u64(request)
+                w.lengthPrefixed(answer)
+            }
+            if w.bytes.count >= TreeSnapshot.pieceBytes {
+                try sink.write(w.bytes)
+                w = ByteWriter()
+            }
+        }
+        try sink.write(w.bytes)
+    }
+
+    static let magic = Array("CAIRNSS1".utf8)
+
+    package static func read(from source: inout some SnapshotSource) throws -> ClientSessions {
+        func integer(_ count: Int) throws -> UInt64 { try source.read(exactly: count).reversed().reduce(0) { $0 << 8 | UInt64($1) } }
+        func bytes(limit: Int) throws -> [UInt8] {
+            let length = Int(try integer(4))
+            guard length <= limit else { throw TreeSnapshotError.malformed("session field of \(length) bytes") }
+            return try source.read(exactly: length)
+        }
+        guard try source.read(exactly: magic.count) == magic else { throw TreeSnapshotError.badMagic }
+        var result = ClientSessions()
+        for _ in 0..<(try integer(4)) {
+            let name = String(decoding: try bytes(limit: clientNameBytesMax), as: UTF8.self)
+            var session = Session(lastSeenNanos: Int64(bitPattern: try integer(8)))
+            session.forgottenBelow = try integer(8)
+            let answers = try integer(4)
+            guard answers <= UInt64(answersPerClientMax) else { throw TreeSnapshotError.malformed("\(answers) answers for one client") }
+            for _ in 0..<answers {
+                let request = try integer(8)
+                session.answers[request] = try bytes(limit: 1 << 24)
+            }
+            result.sessions[name] = session
+        }
+        return result
+    }
+}
+
+/// A write's outcome as bytes, so a session can keep it compactly and a snapshot can carry it.
+package enum StoreResultEncoding {
+    static let actions: [StoreAction] = [.get, .set, .create, .update, .delete, .compareAndSwap, .compareAndDelete, .expire]
+
+    package static func encode(_ result: Result<StoreEvent, StoreError>) -> [UInt8] {
+        var w = ByteWriter()
+        switch result {
+        case .success(let event):
+            w.u8(0)
+            w.u8(UInt8(actions.firstIndex(of: event.action)!))
+            w.u8(event.isRefresh ? 1 : 0)
+            w.u64(event.etcdIndex)
+            encode(event.node, into: &w)
+            if let prev = event.prevNode {
+                w.u8(1)
+                encode(prev, into: &w)
+            } else {
+                w.u8(0)
+            }
+        case .failure(let error):
+            w.u8(1)
+            w.u32(UInt32(error.code.rawValue))
+            w.lengthPrefixed(Array(error.cause.utf8))
+            w.u64(error.index)
+        }
+        return w.bytes
+    }
+
+    private static func encode(_ node: NodeView, into w: inout ByteWriter) {
+        w.u8((node.isDirectory ? 1 : 0) | (node.value != nil ? 2 : 0) | (node.expiration != nil ? 4 : 0))
+        w.lengthPrefixed(Array(node.key.utf8))
+        if let value = node.value { w.lengthPrefixed(Array(value.utf8)) }
+        if let expiration = node.expiration { w.u64(UInt64(bitPattern: expiration)) }
+        w.u64(UInt64(bitPattern: node.ttl))
+        w.u64(node.createdIndex)
+        w.u64(node.modifiedIndex)
+    }
+
+    package static func decode(_ bytes: [UInt8]) throws -> Result<StoreEvent, StoreError> {
+        var r = ByteReader(bytes)
+        let result: Result<StoreEvent, StoreError>
+        if try r.u8() == 0 {
+            let actionCode = Int(try r.u8())
+            guard actionCode < actions.count else { throw TreeSnapshotError.malformed("action \(actionCode)") }
+            let isRefresh = try r.u8() == 1
+            let etcdIndex = try r.u64()
+            let node = try decodeNode(&r)
+            let prevNode = try r.u8() == 1 ? try decodeNode(&r) : nil
+            var event = StoreEvent(action: actions[actionCode], node: node, prevNode: prevNode, etcdIndex: etcdIndex)
+            event.isRefresh = isRefresh
+            result = .success(event)
+        } else {
+            let codeValue = Int(try r.u32())
+            guard let code = StoreErrorCode(rawValue: codeValue) else { throw TreeSnapshotError.malformed("error code \(codeValue)") }
+            let cause = String(decoding: try r.lengthPrefixed(), as: UTF8.self)
+            result = .failure(StoreError(code, cause, index: try r.u64()))
+        }
+        guard r.isAtEnd else { throw TreeSnapshotError.malformed("\(r.remaining) bytes after an answer") }
+        return result
+    }
+
+    private static func decodeNode(_ r: inout ByteReader) throws -> NodeView {
+        let flags = try r.u8()
+        let key = String(decoding: try r.lengthPrefixed(), as: UTF8.self)
+        let value = flags & 2 != 0 ? String(decoding: try r.lengthPrefixed(), as: UTF8.self) : nil
+        let expiration = flags & 4 != 0 ? Int64(bitPattern: try r.u64()) : nil
+        let ttl = Int64(bitPattern: try r.u64())
+        return NodeView(key: key, value: value, isDirectory: flags & 1 != 0, expiration: expiration, ttl: ttl,
+                        createdIndex: try r.u64(), modifiedIndex: try r.u64())
+    }
+}
