@@ -59,9 +59,10 @@ let package = Package(
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
-        .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase"]),
-        .testTarget(name: "CairnPeerTests", dependencies: ["CairnPeer", "CairnHTTP", "CairnBase"]),
-        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP", "CairnBase"]),
+        .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
+        .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase", "CairnTestSupport"]),
+        .testTarget(name: "CairnPeerTests", dependencies: ["CairnPeer", "CairnHTTP", "CairnBase", "CairnTestSupport"]),
+        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP", "CairnStorage", "CairnStore", "CairnRaft", "CairnPeer", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnBase"]),
     ],
     swiftLanguageModes: [.v6]

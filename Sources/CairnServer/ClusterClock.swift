@@ -1,13 +1,15 @@
-// Cluster time for a member: read from the wall clock once at start, then advanced by the monotonic clock, so a
-// wall-clock jump while running moves no TTL. (In a cluster the leader stamps entries with it; see DESIGN.md.)
+// This member's clock: read from the wall clock once at start, then advanced by the monotonic clock, so a wall-clock
+// jump while running moves nothing. The leader stamps entries with it; cluster time continues from the last entry's
+// time when leadership moves, so only the first leader of a new cluster's wall clock ever matters.
 import Glibc
 
 package struct ClusterClock: Sendable {
     private let originUnixNanoseconds: Int64
     private let originMonotonicNanoseconds: Int64
 
-    package init() {
-        originUnixNanoseconds = Self.read(CLOCK_REALTIME)
+    /// - Parameter wallOffsetNanoseconds: added to the wall clock read at start (tests give members skewed clocks).
+    package init(wallOffsetNanoseconds: Int64 = 0) {
+        originUnixNanoseconds = Self.read(CLOCK_REALTIME) + wallOffsetNanoseconds
         originMonotonicNanoseconds = Self.read(CLOCK_MONOTONIC)
     }
 

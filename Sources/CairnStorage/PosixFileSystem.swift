@@ -116,8 +116,12 @@ package final class PosixFileSystem: FileSystem {
         return names.sorted()
     }
 
+    /// Creates missing parents too, as etcd does for `--data-dir`.
     package func makeDirectory(_ path: String) throws {
-        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw fail("mkdir", path) }
+        if mkdir(path, 0o700) == 0 || errno == EEXIST { return }
+        guard errno == ENOENT, let slash = path.lastIndex(of: "/"), slash != path.startIndex else { throw fail("mkdir", path) }
+        try makeDirectory(String(path[..<slash]))
+        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw fail("mkdir", path) }
     }
 
     package func lock(_ path: String) throws -> OpenFile {

@@ -3,6 +3,7 @@
 import ArgumentParser
 import CairnServer
 import CairnStorage
+import Glibc
 import Logging
 
 struct Cairn: ParsableCommand {
@@ -108,6 +109,13 @@ struct Serve: ParsableCommand {
         return configuration
     }
 
+    /// Every member flag, for `ETCD_*` environment variables.
+    static let flagNames = [
+        "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls", "initial-advertise-peer-urls",
+        "initial-cluster", "initial-cluster-state", "initial-cluster-token", "heartbeat-interval", "election-timeout",
+        "snapshot-count", "enable-v2", "log-level",
+    ]
+
     static let logLevels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning, "error": .error]
 
     func run() throws {
@@ -167,7 +175,16 @@ struct StorageCommand: ParsableCommand {
 }
 
 /// `-flag` becomes `--flag`, as Go's flag package treats them alike.
-let arguments = CommandLine.arguments.dropFirst().map { argument in
+var arguments = CommandLine.arguments.dropFirst().map { argument in
     argument.hasPrefix("-") && !argument.hasPrefix("--") && argument.count > 2 ? "-" + argument : argument
 }
-Cairn.main(Array(arguments))
+// Like etcd, every member flag can come from the environment (`ETCD_NAME`, `ETCD_INITIAL_CLUSTER`, ...), as container
+// images and unit files written for etcd set them; a flag on the command line wins.
+if arguments.first != "storage" {
+    let given = Set(arguments.compactMap { $0.hasPrefix("--") ? String($0.dropFirst(2).split(separator: "=")[0]) : nil })
+    for flag in Serve.flagNames where !given.contains(flag) {
+        let variable = "ETCD_" + String(flag.uppercased().map { $0 == "-" ? "_" : $0 })
+        if let value = getenv(variable) { arguments += ["--" + flag, String(cString: value)] }
+    }
+}
+Cairn.main(arguments)

@@ -1,6 +1,7 @@
 // The server over real loopback sockets: pipelining, streaming both ways, limits, timeouts, HTTP/2, gzip, shutdown.
 // Serialized, because some assertions read this process's memory and connection counts.
 import CairnBase
+import CairnTestSupport
 import Foundation
 import Glibc
 import Testing

@@ -1,6 +1,7 @@
 // An in-process server with handlers that exercise streaming, waiting and backpressure, and a raw socket client.
 // Integration tests talk to it over real loopback sockets, byte for byte.
 import CairnBase
+import CairnTestSupport
 import Dispatch
 import Foundation
 import Glibc
@@ -227,12 +228,3 @@ func run(_ arguments: [String]) throws -> (status: Int32, output: Data) {
     return (process.terminationStatus, try Data(contentsOf: file))
 }
 
-/// Polls `condition` every 20 ms for at most `seconds`.
-func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(20_000)
-    }
-    return condition()
-}

@@ -2,6 +2,7 @@
 // reconnection after a member restarts, and a dead member never holding up the live ones.
 import CairnBase
 import CairnHTTP
+import CairnTestSupport
 import Dispatch
 import Foundation
 import Synchronization
@@ -68,28 +69,19 @@ final class Member: Sendable {
     var count: Int { inbox.received.withLock { $0.count } }
 }
 
-func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(10_000)
-    }
-    return condition()
-}
-
 @Suite(.serialized) struct PeerTransportTests {
     @Test func framesArriveInOrderPerChannelBothWays() throws {
         let a = try Member(id: 1), b = try Member(id: 2)
         defer { a.transport.stop(); b.transport.stop() }
         a.transport.setPeers([2: b.address])
         b.transport.setPeers([1: a.address])
-        #expect(waitUntil { a.transport.statistics.connects == 2 && b.transport.statistics.connects == 2 })
+        #expect(eventually(seconds: 10) { a.transport.statistics.connects == 2 && b.transport.statistics.connects == 2 })
         for i in 0..<1000 {
             a.transport.send(to: 2, channel: .bulk, frame: PeerFrame(type: 1, payload: Array("bulk \(i)".utf8)))
             a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 2, payload: Array("control \(i)".utf8)))
         }
         b.transport.send(to: 1, channel: .control, frame: PeerFrame(type: 3, payload: Array("back".utf8)))
-        #expect(waitUntil { b.count == 2000 && a.count == 1 })
+        #expect(eventually(seconds: 10) { b.count == 2000 && a.count == 1 })
         let frames = b.inbox.received.withLock { $0 }
         #expect(frames.allSatisfy { $0.from == 1 })
         #expect(frames.filter { $0.frame.type == 1 }.map { String(decoding: $0.frame.payload, as: UTF8.self) } == (0..<1000).map { "bulk \($0)" })
@@ -101,11 +93,11 @@ func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         let a = try Member(id: 1), b = try Member(id: 2)
         defer { a.transport.stop(); b.transport.stop() }
         a.transport.setPeers([2: b.address])
-        #expect(waitUntil { a.transport.statistics.connects == 2 })
+        #expect(eventually(seconds: 10) { a.transport.statistics.connects == 2 })
         var rng = SeededRandom(seed: 5)
         let payload = (0..<(8 * 1024 * 1024)).map { _ in UInt8.random(in: 0...255, using: &rng) }
         a.transport.send(to: 2, channel: .bulk, frame: PeerFrame(type: 9, payload: payload))
-        #expect(waitUntil { b.count == 1 })
+        #expect(eventually(seconds: 10) { b.count == 1 })
         #expect(b.inbox.received.withLock { $0.first?.frame.payload == payload })
     }
 
@@ -113,7 +105,7 @@ func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         let b = try Member(id: 2), stranger = try Member(id: 3, cluster: 0xBAD)
         defer { b.transport.stop(); stranger.transport.stop() }
         stranger.transport.setPeers([2: b.address])
-        #expect(waitUntil { stranger.transport.statistics.refusals >= 1 })
+        #expect(eventually(seconds: 10) { stranger.transport.statistics.refusals >= 1 })
         stranger.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: []))
         usleep(200_000)
         #expect(b.count == 0)
@@ -125,7 +117,7 @@ func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         let b = try Member(id: 2), twin = try Member(id: 2)
         defer { b.transport.stop(); twin.transport.stop() }
         twin.transport.setPeers([7: b.address])
-        #expect(waitUntil { twin.transport.statistics.refusals >= 1 })
+        #expect(eventually(seconds: 10) { twin.transport.statistics.refusals >= 1 })
         #expect(b.inbox.reports.withLock { $0.contains { $0.contains("this is member 2") || $0.contains("duplicate") } })
     }
 
@@ -135,26 +127,26 @@ func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         defer { a.transport.stop() }
         let port = b.address.port
         a.transport.setPeers([2: b.address])
-        #expect(waitUntil { a.transport.statistics.connects == 2 })
+        #expect(eventually(seconds: 10) { a.transport.statistics.connects == 2 })
         b.transport.stop()
         usleep(100_000)
         b = try Member(id: 2, port: port)
         defer { b.transport.stop() }
-        #expect(waitUntil { a.transport.statistics.connects >= 4 })
+        #expect(eventually(seconds: 10) { a.transport.statistics.connects >= 4 })
         a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: Array("after".utf8)))
-        #expect(waitUntil { b.count == 1 })
+        #expect(eventually(seconds: 10) { b.count == 1 })
     }
 
     @Test func aDeadPeerDoesNotHoldUpALiveOne() throws {
         let a = try Member(id: 1), b = try Member(id: 2)
         defer { a.transport.stop(); b.transport.stop() }
         a.transport.setPeers([2: b.address, 3: ListenAddress(host: "127.0.0.1", port: 1)])
-        #expect(waitUntil { a.transport.statistics.connects == 2 })
+        #expect(eventually(seconds: 10) { a.transport.statistics.connects == 2 })
         for i in 0..<200 {
             a.transport.send(to: 3, channel: .bulk, frame: PeerFrame(type: 1, payload: [UInt8](repeating: 0, count: 1000)))
             a.transport.send(to: 2, channel: .bulk, frame: PeerFrame(type: 1, payload: Array("\(i)".utf8)))
         }
-        #expect(waitUntil { b.count == 200 })
+        #expect(eventually(seconds: 10) { b.count == 200 })
         #expect(a.transport.statistics.framesDropped == 200)
     }
 }

@@ -1,0 +1,167 @@
+// Whole members (Raft core, durable storage, key space) in one process, joined by in-memory links that a test can
+// cut: forwarding, linearizable reads on followers, a minority that refuses, skewed wall clocks, retried sessions.
+import CairnPeer
+import CairnStorage
+import CairnStore
+import CairnTestSupport
+import Dispatch
+import Foundation
+import Synchronization
+import Testing
+@testable import CairnServer
+
+/// Frames between in-process members; a cut link drops them silently, as a partition does.
+final class Links: Sendable {
+    private let members = Mutex<[UInt64: KeySpaceNode]>([:])
+    private let cut = Mutex<Set<[UInt64]>>([])
+
+    func add(_ id: UInt64, _ node: KeySpaceNode) {
+        members.withLock { $0[id] = node }
+        node.connect { [self] to, _, frame in
+            guard !cut.withLock({ $0.contains([id, to]) }), let target = members.withLock({ $0[to] }) else { return }
+            target.queue.async { target.receive(from: id, frame: frame) }
+        }
+    }
+
+    /// Cuts `id` off from everyone (both directions); `heal` restores every link.
+    func isolate(_ id: UInt64, from others: [UInt64]) {
+        cut.withLock { for other in others where other != id { $0.insert([id, other]); $0.insert([other, id]) } }
+    }
+
+    func heal() { cut.withLock { $0.removeAll() } }
+}
+
+final class InProcessCluster {
+    let ids: [UInt64]
+    let links = Links()
+    private(set) var nodes: [UInt64: KeySpaceNode] = [:]
+    private var storages: [Storage] = []
+    let directory = NSTemporaryDirectory() + "cairn-cluster-\(UUID().uuidString)"
+
+    init(size: Int, wallOffsets: [Int64]? = nil, requestTimeoutMilliseconds: Int = 3000) throws {
+        ids = (1...UInt64(size)).map { $0 * 0x1111 }
+        for (position, id) in ids.enumerated() {
+            let storage = try Storage(fs: PosixFileSystem(), directory: directory + "/\(id)",
+                                      options: StorageOptions(wal: WALOptions(segmentBytesMax: 1 << 20)), logger: { _ in })
+            var options = KeySpaceNode.Options(id: id, voters: ids)
+            options.heartbeatIntervalMilliseconds = 10
+            options.electionTimeoutMilliseconds = 150
+            options.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+            let clock = ClusterClock(wallOffsetNanoseconds: wallOffsets?[position] ?? 0)
+            let node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * size + 1), storage: storage, options: options)
+            links.add(id, node)
+            nodes[id] = node
+            storages.append(storage)
+        }
+        for node in nodes.values { node.start() }
+    }
+
+    deinit {
+        for storage in storages { storage.close() }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    var leader: UInt64? { ids.first { nodes[$0]!.raftStatus.isLeader } }
+    func followers(of leader: UInt64) -> [UInt64] { ids.filter { $0 != leader } }
+
+    func awaitLeader(excluding excluded: Set<UInt64> = []) -> UInt64? {
+        var found: UInt64?
+        _ = eventually(seconds: 10) {
+            found = ids.first { !excluded.contains($0) && nodes[$0]!.raftStatus.isLeader }
+            return found != nil
+        }
+        return found
+    }
+
+    func write(_ id: UInt64, _ path: String, _ value: String, ttlSeconds: Int64? = nil, session: SessionRequest? = nil) -> Result<StoreEvent, StoreError> {
+        var command = StoreCommand(method: .put, path: path)
+        command.value = value
+        if let ttlSeconds { command.expiration = nodes[id]!.now + ttlSeconds * 1_000_000_000 }
+        return wait { done in nodes[id]!.propose(command, session: session) { result, _ in done(result) } }
+    }
+
+    func quorumRead(_ id: UInt64, _ path: String) -> Result<String?, StoreError> {
+        wait { done in
+            nodes[id]!.linearizableRead { result in
+                done(result.map { view in try? KeySpace.lookup(path, in: view.root, currentIndex: view.etcdIndex).get().value })
+            }
+        }
+    }
+
+    func localValue(_ id: UInt64, _ path: String) -> String? {
+        let view = nodes[id]!.view()
+        return try? KeySpace.lookup(path, in: view.root, currentIndex: view.etcdIndex).get().value
+    }
+
+    private func wait<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) -> T {
+        let outcome = Mutex<T?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        body { value in
+            outcome.withLock { $0 = value }
+            done.signal()
+        }
+        done.wait()
+        return outcome.withLock { $0! }
+    }
+}
+
+@Suite(.serialized) struct InProcessClusterTests {
+    @Test func anyMemberTakesWritesAndFollowersReadLinearizably() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        for (n, id) in cluster.ids.enumerated() {
+            #expect(throws: Never.self) { try cluster.write(id, "/k\(n)", "from-\(n)").get() }
+        }
+        for id in cluster.followers(of: leader) {
+            for n in 0..<3 { #expect(try cluster.quorumRead(id, "/k\(n)").get() == "from-\(n)") }
+        }
+        #expect(eventually { cluster.ids.allSatisfy { cluster.localValue($0, "/k2") == "from-2" } })
+    }
+
+    @Test func aCutOffMinorityRefusesAndTheMajorityGoesOnThenAllConverge() throws {
+        let cluster = try InProcessCluster(size: 3, requestTimeoutMilliseconds: 800)
+        let leader = try #require(cluster.awaitLeader())
+        cluster.links.isolate(leader, from: cluster.ids)
+        let refused = cluster.write(leader, "/lost", "never")
+        #expect((try? refused.get()) == nil, "an isolated leader cannot commit")
+        if case .failure(let error) = refused { #expect(error.code == .raftInternal && error.cause == "etcdserver: request timed out") }
+        #expect((try? cluster.quorumRead(leader, "/k").get()) == nil, "nor confirm a read")
+        let newLeader = try #require(cluster.awaitLeader(excluding: [leader]))
+        #expect(throws: Never.self) { try cluster.write(newLeader, "/k", "majority").get() }
+        cluster.links.heal()
+        #expect(eventually(seconds: 10) { cluster.ids.allSatisfy { cluster.localValue($0, "/k") == "majority" } })
+        #expect(try cluster.quorumRead(leader, "/k").get() == "majority")
+        #expect(cluster.ids.allSatisfy { cluster.localValue($0, "/lost") == nil }, "the uncommitted write was discarded")
+    }
+
+    @Test func wallClocksAnHourApartAgreeOnExpiry() throws {
+        let hour: Int64 = 3_600_000_000_000
+        let cluster = try InProcessCluster(size: 3, wallOffsets: [-hour, 0, hour])
+        let leader = try #require(cluster.awaitLeader())
+        for (n, id) in cluster.ids.enumerated() {
+            #expect(throws: Never.self) { try cluster.write(id, "/ttl\(n)", "x", ttlSeconds: 2).get() }
+        }
+        // Every member estimates the same cluster time, whatever its wall clock says.
+        let estimates = cluster.ids.map { cluster.nodes[$0]!.now }
+        #expect(estimates.max()! - estimates.min()! < 1_000_000_000, "\(estimates)")
+        usleep(1_000_000)
+        #expect(cluster.ids.allSatisfy { id in (0..<3).allSatisfy { cluster.localValue(id, "/ttl\($0)") != nil } },
+                "nothing expires an hour early")
+        #expect(eventually(seconds: 5) { cluster.ids.allSatisfy { id in (0..<3).allSatisfy { cluster.localValue(id, "/ttl\($0)") == nil } } },
+                "and nothing an hour late (leader \(leader))")
+    }
+
+    @Test func aRetryThroughAnotherMemberAfterALeaderChangeIsAnsweredOnce() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        let session = SessionRequest(client: "svc", request: 1)
+        let first = try cluster.write(leader, "/once", "v", session: session).get()
+        cluster.links.isolate(leader, from: cluster.ids)
+        let newLeader = try #require(cluster.awaitLeader(excluding: [leader]))
+        #expect(throws: Never.self) { try cluster.write(newLeader, "/once", "other").get() }
+        let other = try #require(cluster.followers(of: leader).first { $0 != newLeader })
+        let retried = try cluster.write(other, "/once", "v", session: session).get()
+        #expect(retried == first, "the retry gets the first answer")
+        #expect(try cluster.quorumRead(other, "/once").get() == "other", "and changes nothing")
+    }
+}
