@@ -39,6 +39,7 @@
 //   still covers everything after the snapshot.
 
 import CairnBase
+import Glibc
 
 package struct LogEntryRecord: Equatable, Sendable {
     package var index: UInt64
@@ -190,7 +191,7 @@ extension WALFormat {
                         reason: "\(problem.rawValue), and a valid record follows at byte \(later)")
                 }
                 result.dataEndOffset = UInt64(offset)
-                if !bytes[offset...].allSatisfy({ $0 == 0 }) {
+                if !allZero(bytes, from: offset) {
                     result.tornTail = (UInt64(offset), problem.rawValue)
                 }
                 return result
@@ -200,15 +201,28 @@ extension WALFormat {
         return result
     }
 
+    /// Recovery runs this over the whole preallocated tail of the last segment, so candidates are found with memchr
+    /// (a record's type byte) rather than byte by byte.
     private static func firstWellFormedFrame(_ bytes: [UInt8], after offset: Int, options: WALOptions) -> Int? {
         var p = offset + 1
         while p + recordHeaderBytes + entryFixedBytes <= bytes.count {
-            if bytes[p + 4] == typeEntry, case .success = checkFrame(bytes, at: p, recordBytesMax: options.recordBytesMax) {
-                return p
-            }
+            let searched = bytes.count - recordHeaderBytes - entryFixedBytes - p + 1
+            guard let typeAt = bytes.withUnsafeBytes({ raw -> Int? in
+                memchr(raw.baseAddress! + p + 4, Int32(typeEntry), searched).map { UnsafeRawPointer($0) - (raw.baseAddress! + 4) }
+            }) else { return nil }
+            p = typeAt
+            if case .success = checkFrame(bytes, at: p, recordBytesMax: options.recordBytesMax) { return p }
             p += 1
         }
         return nil
+    }
+
+    /// True when every byte from `offset` on is zero (memcmp of the range against itself shifted by one byte).
+    private static func allZero(_ bytes: [UInt8], from offset: Int) -> Bool {
+        guard offset < bytes.count else { return true }
+        return bytes.withUnsafeBytes { raw in
+            raw[offset] == 0 && memcmp(raw.baseAddress! + offset, raw.baseAddress! + offset + 1, raw.count - offset - 1) == 0
+        }
     }
 }
 
