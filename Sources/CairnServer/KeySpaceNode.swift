@@ -43,7 +43,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         package var snapshotCount = 100_000
         package var historyBytesMax = 64 * 1024 * 1024
         /// How long a write or a `quorum=true` read waits for its entry or read index before failing.
-        package var requestTimeoutMilliseconds = 5000
+        package var requestTimeoutMilliseconds = 7000
 
         package init(id: UInt64, voters: [UInt64]) {
             self.id = id
@@ -80,6 +80,8 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     private typealias WriteCompletion = (Result<[(event: StoreEvent, removed: [String])], StoreError>, View) -> Void
     private typealias ReadCompletion = (Result<View, StoreError>) -> Void
+    /// This run of this member, as proposals and forwarded reads name it.
+    private let requester: Requester
     private var nextSequence: UInt64 = 1
     /// This member's proposals awaiting their entry's application, by sequence; the deque orders their deadlines.
     private var writers: [UInt64: WriteCompletion] = [:]
@@ -92,8 +94,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var unsentReads: [UInt64] = []
     /// Confirmed reads waiting for the applied index to reach their read index.
     private var readsAwaitingApply: [(index: UInt64, context: UInt64)] = []
-    /// On the leader: read contexts it confirms for followers, by its own context.
-    private var forwardedReads: [UInt64: (origin: UInt64, context: UInt64)] = [:]
+    /// On the leader: reads it confirms for followers, by its own context.
+    private var forwardedReads: [UInt64: ReadRequest] = [:]
 
     /// Log entry kinds come from `EntryKind`; a normal entry's payload is a `Proposal` of a `StoreCommand`.
     /// Recovers from `storage`: the newest snapshot now; the log after it as Raft re-commits it.
@@ -102,6 +104,8 @@ package final class KeySpaceNode: @unchecked Sendable {
         self.clock = clock
         self.storage = storage
         self.options = options
+        var random = SystemRandomNumberGenerator()
+        requester = Requester(member: options.id, incarnation: random.next())
         hub = WatchHub(historyBytesMax: options.historyBytesMax)
         keySpace = KeySpace(initialIndex: initialIndex)
         var snapshot: (index: UInt64, term: UInt64)?
@@ -214,7 +218,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         nextSequence += 1
         writers[sequence] = completion
         writerDeadlines.append((sequence, clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000))
-        route(Proposal(origin: options.id, sequence: sequence, session: session, command: command.encoded()).encoded())
+        route(Proposal(origin: requester, sequence: sequence, session: session, command: command.encoded()).encoded())
         drive()
     }
 
@@ -248,9 +252,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private func routeRead(_ context: UInt64) {
         if raft.readIndex(context: context) { return }
         if let leader = raft.leader, leader.value != options.id {
-            var writer = ByteWriter(capacity: 8)
-            writer.u64(context)
-            sendFrame(leader.value, .control, PeerFrame(type: NodeFrame.readIndex, payload: writer.bytes))
+            let request = ReadRequest(requester: requester, context: context)
+            sendFrame(leader.value, .control, PeerFrame(type: NodeFrame.readIndex, payload: request.encoded()))
         } else {
             unsentReads.append(context)
         }
@@ -279,15 +282,16 @@ package final class KeySpaceNode: @unchecked Sendable {
             case NodeFrame.propose:
                 route(frame.payload)
             case NodeFrame.readIndex:
-                var reader = ByteReader(frame.payload)
-                let context = try reader.u64()
+                let (request, _) = try ReadRequest.decode(frame.payload, withIndex: false)
+                guard request.requester.member == peer else { return }
                 let local = nextReadContext
                 nextReadContext += 1
-                if raft.readIndex(context: local) { forwardedReads[local] = (peer, context) }
+                if raft.readIndex(context: local) { forwardedReads[local] = request }
             case NodeFrame.readIndexReady:
-                var reader = ByteReader(frame.payload)
-                let context = try reader.u64(), index = try reader.u64()
-                readConfirmed(context: context, index: index)
+                let (request, index) = try ReadRequest.decode(frame.payload, withIndex: true)
+                // An answer meant for an earlier run of this member concerns a read that no longer exists.
+                guard request.requester == requester, let index else { return }
+                readConfirmed(context: request.context, index: index)
             default:
                 logger.warning("unknown peer frame", metadata: ["type": "\(frame.type)", "from": "\(hex(peer))"])
             }
@@ -376,10 +380,8 @@ package final class KeySpaceNode: @unchecked Sendable {
         apply(ready.committedEntries)
         for state in ready.readStates {
             if let forwarded = forwardedReads.removeValue(forKey: state.context) {
-                var writer = ByteWriter(capacity: 16)
-                writer.u64(forwarded.context)
-                writer.u64(state.index.value)
-                sendFrame(forwarded.origin, .control, PeerFrame(type: NodeFrame.readIndexReady, payload: writer.bytes))
+                sendFrame(forwarded.requester.member, .control,
+                          PeerFrame(type: NodeFrame.readIndexReady, payload: forwarded.encoded(index: state.index.value)))
             } else {
                 readConfirmed(context: state.context, index: state.index.value)
             }
@@ -441,7 +443,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                 }
                 if case .success(let applied) = result { events += applied }
             }
-            if proposal.origin == options.id, let completion = writers.removeValue(forKey: proposal.sequence) {
+            if proposal.origin == requester, let completion = writers.removeValue(forKey: proposal.sequence) {
                 answered.append((completion, result))
             }
         }

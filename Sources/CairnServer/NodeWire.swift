@@ -9,9 +9,9 @@ enum NodeFrame {
     static let raft: UInt8 = 1
     /// A follower's proposal for the leader to append: a `Proposal` payload.
     static let propose: UInt8 = 2
-    /// A follower's read context, for the leader to confirm with ReadIndex: context u64.
+    /// A follower's read, for the leader to confirm with ReadIndex: a `ReadRequest`.
     static let readIndex: UInt8 = 3
-    /// The leader's answer: context u64 | read index u64.
+    /// The leader's answer: a `ReadRequest` | read index u64.
     static let readIndexReady: UInt8 = 4
 }
 
@@ -26,17 +26,47 @@ package struct SessionRequest: Equatable, Sendable {
     }
 }
 
-/// A log entry's payload: which member proposed it and under which sequence number (so that member can answer
-/// its client when the entry is applied), the client's session if it named one, then the command.
+/// Which run of which member asked: a member's sequence numbers start again when it restarts, so an entry or a read
+/// answer from before the restart must not be taken for one of the new run's (the run is a random 64-bit nonce).
+struct Requester: Equatable, Hashable {
+    var member: UInt64
+    var incarnation: UInt64
+}
+
+/// A read a follower asks the leader to confirm: who asks and under which context number.
+struct ReadRequest: Equatable {
+    var requester: Requester
+    var context: UInt64
+
+    func encoded(index: UInt64? = nil) -> [UInt8] {
+        var writer = ByteWriter(capacity: 32)
+        writer.u64(requester.member)
+        writer.u64(requester.incarnation)
+        writer.u64(context)
+        if let index { writer.u64(index) }
+        return writer.bytes
+    }
+
+    /// Decodes a request, and the read index when the frame is an answer.
+    static func decode(_ bytes: [UInt8], withIndex: Bool) throws(ByteReaderError) -> (ReadRequest, UInt64?) {
+        var reader = ByteReader(bytes)
+        let request = ReadRequest(requester: Requester(member: try reader.u64(), incarnation: try reader.u64()), context: try reader.u64())
+        return (request, withIndex ? try reader.u64() : nil)
+    }
+}
+
+/// A log entry's payload: which run of which member proposed it and under which sequence number (so that run can
+/// answer its client when the entry is applied), the client's session if it named one, then the command.
 struct Proposal: Equatable {
-    var origin: UInt64
+    var origin: Requester
     var sequence: UInt64
     var session: SessionRequest?
     var command: [UInt8]
 
     func encoded() -> [UInt8] {
-        var writer = ByteWriter(capacity: 32 + command.count)
-        writer.u64(origin)
+        var writer = ByteWriter(capacity: 40 + command.count)
+        writer.u64(origin.member)
+        writer.u64(origin.incarnation)
         writer.u64(sequence)
         if let session {
             writer.u8(1)
@@ -49,7 +79,7 @@ struct Proposal: Equatable {
         return writer.bytes
     }
 
-    init(origin: UInt64, sequence: UInt64, session: SessionRequest? = nil, command: [UInt8]) {
+    init(origin: Requester, sequence: UInt64, session: SessionRequest? = nil, command: [UInt8]) {
         self.origin = origin
         self.sequence = sequence
         self.session = session
@@ -58,7 +88,7 @@ struct Proposal: Equatable {
 
     init(decoding bytes: [UInt8]) throws(ByteReaderError) {
         var reader = ByteReader(bytes)
-        origin = try reader.u64()
+        origin = Requester(member: try reader.u64(), incarnation: try reader.u64())
         sequence = try reader.u64()
         if try reader.u8() == 1 {
             let client = String(decoding: try reader.lengthPrefixed(), as: UTF8.self)
@@ -75,7 +105,7 @@ package func describeLogEntry(kind: UInt8, payload: [UInt8]) -> String {
     guard let proposal = try? Proposal(decoding: payload), let command = try? StoreCommand(decoding: proposal.command) else {
         return "\(payload.count) bytes (undecodable)"
     }
-    var text = "from \(hex(proposal.origin))#\(proposal.sequence) "
+    var text = "from \(hex(proposal.origin.member))/\(hex(proposal.origin.incarnation))#\(proposal.sequence) "
     if let session = proposal.session { text += "session \(session.client.debugDescription)#\(session.request) " }
     if command.method == .expire { return text + "EXPIRE up to \(command.expiration)" }
     text += "\(command.method.rawValue) \(command.path)"

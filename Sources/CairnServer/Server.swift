@@ -35,6 +35,8 @@ package final class Server: @unchecked Sendable {
         options.heartbeatIntervalMilliseconds = configuration.heartbeatIntervalMilliseconds
         options.electionTimeoutMilliseconds = configuration.electionTimeoutMilliseconds
         options.snapshotCount = configuration.snapshotCount
+        // etcd's request timeout: 5 s plus two election timeouts.
+        options.requestTimeoutMilliseconds = 5000 + 2 * configuration.electionTimeoutMilliseconds
         options.historyBytesMax = configuration.watchHistoryBytesMax
         // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write.
         node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * max(1, members.count) + 1), storage: storage, options: options)
