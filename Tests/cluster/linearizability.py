@@ -260,6 +260,24 @@ class History:
             return list(self._ops)
 
 
+def load_history(path) -> "list[Op]":
+    """Read a history saved as JSON lines (see test_cluster.save_history)."""
+    import json
+    ops = []
+    with open(path) as f:
+        for line in f:
+            d = json.loads(line)
+            v = tuple(d["value"]) if d["kind"] == CAS else d["value"]
+            ops.append(Op(d["client"], d["key"], d["kind"], v, d["output"], d["call"],
+                          INF if d["ret"] is None else d["ret"], d["indeterminate"]))
+    return ops
+
+
+if __name__ == "__main__":  # python3 linearizability.py history.json
+    import sys
+    print(check(load_history(sys.argv[1]), max_steps=int(sys.argv[2]) if len(sys.argv) > 2 else 5_000_000))
+
+
 # -------------------------------------------------------------------------------------------------------
 # A brute-force oracle for small histories (used by the unit tests to cross-check the search).
 
