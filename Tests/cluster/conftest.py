@@ -15,6 +15,16 @@ METRICS = []
 WATCHDOG_S = int(os.environ.get("CLUSTER_TEST_TIMEOUT_S", "90"))
 
 
+def _terminated(signum, frame):
+    # SIGTERM (e.g. `timeout`, CI stopping the run) becomes an exception, so fixtures' teardown and the
+    # harness's atexit hook still kill every member.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _terminated)
+signal.signal(signal.SIGHUP, _terminated)
+
+
 def record(line: str):
     """A measurement worth showing: printed now (visible with -s) and again in pytest's summary."""
     print(line, flush=True)
