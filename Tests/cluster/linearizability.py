@@ -110,6 +110,7 @@ def check_key(ops: "list[Op]", initial=None, max_steps: int = 2_000_000, key: st
     n_ind = sum(1 for o in ops if o.indeterminate)
     if n == 0:
         return KeyResult(key, "ok", 0, 0, 0)
+    ops, prev_in_class = _reduce(ops)
     # Entries: a call and a return per op, sorted by time; at equal times calls first (concurrent: lenient).
     events = []
     for k, op in enumerate(ops):
@@ -174,7 +175,15 @@ def check_key(ops: "list[Op]", initial=None, max_steps: int = 2_000_000, key: st
                              f"search bound of {max_steps} steps exceeded after linearizing at most {deepest[0]} ops")
         if is_call[entry]:
             k = opi[entry]
+            pc = prev_in_class[k]
+            if pc >= 0 and not (linearized >> pc) & 1:
+                entry = nxt[entry]  # interchangeable with an earlier one not yet linearized: that one first
+                continue
             legal, new_state = step(state, ops[k])
+            if legal and new_state == state and ops[k].indeterminate:
+                # An indeterminate op that changes nothing here: leaving it out is the same linearization
+                # (it need never appear), so only its state-changing placements are explored.
+                legal = False
             if legal:
                 nl = linearized | (1 << k)
                 memo = (nl, new_state)
@@ -200,6 +209,59 @@ def check_key(ops: "list[Op]", initial=None, max_steps: int = 2_000_000, key: st
             unlift(entry)
             entry = nxt[entry]
     return KeyResult(key, "ok", n, n_ind, steps)
+
+
+class _Unobserved:
+    """The one state that stands for every value that no read returns and no CAS compares against."""
+
+    def __repr__(self):
+        return "<unobserved value>"
+
+
+UNOBSERVED = _Unobserved()
+
+
+def _reduce(ops: "list[Op]"):
+    """Two reductions that keep the verdict exact, and make refuting a history with many indeterminate
+    operations linear in their number instead of exponential:
+
+    1. A value that no read returns and no CAS (determinate or not) compares against cannot be told from
+       any other such value by the model, so all of them become one state, UNOBSERVED (better memoization).
+    2. Indeterminate operations that write an unobserved value, grouped as plain writes or as CASes with
+       the same expected value, are interchangeable: none has a return deadline and all have the same
+       effect. If a linearization uses k of a group, the k invoked earliest serve as well (the i-th earliest
+       was invoked no later than the i-th used one was, so it can take that one's place). So the search
+       linearizes a group's members only in invocation order: prev_in_class[k] is the member that must
+       be linearized before op k (or -1).
+    """
+    observed = set()
+    for o in ops:
+        if o.kind == READ:
+            observed.add(o.output)
+        elif o.kind == CAS:
+            observed.add(o.value[0])
+    out = []
+    for o in ops:
+        if o.kind == WRITE and o.value not in observed:
+            o = Op(o.client, o.key, o.kind, UNOBSERVED, o.output, o.call, o.ret, o.indeterminate, o.id)
+        elif o.kind == CAS and o.value[1] not in observed:
+            o = Op(o.client, o.key, o.kind, (o.value[0], UNOBSERVED), o.output, o.call, o.ret, o.indeterminate, o.id)
+        out.append(o)
+    prev_in_class = [-1] * len(out)
+    last = {}
+    for k in sorted(range(len(out)), key=lambda k: (out[k].call, k)):
+        o = out[k]
+        if not o.indeterminate:
+            continue
+        if o.kind == WRITE and o.value is UNOBSERVED:
+            cls = ("w",)
+        elif o.kind == CAS and o.value[1] is UNOBSERVED:
+            cls = ("c", o.value[0])
+        else:
+            continue
+        prev_in_class[k] = last.get(cls, -1)
+        last[cls] = k
+    return out, prev_in_class
 
 
 def _explain(deepest) -> str:
