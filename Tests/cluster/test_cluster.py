@@ -392,25 +392,23 @@ def save_history(ops, path):
                                 "indeterminate": o.indeterminate}) + "\n")
 
 
-def stale_read_copy_fails(ops) -> bool:
+def stale_read_copy(ops, latest=False):
     """Copy the history and make one read return the value of a write that a later write had overwritten
-    before the read began (both acknowledged): the copy must be judged illegal. The earliest such read is
-    used: refuting a history costs a search over every order of the indeterminate operations still pending
-    at the bad read, which grows exponentially with their number (proving a pass does not)."""
+    before the read began (both acknowledged): the copy must be judged illegal. Returns the checker's result,
+    or None when no read qualifies. Refuting costs a search over the orders of the indeterminate operations
+    pending at the bad read, so the latest read is the hard case (the earliest, the cheap one)."""
     import copy
     ops = copy.deepcopy(ops)
     writes = sorted((o for o in ops if o.kind == lin.WRITE and not o.indeterminate), key=lambda o: o.call)
-    for r in sorted((o for o in ops if o.kind == lin.READ), key=lambda o: o.call):
+    reads = sorted((o for o in ops if o.kind == lin.READ), key=lambda o: o.call)
+    for r in (reversed(reads) if latest else reads):
         kw = [w for w in writes if w.key == r.key and w.ret < r.call]
         for w2 in reversed(kw):
             older = [w for w in kw if w.ret < w2.call and w.value != r.output]
             if older:
                 r.output = older[-1].value
-                res = lin.check(ops, max_steps=5_000_000)
-                if res.status != "illegal":
-                    print(f"stale copy: {res}")
-                return res.status == "illegal"
-    return True  # no such read/write pair: nothing to test
+                return lin.check(ops, max_steps=5_000_000)
+    return None
 
 
 def test_linearizable_under_nemesis(make_cluster):
@@ -465,6 +463,12 @@ def test_linearizable_under_nemesis(make_cluster):
                                                    for (w, s, e), n in sorted(statuses.items(), key=str)))
     assert result.ops > 200, "too few operations completed to say anything"
     assert result.status == "ok", f"{result}\nnemesis: {nemesis.log}"
-    # The checker's own sanity on this real history: a stale copy of it must be rejected.
-    assert stale_read_copy_fails(ops), "the checker accepted a history with a stale read injected"
+    # The checker's own sanity on this real history: a copy with a stale read injected must be rejected
+    # (never accepted; "unknown" is tolerated only for the hard, late injection).
+    early, late = stale_read_copy(ops), stale_read_copy(ops, latest=True)
+    record(f"linearizability: checker self-check on this history with a stale read injected: earliest read -> "
+           f"{early.status if early else 'n/a'}, latest read -> {late.status if late else 'n/a'}"
+           f"{f' ({max(k.steps for k in late.keys.values())} steps)' if late else ''}")
+    assert early is None or early.status == "illegal", f"stale copy (earliest read): {early}"
+    assert late is None or late.status != "ok", f"stale copy (latest read): {late}"
     c.wait_converged(timeout=20)
