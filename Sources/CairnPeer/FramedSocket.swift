@@ -27,6 +27,8 @@ final class FramedSocket: @unchecked Sendable {
     var onConnected: () -> Void = {}
     /// Called once on `queue` when the connection is gone, with the reason.
     var onClose: (String) -> Void = { _ in }
+    /// Called on `queue` after queued bytes went out, so a paced sender can queue more.
+    var onSent: () -> Void = {}
 
     init(fd: Int32, queue: DispatchQueue, connecting: Bool, frameBytesMax: Int, sendBytesMax: Int) {
         self.fd = fd
@@ -71,6 +73,10 @@ final class FramedSocket: @unchecked Sendable {
         if outputStart == output.count {
             output.removeAll(keepingCapacity: output.capacity <= 1024 * 1024)
             outputStart = 0
+        } else if outputStart > 1024 * 1024 {
+            // A link that never drains completely (a snapshot stream) must not keep every byte it ever sent.
+            output.removeFirst(outputStart)
+            outputStart = 0
         }
         output.append(contentsOf: frame.encoded())
         if !connecting { flush() }
@@ -98,6 +104,7 @@ final class FramedSocket: @unchecked Sendable {
 
     private func flush() {
         guard !isClosed, !connecting else { return }
+        let before = outputStart
         while outputStart < output.count {
             let n = output.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + outputStart, output.count - outputStart, Int32(MSG_NOSIGNAL)) }
             if n > 0 {
@@ -118,6 +125,7 @@ final class FramedSocket: @unchecked Sendable {
             writeSource?.suspend()
             writeResumed = false
         }
+        if outputStart > before { onSent() }
     }
 
     private func onReadable() {

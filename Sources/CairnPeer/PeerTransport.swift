@@ -120,6 +120,17 @@ package final class PeerTransport: @unchecked Sendable {
         }
     }
 
+    /// Queues `frame` for `peer` once fewer than `queuedBytesMax` bytes wait on that link, so a long stream (a
+    /// snapshot) is paced by the network instead of filling memory; `done` runs on the transport's queue with true
+    /// when queued, false when the link is down or goes down first. Frames queued this way keep their order.
+    package func sendPaced(to peer: UInt64, channel: PeerChannel, frame: PeerFrame, queuedBytesMax: Int,
+                           done: @escaping @Sendable (Bool) -> Void) {
+        queue.async { [self] in
+            guard let link = links[LinkKey(peer: peer, channel: channel)] else { return done(false) }
+            link.sendPaced(frame, queuedBytesMax: queuedBytesMax, done: done)
+        }
+    }
+
     package var statistics: PeerTransportStats { stats.withLock { $0 } }
 
     package func stop() {
@@ -285,8 +296,10 @@ final class OutgoingLink: @unchecked Sendable {
             }
             return true
         }
+        socket.onSent = { [unowned self] in pumpPaced() }
         socket.onClose = { [unowned self] _ in
             self.socket = nil
+            failPaced()
             retryLater()
         }
         socket.start()
@@ -305,8 +318,35 @@ final class OutgoingLink: @unchecked Sendable {
         socket?.send(frame) ?? false
     }
 
+    private var paced: [(frame: PeerFrame, queuedBytesMax: Int, done: @Sendable (Bool) -> Void)] = []
+    private var pumping = false
+
+    func sendPaced(_ frame: PeerFrame, queuedBytesMax: Int, done: @escaping @Sendable (Bool) -> Void) {
+        guard socket != nil else { return done(false) }
+        paced.append((frame, queuedBytesMax, done))
+        pumpPaced()
+    }
+
+    /// Queues waiting paced frames while the link has room; re-entered from `onSent`, hence the guard.
+    private func pumpPaced() {
+        guard !pumping else { return }
+        pumping = true
+        defer { pumping = false }
+        while let next = paced.first, let socket, socket.pendingBytes < next.queuedBytesMax {
+            paced.removeFirst()
+            next.done(socket.send(next.frame))
+        }
+    }
+
+    private func failPaced() {
+        let failed = paced
+        paced = []
+        for waiting in failed { waiting.done(false) }
+    }
+
     func shutdown() {
         isShutDown = true
+        failPaced()
         socket?.close(reason: "link shut down")
         socket = nil
     }

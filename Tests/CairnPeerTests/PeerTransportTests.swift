@@ -89,6 +89,41 @@ final class Member: Sendable {
         #expect(a.inbox.received.withLock { $0.first?.frame.payload } == Array("back".utf8))
     }
 
+    @Test func pacedFramesNeverDropAndKeepTheQueueShort() throws {
+        let a = try Member(id: 1), b = try Member(id: 2)
+        defer { a.transport.stop(); b.transport.stop() }
+        a.transport.setPeers([2: b.address])
+        #expect(eventually(seconds: 10) { a.transport.statistics.connects == 2 })
+        // 96 MiB through a 64 MiB send buffer: plain sends would drop, paced ones wait for room.
+        let chunkBytes = 1 << 20, chunks = 96
+        let queued = Mutex(0), refused = Mutex(0)
+        let sender = DispatchQueue(label: "paced-sender")
+        @Sendable func sendNext(_ n: Int) {
+            guard n < chunks else { return }
+            let payload = [UInt8](repeating: UInt8(n % 251), count: chunkBytes)
+            a.transport.sendPaced(to: 2, channel: .bulk, frame: PeerFrame(type: 4, payload: payload), queuedBytesMax: 2 << 20) { ok in
+                if ok { queued.withLock { $0 += 1 } } else { refused.withLock { $0 += 1 } }
+                sender.async { sendNext(n + 1) }
+            }
+        }
+        sender.async { sendNext(0) }
+        #expect(eventually(seconds: 30) { b.count == chunks })
+        #expect(refused.withLock { $0 } == 0 && queued.withLock { $0 } == chunks)
+        #expect(a.transport.statistics.framesDropped == 0)
+        let order = b.inbox.received.withLock { $0.map { $0.frame.payload.first! } }
+        #expect(order == (0..<chunks).map { UInt8($0 % 251) })
+    }
+
+    @Test func pacedSendsToAnUnknownPeerFailAtOnce() throws {
+        let a = try Member(id: 1)
+        defer { a.transport.stop() }
+        let answer = Mutex<Bool?>(nil)
+        a.transport.sendPaced(to: 9, channel: .bulk, frame: PeerFrame(type: 4, payload: [1]), queuedBytesMax: 1024) { ok in
+            answer.withLock { $0 = ok }
+        }
+        #expect(eventually { answer.withLock { $0 } == false })
+    }
+
     @Test func largeFramesArriveIntact() throws {
         let a = try Member(id: 1), b = try Member(id: 2)
         defer { a.transport.stop(); b.transport.stop() }
