@@ -216,3 +216,51 @@ package enum SnapshotFiles {
         }
     }
 }
+
+/// A snapshot file arriving from the leader, byte for byte as the leader holds it: appended chunk by chunk to a
+/// temporary file, then synced, checked whole (header and body checksums) and renamed to its final name. Nothing
+/// partial or unverified ever carries a `.snap` name; a crash mid-transfer leaves a `.tmp` that `open` removes.
+package final class ReceivedSnapshotFile {
+    private let fs: FileSystem
+    private let directory: String
+    private let file: OpenFile
+    private let temporaryPath: String
+    private(set) var receivedBytes: UInt64 = 0
+
+    package init(fs: FileSystem, directory: String) throws {
+        self.fs = fs
+        self.directory = directory
+        temporaryPath = joinPath(directory, "snapshot-receiving.snap.tmp")
+        file = try fs.open(temporaryPath, create: true)
+        do { try fs.truncate(file, to: 0) } catch {
+            fs.close(file)
+            throw error
+        }
+    }
+
+    package func append(_ bytes: [UInt8]) throws {
+        try fs.write(file, at: receivedBytes, bytes)
+        receivedBytes += UInt64(bytes.count)
+    }
+
+    /// Makes the file durable under its final name once every checksum matches; returns its path and header.
+    package func finish() throws -> (path: String, header: SnapshotHeader) {
+        do {
+            try fs.sync(file)
+            fs.close(file)
+            let header = try SnapshotFiles.verify(fs: fs, path: temporaryPath)
+            let path = joinPath(directory, SnapshotFormat.name(header.lastIndex))
+            try fs.rename(temporaryPath, to: path)
+            try fs.syncDirectory(directory)
+            return (path, header)
+        } catch {
+            try? fs.remove(temporaryPath)
+            throw error
+        }
+    }
+
+    package func abort() {
+        fs.close(file)
+        try? fs.remove(temporaryPath)
+    }
+}

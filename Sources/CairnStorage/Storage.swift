@@ -51,6 +51,12 @@ package final class Storage: Sendable {
             recoveredHardState = try HardStateFile.load(fs: fs, directory: directory) ?? HardState()
             let wal = try WAL.open(fs: fs, directory: directory, options: options.wal,
                                    initialIndex: (snapshots.last?.lastIndex ?? 0) + 1, logger: logger)
+            if let newest = snapshots.last {
+                let reader = try SnapshotReader(fs: fs, path: newest.path)
+                let header = reader.header
+                reader.close()
+                try Self.alignLog(wal, with: header, logger: logger)
+            }
             // Entries before the log's first one must be covered by a snapshot (or the log starts at 1).
             let covered = snapshots.last?.lastIndex ?? 0
             if wal.firstIndex > covered + 1 {
@@ -83,6 +89,29 @@ package final class Storage: Sendable {
     /// Complete snapshot files, oldest first (headers are read by opening a `SnapshotReader`).
     package func snapshots() throws -> [(lastIndex: UInt64, path: String)] {
         try SnapshotFiles.list(fs: fs, directory: directory)
+    }
+
+    package func receiveSnapshot() throws -> ReceivedSnapshotFile {
+        try ReceivedSnapshotFile(fs: fs, directory: directory)
+    }
+
+    /// After a snapshot from the leader is installed (its file renamed into place): align the log with it, then
+    /// drop what the snapshots kept no longer need.
+    package func adoptReceivedSnapshot(_ header: SnapshotHeader) throws {
+        try writer.withLog { try Self.alignLog($0, with: header, logger: { _ in }) }
+        try retain()
+    }
+
+    /// The log continues the newest snapshot only if it holds the snapshot's last entry with the same term or starts
+    /// right after it; otherwise (a leader's snapshot replaced a log that had diverged or fallen behind, and a crash
+    /// came before the log was reset) it starts over after the snapshot. A member's own snapshots always qualify.
+    private static func alignLog(_ wal: WAL, with header: SnapshotHeader, logger: @Sendable (String) -> Void) throws {
+        // A log starting after the snapshot's next entry is missing entries: left for the caller to refuse.
+        if wal.firstIndex >= header.lastIndex + 1 { return }
+        if wal.lastIndex >= header.lastIndex, wal.term(at: header.lastIndex) == header.lastTerm { return }
+        logger("storage: the log (\(wal.firstIndex)...\(wal.lastIndex)) does not continue snapshot \(header.lastIndex) "
+               + "(term \(header.lastTerm)); it starts over after the snapshot")
+        try wal.reset(nextIndex: header.lastIndex + 1)
     }
 
     package func beginSnapshot(_ header: SnapshotHeader) throws -> SnapshotWriter {

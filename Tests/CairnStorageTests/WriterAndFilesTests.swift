@@ -224,6 +224,42 @@ import Testing
         again.close()
     }
 
+    @Test func aReceivedSnapshotIsKeptOnlyWholeAndTheLogFollowsIt() throws {
+        // The leader's file, as its member wrote it.
+        let leaderFS = freshFS()
+        let header = SnapshotHeader(lastIndex: 40, lastTerm: 3, clusterTimeNanos: 9, membership: [1, 2])
+        let w = try SnapshotWriter(fs: leaderFS, directory: dataDir, header: header)
+        try w.write((0..<200_000).map { UInt8($0 % 253) })
+        let leaderFile = leaderFS.contents(try w.finish())!
+        // A follower whose log (1...20, term 1) is behind the snapshot.
+        let fs = freshFS()
+        let log = LogLines()
+        var storage = try openStorage(fs, segmentBytesMax: 1024, log: log)
+        try storage.writer.append(entries(1...20))
+        func receive(_ bytes: [UInt8]) throws -> (path: String, header: SnapshotHeader) {
+            let file = try storage.receiveSnapshot()
+            for start in stride(from: 0, to: bytes.count, by: 7_000) { try file.append(Array(bytes[start..<min(bytes.count, start + 7_000)])) }
+            return try file.finish()
+        }
+        var damaged = leaderFile
+        damaged[100_000] ^= 1
+        #expect(corruptError { _ = try receive(damaged) } != nil)
+        #expect(try storage.snapshots().isEmpty, "a damaged transfer leaves no snapshot behind")
+        let received = try receive(leaderFile)
+        #expect(received.header == header && fs.contents(received.path) == leaderFile)
+        // A crash before the log is aligned: the next open aligns it, since the snapshot wins.
+        storage.close()
+        storage = try openStorage(fs, segmentBytesMax: 1024, log: log)
+        #expect(try storage.writer.withLog { ($0.firstIndex, $0.lastIndex) } == (41, 40))
+        #expect(log.all.contains { $0.contains("does not continue snapshot 40") })
+        try storage.writer.append(entries(41...45, term: 3))
+        storage.close()
+        // A log that holds the snapshot's last entry with its term is kept.
+        storage = try openStorage(fs, segmentBytesMax: 1024, log: log)
+        #expect(try storage.writer.withLog { $0.lastIndex } == 45)
+        storage.close()
+    }
+
     @Test func logStartingPastItsSnapshotsIsRefused() throws {
         let fs = freshFS()
         let storage = try openStorage(fs, segmentBytesMax: 512)
