@@ -17,6 +17,7 @@ package enum RaftInvariants {
 package struct ClusterChecker {
     package struct Violation: Error, CustomStringConvertible {
         package var description: String
+        package init(description: String) { self.description = description }
     }
 
     private var leaderOfTerm: [Term: MemberID] = [:]

@@ -276,7 +276,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         let current = configs.last?.membership ?? (snapshot.index > .zero ? snapshot.membership : Membership(voters: config.voters))
         let changed = current != membership
         membership = current
-        if changed && role != .leader && !isVoter && role != .follower { becomeFollower(term: term, leader: nil) }
+        if changed && role != .leader && !mayCampaign && role != .follower { becomeFollower(term: term, leader: nil) }
         if role == .leader { reconcilePeers() }
     }
 
@@ -313,14 +313,14 @@ package struct RaftNode<Storage: RaftLogStorage> {
                 heartbeatElapsedTicks = 0
                 broadcastHeartbeat()
             }
-        } else if electionElapsedTicks >= randomizedElectionTimeoutTicks && isVoter {
+        } else if electionElapsedTicks >= randomizedElectionTimeoutTicks && mayCampaign {
             campaign()
         }
         check()
     }
 
     package mutating func campaign() {
-        guard role != .leader, isVoter else { return }
+        guard role != .leader, mayCampaign else { return }
         if config.preVote { becomePreCandidate() } else { becomeCandidate() }
     }
 
@@ -460,7 +460,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         case .heartbeatResponse: handleHeartbeatResponse(m)
         case .snapshot: handleSnapshotChunk(m)
         case .timeoutNow:
-            if role != .leader && isVoter { becomeCandidate(transfer: true) }
+            if role != .leader && mayCampaign { becomeCandidate(transfer: true) }
         }
     }
 
@@ -508,6 +508,16 @@ package struct RaftNode<Storage: RaftLogStorage> {
     // MARK: Roles
 
     private var isVoter: Bool { membership.voters.contains(config.id) }
+    /// A voter campaigns; so does a member an uncommitted change removes (dissertation §4.2.2, Figure 4.6): its
+    /// log may be the only up-to-date one, and the change needs a leader to commit. It then counts votes by the
+    /// new configuration, without its own.
+    private var mayCampaign: Bool {
+        if isVoter { return true }
+        guard configChangePending, let last = configs.last else { return false }
+        return membership(at: last.index - 1).voters.contains(config.id)
+    }
+
+    private var votesWon: Bool { votesGranted.filter(membership.voters.contains).count >= quorum }
     private var quorum: Int { membership.voters.count / 2 + 1 }
 
     private mutating func resetElectionTimer() {
@@ -535,7 +545,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         votesGranted = [config.id]
         votesRejected = []
         resetElectionTimer()
-        if votesGranted.count >= quorum { becomeCandidate(); return }
+        if votesWon { becomeCandidate(); return }
         requestVotes(kind: .preVote, term: term.value + 1)
     }
 
@@ -547,7 +557,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         votesGranted = [config.id]
         votesRejected = []
         resetElectionTimer()
-        if votesGranted.count >= quorum { becomeLeader(); return }
+        if votesWon { becomeLeader(); return }
         requestVotes(kind: .vote, term: term.value, transfer: transfer)
     }
 
@@ -640,7 +650,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         if m.kind == .preVoteResponse && m.term != Term(term.value + 1) && !m.reject { return }
         if m.reject { votesRejected.insert(m.from) } else { votesGranted.insert(m.from) }
         // Only voters of the configuration in effect count.
-        if votesGranted.filter(membership.voters.contains).count >= quorum {
+        if votesWon {
             if role == .preCandidate { becomeCandidate() } else { becomeLeader() }
         } else if votesRejected.filter(membership.voters.contains).count >= quorum {
             becomeFollower(term: term, leader: nil)
