@@ -264,10 +264,14 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     /// The membership in effect at `index` (at or after the snapshot).
-    private func membership(at index: LogIndex) -> Membership {
+    package func membership(at index: LogIndex) -> Membership {
         if let c = configs.last(where: { $0.index <= index }) { return c.membership }
         return snapshot.index > .zero ? snapshot.membership : Membership(voters: config.voters)
     }
+
+    /// Index of the config-change entry in effect; zero when the membership comes from the snapshot or the
+    /// initial configuration.
+    package var configIndex: LogIndex { configs.last?.index ?? .zero }
 
     /// True while the latest config entry is not committed: no other change may be proposed (one at a time).
     private var configChangePending: Bool { (configs.last?.index ?? .zero) > commit }

@@ -129,6 +129,8 @@ package struct SimCluster {
     private var readsServed = 0
     private var snapshotsInstalled = 0
     private var configChanges = 0
+    /// The commit index each leader was last checked at, by term.
+    private var checkedCommit: [MemberID: (term: Term, commit: LogIndex)] = [:]
 
     package init(seed: UInt64, options: SimOptions = SimOptions()) {
         self.seed = seed
@@ -458,10 +460,32 @@ package struct SimCluster {
         let live = ids.compactMap { members[$0]!.node }
         do {
             for n in live { try checker.observe(n) }
+            for n in live where n.role == .leader { try checkCommitQuorum(n) }
             for i in live.indices { for j in live.indices where j > i { try ClusterChecker.checkLogMatching(live[i], live[j]) } }
         } catch {
             throw .safety(step: step, "seed \(seed): \(error)")
         }
+    }
+}
+
+extension SimCluster {
+    /// Commitment by the configuration in effect: a leader's new commit index is durably held by a majority of
+    /// the voters of its latest configuration, or of the one before it (a change may have been appended since
+    /// the commit in the same step). Learners and a leader removing itself must not have been counted.
+    private mutating func checkCommitQuorum(_ leader: RaftNode<MemoryLogStorage>) throws {
+        let id = leader.config.id
+        let c = leader.commit
+        if let last = checkedCommit[id], last.term == leader.term, last.commit >= c { return }
+        checkedCommit[id] = (leader.term, c)
+        guard c > leader.snapshot.index, let t = leader.term(at: c) else { return }
+        func holds(_ voter: MemberID) -> Bool {
+            guard let m = members[voter] else { return false }
+            let disk = m.node?.storage ?? m.disk
+            return disk.snapshot.index >= c || disk.term(at: c) == t
+        }
+        let previous = leader.configIndex > .zero ? leader.membership(at: leader.configIndex - 1) : leader.membership
+        for config in [leader.membership, previous] where config.voters.filter(holds).count > config.voters.count / 2 { return }
+        throw ClusterChecker.Violation(description: "commit quorum: \(id) committed \(c)@\(t) held by \(ids.filter(holds)), voters \(leader.membership.voters) (before: \(previous.voters))")
     }
 }
 
