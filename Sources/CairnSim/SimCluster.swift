@@ -469,14 +469,17 @@ package struct SimCluster {
 }
 
 extension SimCluster {
-    /// Commitment by the configuration in effect: a leader's new commit index is durably held by a majority of
-    /// the voters of its latest configuration, or of the one before it (a change may have been appended since
-    /// the commit in the same step). Learners and a leader removing itself must not have been counted.
+    /// Commitment by the configuration in effect: a commit index a leader reached by counting is durably held
+    /// by a majority of the voters of its latest configuration, or of the one before it (a change may have been
+    /// appended since the commit in the same step). Learners and a leader removing itself must not be counted.
+    /// The commit index a leader inherits is not checked: the configuration that counted it may be one the new
+    /// leader never saw (a removal after it), and single-server changes only promise overlapping majorities.
     private mutating func checkCommitQuorum(_ leader: RaftNode<MemoryLogStorage>) throws {
         let id = leader.config.id
         let c = leader.commit
-        if let last = checkedCommit[id], last.term == leader.term, last.commit >= c { return }
+        let last = checkedCommit[id]
         checkedCommit[id] = (leader.term, c)
+        guard let last, last.term == leader.term, last.commit < c else { return }
         guard c > leader.snapshot.index, let t = leader.term(at: c) else { return }
         func holds(_ voter: MemberID) -> Bool {
             guard let m = members[voter] else { return false }
@@ -485,7 +488,13 @@ extension SimCluster {
         }
         let previous = leader.configIndex > .zero ? leader.membership(at: leader.configIndex - 1) : leader.membership
         for config in [leader.membership, previous] where config.voters.filter(holds).count > config.voters.count / 2 { return }
-        throw ClusterChecker.Violation(description: "commit quorum: \(id) committed \(c)@\(t) held by \(ids.filter(holds)), voters \(leader.membership.voters) (before: \(previous.voters))")
+        let views = previous.members.map { v in
+            let m = members[v]!
+            let disk = m.node?.storage ?? m.disk
+            let p = leader.progress[v]
+            return "\(v) disk \(disk.firstIndex)...\(disk.lastIndex)@\(disk.term(at: disk.lastIndex) ?? .zero) leader sees \(p.map { "\($0.state) match \($0.match)" } ?? "-")"
+        }
+        throw ClusterChecker.Violation(description: "commit quorum: \(id) committed \(c)@\(t) held by \(ids.filter(holds)), voters \(leader.membership.voters) (before: \(previous.voters)); \(views.joined(separator: "; "))")
     }
 }
 
