@@ -29,6 +29,9 @@ package struct SimOptions: Sendable {
     package var configChangePercent = 2
     package var membersMax = 7
     package var leaseReads = false
+    /// Clock drift: each member's clock misses one tick in every so many steps, drawn from this range (nil: none).
+    /// Lease reads are only safe while drift stays within their margin (2 of 10 election-timeout ticks here).
+    package var tickSkipEveryRange: ClosedRange<Int>? = nil
 
     package init() {}
 }
@@ -78,6 +81,8 @@ package struct SimCluster {
         var node: RaftNode<MemoryLogStorage>?
         /// The configuration it was started with: the founders', or none for a member added later.
         var initialVoters: [MemberID]
+        /// This member's clock misses one tick in every this many steps (nil: no drift).
+        var tickSkipEvery: Int?
         /// What survives a crash: the persisted log and hard state, and the snapshot file the log starts after.
         var disk = MemoryLogStorage()
         var snapshotFile: [UInt8]?
@@ -137,11 +142,14 @@ package struct SimCluster {
         self.options = options
         self.random = SeededRandom(seed: seed)
         ids = (1...UInt64(options.memberCount)).map(MemberID.init)
-        for id in ids {
-            var m = Member(initialVoters: ids)
-            m.node = makeNode(id: id, member: m)
-            members[id] = m
-        }
+        for id in ids { addMember(id, initialVoters: ids) }
+    }
+
+    private mutating func addMember(_ id: MemberID, initialVoters: [MemberID]) {
+        var m = Member(initialVoters: initialVoters)
+        if let range = options.tickSkipEveryRange, random.chance(1, in: 2) { m.tickSkipEvery = Int.random(in: range, using: &random) }
+        m.node = makeNode(id: id, member: m)
+        members[id] = m
     }
 
     private func makeNode(id: MemberID, member: Member) -> RaftNode<MemoryLogStorage> {
@@ -197,6 +205,8 @@ package struct SimCluster {
         if faultsEnabled { injectFaults() }
         try deliverDue()
         for id in ids where members[id]!.node != nil {
+            // A slow clock: bounded drift, which the lease's safety margin must absorb.
+            if let every = members[id]!.tickSkipEvery, step % every == 0 { continue }
             members[id]!.node!.tick(monotonicNanos: UInt64(step) * 1_000_000)
         }
         if random.chance(options.proposePercent, in: 100), let leader = leaderID {
@@ -206,7 +216,9 @@ package struct SimCluster {
             for _ in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: value)); value >>= 8 }
             members[leader]!.node!.propose(bytes)
         }
-        if random.chance(options.readPercent, in: 100), let leader = leaderID {
+        // Reads go to any member that believes it leads, a deposed one too: that is where a stale read would come from.
+        if random.chance(options.readPercent, in: 100),
+           let leader = ids.filter({ members[$0]!.node?.role == .leader }).randomElement(using: &random) {
             readCounter += 1
             checker.readRequested(context: readCounter)
             members[leader]!.node!.readIndex(context: readCounter)
@@ -239,9 +251,7 @@ package struct SimCluster {
         configChanges += 1
         if change.kind == .addLearner {
             // The new member starts empty, knowing no configuration: the leader's log or snapshot tells it.
-            var m = Member(initialVoters: [])
-            m.node = makeNode(id: change.member, member: m)
-            members[change.member] = m
+            addMember(change.member, initialVoters: [])
             ids.append(change.member)
         }
     }
@@ -514,6 +524,7 @@ extension SimOptions {
         o.snapshotChunkBytes = Int.random(in: 8...64, using: &random)
         o.configChangePercent = Int.random(in: 0...4, using: &random)
         o.leaseReads = random.chance(1, in: 3)
+        if random.chance(1, in: 2) { o.tickSkipEveryRange = 10...30 }
         return o
     }
 }
