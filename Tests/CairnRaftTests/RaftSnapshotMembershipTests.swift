@@ -240,4 +240,22 @@ import Testing
         let accepted = c.nodes[leader]!.readIndex(context: 99)
         #expect(!accepted)
     }
+
+    /// The lease lasts electionTimeoutTicks - leaseSafetyMarginTicks from the last heartbeat a quorum
+    /// acknowledged (counted from when it was sent), then reads need a heartbeat round again.
+    @Test func leaseEndsAtTheSafetyMargin() {
+        var c = TestCluster(size: 3) { $0.leaseReads = true; $0.electionTimeoutTicks = 10; $0.leaseSafetyMarginTicks = 2 }
+        c.tickAll(times: 40)
+        guard let leader = c.leaders.first else { Issue.record("no leader"); return }
+        // This round's heartbeat is sent and acknowledged; then the leader hears nothing more.
+        c.tickAll(times: 1)
+        c.isolated = [leader]
+        var immediate: [Int] = []
+        for k in 0..<12 where c.nodes[leader]!.role == .leader {
+            _ = c.nodes[leader]!.readIndex(context: UInt64(100 + k))
+            if !c.nodes[leader]!.ready().readStates.isEmpty { immediate.append(k) }
+            c.tick(leader)
+        }
+        #expect(immediate == Array(0..<8))
+    }
 }
