@@ -265,8 +265,12 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     /// The membership in effect at `index` (at or after the snapshot).
     package func membership(at index: LogIndex) -> Membership {
-        if let c = configs.last(where: { $0.index <= index }) { return c.membership }
-        return snapshot.index > .zero ? snapshot.membership : Membership(voters: config.voters)
+        configs.last(where: { $0.index <= index })?.membership ?? baseMembership
+    }
+
+    /// What holds before the first config entry in the log: the snapshot's membership, else the initial one.
+    private var baseMembership: Membership {
+        snapshot.index > .zero ? snapshot.membership : Membership(voters: config.voters)
     }
 
     /// Index of the config-change entry in effect; zero when the membership comes from the snapshot or the
@@ -277,7 +281,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
     private var configChangePending: Bool { (configs.last?.index ?? .zero) > commit }
 
     private mutating func refreshMembership() {
-        let current = configs.last?.membership ?? (snapshot.index > .zero ? snapshot.membership : Membership(voters: config.voters))
+        let current = configs.last?.membership ?? baseMembership
         let changed = current != membership
         membership = current
         if changed && role != .leader && !mayCampaign && role != .follower { becomeFollower(term: term, leader: nil) }
