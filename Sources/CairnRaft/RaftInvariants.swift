@@ -7,6 +7,8 @@ package enum RaftInvariants {
         precondition(node.applied <= node.commit, "applied \(node.applied) beyond commit \(node.commit)")
         precondition(node.commit <= node.lastIndex, "commit \(node.commit) beyond last index \(node.lastIndex)")
         precondition(node.lastTerm <= node.term, "last entry term \(node.lastTerm) above current term \(node.term)")
+        precondition(node.snapshot.index <= node.applied, "snapshot \(node.snapshot.index) beyond applied \(node.applied)")
+        precondition(node.firstIndex == node.snapshot.index + 1, "first index \(node.firstIndex) not after snapshot \(node.snapshot.index)")
     }
 }
 
@@ -15,6 +17,7 @@ package enum RaftInvariants {
 package struct ClusterChecker {
     package struct Violation: Error, CustomStringConvertible {
         package var description: String
+        package init(description: String) { self.description = description }
     }
 
     private var leaderOfTerm: [Term: MemberID] = [:]
@@ -24,6 +27,8 @@ package struct ClusterChecker {
     private var appliedEntries: [Entry] = []
     /// The highest term any member held when each entry was first seen applied: its commit happened no later.
     private var appliedAtTerm: [Term] = []
+    /// The state machine's digest after each applied index: a restored snapshot must carry the same one.
+    private var appliedDigests: [UInt64] = []
     /// Highest index known committed anywhere when each read was requested.
     private var readFloor: [UInt64: LogIndex] = [:]
 
@@ -47,7 +52,7 @@ package struct ClusterChecker {
         // recent entries, which are the ones a wrong election would lose.
         let start = max(0, appliedEntries.count - 64)
         for (e, seenAt) in zip(appliedEntries[start...], appliedAtTerm[start...])
-        where seenAt < node.term && node.term(at: e.index) != e.term {
+        where seenAt < node.term && e.index >= node.snapshot.index && node.term(at: e.index) != e.term {
             throw Violation(description: "leader completeness: \(id) in \(node.term) lacks committed \(e.index)@\(e.term)")
         }
     }
@@ -64,9 +69,38 @@ package struct ClusterChecker {
             } else if i == appliedEntries.count {
                 appliedEntries.append(e)
                 appliedAtTerm.append(highestTerm)
+                appliedDigests.append(Self.digest(appliedDigests.last ?? Self.digestSeed, e))
             } else {
                 throw Violation(description: "apply gap: \(id) applied \(e.index) before \(appliedEntries.count + 1)")
             }
+        }
+    }
+
+    /// The digest a state machine starts from, before index 1.
+    package static let digestSeed: UInt64 = 0xCBF2_9CE4_8422_2325
+
+    /// A state machine that only remembers what it applied: FNV-1a over each entry, chained. Equal digests at an
+    /// index mean equal applied histories (up to hash collisions), which is what a snapshot must preserve.
+    package static func digest(_ previous: UInt64, _ e: Entry) -> UInt64 {
+        var h = previous
+        func mix(_ byte: UInt8) { h = (h ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        for shift in stride(from: 0, to: 64, by: 8) { mix(UInt8(truncatingIfNeeded: e.index.value >> UInt64(shift))) }
+        for shift in stride(from: 0, to: 64, by: 8) { mix(UInt8(truncatingIfNeeded: e.term.value >> UInt64(shift))) }
+        mix(e.kind.rawValue)
+        for b in e.data { mix(b) }
+        return h
+    }
+
+    /// State Machine Safety across snapshots: a member that restored a snapshot through `index` holds the state
+    /// every member had after applying that index.
+    package func observeRestored(index: LogIndex, digest: UInt64, by id: MemberID) throws {
+        guard index.value > 0 else { return }
+        let i = Int(index.value) - 1
+        guard i < appliedDigests.count else {
+            throw Violation(description: "snapshot ahead of apply: \(id) restored \(index), applied anywhere \(appliedDigests.count)")
+        }
+        if appliedDigests[i] != digest {
+            throw Violation(description: "state machine safety: \(id) restored a snapshot at \(index) with a different state")
         }
     }
 
@@ -80,7 +114,9 @@ package struct ClusterChecker {
                 // Same index and term: the entries up to here must match, spot-checked backwards.
                 var j = i
                 while j.value > 0 && steps < 64 {
-                    if a.term(at: j) != b.term(at: j) {
+                    // Only entries both still hold are compared: compaction drops prefixes.
+                    guard let x = a.term(at: j), let y = b.term(at: j) else { return }
+                    if x != y {
                         throw Violation(description: "log matching: \(a.config.id) and \(b.config.id) agree at \(i) but differ at \(j)")
                     }
                     j = j - 1

@@ -1,9 +1,12 @@
 // The Raft core: elections (pre-vote, check-quorum), replication with per-follower progress, commitment,
-// ReadIndex, leadership transfer and cluster-time stamping. Pure: no I/O, no clock, no threads.
+// ReadIndex and lease reads, leadership transfer, snapshots, membership changes and cluster-time stamping.
+// Pure: no I/O, no clock, no threads.
 import CairnBase
 
 package struct RaftConfig: Sendable {
     package var id: MemberID
+    /// The initial configuration, in effect until the log or a snapshot holds a config-change entry.
+    /// A member joining an existing cluster starts with none: it learns the membership from the leader.
     package var voters: [MemberID]
     package var electionTimeoutTicks: Int = 10
     package var heartbeatIntervalTicks: Int = 1
@@ -11,6 +14,12 @@ package struct RaftConfig: Sendable {
     package var maxInflightMessages: Int = 256
     package var preVote: Bool = true
     package var checkQuorum: Bool = true
+    /// Answers `readIndex` from the leader's lease (no heartbeat round) while a quorum acknowledged a heartbeat
+    /// sent within the last `electionTimeoutTicks - leaseSafetyMarginTicks`. Needs `checkQuorum`: followers only
+    /// refuse other candidates for an election timeout after hearing the leader, and ticks must run at about
+    /// the same rate on every member; the margin absorbs the drift and the tick phase.
+    package var leaseReads: Bool = false
+    package var leaseSafetyMarginTicks: Int = 2
     /// Runs the invariant checks of `RaftInvariants` on every step; for tests and the simulator only.
     package var debugChecks: Bool = false
     package var randomSeed: UInt64
@@ -27,29 +36,53 @@ package enum RaftRole: Sendable { case follower, preCandidate, candidate, leader
 /// One batch of work for the caller.
 ///
 /// Caller contract (once per batch, in this order):
-/// 1. Persist `entries` into `storage` (appending; an entry overwrites any stored entry at its index and
+/// 1. If `snapshot` is set (a snapshot received from the leader that `restoreSnapshot` accepted): replace the
+///    state machine with that snapshot's contents and make the snapshot file the member's current one, then
+///    make `snapshot` the storage's snapshot — entries through its index are dropped, and the whole log when
+///    storage does not hold that index with that term (`MemoryLogStorage.applySnapshot`) — durably, before
+///    anything below.
+/// 2. Persist `entries` into `storage` (appending; an entry overwrites any stored entry at its index and
 ///    everything after it) and `hardState` if present. Send `messages` at any time — they do not depend on this persist
 ///    (a leader's appends go out in parallel with its own write).
-/// 2. After the persist is durable, send `messagesAfterPersist` (votes and acknowledgements promise durable state).
-/// 3. Apply `committedEntries` in order; they are already durable locally. Serve `readStates` once applied
-///    reaches their index.
-/// 4. Call `advance(ready)` with this batch before asking for the next one.
+/// 3. After the persist is durable, send `messagesAfterPersist` (votes and acknowledgements promise durable state).
+/// 4. Apply `committedEntries` in order; they are already durable locally. Serve `readStates` once applied
+///    reaches their index. A `.configChange` entry needs nothing from the application: the core changed the
+///    membership when it appended it (a removed member may be shut down once the entry is applied).
+/// 5. For each of `snapshotsToSend` (leader side), stream the member's current snapshot file — the one whose
+///    header is `metadata`; it is the one storage was compacted to — to `to` as `.snapshot` messages in file
+///    order: `term` and `from` as in the request, `index`/`logTerm` = the snapshot's index/term, each chunk's
+///    `snapshotOffset` and `data` (bounded, e.g. `maxMessageBytes`), `snapshotDone` on the last. When the
+///    stream is delivered or has failed, call `reportSnapshot(to:success:)` exactly once. Any failure is safe
+///    to report: the core asks again later.
+/// 6. For each of `snapshotChunks` (follower side; from the current leader, for a snapshot newer than the
+///    commit index), feed a `SnapshotReceiver`: it says whether to start a new temporary file, append to it or
+///    drop the chunk. When a chunk completes a file whose trailer checksum and header (index, term) match,
+///    call `restoreSnapshot(metadata)` with the header; install the file in step 1 of the batch that carries it.
+///    A broken transfer is simply abandoned: the leader's next stream starts over at offset 0.
+/// 7. Call `advance(ready)` with this batch before asking for the next one.
+///
+/// Compaction is the application's choice: after writing a snapshot of the state through applied index N with
+/// the header `snapshotMetadata(through: N)`, it calls `storage.applySnapshot(header)` whenever it likes.
 package struct Ready: Sendable {
+    package var snapshot: SnapshotMetadata?
     package var entries: [Entry] = []
     package var hardState: HardState?
     package var messages: [Message] = []
     package var messagesAfterPersist: [Message] = []
     package var committedEntries: [Entry] = []
     package var readStates: [ReadState] = []
+    package var snapshotsToSend: [SnapshotRequest] = []
+    package var snapshotChunks: [Message] = []
 
     package var isEmpty: Bool {
-        entries.isEmpty && hardState == nil && messages.isEmpty && messagesAfterPersist.isEmpty
-            && committedEntries.isEmpty && readStates.isEmpty
+        snapshot == nil && entries.isEmpty && hardState == nil && messages.isEmpty && messagesAfterPersist.isEmpty
+            && committedEntries.isEmpty && readStates.isEmpty && snapshotsToSend.isEmpty && snapshotChunks.isEmpty
     }
 }
 
 package struct Progress: Sendable {
-    package enum State: Sendable { case probe, replicate }
+    /// `snapshot`: the follower needs entries compacted away; nothing is sent until the caller's stream ends.
+    package enum State: Sendable { case probe, replicate, snapshot }
     package var state: State = .probe
     package var match: LogIndex = .zero
     package var next: LogIndex
@@ -59,7 +92,11 @@ package struct Progress: Sendable {
     package var probeSent = false
     package var recentActive = false
     package var readSequenceAcked: UInt64 = 0
+    /// The latest heartbeat tick the follower acknowledged: the start of the lease it grants.
+    package var leaseTickAcked: UInt64 = 0
     package var stalledHeartbeats = 0
+    /// In snapshot state: the index of the snapshot being streamed.
+    package var pendingSnapshot: LogIndex = .zero
 }
 
 private let stalledHeartbeatsBeforeProbe = 3
@@ -75,18 +112,34 @@ package struct RaftNode<Storage: RaftLogStorage> {
     package private(set) var commit: LogIndex
     package private(set) var leader: MemberID?
     package private(set) var applied: LogIndex
+    /// The leader's view of every member it replicates to; `match` tells the caller when a learner has caught up.
     package private(set) var progress: [MemberID: Progress] = [:]
+    /// The configuration in effect: that of the last config-change entry in the log, else the snapshot's, else
+    /// the initial one. It changes when the entry is appended, not when committed (Raft dissertation §4.1): the
+    /// configuration is then a function of the log alone, so a member's view never depends on how far it has
+    /// applied, a truncated config entry simply stops counting, and a restart recovers it from the log.
+    package private(set) var membership: Membership
 
     /// Entries not yet persisted, starting at `unstableOffset`; they shadow storage from that index on.
     private var unstable: [Entry] = []
     private var unstableOffset: LogIndex
+    /// A snapshot accepted by `restoreSnapshot` that the caller has not installed yet; it shadows storage's.
+    private var pendingSnapshot: SnapshotMetadata?
+    /// Config-change entries in the log, oldest first (trimmed as storage compacts past them).
+    private var configs: [(index: LogIndex, membership: Membership)] = []
+    /// Members other than this one that the leader sends to, in ID order (so output is deterministic).
+    private var peers: [MemberID] = []
     private var random: SeededRandom
     private var electionElapsedTicks = 0
     private var heartbeatElapsedTicks = 0
     private var randomizedElectionTimeoutTicks = 0
+    /// Ticks since this member started: heartbeats are stamped with it for the lease.
+    private var tickCount: UInt64 = 0
     private var votesGranted: Set<MemberID> = []
     private var votesRejected: Set<MemberID> = []
     private var transferTarget: MemberID?
+    /// Set once a TimeoutNow went out in this term: its receiver may win an election at any time, lease or not.
+    private var leaseRevoked = false
 
     private var monotonicNanos: UInt64 = 0
     /// Cluster time = clusterTimeBase + (monotonic now − monotonicBase) while leader.
@@ -106,11 +159,20 @@ package struct RaftNode<Storage: RaftLogStorage> {
         self.storage = storage
         self.term = hardState.term
         self.vote = hardState.vote
-        self.commit = hardState.commit
+        self.commit = max(hardState.commit, storage.snapshot.index)
         self.applied = storage.firstIndex - 1
         self.unstableOffset = storage.lastIndex + 1
         self.random = SeededRandom(seed: config.randomSeed ^ config.id.value &* 0x9E37_79B9)
         self.lastHardState = hardState
+        self.membership = Membership(voters: config.voters)
+        // The membership is the log's: the latest config entry held wins. Bounded by the log, which compaction keeps short.
+        var i = storage.firstIndex
+        while i <= storage.lastIndex {
+            let batch = storage.entries(from: i, through: storage.lastIndex, maxBytes: config.maxMessageBytes)
+            for e in batch where e.kind == .configChange { configs.append((e.index, Self.decodeMembership(e))) }
+            i = i + UInt64(batch.count)
+        }
+        refreshMembership()
         resetElectionTimer()
     }
 
@@ -118,11 +180,20 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     package var lastIndex: LogIndex { unstable.isEmpty ? unstableOffset - 1 : unstable[unstable.count - 1].index }
     package var lastTerm: Term { term(at: lastIndex) ?? .zero }
+    /// The first index whose entry is held; the one before it is the snapshot's.
+    package var firstIndex: LogIndex { pendingSnapshot.map { $0.index + 1 } ?? storage.firstIndex }
+    package var snapshot: SnapshotMetadata { pendingSnapshot ?? storage.snapshot }
+    package var voters: [MemberID] { membership.voters }
+    package var learners: [MemberID] { membership.learners }
 
     package func term(at index: LogIndex) -> Term? {
         if index >= unstableOffset {
             let i = Int(index.value - unstableOffset.value)
             return i < unstable.count ? unstable[i].term : nil
+        }
+        if let s = pendingSnapshot {
+            if index < s.index { return nil }
+            if index == s.index { return s.term }
         }
         return storage.term(at: index)
     }
@@ -166,6 +237,15 @@ package struct RaftNode<Storage: RaftLogStorage> {
         // one contiguous run, as storage appends them (a stale entry ahead of the new ones would be kept).
         out.entries.removeAll { $0.index >= start }
         out.entries.append(contentsOf: newEntries[firstNew...])
+        // A truncated config entry no longer counts; the new ones count at once.
+        let configCount = configs.count
+        configs.removeAll { $0.index >= start }
+        var changed = configs.count != configCount
+        for e in newEntries[firstNew...] where e.kind == .configChange {
+            configs.append((e.index, Self.decodeMembership(e)))
+            changed = true
+        }
+        if changed { refreshMembership() }
     }
 
     private mutating func appendAsLeader(kind: EntryKind, data: [UInt8]) {
@@ -174,11 +254,58 @@ package struct RaftNode<Storage: RaftLogStorage> {
         out.entries.append(entry)
     }
 
+    private static func decodeMembership(_ e: Entry) -> Membership {
+        do {
+            return try ConfigChangeEntry(decoding: e.data).membership
+        } catch {
+            // Only the core writes these entries; an unreadable one means the log is corrupt.
+            preconditionFailure("unreadable config-change entry \(e.index): \(error)")
+        }
+    }
+
+    /// The membership in effect at `index` (at or after the snapshot).
+    package func membership(at index: LogIndex) -> Membership {
+        configs.last(where: { $0.index <= index })?.membership ?? baseMembership
+    }
+
+    /// What holds before the first config entry in the log: the snapshot's membership, else the initial one.
+    private var baseMembership: Membership {
+        snapshot.index > .zero ? snapshot.membership : Membership(voters: config.voters)
+    }
+
+    /// Index of the config-change entry in effect; zero when the membership comes from the snapshot or the
+    /// initial configuration.
+    package var configIndex: LogIndex { configs.last?.index ?? .zero }
+
+    /// True while the latest config entry is not committed: no other change may be proposed (one at a time).
+    private var configChangePending: Bool { (configs.last?.index ?? .zero) > commit }
+
+    private mutating func refreshMembership() {
+        let current = configs.last?.membership ?? baseMembership
+        let changed = current != membership
+        membership = current
+        if changed && role != .leader && !mayCampaign && role != .follower { becomeFollower(term: term, leader: nil) }
+        if role == .leader { reconcilePeers() }
+    }
+
+    /// The leader replicates to the configuration in effect and, until it commits, to members it removes,
+    /// so they learn of their removal and stop campaigning.
+    private mutating func reconcilePeers() {
+        var targets = Set(membership.members)
+        if configChangePending, let last = configs.last { targets.formUnion(membership(at: last.index - 1).members) }
+        targets.remove(config.id)
+        peers = targets.sorted()
+        for id in peers where progress[id] == nil { progress[id] = Progress(next: lastIndex + 1) }
+        for id in Array(progress.keys) where id != config.id && !targets.contains(id) { progress[id] = nil }
+        if let t = transferTarget, !membership.voters.contains(t) { transferTarget = nil }
+    }
+
     // MARK: Inputs
 
     /// Advances logical time by one tick; `monotonicNanos` is the caller's monotonic clock for cluster time.
     package mutating func tick(monotonicNanos now: UInt64) {
         monotonicNanos = max(monotonicNanos, now)
+        tickCount += 1
         electionElapsedTicks += 1
         if role == .leader {
             heartbeatElapsedTicks += 1
@@ -194,7 +321,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
                 heartbeatElapsedTicks = 0
                 broadcastHeartbeat()
             }
-        } else if electionElapsedTicks >= randomizedElectionTimeoutTicks && isVoter {
+        } else if electionElapsedTicks >= randomizedElectionTimeoutTicks && mayCampaign {
             campaign()
         }
         check()
@@ -207,7 +334,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     package mutating func campaign() {
-        guard role != .leader, isVoter else { return }
+        guard role != .leader, mayCampaign else { return }
         if config.preVote { becomePreCandidate() } else { becomeCandidate() }
     }
 
@@ -217,7 +344,22 @@ package struct RaftNode<Storage: RaftLogStorage> {
         guard role == .leader, transferTarget == nil else { return false }
         appendAsLeader(kind: .normal, data: data)
         broadcastAppend()
-        if config.voters.count == 1 { maybeCommit() }
+        if membership.voters.count == 1 { maybeCommit() }
+        return true
+    }
+
+    /// Proposes one membership change. Refused (false) when not leader, during a transfer, before this term has
+    /// committed an entry (the dissertation's fix for single-server changes), while another change is
+    /// uncommitted, or when the change is not valid for the current membership.
+    @discardableResult
+    package mutating func proposeConfigChange(_ change: ConfigChange) -> Bool {
+        guard role == .leader, transferTarget == nil, committedInCurrentTerm, !configChangePending,
+              let next = membership.applying(change) else { return false }
+        appendAsLeader(kind: .configChange, data: ConfigChangeEntry(change: change, membership: next).encoded())
+        configs.append((lastIndex, next))
+        refreshMembership()
+        broadcastAppend()
+        maybeCommit()
         return true
     }
 
@@ -226,7 +368,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
     @discardableResult
     package mutating func readIndex(context: UInt64) -> Bool {
         guard role == .leader else { return false }
-        if committedInCurrentTerm {
+        if committedInCurrentTerm && leaseHeld {
+            out.readStates.append(ReadState(context: context, index: commit))
+        } else if committedInCurrentTerm {
             startRead(context: context)
         } else {
             readsAwaitingTermCommit.append(context)
@@ -235,10 +379,68 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     package mutating func transferLeadership(to target: MemberID) {
-        guard role == .leader, target != config.id, progress[target] != nil else { return }
+        guard role == .leader, target != config.id, progress[target] != nil, membership.voters.contains(target) else { return }
         transferTarget = target
         electionElapsedTicks = 0
-        if progress[target]!.match == lastIndex { send(kind: .timeoutNow, to: target) } else { sendAppend(to: target) }
+        if progress[target]!.match == lastIndex { sendTimeoutNow(to: target) } else { sendAppend(to: target) }
+    }
+
+    /// The leader's caller finished (or gave up) streaming the snapshot requested for `member`. On success the
+    /// follower's answer moves it on; either way a follower still behind the log gets a new request later.
+    package mutating func reportSnapshot(to member: MemberID, success: Bool) {
+        guard role == .leader, var p = progress[member], p.state == .snapshot else { return }
+        p.state = .probe
+        p.next = success ? max(p.match + 1, p.pendingSnapshot + 1) : p.match + 1
+        p.inflight = []
+        // Wait for the follower to answer a heartbeat before probing (and, after a failure, asking again),
+        // so a stream that keeps failing is retried at the heartbeat rate, not in a loop.
+        p.probeSent = true
+        progress[member] = p
+    }
+
+    /// A snapshot received from the leader is complete and verified. Returns false (drop the file) when it is
+    /// not newer than the commit index; otherwise the log now starts after it, the next `Ready` carries it
+    /// for installing, and the leader hears once it is durable.
+    @discardableResult
+    package mutating func restoreSnapshot(_ metadata: SnapshotMetadata) -> Bool {
+        guard role != .leader, metadata.index > commit else { return false }
+        let n = metadata.index
+        if term(at: n) == metadata.term {
+            // Our log agrees at the snapshot's last entry, so what follows it is kept (we may have acknowledged it).
+            if unstableOffset <= n {
+                unstable.removeFirst(min(unstable.count, Int(n.value - unstableOffset.value) + 1))
+                unstableOffset = n + 1
+            }
+            out.entries.removeAll { $0.index <= n }
+            configs.removeAll { $0.index <= n }
+        } else {
+            // A divergent suffix cannot be committed (the snapshot's entry is); drop it all.
+            unstable = []
+            unstableOffset = n + 1
+            out.entries = []
+            configs = []
+        }
+        pendingSnapshot = metadata
+        out.snapshot = metadata
+        commit = n
+        applied = n
+        refreshMembership()
+        if let leader {
+            var r = Message(kind: .appendResponse, from: config.id, to: leader, term: term)
+            r.index = n
+            out.messagesAfterPersist.append(r)
+        }
+        check()
+        return true
+    }
+
+    /// The header for a snapshot of the application's state through `index` (between the current snapshot and
+    /// `applied`): the entry's term and cluster time and the membership in effect there. Nil outside that range.
+    package func snapshotMetadata(through index: LogIndex) -> SnapshotMetadata? {
+        guard index >= snapshot.index, index <= applied, let t = term(at: index) else { return nil }
+        let time = index == snapshot.index ? snapshot.clusterTimeNanos
+            : entries(from: index, through: index, maxBytes: 0).first?.clusterTimeNanos ?? 0
+        return SnapshotMetadata(index: index, term: t, clusterTimeNanos: time, membership: membership(at: index))
     }
 
     package mutating func step(_ m: Message) {
@@ -249,12 +451,12 @@ package struct RaftNode<Storage: RaftLogStorage> {
             else if (m.kind == .vote || m.kind == .preVote) && !m.leadershipTransfer && inLease(from: m.from) {
                 return
             } else {
-                let leaderOfTerm: MemberID? = (m.kind == .append || m.kind == .heartbeat) ? m.from : nil
+                let leaderOfTerm: MemberID? = (m.kind == .append || m.kind == .heartbeat || m.kind == .snapshot) ? m.from : nil
                 becomeFollower(term: m.term, leader: leaderOfTerm)
             }
         } else if m.term < term {
             // A stale leader learns of the newer term so it steps down (needed with check-quorum and pre-vote).
-            if m.kind == .append || m.kind == .heartbeat {
+            if m.kind == .append || m.kind == .heartbeat || m.kind == .snapshot {
                 out.messagesAfterPersist.append(Message(kind: .appendResponse, from: config.id, to: m.from, term: term))
             } else if m.kind == .preVote {
                 var r = Message(kind: .preVoteResponse, from: config.id, to: m.from, term: term)
@@ -270,8 +472,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
         case .heartbeat: handleHeartbeat(m)
         case .appendResponse: handleAppendResponse(m)
         case .heartbeatResponse: handleHeartbeatResponse(m)
+        case .snapshot: handleSnapshotChunk(m)
         case .timeoutNow:
-            if role != .leader && isVoter { becomeCandidate(transfer: true) }
+            if role != .leader && mayCampaign { becomeCandidate(transfer: true) }
         }
     }
 
@@ -293,8 +496,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
         return r
     }
 
-    /// Acknowledges a batch from `ready()`: its entries and hard state are durable, its committed entries applied.
+    /// Acknowledges a batch from `ready()`: its snapshot, entries and hard state are durable, its committed entries applied.
     package mutating func advance(_ r: Ready) {
+        if let s = r.snapshot, s == pendingSnapshot { pendingSnapshot = nil }
         if let h = r.hardState { lastHardState = h }
         if let last = r.committedEntries.last { applied = max(applied, last.index) }
         if let last = r.entries.last, term(at: last.index) == last.term, last.index >= unstableOffset {
@@ -302,6 +506,10 @@ package struct RaftNode<Storage: RaftLogStorage> {
             let persistedCount = Int(last.index.value - unstableOffset.value) + 1
             unstable.removeFirst(persistedCount)
             unstableOffset = last.index + 1
+        }
+        // Config entries the caller compacted away are history: the snapshot carries their membership.
+        if let first = configs.first, first.index <= storage.snapshot.index {
+            configs.removeAll { $0.index <= storage.snapshot.index }
         }
         if role == .leader, var p = progress[config.id] {
             p.match = unstableOffset - 1
@@ -313,8 +521,18 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     // MARK: Roles
 
-    private var isVoter: Bool { config.voters.contains(config.id) }
-    private var quorum: Int { config.voters.count / 2 + 1 }
+    private var isVoter: Bool { membership.voters.contains(config.id) }
+    /// A voter campaigns; so does a member an uncommitted change removes (dissertation §4.2.2, Figure 4.6): its
+    /// log may be the only up-to-date one, and the change needs a leader to commit. It then counts votes by the
+    /// new configuration, without its own.
+    private var mayCampaign: Bool {
+        if isVoter { return true }
+        guard configChangePending, let last = configs.last else { return false }
+        return membership(at: last.index - 1).voters.contains(config.id)
+    }
+
+    private var votesWon: Bool { votesGranted.filter(membership.voters.contains).count >= quorum }
+    private var quorum: Int { membership.voters.count / 2 + 1 }
 
     private mutating func resetElectionTimer() {
         electionElapsedTicks = 0
@@ -327,7 +545,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
         role = .follower
         leader = newLeader
         transferTarget = nil
+        leaseRevoked = false
         progress = [:]
+        peers = []
         pendingReads = []
         readsAwaitingTermCommit = []
         resetElectionTimer()
@@ -339,7 +559,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         votesGranted = [config.id]
         votesRejected = []
         resetElectionTimer()
-        if votesGranted.count >= quorum { becomeCandidate(); return }
+        if votesWon { becomeCandidate(); return }
         requestVotes(kind: .preVote, term: term.value + 1)
     }
 
@@ -351,12 +571,12 @@ package struct RaftNode<Storage: RaftLogStorage> {
         votesGranted = [config.id]
         votesRejected = []
         resetElectionTimer()
-        if votesGranted.count >= quorum { becomeLeader(); return }
+        if votesWon { becomeLeader(); return }
         requestVotes(kind: .vote, term: term.value, transfer: transfer)
     }
 
     private mutating func requestVotes(kind: MessageKind, term requestTerm: UInt64, transfer: Bool = false) {
-        for peer in config.voters where peer != config.id {
+        for peer in membership.voters where peer != config.id {
             var m = Message(kind: kind, from: config.id, to: peer, term: Term(requestTerm))
             m.index = lastIndex
             m.logTerm = lastTerm
@@ -371,19 +591,22 @@ package struct RaftNode<Storage: RaftLogStorage> {
         leader = config.id
         heartbeatElapsedTicks = 0
         electionElapsedTicks = 0
-        let lastTime = lastIndex.value == 0 ? 0 : (entries(from: lastIndex, through: lastIndex, maxBytes: 0).first?.clusterTimeNanos ?? 0)
+        leaseRevoked = false
+        let lastTime = lastIndex < firstIndex ? snapshot.clusterTimeNanos
+            : (entries(from: lastIndex, through: lastIndex, maxBytes: 0).first?.clusterTimeNanos ?? 0)
         // A brand-new log has no time to continue from: the first leader starts the cluster clock from its own.
         clusterTimeBase = lastIndex.value == 0 ? monotonicNanos : lastTime
         monotonicBase = monotonicNanos
         progress = [:]
-        for peer in config.voters {
-            var p = Progress(next: lastIndex + 1)
-            if peer == config.id { p.match = unstableOffset - 1; p.state = .replicate; p.recentActive = true }
-            progress[peer] = p
-        }
+        var mine = Progress(next: lastIndex + 1)
+        mine.match = unstableOffset - 1
+        mine.state = .replicate
+        mine.recentActive = true
+        progress[config.id] = mine
+        reconcilePeers()
         appendAsLeader(kind: .noop, data: [])
         broadcastAppend()
-        if config.voters.count == 1 { maybeCommit() }
+        if membership.voters.count == 1 { maybeCommit() }
     }
 
     private func clusterTimeNow() -> UInt64 {
@@ -394,18 +617,29 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     private mutating func quorumActive() -> Bool {
         var active = 0
-        for (id, var p) in progress {
-            if id == config.id || p.recentActive { active += 1 }
-            p.recentActive = false
-            progress[id] = p
-        }
+        for id in membership.voters where id == config.id || progress[id]?.recentActive == true { active += 1 }
+        for id in peers { progress[id]?.recentActive = false }
         return active >= quorum
     }
 
     /// With check-quorum, a member that heard from a live leader within the election timeout ignores vote
     /// requests, so a rejoining partitioned node cannot depose a working leader. Transfer campaigns are exempt.
+    /// With lease reads a member that just started does the same for an election timeout: it may have heard
+    /// a leader before its restart, and that leader may be serving reads on the promise.
     private func inLease(from: MemberID) -> Bool {
-        config.checkQuorum && leader != nil && leader != from && electionElapsedTicks < config.electionTimeoutTicks
+        guard config.checkQuorum else { return false }
+        if config.leaseReads && tickCount < UInt64(config.electionTimeoutTicks) { return true }
+        return leader != nil && leader != from && electionElapsedTicks < config.electionTimeoutTicks
+    }
+
+    /// A quorum acknowledged heartbeats sent recently enough that none of them can have voted for anyone else yet.
+    private var leaseHeld: Bool {
+        guard config.leaseReads, config.checkQuorum, transferTarget == nil, !leaseRevoked else { return false }
+        let leaseTicks = UInt64(max(0, config.electionTimeoutTicks - config.leaseSafetyMarginTicks))
+        var acked = membership.voters.map { $0 == config.id ? tickCount : (progress[$0]?.leaseTickAcked ?? 0) }
+        acked.sort(by: >)
+        let start = acked[quorum - 1]
+        return start > 0 && tickCount < start + leaseTicks
     }
 
     // MARK: Votes
@@ -430,9 +664,10 @@ package struct RaftNode<Storage: RaftLogStorage> {
         guard role == expected else { return }
         if m.kind == .preVoteResponse && m.term != Term(term.value + 1) && !m.reject { return }
         if m.reject { votesRejected.insert(m.from) } else { votesGranted.insert(m.from) }
-        if votesGranted.count >= quorum {
+        // Only voters of the configuration in effect count.
+        if votesWon {
             if role == .preCandidate { becomeCandidate() } else { becomeLeader() }
-        } else if votesRejected.count >= quorum {
+        } else if votesRejected.filter(membership.voters.contains).count >= quorum {
             becomeFollower(term: term, leader: nil)
         }
     }
@@ -485,7 +720,26 @@ package struct RaftNode<Storage: RaftLogStorage> {
         if m.commit > commit && m.commit <= lastIndex { commit = m.commit }
         var r = Message(kind: .heartbeatResponse, from: config.id, to: m.from, term: term)
         r.readSequence = m.readSequence
+        r.sentTick = m.sentTick
         out.messages.append(r)
+    }
+
+    /// The bytes are the caller's business; the core keeps the leader's authority (term, election timer) and
+    /// passes on only chunks of a snapshot we could use.
+    private mutating func handleSnapshotChunk(_ m: Message) {
+        role = .follower
+        leader = m.from
+        electionElapsedTicks = 0
+        if m.index <= commit {
+            // Nothing to install: tell the leader where we are, once per stream.
+            if m.snapshotDone {
+                var r = Message(kind: .appendResponse, from: config.id, to: m.from, term: term)
+                r.index = commit
+                out.messagesAfterPersist.append(r)
+            }
+            return
+        }
+        out.snapshotChunks.append(m)
     }
 
     // MARK: Leader side
@@ -496,7 +750,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         if m.reject {
             // Stale rejections (for an index we no longer send from) are ignored.
             let stale = p.state == .probe ? m.index != p.next - 1 : m.index <= p.match
-            guard !stale else { progress[m.from] = p; return }
+            guard !stale, p.state != .snapshot else { progress[m.from] = p; return }
             if p.state == .replicate {
                 p.next = p.match + 1
             } else {
@@ -515,13 +769,18 @@ package struct RaftNode<Storage: RaftLogStorage> {
             p.stalledHeartbeats = 0
             p.match = m.index
             p.next = max(p.next, m.index + 1)
-            if p.state == .probe { p.state = .replicate; p.inflight = [] }
+            if p.state == .probe || (p.state == .snapshot && p.match >= p.pendingSnapshot) {
+                p.state = .replicate
+                p.next = p.match + 1
+                p.inflight = []
+            }
         }
         p.inflight.removeAll { $0 <= m.index }
         p.probeSent = false
         progress[m.from] = p
         maybeCommit()
-        if transferTarget == m.from && p.match == lastIndex { send(kind: .timeoutNow, to: m.from) }
+        guard role == .leader else { return }
+        if transferTarget == m.from && p.match == lastIndex { sendTimeoutNow(to: m.from) }
         sendAppend(to: m.from)
     }
 
@@ -529,6 +788,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         guard role == .leader, var p = progress[m.from] else { return }
         p.recentActive = true
         p.readSequenceAcked = max(p.readSequenceAcked, m.readSequence)
+        p.leaseTickAcked = max(p.leaseTickAcked, m.sentTick)
         p.probeSent = false
         if p.match < lastIndex {
             // Appends may have been lost while replicating; after a few silent rounds fall back to probing.
@@ -546,13 +806,20 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     private mutating func maybeCommit() {
-        var matches = config.voters.map { progress[$0]?.match ?? .zero }
+        var matches = membership.voters.map { progress[$0]?.match ?? .zero }
         matches.sort(by: >)
         let candidate = matches[quorum - 1]
         // Only an entry of the current term is committed by counting replicas (Raft §5.4.2, Figure 8).
         guard candidate > commit, term(at: candidate) == term else { return }
         let wasCommittedInTerm = committedInCurrentTerm
+        let wasConfigPending = configChangePending
         commit = candidate
+        if wasConfigPending && !configChangePending {
+            // The change is settled: removed members are no longer replicated to, and a leader that removed
+            // itself hands over and steps down (it kept replicating until now so the change could commit).
+            if !isVoter { stepDownRemoved(); return }
+            reconcilePeers()
+        }
         broadcastAppend()
         if !wasCommittedInTerm {
             let waiting = readsAwaitingTermCommit
@@ -561,18 +828,28 @@ package struct RaftNode<Storage: RaftLogStorage> {
         }
     }
 
+    private mutating func stepDownRemoved() {
+        // Tell the voters the commit first, then let the most caught-up one campaign at once.
+        broadcastAppend()
+        if let successor = membership.voters.max(by: { (progress[$0]?.match ?? .zero) < (progress[$1]?.match ?? .zero) }),
+           progress[successor]?.match == lastIndex {
+            sendTimeoutNow(to: successor)
+        }
+        becomeFollower(term: term, leader: nil)
+    }
+
     private var committedInCurrentTerm: Bool { term(at: commit) == term }
 
     /// The sequence is taken after the read index is fixed, so only heartbeats sent after that confirm it.
     private mutating func startRead(context: UInt64) {
         readSequence += 1
         pendingReads.append((readSequence, ReadState(context: context, index: commit)))
-        if quorum == 1 { releaseReads() } else { broadcastHeartbeat() }
+        if membership.voters == [config.id] { releaseReads() } else { broadcastHeartbeat() }
     }
 
     private mutating func releaseReads() {
         guard !pendingReads.isEmpty else { return }
-        var acks = config.voters.map { $0 == config.id ? readSequence : (progress[$0]?.readSequenceAcked ?? 0) }
+        var acks = membership.voters.map { $0 == config.id ? readSequence : (progress[$0]?.readSequenceAcked ?? 0) }
         acks.sort(by: >)
         let confirmed = acks[quorum - 1]
         while let first = pendingReads.first, first.sequence <= confirmed {
@@ -582,28 +859,39 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     private mutating func broadcastAppend() {
-        for peer in config.voters where peer != config.id { sendAppend(to: peer) }
+        for peer in peers { sendAppend(to: peer) }
     }
 
     private mutating func broadcastHeartbeat() {
-        for peer in config.voters where peer != config.id {
+        for peer in peers {
             var m = Message(kind: .heartbeat, from: config.id, to: peer, term: term)
             m.commit = min(commit, progress[peer]?.match ?? .zero)
             m.readSequence = readSequence
+            m.sentTick = tickCount
             out.messages.append(m)
         }
     }
 
-    /// Sends whatever the follower lacks, as soon as it exists, within the in-flight window and byte bound.
+    /// Sends whatever the follower lacks, as soon as it exists, within the in-flight window and byte bound;
+    /// asks the caller for a snapshot when what it lacks is compacted away.
     private mutating func sendAppend(to peer: MemberID) {
         guard var p = progress[peer] else { return }
         defer { progress[peer] = p }
         while true {
+            if p.state == .snapshot { return }
             if p.state == .probe && p.probeSent { return }
             if p.state == .replicate && p.inflight.count >= config.maxInflightMessages { return }
             let hasEntries = p.next <= lastIndex
             // In replicate state only send when there is something new or commit news to give.
             if p.state == .replicate && !hasEntries { return }
+            if p.next < firstIndex {
+                p.state = .snapshot
+                p.pendingSnapshot = snapshot.index
+                p.inflight = []
+                p.probeSent = false
+                out.snapshotsToSend.append(SnapshotRequest(to: peer, term: term, metadata: snapshot))
+                return
+            }
             var m = Message(kind: .append, from: config.id, to: peer, term: term)
             m.index = p.next - 1
             m.logTerm = term(at: m.index) ?? .zero
@@ -620,8 +908,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
         }
     }
 
-    private mutating func send(kind: MessageKind, to peer: MemberID) {
-        out.messages.append(Message(kind: kind, from: config.id, to: peer, term: term))
+    private mutating func sendTimeoutNow(to peer: MemberID) {
+        leaseRevoked = true
+        out.messages.append(Message(kind: .timeoutNow, from: config.id, to: peer, term: term))
     }
 
     private func check() {

@@ -30,6 +30,8 @@ package enum EntryKind: UInt8, Sendable {
     /// Appended by every new leader so it can commit entries of earlier terms (it only counts its own term).
     case noop
     case normal
+    /// A membership change; `data` is a `ConfigChangeEntry` encoding. It takes effect when appended (see RaftNode).
+    case configChange
 }
 
 package struct Entry: Equatable, Sendable {
@@ -71,6 +73,8 @@ package enum MessageKind: UInt8, Sendable {
     case heartbeat, heartbeatResponse
     /// Sent by a leader handing over leadership: the receiver campaigns at once, skipping pre-vote.
     case timeoutNow
+    /// One chunk of a snapshot file, built and streamed by the leader's caller (the core never reads files).
+    case snapshot
 }
 
 package struct Message: Equatable, Sendable {
@@ -94,6 +98,14 @@ package struct Message: Equatable, Sendable {
     package var readSequence: UInt64 = 0
     /// Set on vote requests of a campaign started by TimeoutNow, so members do not ignore them as disruptive.
     package var leadershipTransfer = false
+    /// Heartbeat: the leader's tick count when it was sent; the response echoes it, so a lease counts from when
+    /// the leader asked, not from when a (possibly delayed) answer arrived.
+    package var sentTick: UInt64 = 0
+    /// Snapshot chunk: `index`/`logTerm` name the snapshot, `snapshotOffset` is where `data` starts in its file,
+    /// `snapshotDone` marks the last chunk.
+    package var snapshotOffset: UInt64 = 0
+    package var snapshotDone = false
+    package var data: [UInt8] = []
 
     package init(kind: MessageKind, from: MemberID, to: MemberID, term: Term) {
         self.kind = kind
@@ -112,4 +124,92 @@ package struct ReadState: Equatable, Sendable {
         self.context = context
         self.index = index
     }
+}
+
+/// Who votes and who only replicates. Both lists are sorted and disjoint.
+package struct Membership: Equatable, Hashable, Sendable {
+    package private(set) var voters: [MemberID]
+    package private(set) var learners: [MemberID]
+
+    package init(voters: [MemberID], learners: [MemberID] = []) {
+        self.voters = Array(Set(voters)).sorted()
+        self.learners = Array(Set(learners).subtracting(voters)).sorted()
+    }
+
+    package func contains(_ id: MemberID) -> Bool { voters.contains(id) || learners.contains(id) }
+    package var members: [MemberID] { voters + learners }
+
+    /// The membership after `change`, or nil when the change is not a valid single-server step
+    /// (adding a present member, promoting a voter, removing an absent member or the last voter).
+    package func applying(_ change: ConfigChange) -> Membership? {
+        switch change.kind {
+        case .addLearner:
+            guard !contains(change.member) else { return nil }
+            return Membership(voters: voters, learners: learners + [change.member])
+        case .addVoter:
+            guard !voters.contains(change.member) else { return nil }
+            return Membership(voters: voters + [change.member], learners: learners.filter { $0 != change.member })
+        case .remove:
+            guard contains(change.member), voters != [change.member] else { return nil }
+            return Membership(voters: voters.filter { $0 != change.member }, learners: learners.filter { $0 != change.member })
+        }
+    }
+}
+
+/// One server at a time: the only changes a proposal may make (Raft dissertation §4.1).
+package struct ConfigChange: Equatable, Sendable {
+    package enum Kind: UInt8, Sendable {
+        case addLearner
+        /// Adds a voter, or promotes a learner that has caught up.
+        case addVoter
+        case remove
+    }
+
+    package var kind: Kind
+    package var member: MemberID
+
+    package init(_ kind: Kind, _ member: MemberID) {
+        self.kind = kind
+        self.member = member
+    }
+}
+
+/// A config-change entry's payload: the change and the membership it produces, so any member that holds the
+/// entry knows the configuration without replaying earlier ones (a joining member starts with none).
+package struct ConfigChangeEntry: Equatable, Sendable {
+    package var change: ConfigChange
+    package var membership: Membership
+
+    package init(change: ConfigChange, membership: Membership) {
+        self.change = change
+        self.membership = membership
+    }
+}
+
+/// What a snapshot stands for: the log through `index` (of `term`), the cluster time of that entry and the
+/// membership in effect there. Stored in the snapshot file header and by storage for the compacted prefix.
+package struct SnapshotMetadata: Equatable, Sendable {
+    package var index: LogIndex
+    package var term: Term
+    package var clusterTimeNanos: UInt64
+    package var membership: Membership
+
+    package init(index: LogIndex, term: Term, clusterTimeNanos: UInt64, membership: Membership) {
+        self.index = index
+        self.term = term
+        self.clusterTimeNanos = clusterTimeNanos
+        self.membership = membership
+    }
+
+    /// The empty log's: nothing compacted.
+    package static let none = SnapshotMetadata(index: .zero, term: .zero, clusterTimeNanos: 0, membership: Membership(voters: []))
+}
+
+/// A leader's request to its caller: stream the snapshot `metadata` describes to `to` as `.snapshot` chunks,
+/// then call `reportSnapshot(to:success:)`.
+package struct SnapshotRequest: Equatable, Sendable {
+    package var to: MemberID
+    /// The leader's term: every chunk carries it, so a follower refuses a deposed leader's stream.
+    package var term: Term
+    package var metadata: SnapshotMetadata
 }

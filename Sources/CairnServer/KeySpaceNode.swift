@@ -68,6 +68,17 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var appliedClusterTime: Int64 = 0
     private var snapshotIndex: UInt64
     private var snapshotInProgress = false
+    private let snapshotSendQueue = DispatchQueue(label: "cairn.snapshot-send")
+    /// Followers a snapshot is being streamed to (one stream each).
+    private var snapshotStreams: Set<MemberID> = []
+    private var snapshotReceiver = SnapshotReceiver(fileBytesMax: 64 << 30)
+    private var incomingSnapshot: ReceivedSnapshotFile?
+    /// A complete incoming file is being verified; chunks meanwhile are dropped (the leader streams again).
+    private var snapshotVerifying = false
+    /// Verified snapshot files the core accepted, waiting for the batch that installs them.
+    private var receivedSnapshotPaths: [LogIndex: String] = [:]
+    static let snapshotChunkBytes = 1 << 20
+    static let snapshotQueuedBytesMax = 4 << 20
     private var storageFailed = false
     private var persisting = false
     private var savedHardState: CairnRaft.HardState
@@ -77,6 +88,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var expiryPending = false
     private let statistics = Mutex(StoreStatistics())
     private var sendFrame: @Sendable (_ to: UInt64, _ channel: PeerChannel, _ frame: PeerFrame) -> Void = { _, _, _ in }
+    /// Bulk frames that wait for room on the link rather than being dropped (snapshot streams).
+    private var sendPaced: @Sendable (_ to: UInt64, _ frame: PeerFrame, _ queued: @escaping @Sendable (Bool) -> Void) -> Void = { _, _, queued in queued(false) }
 
     private typealias WriteCompletion = (Result<[(event: StoreEvent, removed: [String])], StoreError>, View) -> Void
     private typealias ReadCompletion = (Result<View, StoreError>) -> Void
@@ -108,25 +121,30 @@ package final class KeySpaceNode: @unchecked Sendable {
         requester = Requester(member: options.id, incarnation: random.next())
         hub = WatchHub(historyBytesMax: options.historyBytesMax)
         keySpace = KeySpace(initialIndex: initialIndex)
-        var snapshot: (index: UInt64, term: UInt64)?
-        if let newest = try storage.snapshots().last {
-            let reader = try SnapshotReader(fs: storage.fs, path: newest.path)
-            defer { reader.close() }
-            var source = SnapshotChunks(reader: reader)
-            let (root, index) = try TreeSnapshot.read(from: &source)
-            sessions = try ClientSessions.read(from: &source)
-            guard source.isDrained, try reader.next() == nil else { throw StorageError.corrupt(path: newest.path, offset: 0, index: newest.lastIndex, reason: "bytes after the key space") }
-            keySpace = KeySpace(root: root, currentIndex: index)
-            snapshot = (reader.header.lastIndex, reader.header.lastTerm)
-            appliedClusterTime = Int64(bitPattern: reader.header.clusterTimeNanos)
+        let initial = Membership(voters: options.voters.map(MemberID.init))
+        let snapshots = try storage.snapshots()
+        if let newest = snapshots.last {
+            let loaded = try Self.loadSnapshot(fs: storage.fs, path: newest.path)
+            keySpace = loaded.keySpace
+            sessions = loaded.sessions
+            appliedRaftIndex = loaded.header.lastIndex
+            appliedClusterTime = Int64(bitPattern: loaded.header.clusterTimeNanos)
+        } else {
+            appliedRaftIndex = 0
+        }
+        snapshotIndex = appliedRaftIndex
+        // The log starts after the oldest snapshot kept whose next entry the log still holds, so a follower a little
+        // behind the newest snapshot still catches up from the log rather than by a whole snapshot.
+        let walFirst = try storage.writer.withLog { $0.firstIndex }
+        var base = SnapshotMetadata.none
+        if let oldest = snapshots.first(where: { $0.lastIndex + 1 >= walFirst }) {
+            base = try Self.metadata(of: try Self.header(fs: storage.fs, path: oldest.path), initial: initial)
         }
         let logger = self.logger
-        log = try RaftLog(writer: storage.writer, snapshot: snapshot) { error in
+        log = try RaftLog(writer: storage.writer, snapshot: base) { error in
             logger.critical("the log cannot be read; stopping", metadata: ["error": "\(error)"])
             fatalError("log read failed: \(error)")
         }
-        appliedRaftIndex = snapshot?.index ?? (log.firstIndex.value - 1)
-        snapshotIndex = appliedRaftIndex
         let recovered = storage.recoveredHardState
         savedHardState = CairnRaft.HardState(term: Term(recovered.term), vote: recovered.vote == 0 ? nil : MemberID(recovered.vote),
                                              commit: LogIndex(max(recovered.commit, appliedRaftIndex)))
@@ -138,9 +156,14 @@ package final class KeySpaceNode: @unchecked Sendable {
                                raftTerm: recovered.term, clusterTimeNanos: appliedClusterTime, appliedAtNanos: clock.now()))
     }
 
-    /// Connects the node to its peers: frames go out through `send`; frames in arrive through `receive`.
-    package func connect(send: @escaping @Sendable (_ to: UInt64, _ channel: PeerChannel, _ frame: PeerFrame) -> Void) {
-        queue.sync { sendFrame = send }
+    /// Connects the node to its peers: frames go out through `send` (or `sendPaced`, which waits for room on the bulk
+    /// channel and says whether the frame was queued); frames in arrive through `receive`.
+    package func connect(send: @escaping @Sendable (_ to: UInt64, _ channel: PeerChannel, _ frame: PeerFrame) -> Void,
+                         sendPaced: @escaping @Sendable (_ to: UInt64, _ frame: PeerFrame, _ queued: @escaping @Sendable (Bool) -> Void) -> Void) {
+        queue.sync {
+            sendFrame = send
+            self.sendPaced = sendPaced
+        }
     }
 
     package func start() {
@@ -196,6 +219,33 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     package func countRead(succeeded: Bool) {
         statistics.withLock { succeeded ? ($0.getsSuccess += 1) : ($0.getsFail += 1) }
+    }
+
+    // MARK: - Snapshot files
+
+    /// A snapshot file's key space and sessions; its body checksum is checked before any of it is used.
+    private static func loadSnapshot(fs: FileSystem, path: String) throws -> (keySpace: KeySpace, sessions: ClientSessions, header: SnapshotHeader) {
+        let reader = try SnapshotReader(fs: fs, path: path)
+        defer { reader.close() }
+        var source = SnapshotChunks(reader: reader)
+        let (root, index) = try TreeSnapshot.read(from: &source)
+        let sessions = try ClientSessions.read(from: &source)
+        guard source.isDrained, try reader.next() == nil else {
+            throw StorageError.corrupt(path: path, offset: 0, index: reader.header.lastIndex, reason: "bytes after the key space")
+        }
+        return (KeySpace(root: root, currentIndex: index), sessions, reader.header)
+    }
+
+    private static func header(fs: FileSystem, path: String) throws -> SnapshotHeader {
+        let reader = try SnapshotReader(fs: fs, path: path)
+        defer { reader.close() }
+        return reader.header
+    }
+
+    /// What the core knows of a snapshot file; a file without membership (none was recorded) has the initial one.
+    private static func metadata(of header: SnapshotHeader, initial: Membership) throws -> SnapshotMetadata {
+        SnapshotMetadata(index: LogIndex(header.lastIndex), term: Term(header.lastTerm), clusterTimeNanos: header.clusterTimeNanos,
+                         membership: header.membership.isEmpty ? initial : try Membership(decoding: header.membership))
     }
 
     // MARK: - Writes
@@ -349,7 +399,12 @@ package final class KeySpaceNode: @unchecked Sendable {
     private func drive() {
         guard !persisting, !storageFailed, raft.hasReady else { return publishStatus() }
         let ready = raft.ready()
+        if let snapshot = ready.snapshot {
+            do { try installSnapshot(snapshot) } catch { return storageFailed(error) }
+        }
         for message in ready.messages { send(message) }
+        for request in ready.snapshotsToSend { streamSnapshot(request) }
+        for chunk in ready.snapshotChunks { receiveSnapshotChunk(chunk) }
         // Term and vote must be durable before a vote or an acknowledgement leaves; commit need not be (it is
         // learned again from the leader), so a batch that only moves commit costs no extra fsync.
         let hardState = ready.hardState.flatMap { h in
@@ -387,6 +442,8 @@ package final class KeySpaceNode: @unchecked Sendable {
             }
         }
         raft.advance(ready)
+        // After advance: the core describes snapshots only up to what it knows is applied.
+        if !ready.committedEntries.isEmpty { snapshotIfDue() }
         drive()
     }
 
@@ -458,7 +515,6 @@ package final class KeySpaceNode: @unchecked Sendable {
             }
             readsAwaitingApply = waiting
         }
-        snapshotIfDue()
     }
 
     /// Applies a command unless its session already has the answer; records the answer for a retry.
@@ -528,14 +584,16 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     /// Every `snapshotCount` entries: stream the current root into a snapshot file off the node queue, then let
-    /// storage drop the snapshots and log segments no longer needed.
+    /// storage drop the snapshots and log segments no longer needed, and the core's log start after the oldest kept.
     private func snapshotIfDue() {
         guard !snapshotInProgress, appliedRaftIndex - snapshotIndex >= UInt64(max(1, options.snapshotCount)),
-              let term = log.term(at: LogIndex(appliedRaftIndex)) ?? raft.term(at: LogIndex(appliedRaftIndex)) else { return }
+              let metadata = raft.snapshotMetadata(through: LogIndex(appliedRaftIndex)) else { return }
         snapshotInProgress = true
-        let root = keySpace.root, storeIndex = keySpace.currentIndex, index = appliedRaftIndex, sessions = self.sessions
-        let header = SnapshotHeader(lastIndex: index, lastTerm: term.value, clusterTimeNanos: UInt64(bitPattern: appliedClusterTime), membership: [])
+        let root = keySpace.root, storeIndex = keySpace.currentIndex, sessions = self.sessions
+        let header = SnapshotHeader(lastIndex: metadata.index.value, lastTerm: metadata.term.value,
+                                    clusterTimeNanos: metadata.clusterTimeNanos, membership: metadata.membership.encoded())
         let storage = self.storage
+        let initial = Membership(voters: options.voters.map(MemberID.init))
         snapshotQueue.async { [self] in
             do {
                 let writer = try storage.beginSnapshot(header)
@@ -549,17 +607,135 @@ package final class KeySpaceNode: @unchecked Sendable {
                     throw error
                 }
                 try storage.retain()
-                logger.info("snapshot saved", metadata: ["index": "\(index)"])
+                let oldest = try storage.snapshots().first.map { try Self.metadata(of: try Self.header(fs: storage.fs, path: $0.path), initial: initial) }
+                logger.info("snapshot saved", metadata: ["index": "\(header.lastIndex)"])
                 queue.async { [self] in
-                    snapshotIndex = index
+                    snapshotIndex = max(snapshotIndex, header.lastIndex)
                     snapshotInProgress = false
-                    log.didCompact()
+                    if let oldest { log.applySnapshot(oldest) }
                 }
             } catch {
-                logger.error("snapshot failed", metadata: ["index": "\(index)", "error": "\(error)"])
+                logger.error("snapshot failed", metadata: ["index": "\(header.lastIndex)", "error": "\(error)"])
                 queue.async { [self] in snapshotInProgress = false }
             }
         }
+    }
+
+    /// Leader side: streams the snapshot file the core names to a follower, a chunk at a time, paced by the link
+    /// (at most `snapshotQueuedBytesMax` waiting in memory), then tells the core how it went.
+    private func streamSnapshot(_ request: SnapshotRequest) {
+        guard !snapshotStreams.contains(request.to) else { return }
+        snapshotStreams.insert(request.to)
+        let path = storage.snapshotPath(lastIndex: request.metadata.index.value)
+        let fs = storage.fs, from = MemberID(options.id), chunkBytes = Self.snapshotChunkBytes
+        let sendPaced = self.sendPaced, sendQueue = snapshotSendQueue
+        let finished: @Sendable (Bool) -> Void = { [self] success in
+            queue.async { [self] in
+                snapshotStreams.remove(request.to)
+                raft.reportSnapshot(to: request.to, success: success)
+                if !success { logger.notice("snapshot stream failed", metadata: ["to": "\(hex(request.to.value))"]) }
+                drive()
+            }
+        }
+        sendQueue.async {
+            let file: OpenFile
+            let size: UInt64
+            do {
+                file = try fs.open(path, create: false)
+                size = try fs.size(file)
+            } catch {
+                return finished(false)
+            }
+            @Sendable func send(from offset: UInt64) {
+                let count = Int(min(UInt64(chunkBytes), size - offset))
+                var chunk = Message(kind: .snapshot, from: from, to: request.to, term: request.term)
+                chunk.index = request.metadata.index
+                chunk.logTerm = request.metadata.term
+                chunk.snapshotOffset = offset
+                chunk.snapshotDone = offset + UInt64(count) == size
+                do { chunk.data = try fs.read(file, at: offset, count: count) } catch {
+                    fs.close(file)
+                    return finished(false)
+                }
+                let done = chunk.snapshotDone
+                sendPaced(request.to.value, PeerFrame(type: NodeFrame.raft, payload: chunk.encoded())) { queued in
+                    guard queued, !done else {
+                        fs.close(file)
+                        return finished(queued)
+                    }
+                    sendQueue.async { send(from: offset + UInt64(count)) }
+                }
+            }
+            send(from: 0)
+        }
+    }
+
+    /// Follower side: chunks of the leader's stream go into a temporary file in order; a complete file is verified
+    /// (off this queue) and offered to the core, which hands it back in a later batch for installing.
+    private func receiveSnapshotChunk(_ chunk: Message) {
+        guard !snapshotVerifying else { return }
+        do {
+            switch snapshotReceiver.receive(chunk) {
+            case .drop: return
+            case .start:
+                incomingSnapshot?.abort()
+                incomingSnapshot = try storage.receiveSnapshot()
+                try incomingSnapshot!.append(chunk.data)
+            case .append:
+                guard let incomingSnapshot else { return snapshotReceiver.reset() }
+                try incomingSnapshot.append(chunk.data)
+            }
+        } catch {
+            logger.error("snapshot receive failed", metadata: ["error": "\(error)"])
+            incomingSnapshot?.abort()
+            incomingSnapshot = nil
+            return snapshotReceiver.reset()
+        }
+        guard snapshotReceiver.complete, let file = incomingSnapshot else { return }
+        incomingSnapshot = nil
+        snapshotReceiver.reset()
+        snapshotVerifying = true
+        let initial = Membership(voters: options.voters.map(MemberID.init)), fs = storage.fs
+        snapshotQueue.async { [self] in
+            let outcome = Result { () throws -> (String, SnapshotMetadata) in
+                let (path, header) = try file.finish()
+                return (path, try Self.metadata(of: header, initial: initial))
+            }
+            queue.async { [self] in
+                snapshotVerifying = false
+                switch outcome {
+                case .success(let (path, metadata)) where metadata.index == chunk.index && metadata.term == chunk.logTerm:
+                    if raft.restoreSnapshot(metadata) {
+                        receivedSnapshotPaths[metadata.index] = path
+                    } else {
+                        try? fs.remove(path)
+                    }
+                case .success(let (path, metadata)):
+                    logger.error("received snapshot does not match its stream", metadata: ["index": "\(metadata.index)"])
+                    try? fs.remove(path)
+                case .failure(let error):
+                    logger.error("received snapshot refused", metadata: ["error": "\(error)"])
+                }
+                drive()
+            }
+        }
+    }
+
+    /// Replaces the key space with a snapshot the core accepted from the leader, and aligns the log with it.
+    private func installSnapshot(_ metadata: SnapshotMetadata) throws {
+        guard let path = receivedSnapshotPaths.removeValue(forKey: metadata.index) else {
+            throw StorageError.corrupt(path: storage.directory, offset: 0, index: metadata.index.value, reason: "installing a snapshot never received")
+        }
+        let loaded = try Self.loadSnapshot(fs: storage.fs, path: path)
+        try storage.adoptReceivedSnapshot(loaded.header)
+        keySpace = loaded.keySpace
+        sessions = loaded.sessions
+        appliedRaftIndex = metadata.index.value
+        appliedClusterTime = Int64(bitPattern: metadata.clusterTimeNanos)
+        snapshotIndex = appliedRaftIndex
+        log.applySnapshot(metadata)
+        publish()
+        logger.notice("installed the leader's snapshot", metadata: ["index": "\(metadata.index)"])
     }
 
     @discardableResult

@@ -6,34 +6,30 @@ import CairnStorage
 
 final class RaftLog: RaftLogStorage {
     private let writer: GroupCommitWriter
-    private(set) var firstIndex: LogIndex
-    /// Terms of the entries from `firstIndex` on.
+    /// The snapshot the log starts after: the newest one taken or installed. The write-ahead log may still hold
+    /// entries before it (storage drops whole segments, behind the oldest snapshot kept); the core never sees them.
+    private(set) var snapshot: SnapshotMetadata
+    /// Terms of the entries after the snapshot.
     private var terms: [Term]
-    /// The entry just before `firstIndex` (the newest snapshot's last entry, or index 0).
-    private var base: (index: LogIndex, term: Term)
     /// A log read fails only on damage; stopping with the reason beats replicating a guess.
     private let readFailed: (Error) -> Never
 
-    init(writer: GroupCommitWriter, snapshot: (index: UInt64, term: UInt64)?, readFailed: @escaping (Error) -> Never) throws {
+    init(writer: GroupCommitWriter, snapshot: SnapshotMetadata, readFailed: @escaping (Error) -> Never) throws {
         self.writer = writer
         self.readFailed = readFailed
-        let (first, terms) = try writer.withLog { wal in
-            (wal.firstIndex, (wal.firstIndex..<(wal.lastIndex + 1)).map { Term(wal.term(at: $0)!) })
-        }
-        firstIndex = LogIndex(first)
-        self.terms = terms
-        if let snapshot, snapshot.index == first - 1 {
-            base = (LogIndex(snapshot.index), Term(snapshot.term))
-        } else {
-            base = (LogIndex(first - 1), .zero)
+        self.snapshot = snapshot
+        terms = try writer.withLog { wal in
+            let first = max(wal.firstIndex, snapshot.index.value + 1)
+            return first > wal.lastIndex ? [] : (first...wal.lastIndex).map { Term(wal.term(at: $0)!) }
         }
     }
 
-    var lastIndex: LogIndex { firstIndex + UInt64(terms.count) - 1 }
+    var firstIndex: LogIndex { snapshot.index + 1 }
+    var lastIndex: LogIndex { snapshot.index + UInt64(terms.count) }
 
     func term(at index: LogIndex) -> Term? {
-        if index == base.index { return base.term }
-        guard index >= firstIndex, index <= lastIndex else { return nil }
+        if index == snapshot.index { return snapshot.term }
+        guard index > snapshot.index, index <= lastIndex else { return nil }
         return terms[Int(index.value - firstIndex.value)]
     }
 
@@ -79,15 +75,17 @@ final class RaftLog: RaftLogStorage {
         terms.append(contentsOf: entries.map(\.term))
     }
 
-    /// Mirrors the storage's compaction (whole segments before the oldest snapshot kept leave the disk).
-    func didCompact() {
-        let newFirst: LogIndex
-        do { newFirst = LogIndex(try writer.withLog { $0.firstIndex }) } catch { readFailed(error) }
-        guard newFirst > firstIndex else { return }
-        let newBase = (newFirst - 1, term(at: newFirst - 1) ?? .zero)
-        terms.removeFirst(min(terms.count, Int(newFirst.value - firstIndex.value)))
-        firstIndex = newFirst
-        base = newBase
+    /// Makes `metadata` the snapshot the log starts after: the entries it covers leave the core's view, and the whole
+    /// log does when it does not hold the snapshot's last entry with that term (a leader's snapshot replacing it).
+    /// The disk follows: storage aligns and compacts the write-ahead log.
+    func applySnapshot(_ metadata: SnapshotMetadata) {
+        guard metadata.index > snapshot.index else { return }
+        if term(at: metadata.index) == metadata.term {
+            terms.removeFirst(Int(metadata.index.value - snapshot.index.value))
+        } else {
+            terms = []
+        }
+        snapshot = metadata
     }
 }
 

@@ -53,7 +53,10 @@ package final class Server: @unchecked Sendable {
                                                           listenAddresses: configuration.listenPeerURLs),
                 deliveryQueue: node.queue, report: { peerLogger.notice("\($0)") },
                 deliver: { from, frame in node.receive(from: from, frame: frame) })
-            node.connect { to, channel, frame in transport.send(to: to, channel: channel, frame: frame) }
+            node.connect(send: { to, channel, frame in transport.send(to: to, channel: channel, frame: frame) },
+                         sendPaced: { to, frame, queued in
+                             transport.sendPaced(to: to, channel: .bulk, frame: frame, queuedBytesMax: KeySpaceNode.snapshotQueuedBytesMax, done: queued)
+                         })
             self.peers = peers
             self.transport = transport
         } else {

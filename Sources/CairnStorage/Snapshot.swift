@@ -220,7 +220,7 @@ package enum SnapshotFiles {
 /// A snapshot file arriving from the leader, byte for byte as the leader holds it: appended chunk by chunk to a
 /// temporary file, then synced, checked whole (header and body checksums) and renamed to its final name. Nothing
 /// partial or unverified ever carries a `.snap` name; a crash mid-transfer leaves a `.tmp` that `open` removes.
-package final class ReceivedSnapshotFile {
+package final class ReceivedSnapshotFile: @unchecked Sendable {  // one owner at a time: receiving, then finishing
     private let fs: FileSystem
     private let directory: String
     private let file: OpenFile

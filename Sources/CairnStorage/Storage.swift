@@ -91,6 +91,11 @@ package final class Storage: Sendable {
         try SnapshotFiles.list(fs: fs, directory: directory)
     }
 
+    /// Where the complete snapshot of the log through `lastIndex` lives.
+    package func snapshotPath(lastIndex: UInt64) -> String {
+        joinPath(directory, SnapshotFormat.name(lastIndex))
+    }
+
     package func receiveSnapshot() throws -> ReceivedSnapshotFile {
         try ReceivedSnapshotFile(fs: fs, directory: directory)
     }

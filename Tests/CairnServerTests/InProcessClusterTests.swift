@@ -17,10 +17,15 @@ final class Links: Sendable {
 
     func add(_ id: UInt64, _ node: KeySpaceNode) {
         members.withLock { $0[id] = node }
-        node.connect { [self] to, _, frame in
-            guard !cut.withLock({ $0.contains([id, to]) }), let target = members.withLock({ $0[to] }) else { return }
-            target.queue.async { target.receive(from: id, frame: frame) }
-        }
+        node.connect(send: { [self] to, _, frame in deliver(from: id, to: to, frame) },
+                     sendPaced: { [self] to, frame, queued in queued(deliver(from: id, to: to, frame)) })
+    }
+
+    @discardableResult
+    private func deliver(from id: UInt64, to: UInt64, _ frame: PeerFrame) -> Bool {
+        guard !cut.withLock({ $0.contains([id, to]) }), let target = members.withLock({ $0[to] }) else { return false }
+        target.queue.async { target.receive(from: id, frame: frame) }
+        return true
     }
 
     /// Cuts `id` off from everyone (both directions); `heal` restores every link.
@@ -38,7 +43,7 @@ final class InProcessCluster {
     private var storages: [Storage] = []
     let directory = NSTemporaryDirectory() + "cairn-cluster-\(UUID().uuidString)"
 
-    init(size: Int, wallOffsets: [Int64]? = nil, requestTimeoutMilliseconds: Int = 3000) throws {
+    init(size: Int, wallOffsets: [Int64]? = nil, requestTimeoutMilliseconds: Int = 3000, snapshotCount: Int = 100_000) throws {
         ids = (1...UInt64(size)).map { $0 * 0x1111 }
         for (position, id) in ids.enumerated() {
             let storage = try Storage(fs: PosixFileSystem(), directory: directory + "/\(id)",
@@ -47,6 +52,7 @@ final class InProcessCluster {
             options.heartbeatIntervalMilliseconds = 10
             options.electionTimeoutMilliseconds = 150
             options.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+            options.snapshotCount = snapshotCount
             let clock = ClusterClock(wallOffsetNanoseconds: wallOffsets?[position] ?? 0)
             let node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * size + 1), storage: storage, options: options)
             links.add(id, node)
@@ -132,6 +138,23 @@ final class InProcessCluster {
         #expect(eventually(seconds: 10) { cluster.ids.allSatisfy { cluster.localValue($0, "/k") == "majority" } })
         #expect(try cluster.quorumRead(leader, "/k").get() == "majority")
         #expect(cluster.ids.allSatisfy { cluster.localValue($0, "/lost") == nil }, "the uncommitted write was discarded")
+    }
+
+    @Test func aFollowerBehindTheCompactedLogCatchesUpBySnapshot() throws {
+        let cluster = try InProcessCluster(size: 3, snapshotCount: 20)
+        let leader = try #require(cluster.awaitLeader())
+        let behind = cluster.followers(of: leader)[0]
+        cluster.links.isolate(behind, from: cluster.ids)
+        for n in 0..<120 { _ = try cluster.write(leader, "/s/\(n % 30)", "v\(n)").get() }
+        // Two snapshots later the log no longer reaches back to what the cut-off follower has.
+        #expect(eventually { (try? FileManager.default.contentsOfDirectory(atPath: cluster.directory + "/\(leader)"))?
+            .filter { $0.hasSuffix(".snap") }.count == 2 })
+        cluster.links.heal()
+        #expect(eventually(seconds: 10) { cluster.localValue(behind, "/s/29") == "v119" })
+        #expect(cluster.localValue(behind, "/s/0") == "v90")
+        let files = try FileManager.default.contentsOfDirectory(atPath: cluster.directory + "/\(behind)")
+        #expect(files.contains { $0.hasSuffix(".snap") }, "\(files)")
+        #expect(try cluster.quorumRead(behind, "/s/5").get() == "v95")
     }
 
     @Test func wallClocksAnHourApartAgreeOnExpiry() throws {
