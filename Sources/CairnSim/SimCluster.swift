@@ -31,7 +31,7 @@ package struct SimOptions: Sendable {
     package var leaseReads = false
     /// Clock drift: each member's clock misses one tick in every so many steps, drawn from this range (nil: none).
     /// Lease reads are only safe while drift stays within their margin (2 of 10 election-timeout ticks here).
-    package var tickSkipEveryRange: ClosedRange<Int>? = nil
+    package var tickSkipPeriodStepsRange: ClosedRange<Int>? = nil
 
     package init() {}
 }
@@ -82,7 +82,7 @@ package struct SimCluster {
         /// The configuration it was started with: the founders', or none for a member added later.
         var initialVoters: [MemberID]
         /// This member's clock misses one tick in every this many steps (nil: no drift).
-        var tickSkipEvery: Int?
+        var tickSkipPeriodSteps: Int?
         /// What survives a crash: the persisted log and hard state, and the snapshot file the log starts after.
         var disk = MemoryLogStorage()
         var snapshotFile: [UInt8]?
@@ -147,7 +147,7 @@ package struct SimCluster {
 
     private mutating func addMember(_ id: MemberID, initialVoters: [MemberID]) {
         var m = Member(initialVoters: initialVoters)
-        if let range = options.tickSkipEveryRange, random.chance(1, in: 2) { m.tickSkipEvery = Int.random(in: range, using: &random) }
+        if let range = options.tickSkipPeriodStepsRange, random.chance(1, in: 2) { m.tickSkipPeriodSteps = Int.random(in: range, using: &random) }
         m.node = makeNode(id: id, member: m)
         members[id] = m
     }
@@ -206,7 +206,7 @@ package struct SimCluster {
         try deliverDue()
         for id in ids where members[id]!.node != nil {
             // A slow clock: bounded drift, which the lease's safety margin must absorb.
-            if let every = members[id]!.tickSkipEvery, step % every == 0 { continue }
+            if let every = members[id]!.tickSkipPeriodSteps, step % every == 0 { continue }
             members[id]!.node!.tick(monotonicNanos: UInt64(step) * 1_000_000)
         }
         if random.chance(options.proposePercent, in: 100), let leader = leaderID {
@@ -524,7 +524,7 @@ extension SimOptions {
         o.snapshotChunkBytes = Int.random(in: 8...64, using: &random)
         o.configChangePercent = Int.random(in: 0...4, using: &random)
         o.leaseReads = random.chance(1, in: 3)
-        if random.chance(1, in: 2) { o.tickSkipEveryRange = 10...30 }
+        if random.chance(1, in: 2) { o.tickSkipPeriodStepsRange = 10...30 }
         return o
     }
 }

@@ -258,4 +258,26 @@ import Testing
         }
         #expect(immediate == Array(0..<8))
     }
+
+    /// A member added after compaction knows no configuration; the snapshot's header gives it the membership,
+    /// and it keeps it across a restart.
+    @Test func learnerAddedAfterCompactionLearnsMembershipFromSnapshot() {
+        var c = TestCluster(size: 3, founders: 2)
+        c.elect(m1)
+        for i in 0..<5 { c.propose(m1, [UInt8(i)]) }
+        c.settle()
+        c.tickAll(times: 2)
+        c.compact(m1)
+        #expect(c.nodes[m3]!.voters.isEmpty)
+        c.changeConfig(m1, ConfigChange(.addLearner, m3))
+        c.settle()
+        c.tickAll(times: 4)
+        #expect(c.installed[m3]?.count == 1)
+        #expect(c.nodes[m3]!.voters == [m1, m2])
+        #expect(c.nodes[m3]!.learners == [m3])
+        #expect(c.nodes[m3]!.commit == c.nodes[m1]!.commit)
+        c.restart(m3)
+        #expect(c.nodes[m3]!.learners == [m3])
+        #expect(c.nodes[m3]!.voters == [m1, m2])
+    }
 }
