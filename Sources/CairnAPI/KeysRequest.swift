@@ -12,9 +12,10 @@ package enum KeysRequest: Sendable, Equatable {
     ///   - keyPath: the percent-decoded path after `/v2/keys` ("" or "/..." ).
     ///   - parameters: the decoded form body's pairs followed by the query's (Go's `r.Form` order).
     ///   - formError: Go's text for a malformed form, if any (etcd answers "Invalid POST form" with it).
-    ///   - now: cluster time in nanoseconds, to turn a TTL into an expiration.
+    /// A TTL stays relative (`StoreCommand.ttlNanos`): the member applying the logged command turns it into an
+    /// expiration with the entry's cluster time, so no member's clock decides when a key expires.
     package static func parse(method: String, keyPath: String, parameters: [(name: String, value: String)],
-                              formError: String?, now: Int64) -> Result<KeysRequest, StoreError> {
+                              formError: String?) -> Result<KeysRequest, StoreError> {
         func fail(_ code: StoreErrorCode, _ cause: String) -> Result<KeysRequest, StoreError> {
             .failure(StoreError(code, cause, index: 0))
         }
@@ -79,7 +80,7 @@ package enum KeysRequest: Sendable, Equatable {
             if let ttl {
                 // A TTL beyond what nanoseconds can hold is as good as forever; saturate rather than trap.
                 let (product, overflow) = Int64(clamping: ttl).multipliedReportingOverflow(by: 1_000_000_000)
-                command.expiration = overflow ? .max : now.addingReportingOverflow(product).overflow ? .max : now + product
+                command.ttlNanos = overflow ? .max : product
             }
             return .success(.write(command, noValueOnSuccess: noValueOnSuccess ?? false))
         }

@@ -12,6 +12,7 @@ package enum PeerChannel: UInt8, Sendable, CaseIterable {
 }
 
 package struct PeerTransportConfiguration: Sendable {
+    /// 0 for a member joining an existing cluster: it learns the ID from the first member that welcomes it.
     package var clusterID: UInt64
     package var localID: UInt64
     package var listenAddresses: [ListenAddress]
@@ -51,6 +52,10 @@ package final class PeerTransport: @unchecked Sendable {
     private var stopped = false
     private let stats = Mutex(PeerTransportStats())
     package private(set) var boundAddresses: [ListenAddress] = []
+    /// The cluster this member belongs to (learned when joining); confined to `queue`.
+    private var clusterID: UInt64
+    /// Called once on the transport's queue when a joining member learns its cluster's ID.
+    package var learnedClusterID: @Sendable (UInt64) -> Void = { _ in }
 
     struct LinkKey: Hashable {
         var peer: UInt64
@@ -63,6 +68,7 @@ package final class PeerTransport: @unchecked Sendable {
                  report: @escaping @Sendable (String) -> Void = { _ in },
                  deliver: @escaping @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Void) {
         self.configuration = configuration
+        self.clusterID = configuration.clusterID
         self.deliveryQueue = deliveryQueue
         self.deliver = deliver
         self.report = report
@@ -166,7 +172,10 @@ package final class PeerTransport: @unchecked Sendable {
             switch checkHello(frame) {
             case .success(let from):
                 connection.sender = from
-                socket.send(PeerFrame(type: HandshakeFrame.welcome, payload: []))
+                // The welcome names the cluster, so a joining member learns which one it joined.
+                var payload: [UInt8] = []
+                appendLittleEndian(clusterID, to: &payload)
+                socket.send(PeerFrame(type: HandshakeFrame.welcome, payload: payload))
                 return true
             case .failure(let refusal):
                 report("peer: refused a connection: \(refusal.reason)")
@@ -197,9 +206,11 @@ package final class PeerTransport: @unchecked Sendable {
         let cluster = readLittleEndianUInt64(frame.payload[0..<8])
         let from = readLittleEndianUInt64(frame.payload[8..<16])
         let to = readLittleEndianUInt64(frame.payload[16..<24])
-        guard cluster == configuration.clusterID else {
+        guard clusterID != 0 else { return .failure(HandshakeRefusal("member \(hex(configuration.localID)) is still joining its cluster")) }
+        // A member still joining (cluster 0) is let in: Raft ignores it until the cluster has added it.
+        guard cluster == clusterID || cluster == 0 else {
             return .failure(HandshakeRefusal(
-                "cluster ID mismatch: member \(hex(from)) is in cluster \(hex(cluster)), this member \(hex(configuration.localID)) is in cluster \(hex(configuration.clusterID))"))
+                "cluster ID mismatch: member \(hex(from)) is in cluster \(hex(cluster)), this member \(hex(configuration.localID)) is in cluster \(hex(clusterID))"))
         }
         guard to == configuration.localID else {
             return .failure(HandshakeRefusal("member \(hex(from)) dialled member \(hex(to)), but this is member \(hex(configuration.localID))"))
@@ -212,7 +223,7 @@ package final class PeerTransport: @unchecked Sendable {
 
     func helloFrame(to peer: UInt64, channel: PeerChannel) -> PeerFrame {
         var payload: [UInt8] = []
-        appendLittleEndian(configuration.clusterID, to: &payload)
+        appendLittleEndian(clusterID, to: &payload)
         appendLittleEndian(configuration.localID, to: &payload)
         appendLittleEndian(peer, to: &payload)
         payload.append(channel.rawValue)
@@ -224,6 +235,17 @@ package final class PeerTransport: @unchecked Sendable {
     func linkRefused(peer: UInt64, reason: String) {
         stats.withLock { $0.refusals += 1 }
         report("peer: member \(hex(peer)) refused this member: \(reason)")
+    }
+
+    /// A welcome's cluster ID: adopted by a joining member, refused (link dropped) when it names another cluster.
+    func welcomed(clusterID welcomed: UInt64, by peer: UInt64) -> Bool {
+        if clusterID == 0, welcomed != 0 {
+            clusterID = welcomed
+            report("peer: joined cluster \(hex(welcomed)) (welcomed by member \(hex(peer)))")
+            learnedClusterID(welcomed)
+            return true
+        }
+        return welcomed == clusterID
     }
 
     func linkConnected() {
@@ -289,6 +311,14 @@ final class OutgoingLink: @unchecked Sendable {
             transport.linkConnected()
         }
         socket.onFrame = { [unowned self] frame in
+            if frame.type == HandshakeFrame.welcome, frame.payload.count == 8 {
+                let cluster = readLittleEndianUInt64(frame.payload[0..<8])
+                if !transport.welcomed(clusterID: cluster, by: peer) {
+                    transport.linkRefused(peer: peer, reason: "it is in cluster \(hex(cluster))")
+                    delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMax
+                    self.socket?.close(reason: "welcomed into another cluster")
+                }
+            }
             if frame.type == HandshakeFrame.refuse {
                 transport.linkRefused(peer: peer, reason: String(decoding: frame.payload, as: UTF8.self))
                 // A refusal is a configuration error: back off to the longest delay.

@@ -10,17 +10,13 @@ package struct MemberInfo: Sendable {
     package var name: String
     package var peerURLs: [String]
     package var clientURLs: [String]
-    package var clusterID: UInt64
     package var startTime: Int64
-    /// Every member of the initial cluster, this one included.
-    package var cluster: [InitialMember] = []
 
-    package init(id: UInt64, name: String, peerURLs: [String], clientURLs: [String], clusterID: UInt64, startTime: Int64) {
+    package init(id: UInt64, name: String, peerURLs: [String], clientURLs: [String], startTime: Int64) {
         self.id = id
         self.name = name
         self.peerURLs = peerURLs
         self.clientURLs = clientURLs
-        self.clusterID = clusterID
         self.startTime = startTime
     }
 }
@@ -33,10 +29,13 @@ package struct ClientHandler: HTTPHandler {
     let node: KeySpaceNode
     let keys: KeysHandler
 
-    package init(member: MemberInfo, node: KeySpaceNode) {
+    let members: MembersHandler
+
+    package init(member: MemberInfo, node: KeySpaceNode, token: String) {
         self.member = member
         self.node = node
-        keys = KeysHandler(node: node, clusterID: hex(member.clusterID))
+        keys = KeysHandler(node: node)
+        members = MembersHandler(node: node, token: token)
     }
 
     package func handle(_ exchange: HTTPExchange) {
@@ -60,11 +59,8 @@ package struct ClientHandler: HTTPHandler {
             let healthy = node.raftStatus.leader != nil
             exchange.respond(status: healthy ? 200 : 503, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),
                              body: Array((healthy ? #"{"health":"true"}"# : #"{"health":"false"}"#).utf8))
-        case "/v2/members", "/v2/members/":
-            guard allow(exchange, ["GET"]) else { return }
-            var headers = Self.corsHeaders(contentType: "application/json")
-            headers.add("X-Etcd-Cluster-Id", hex(member.clusterID))
-            exchange.respond(status: 200, headers: headers, body: membersBody())
+        case _ where path == "/v2/members" || path.hasPrefix("/v2/members/"):
+            members.handle(exchange, memberPath: path.dropFirst("/v2/members".count))
         case "/v2/machines":
             guard allow(exchange, ["GET", "HEAD"]) else { return }
             exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),
@@ -91,26 +87,6 @@ package struct ClientHandler: HTTPHandler {
             headers.add("X-Content-Type-Options", "nosniff")
             exchange.respond(status: 404, headers: headers, body: Array("404 page not found\n".utf8))
         }
-    }
-
-    private func membersBody() -> [UInt8] {
-        let others = member.cluster.filter { $0.id != member.id }.map { (id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: [String]()) }
-        let all = (others + [(member.id, member.name, member.peerURLs, member.clientURLs)]).sorted { $0.id < $1.id }
-        var json = GoJSON()
-        json.raw("{\"members\":[")
-        for (index, m) in all.enumerated() {
-            json.raw(index == 0 ? "{\"id\":" : ",{\"id\":")
-            json.string(hex(m.id))
-            json.raw(",\"name\":")
-            json.string(m.name)
-            json.raw(",\"peerURLs\":")
-            stringArray(m.peerURLs, into: &json)
-            json.raw(",\"clientURLs\":")
-            stringArray(m.clientURLs, into: &json)
-            json.raw("}")
-        }
-        json.raw("]}\n")
-        return json.take()
     }
 
     private func selfStatsBody() -> [UInt8] {
@@ -154,14 +130,6 @@ package struct ClientHandler: HTTPHandler {
         return json.take()
     }
 
-    private func stringArray(_ values: [String], into json: inout GoJSON) {
-        json.raw("[")
-        for (index, value) in values.enumerated() {
-            if index > 0 { json.raw(",") }
-            json.string(value)
-        }
-        json.raw("]")
-    }
 
     private func redirect(_ exchange: HTTPExchange, to path: String) {
         let query = exchange.request.rawQuery
@@ -179,11 +147,15 @@ package struct ClientHandler: HTTPHandler {
     private func allow(_ exchange: HTTPExchange, _ methods: [String], allowHeadForGet: Bool = true) -> Bool {
         let method = exchange.request.method
         if methods.contains(method) || (allowHeadForGet && method == "HEAD" && methods.contains("GET")) { return true }
-        var headers = Self.corsHeaders(contentType: "text/plain; charset=utf-8")
+        Self.methodNotAllowed(exchange, methods)
+        return false
+    }
+
+    static func methodNotAllowed(_ exchange: HTTPExchange, _ methods: [String]) {
+        var headers = corsHeaders(contentType: "text/plain; charset=utf-8")
         headers.add("Allow", methods.joined(separator: ","))
         headers.add("X-Content-Type-Options", "nosniff")
         exchange.respond(status: 405, headers: headers, body: Array("Method Not Allowed\n".utf8))
-        return false
     }
 
     static func corsHeaders(contentType: String) -> HTTPHeaders {

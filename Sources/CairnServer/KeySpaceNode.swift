@@ -33,11 +33,20 @@ package final class KeySpaceNode: @unchecked Sendable {
         package var term: UInt64 = 0
         package var commit: UInt64 = 0
         package var leaderChanges = 0
+        /// Raft's configuration as this member sees it.
+        package var voters: [UInt64] = []
+        package var learners: [UInt64] = []
     }
 
     package struct Options: Sendable {
         package var id: UInt64
+        /// The initial voters; empty for a member joining an existing cluster (it learns the membership from the log).
         package var voters: [UInt64]
+        /// The initial member table (names and peer URLs of the initial voters; empty when joining).
+        package var members: [MemberRecord] = []
+        /// What this member publishes about itself once it is in the cluster.
+        package var name = "default"
+        package var clientURLs: [String] = []
         package var heartbeatIntervalMilliseconds = 100
         package var electionTimeoutMilliseconds = 1000
         package var snapshotCount = 100_000
@@ -52,6 +61,13 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     package let queue = DispatchQueue(label: "cairn.node")
+    package var id: UInt64 { options.id }
+    private let clusterIDBox: Mutex<UInt64>
+    /// The cluster's ID (etcd's `X-Etcd-Cluster-Id`); 0 while a joining member has not yet learned it.
+    package var clusterID: UInt64 {
+        get { clusterIDBox.withLock { $0 } }
+        set { clusterIDBox.withLock { $0 = newValue } }
+    }
     private let persistQueue = DispatchQueue(label: "cairn.persist")
     private let snapshotQueue = DispatchQueue(label: "cairn.snapshot")
     private let clock: ClusterClock
@@ -60,6 +76,9 @@ package final class KeySpaceNode: @unchecked Sendable {
     private let logger = Logger(label: "cairn.node")
     private var keySpace: KeySpace
     private var sessions = ClientSessions()
+    private var members: MemberTable
+    private let publishedMembers: Mutex<MemberTable>
+    private var membersChanged: @Sendable (MemberTable) -> Void = { _ in }
     private var sessionsSweptMinute: Int64 = 0
     private let hub: WatchHub
     private var raft: RaftNode<RaftLog>
@@ -81,6 +100,10 @@ package final class KeySpaceNode: @unchecked Sendable {
     static let snapshotQueuedBytesMax = 4 << 20
     private var storageFailed = false
     private var persisting = false
+    private var stopped = false
+    private var membersDirty = false
+    private var attributesPending = false
+    private var bootstrapPending = false
     private var savedHardState: CairnRaft.HardState
     private let published: Mutex<View>
     private let status = Mutex(RaftStatus())
@@ -113,20 +136,23 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// Log entry kinds come from `EntryKind`; a normal entry's payload is a `Proposal` of a `StoreCommand`.
     /// Recovers from `storage`: the newest snapshot now; the log after it as Raft re-commits it.
     /// - Parameter initialIndex: where a new store index starts (etcd's own bootstrap writes come first, 2 per member + 1).
-    package init(clock: ClusterClock, initialIndex: UInt64, storage: Storage, options: Options) throws {
+    package init(clock: ClusterClock, initialIndex: UInt64, storage: Storage, options: Options, clusterID: UInt64 = 0) throws {
         self.clock = clock
+        clusterIDBox = Mutex(clusterID)
         self.storage = storage
         self.options = options
         var random = SystemRandomNumberGenerator()
         requester = Requester(member: options.id, incarnation: random.next())
         hub = WatchHub(historyBytesMax: options.historyBytesMax)
         keySpace = KeySpace(initialIndex: initialIndex)
+        members = MemberTable(options.members)
         let initial = Membership(voters: options.voters.map(MemberID.init))
         let snapshots = try storage.snapshots()
         if let newest = snapshots.last {
             let loaded = try Self.loadSnapshot(fs: storage.fs, path: newest.path)
             keySpace = loaded.keySpace
             sessions = loaded.sessions
+            members = loaded.members
             appliedRaftIndex = loaded.header.lastIndex
             appliedClusterTime = Int64(bitPattern: loaded.header.clusterTimeNanos)
         } else {
@@ -152,6 +178,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         config.heartbeatIntervalTicks = 1
         config.electionTimeoutTicks = max(2, options.electionTimeoutMilliseconds / max(1, options.heartbeatIntervalMilliseconds))
         raft = RaftNode(config: config, storage: log, hardState: savedHardState)
+        publishedMembers = Mutex(members)
         published = Mutex(View(root: keySpace.root, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex,
                                raftTerm: recovered.term, clusterTimeNanos: appliedClusterTime, appliedAtNanos: clock.now()))
     }
@@ -184,6 +211,18 @@ package final class KeySpaceNode: @unchecked Sendable {
         expiry.setEventHandler { [unowned self] in proposeExpiryIfDue() }
         expiry.resume()
         timers = [tick, expiry]
+    }
+
+    /// Stops ticking and taking batches, and waits for storage work in flight; the storage may be closed after.
+    package func stop() {
+        queue.sync {
+            stopped = true
+            for timer in timers { timer.cancel() }
+            timers = []
+        }
+        persistQueue.sync {}
+        snapshotQueue.sync {}
+        snapshotSendQueue.sync {}
     }
 
     /// A lone voter re-commits its whole log at once on start; waiting for that (bounded) before serving keeps every
@@ -224,16 +263,19 @@ package final class KeySpaceNode: @unchecked Sendable {
     // MARK: - Snapshot files
 
     /// A snapshot file's key space and sessions; its body checksum is checked before any of it is used.
-    private static func loadSnapshot(fs: FileSystem, path: String) throws -> (keySpace: KeySpace, sessions: ClientSessions, header: SnapshotHeader) {
+    private static func loadSnapshot(fs: FileSystem, path: String)
+        throws -> (keySpace: KeySpace, sessions: ClientSessions, members: MemberTable, header: SnapshotHeader)
+    {
         let reader = try SnapshotReader(fs: fs, path: path)
         defer { reader.close() }
         var source = SnapshotChunks(reader: reader)
         let (root, index) = try TreeSnapshot.read(from: &source)
         let sessions = try ClientSessions.read(from: &source)
+        let members = try MemberTable.read(from: &source)
         guard source.isDrained, try reader.next() == nil else {
-            throw StorageError.corrupt(path: path, offset: 0, index: reader.header.lastIndex, reason: "bytes after the key space")
+            throw StorageError.corrupt(path: path, offset: 0, index: reader.header.lastIndex, reason: "bytes after the member table")
         }
-        return (KeySpace(root: root, currentIndex: index), sessions, reader.header)
+        return (KeySpace(root: root, currentIndex: index), sessions, members, reader.header)
     }
 
     private static func header(fs: FileSystem, path: String) throws -> SnapshotHeader {
@@ -261,6 +303,10 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     private func submit(_ command: StoreCommand, session: SessionRequest? = nil, completion: @escaping WriteCompletion) {
+        submit(.command(command.encoded()), session: session, completion: completion)
+    }
+
+    private func submit(_ body: Proposal.Body, session: SessionRequest? = nil, completion: @escaping WriteCompletion) {
         guard !storageFailed else {
             return completion(.failure(StoreError(.raftInternal, "storage failed: writes are refused until restart", index: keySpace.currentIndex)), view())
         }
@@ -268,13 +314,15 @@ package final class KeySpaceNode: @unchecked Sendable {
         nextSequence += 1
         writers[sequence] = completion
         writerDeadlines.append((sequence, clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000))
-        route(Proposal(origin: requester, sequence: sequence, session: session, command: command.encoded()).encoded())
+        route(Proposal(origin: requester, sequence: sequence, session: session, body: body).encoded())
         drive()
     }
 
     /// A proposal goes into the log here when this member leads, to the leader when one is known, or waits for one.
     private func route(_ proposal: [UInt8]) {
         raft.observe(monotonicNanos: UInt64(clamping: clock.now()))
+        // The initial members go into the log before anything else a leader appends (see `MemberChange.bootstrap`).
+        if raft.role == .leader, !members.isLogged, !bootstrapPending { logInitialMembers() }
         if raft.propose(proposal) { return }
         if let leader = raft.leader, leader.value != options.id {
             sendFrame(leader.value, .bulk, PeerFrame(type: NodeFrame.propose, payload: proposal))
@@ -282,6 +330,69 @@ package final class KeySpaceNode: @unchecked Sendable {
             unsent.append(proposal)
         }
     }
+
+    // MARK: - Members
+
+    /// The member table as last applied; safe from any thread.
+    package var memberTable: MemberTable { publishedMembers.withLock { $0 } }
+
+    /// Called on the node queue with the new table whenever an applied entry or an installed snapshot changes it
+    /// (the server points the transport at the members).
+    package func onMembersChanged(_ observer: @escaping @Sendable (MemberTable) -> Void) {
+        queue.sync {
+            membersChanged = observer
+            observer(members)
+        }
+    }
+
+    /// Replicates a change to the member table; `completion` runs on the node queue once it is applied (or failed).
+    /// Raft's configuration follows the table: the leader adds new members as learners, promotes them once they have
+    /// caught up and removes members no longer listed (itself included), one change at a time.
+    func proposeMemberChange(_ change: MemberChange, completion: @escaping @Sendable (Result<MemberTable, StoreError>) -> Void) {
+        queue.async { [self] in
+            submit(.member(change)) { [self] result, _ in completion(result.map { _ in members }) }
+        }
+    }
+
+    private func setMembers(_ table: MemberTable) {
+        members = table
+        publishedMembers.withLock { $0 = table }
+        membersChanged(table)
+    }
+
+    /// On the leader, every tick: log the initial members once, then move Raft's configuration one step towards the
+    /// member table. Every member also publishes its own name and client URLs until the table shows them.
+    private func reconcileMembership() {
+        if let mine = members.members[options.id], mine.name != options.name || mine.clientURLs != options.clientURLs,
+           !attributesPending, raft.leader != nil {
+            attributesPending = true
+            submit(.member(.attributes(id: options.id, name: options.name, clientURLs: options.clientURLs))) { [self] _, _ in
+                attributesPending = false
+            }
+        }
+        guard raft.role == .leader else { return }
+        if !members.isLogged {
+            if !bootstrapPending { logInitialMembers() }
+            return
+        }
+        let wanted = Set(members.members.keys.map(MemberID.init))
+        let current = raft.membership
+        if let gone = current.members.first(where: { !wanted.contains($0) }) {
+            raft.proposeConfigChange(ConfigChange(.remove, gone))
+        } else if let new = wanted.sorted().first(where: { !current.contains($0) }) {
+            raft.proposeConfigChange(ConfigChange(.addLearner, new))
+        } else if let ready = current.learners.first(where: { (raft.progress[$0]?.match.value ?? 0) + Self.learnerLagEntriesMax >= raft.commit.value }) {
+            raft.proposeConfigChange(ConfigChange(.addVoter, ready))
+        }
+    }
+
+    private func logInitialMembers() {
+        bootstrapPending = true
+        submit(.member(.bootstrap(members.sorted))) { [self] _, _ in bootstrapPending = false }
+    }
+
+    /// A learner this close to the leader's commit index votes from then on.
+    static let learnerLagEntriesMax: UInt64 = 64
 
     // MARK: - Linearizable reads
 
@@ -368,6 +479,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             for context in reads { routeRead(context) }
         }
         expireRequests()
+        reconcileMembership()
         drive()
     }
 
@@ -397,7 +509,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// the persist, applies what is committed, answers confirmed reads and acknowledges the batch. One batch at a
     /// time: proposals arriving during a persist gather into the next batch, so its fsync covers all of them.
     private func drive() {
-        guard !persisting, !storageFailed, raft.hasReady else { return publishStatus() }
+        guard !persisting, !storageFailed, !stopped, raft.hasReady else { return publishStatus() }
         let ready = raft.ready()
         if let snapshot = ready.snapshot {
             do { try installSnapshot(snapshot) } catch { return storageFailed(error) }
@@ -466,6 +578,8 @@ package final class KeySpaceNode: @unchecked Sendable {
             $0.isLeader = raft.role == .leader
             $0.term = raft.term.value
             $0.commit = raft.commit.value
+            $0.voters = raft.voters.map(\.value)
+            $0.learners = raft.learners.map(\.value)
         }
     }
 
@@ -481,30 +595,50 @@ package final class KeySpaceNode: @unchecked Sendable {
             appliedClusterTime = Int64(bitPattern: entry.clusterTimeNanos)
             guard entry.kind == .normal else { continue }
             let proposal: Proposal
-            let command: StoreCommand
             do {
                 proposal = try Proposal(decoding: entry.data)
-                command = try StoreCommand(decoding: proposal.command)
             } catch {
                 logger.critical("a committed entry cannot be decoded; stopping", metadata: ["index": "\(entry.index)", "error": "\(error)"])
                 fatalError("entry \(entry.index) cannot be decoded: \(error)")
             }
-            let (result, isReplay) = applyOnce(command, session: proposal.session)
-            if !isReplay {
-                statistics.withLock {
-                    if command.method == .expire {
-                        $0.expireCount += (try? result.get().count) ?? 0
-                    } else {
-                        $0.count(command, succeeded: (try? result.get()) != nil)
-                    }
+            let result: Result<[(event: StoreEvent, removed: [String])], StoreError>
+            switch proposal.body {
+            case .member(let change):
+                if case .bootstrap(let records) = change, !members.isLogged, options.voters.isEmpty {
+                    // A joiner learns here where the store's index started (etcd's two bootstrap writes per member).
+                    keySpace = KeySpace(initialIndex: UInt64(2 * records.count + 1))
                 }
-                if case .success(let applied) = result { events += applied }
+                members.apply(change)
+                membersDirty = true
+                result = .success([])
+            case .command(let bytes):
+                let command: StoreCommand
+                do { command = try StoreCommand(decoding: bytes) } catch {
+                    logger.critical("a committed command cannot be decoded; stopping", metadata: ["index": "\(entry.index)", "error": "\(error)"])
+                    fatalError("entry \(entry.index) cannot be decoded: \(error)")
+                }
+                let isReplay: Bool
+                (result, isReplay) = applyOnce(command, session: proposal.session)
+                if !isReplay {
+                    statistics.withLock {
+                        if command.method == .expire {
+                            $0.expireCount += (try? result.get().count) ?? 0
+                        } else {
+                            $0.count(command, succeeded: (try? result.get()) != nil)
+                        }
+                    }
+                    if case .success(let applied) = result { events += applied }
+                }
             }
             if proposal.origin == requester, let completion = writers.removeValue(forKey: proposal.sequence) {
                 answered.append((completion, result))
             }
         }
         guard !entries.isEmpty else { return }
+        if membersDirty {
+            membersDirty = false
+            setMembers(members)
+        }
         let view = publish()
         for (event, removed) in events { hub.notify(event, removedPaths: removed) }
         for (completion, result) in answered { completion(result, view) }
@@ -546,7 +680,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     private static func apply(_ command: StoreCommand, to keySpace: inout KeySpace, at time: Int64)
         -> Result<[(event: StoreEvent, removed: [String])], StoreError>
     {
-        guard command.method == .expire else { return keySpace.apply(command, now: time).map { [$0] } }
+        guard command.method == .expire else { return keySpace.apply(command.resolvingTTL(at: time), now: time).map { [$0] } }
         return .success(keySpace.expire(upTo: command.expiration))
     }
 
@@ -589,7 +723,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         guard !snapshotInProgress, appliedRaftIndex - snapshotIndex >= UInt64(max(1, options.snapshotCount)),
               let metadata = raft.snapshotMetadata(through: LogIndex(appliedRaftIndex)) else { return }
         snapshotInProgress = true
-        let root = keySpace.root, storeIndex = keySpace.currentIndex, sessions = self.sessions
+        let root = keySpace.root, storeIndex = keySpace.currentIndex, sessions = self.sessions, members = self.members
         let header = SnapshotHeader(lastIndex: metadata.index.value, lastTerm: metadata.term.value,
                                     clusterTimeNanos: metadata.clusterTimeNanos, membership: metadata.membership.encoded())
         let storage = self.storage
@@ -601,6 +735,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                 do {
                     try TreeSnapshot.write(root: root, currentIndex: storeIndex, to: &sink)
                     try sessions.write(to: &sink)
+                    try members.write(to: &sink)
                     _ = try writer.finish()
                 } catch {
                     writer.abort()
@@ -730,6 +865,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         try storage.adoptReceivedSnapshot(loaded.header)
         keySpace = loaded.keySpace
         sessions = loaded.sessions
+        setMembers(loaded.members)
         appliedRaftIndex = metadata.index.value
         appliedClusterTime = Int64(bitPattern: metadata.clusterTimeNanos)
         snapshotIndex = appliedRaftIndex

@@ -7,7 +7,6 @@ import Dispatch
 
 struct KeysHandler: Sendable {
     let node: KeySpaceNode
-    let clusterID: String
     /// etcd gives up on a long-poll after five minutes and ends the response empty; so does Cairn.
     let watchTimeoutSeconds = 300
     /// Go's limit on a form body (`http: POST too large`).
@@ -37,7 +36,7 @@ struct KeysHandler: Sendable {
     }
 
     private func dispatch(_ exchange: HTTPExchange, keyPath: String, parameters: [(name: String, value: String)], formError: String?) {
-        switch KeysRequest.parse(method: exchange.request.method, keyPath: keyPath, parameters: parameters, formError: formError, now: node.now) {
+        switch KeysRequest.parse(method: exchange.request.method, keyPath: keyPath, parameters: parameters, formError: formError) {
         case .failure(let error):
             respondError(exchange, error)
         case .success(.read(let path, let recursive, _, let quorum)):
@@ -138,7 +137,7 @@ struct KeysHandler: Sendable {
 
     private func successHeaders(_ view: KeySpaceNode.View, etcdIndex: UInt64) -> HTTPHeaders {
         var headers = ClientHandler.corsHeaders(contentType: "application/json")
-        headers.add("X-Etcd-Cluster-Id", clusterID)
+        headers.add("X-Etcd-Cluster-Id", hex(node.clusterID))
         headers.add("X-Etcd-Index", String(etcdIndex))
         headers.add("X-Raft-Index", String(view.raftIndex))
         headers.add("X-Raft-Term", String(view.raftTerm))
@@ -147,7 +146,7 @@ struct KeysHandler: Sendable {
 
     private func respondError(_ exchange: HTTPExchange, _ error: StoreError) {
         var headers = ClientHandler.corsHeaders(contentType: "application/json")
-        headers.add("X-Etcd-Cluster-Id", clusterID)
+        headers.add("X-Etcd-Cluster-Id", hex(node.clusterID))
         headers.add("X-Etcd-Index", String(error.index))
         exchange.respond(status: error.code.httpStatus, headers: headers, body: KeysResponse.error(error))
     }

@@ -56,15 +56,21 @@ struct ReadRequest: Equatable {
 }
 
 /// A log entry's payload: which run of which member proposed it and under which sequence number (so that run can
-/// answer its client when the entry is applied), the client's session if it named one, then the command.
+/// answer its client when the entry is applied), the client's session if it named one, then what it changes: the
+/// key space (a command) or the member table.
 struct Proposal: Equatable {
+    enum Body: Equatable {
+        case command([UInt8])
+        case member(MemberChange)
+    }
+
     var origin: Requester
     var sequence: UInt64
     var session: SessionRequest?
-    var command: [UInt8]
+    var body: Body
 
     func encoded() -> [UInt8] {
-        var writer = ByteWriter(capacity: 40 + command.count)
+        var writer = ByteWriter(capacity: 48)
         writer.u64(origin.member)
         writer.u64(origin.incarnation)
         writer.u64(sequence)
@@ -75,18 +81,25 @@ struct Proposal: Equatable {
         } else {
             writer.u8(0)
         }
-        writer.raw(command)
+        switch body {
+        case .command(let command):
+            writer.u8(0)
+            writer.raw(command)
+        case .member(let change):
+            writer.u8(1)
+            writer.raw(change.encoded())
+        }
         return writer.bytes
     }
 
-    init(origin: Requester, sequence: UInt64, session: SessionRequest? = nil, command: [UInt8]) {
+    init(origin: Requester, sequence: UInt64, session: SessionRequest? = nil, body: Body) {
         self.origin = origin
         self.sequence = sequence
         self.session = session
-        self.command = command
+        self.body = body
     }
 
-    init(decoding bytes: [UInt8]) throws(ByteReaderError) {
+    init(decoding bytes: [UInt8]) throws {
         var reader = ByteReader(bytes)
         origin = Requester(member: try reader.u64(), incarnation: try reader.u64())
         sequence = try reader.u64()
@@ -94,7 +107,11 @@ struct Proposal: Equatable {
             let client = String(decoding: try reader.lengthPrefixed(), as: UTF8.self)
             session = SessionRequest(client: client, request: try reader.u64())
         }
-        command = reader.rest()
+        switch try reader.u8() {
+        case 0: body = .command(reader.rest())
+        case 1: body = .member(try MemberChange(decoding: reader.rest()))
+        case let kind: throw TreeSnapshotError.malformed("proposal body kind \(kind)")
+        }
     }
 }
 
@@ -102,11 +119,13 @@ struct Proposal: Equatable {
 package func describeLogEntry(kind: UInt8, payload: [UInt8]) -> String {
     guard let entryKind = EntryKind(rawValue: kind) else { return "unknown kind, \(payload.count) bytes" }
     guard entryKind == .normal else { return "\(entryKind)" }
-    guard let proposal = try? Proposal(decoding: payload), let command = try? StoreCommand(decoding: proposal.command) else {
-        return "\(payload.count) bytes (undecodable)"
-    }
+    guard let proposal = try? Proposal(decoding: payload) else { return "\(payload.count) bytes (undecodable)" }
     var text = "from \(hex(proposal.origin.member))/\(hex(proposal.origin.incarnation))#\(proposal.sequence) "
     if let session = proposal.session { text += "session \(session.client.debugDescription)#\(session.request) " }
+    guard case .command(let bytes) = proposal.body, let command = try? StoreCommand(decoding: bytes) else {
+        if case .member(let change) = proposal.body { return text + "MEMBER \(change)" }
+        return text + "command of \(payload.count) bytes (undecodable)"
+    }
     if command.method == .expire { return text + "EXPIRE up to \(command.expiration)" }
     text += "\(command.method.rawValue) \(command.path)"
     if !command.value.isEmpty { text += " value=\(command.value.debugDescription)" }
@@ -117,5 +136,6 @@ package func describeLogEntry(kind: UInt8, payload: [UInt8]) -> String {
     if !command.prevValue.isEmpty { text += " prevValue=\(command.prevValue.debugDescription)" }
     if command.prevIndex != 0 { text += " prevIndex=\(command.prevIndex)" }
     if command.expiration != 0 { text += " expiration=\(command.expiration)" }
+    if let ttl = command.ttlNanos { text += " ttl=\(ttl / 1_000_000_000)s" }
     return text
 }

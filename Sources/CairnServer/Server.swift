@@ -6,6 +6,7 @@ import CairnStorage
 import Dispatch
 import Glibc
 import Logging
+import Synchronization
 
 package final class Server: @unchecked Sendable {
     package let configuration: ServerConfiguration
@@ -15,60 +16,97 @@ package final class Server: @unchecked Sendable {
 
     private let node: KeySpaceNode
     private let storage: Storage
-    /// Present when the cluster has other members.
-    private let transport: PeerTransport?
-    private let peers: [UInt64: ListenAddress]
+    private let peerLogger = Logger(label: "cairn.peer")
+    /// Started once the member table lists another member (a lone member binds no peer port).
+    private var transport: PeerTransport?
+    private let transportLock = Mutex(())
 
     /// Opens (and locks) the data directory and recovers the key space from it.
+    ///
+    /// A member of a new cluster derives its member and cluster IDs from the flags, as etcd does. A member joining an
+    /// existing cluster (`--initial-cluster-state existing`, added first through `POST /v2/members`) derives its own
+    /// ID the same way, learns the cluster's ID from the first member that welcomes it, and learns the membership and
+    /// the data from the leader. A restarted member is whatever its data directory says, and refuses other flags.
     package init(configuration: ServerConfiguration) throws {
         self.configuration = configuration
         let clock = ClusterClock()
-        let bootstrap = configuration.bootstrap ?? (try? ClusterBootstrap(
+        let bootstrap = try configuration.bootstrap ?? ClusterBootstrap(
             initialCluster: configuration.initialCluster, name: configuration.name,
-            advertisedPeerURLs: configuration.initialAdvertisePeerURLs, token: configuration.initialClusterToken))
-        let members = bootstrap?.members ?? []
-        let localID = bootstrap?.localID ?? 0
+            advertisedPeerURLs: configuration.initialAdvertisePeerURLs, token: configuration.initialClusterToken)
+        let localID = bootstrap.localID
+        let joining = configuration.initialClusterState == "existing"
         let logger = Logger(label: "cairn.storage")
-        let identity = bootstrap.map { MemberIdentity(clusterID: $0.clusterID, memberID: $0.localID) }
-        storage = try Storage(fs: PosixFileSystem(), directory: configuration.dataDirectory, identity: identity) { logger.notice("\($0)") }
-        var options = KeySpaceNode.Options(id: localID, voters: members.isEmpty ? [localID] : members.map(\.id))
+        storage = try Storage(fs: PosixFileSystem(), directory: configuration.dataDirectory,
+                              identity: joining ? nil : MemberIdentity(clusterID: bootstrap.clusterID, memberID: localID)) {
+            logger.notice("\($0)")
+        }
+        var clusterID = bootstrap.clusterID
+        if joining {
+            if let stored = storage.storedIdentity {
+                guard stored.memberID == localID else {
+                    storage.close()
+                    throw StorageError.foreign(path: configuration.dataDirectory, stored: stored,
+                                               expected: MemberIdentity(clusterID: stored.clusterID, memberID: localID))
+                }
+                clusterID = stored.clusterID
+            } else {
+                clusterID = 0
+            }
+        }
+        let fresh = storage.storedIdentity == nil
+        let initialMembers = joining && fresh ? [] : bootstrap.members
+        var options = KeySpaceNode.Options(id: localID, voters: initialMembers.map(\.id))
+        // Client URLs are not in --initial-cluster: each member publishes its own through the log.
+        options.members = initialMembers.map { MemberRecord(id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: []) }
+        options.name = configuration.name
+        options.clientURLs = configuration.advertiseClientURLs
         options.heartbeatIntervalMilliseconds = configuration.heartbeatIntervalMilliseconds
         options.electionTimeoutMilliseconds = configuration.electionTimeoutMilliseconds
         options.snapshotCount = configuration.snapshotCount
         // etcd's request timeout: 5 s plus two election timeouts.
         options.requestTimeoutMilliseconds = 5000 + 2 * configuration.electionTimeoutMilliseconds
         options.historyBytesMax = configuration.watchHistoryBytesMax
-        // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write.
-        node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * max(1, members.count) + 1), storage: storage, options: options)
-        if members.count > 1, let bootstrap {
-            var peers: [UInt64: ListenAddress] = [:]
-            for member in members where member.id != localID {
-                guard let url = member.peerURLs.first else { continue }
-                peers[member.id] = try URLList.parse(url, flag: "initial-cluster")[0]
-            }
-            let node = self.node
-            let peerLogger = Logger(label: "cairn.peer")
+        // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write; a joiner
+        // learns the count from the log's first member entry.
+        node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * max(1, initialMembers.count) + 1), storage: storage,
+                                options: options, clusterID: clusterID)
+        let member = MemberInfo(
+            id: localID, name: configuration.name, peerURLs: configuration.initialAdvertisePeerURLs,
+            clientURLs: configuration.advertiseClientURLs, startTime: clock.now())
+        http = HTTPServer(configuration: HTTPServerConfiguration(addresses: configuration.listenClientURLs),
+                          handler: ClientHandler(member: member, node: node, token: configuration.initialClusterToken))
+        if joining && fresh {
+            // Until the cluster's table arrives, the members named on the command line are who to talk to.
+            try startTransport(clusterID: 0, peers: bootstrap.members.map { MemberRecord(id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: []) })
+        }
+    }
+
+    /// Starts the peer transport (once) and points it at `peers`, this member excepted.
+    private func startTransport(clusterID: UInt64, peers: [MemberRecord]) throws {
+        let addresses = peers.filter { $0.id != node.id }.reduce(into: [UInt64: ListenAddress]()) { result, member in
+            if let url = member.peerURLs.first, let address = try? URLList.parse(url, flag: "peer-urls")[0] { result[member.id] = address }
+        }
+        try transportLock.withLock { _ in
+            if let transport { return transport.setPeers(addresses) }
+            let node = self.node, storage = self.storage, peerLogger = self.peerLogger
             let transport = PeerTransport(
-                configuration: PeerTransportConfiguration(clusterID: bootstrap.clusterID, localID: localID,
-                                                          listenAddresses: configuration.listenPeerURLs),
+                configuration: PeerTransportConfiguration(clusterID: clusterID, localID: node.id, listenAddresses: configuration.listenPeerURLs),
                 deliveryQueue: node.queue, report: { peerLogger.notice("\($0)") },
                 deliver: { from, frame in node.receive(from: from, frame: frame) })
+            transport.learnedClusterID = { learned in
+                node.clusterID = learned
+                do { try storage.claim(MemberIdentity(clusterID: learned, memberID: node.id)) } catch {
+                    peerLogger.critical("cannot record the cluster this member joined", metadata: ["error": "\(error)"])
+                }
+            }
             node.connect(send: { to, channel, frame in transport.send(to: to, channel: channel, frame: frame) },
                          sendPaced: { to, frame, queued in
                              transport.sendPaced(to: to, channel: .bulk, frame: frame, queuedBytesMax: KeySpaceNode.snapshotQueuedBytesMax, done: queued)
                          })
-            self.peers = peers
+            try transport.start()
+            transport.setPeers(addresses)
             self.transport = transport
-        } else {
-            self.peers = [:]
-            transport = nil
         }
-        var member = MemberInfo(
-            id: bootstrap?.localID ?? 0, name: configuration.name, peerURLs: configuration.initialAdvertisePeerURLs,
-            clientURLs: configuration.advertiseClientURLs, clusterID: bootstrap?.clusterID ?? 0, startTime: clock.now())
-        member.cluster = members
-        http = HTTPServer(configuration: HTTPServerConfiguration(addresses: configuration.listenClientURLs),
-                          handler: ClientHandler(member: member, node: node))
     }
 
     /// Starts serving and never returns: the process exits when a signal's graceful shutdown completes.
@@ -84,9 +122,11 @@ package final class Server: @unchecked Sendable {
 
     package func runForever() throws -> Never {
         raiseOpenFileLimit()
-        if let transport {
-            try transport.start()
-            transport.setPeers(peers)
+        node.onMembersChanged { [self] table in
+            guard table.members.count > 1 || transport != nil else { return }
+            do { try startTransport(clusterID: node.clusterID, peers: table.sorted) } catch {
+                logger.critical("cannot listen for peers", metadata: ["error": "\(error)"])
+            }
         }
         node.start()
         node.awaitRecovery()

@@ -38,6 +38,8 @@ package final class Storage: Sendable {
 
     /// Hard state as last loaded at open; save changes with `saveHardState`.
     package let recoveredHardState: HardState
+    /// The member and cluster the directory was claimed for before this open (nil for a new directory).
+    package let storedIdentity: MemberIdentity?
 
     /// - Parameter identity: when given, the directory must belong to this member (or be claimed for it now).
     package init(fs: FileSystem, directory: String, options: StorageOptions = StorageOptions(), identity: MemberIdentity? = nil,
@@ -45,6 +47,7 @@ package final class Storage: Sendable {
         try fs.makeDirectory(directory)
         let lock = try DataDirectoryLock(fs: fs, directory: directory)
         do {
+            storedIdentity = try MemberIdentity.read(fs: fs, directory: directory)
             try identity?.claim(fs: fs, directory: directory)
             try SnapshotFiles.removeAbandoned(fs: fs, directory: directory, logger: logger)
             let snapshots = try SnapshotFiles.list(fs: fs, directory: directory)
@@ -80,6 +83,11 @@ package final class Storage: Sendable {
     package func close() {
         writer.close()
         lock.release()
+    }
+
+    /// Claims the directory for a member that learned its cluster's ID only after opening it (a joining member).
+    package func claim(_ identity: MemberIdentity) throws {
+        try identity.claim(fs: fs, directory: directory)
     }
 
     package func saveHardState(_ state: HardState) throws {

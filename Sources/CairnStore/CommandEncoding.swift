@@ -10,16 +10,17 @@ package enum CommandDecodingError: Error, Equatable {
 extension StoreCommand {
     static let encodingVersion: UInt8 = 1
 
-    /// version u8 | method u8 | flags u8 (dir 1, recursive 2, refresh 4) | prevExist u8 (0 unset, 1 false, 2 true)
-    /// | prevIndex u64 | expiration i64 | path, value, prevValue (each u32 length + UTF-8).
+    /// version u8 | method u8 | flags u8 (dir 1, recursive 2, refresh 4, TTL 8) | prevExist u8 (0 unset, 1 false, 2 true)
+    /// | prevIndex u64 | expiration i64 (with flag 8: the relative TTL in nanoseconds) | path, value, prevValue (each
+    /// u32 length + UTF-8).
     package func encoded() -> [UInt8] {
         var bytes: [UInt8] = [Self.encodingVersion]
         let methods: [Method] = [.put, .post, .delete, .expire]
         bytes.append(UInt8(methods.firstIndex(of: method)!))
-        bytes.append((dir ? 1 : 0) | (recursive ? 2 : 0) | (refresh ? 4 : 0))
+        bytes.append((dir ? 1 : 0) | (recursive ? 2 : 0) | (refresh ? 4 : 0) | (ttlNanos != nil ? 8 : 0))
         bytes.append(prevExist.map { $0 ? 2 : 1 } ?? 0)
         withUnsafeBytes(of: prevIndex.littleEndian) { bytes.append(contentsOf: $0) }
-        withUnsafeBytes(of: expiration.littleEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: (ttlNanos ?? expiration).littleEndian) { bytes.append(contentsOf: $0) }
         for text in [path, value, prevValue] {
             withUnsafeBytes(of: UInt32(text.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
             bytes.append(contentsOf: text.utf8)
@@ -50,7 +51,8 @@ extension StoreCommand {
         let exist = try take(1).first!
         prevExist = exist == 0 ? nil : exist == 2
         prevIndex = try integer(8)
-        expiration = Int64(bitPattern: try integer(8))
+        let time = Int64(bitPattern: try integer(8))
+        if flags & 8 != 0 { ttlNanos = time } else { expiration = time }
         func text() throws(CommandDecodingError) -> String {
             String(decoding: try take(Int(try integer(4))), as: UTF8.self)
         }

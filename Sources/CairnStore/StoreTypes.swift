@@ -18,12 +18,25 @@ package struct StoreCommand: Sendable, Equatable, Codable {
     package var prevExist: Bool?
     /// Cluster-time nanoseconds at which the node expires; 0 for permanent. For `expire`, the cut-off time.
     package var expiration: Int64 = 0
+    /// A TTL as the client gave it, still relative; `resolvingTTL(at:)` makes it an expiration when applied.
+    package var ttlNanos: Int64?
     package var recursive = false
     package var refresh = false
 
     package init(method: Method, path: String = "/") {
         self.method = method
         self.path = path
+    }
+
+    /// The command with its relative TTL turned into an expiration at cluster time `now` (saturating: a TTL past
+    /// what nanoseconds hold is forever).
+    package func resolvingTTL(at now: Int64) -> StoreCommand {
+        guard let ttlNanos else { return self }
+        var resolved = self
+        resolved.ttlNanos = nil
+        let (sum, overflow) = now.addingReportingOverflow(ttlNanos)
+        resolved.expiration = overflow ? .max : sum
+        return resolved
     }
 }
 

@@ -6,7 +6,7 @@ import Testing
 
 @Suite struct KeysAPITests {
     func parse(_ method: String, _ parameters: [(String, String)]) -> Result<KeysRequest, StoreError> {
-        KeysRequest.parse(method: method, keyPath: "/k", parameters: parameters.map { (name: $0.0, value: $0.1) }, formError: nil, now: 1_000)
+        KeysRequest.parse(method: method, keyPath: "/k", parameters: parameters.map { (name: $0.0, value: $0.1) }, formError: nil)
     }
 
     @Test func parameterErrorsMatchEtcd() {
@@ -19,7 +19,7 @@ import Testing
         #expect(cause(parse("PUT", [("prevValue", "")])) == #"201 "prevValue" cannot be empty"#)
         #expect(cause(parse("PUT", [("refresh", "true"), ("value", "x"), ("ttl", "5")])) == "211 A value was provided on a refresh")
         #expect(cause(parse("PUT", [("refresh", "true")])) == "212 No TTL value set")
-        #expect(cause(KeysRequest.parse(method: "PUT", keyPath: "/k", parameters: [], formError: "invalid semicolon separator in query", now: 0))
+        #expect(cause(KeysRequest.parse(method: "PUT", keyPath: "/k", parameters: [], formError: "invalid semicolon separator in query"))
             == "210 invalid semicolon separator in query")
     }
 
@@ -27,7 +27,7 @@ import Testing
         guard case .write(let command, _) = try parse("PUT", [("value", "body"), ("value", "query"), ("ttl", "5"), ("prevExist", "T")]).get() else {
             Issue.record("not a write"); return
         }
-        #expect(command.value == "body" && command.prevExist == true && command.expiration == 1_000 + 5_000_000_000)
+        #expect(command.value == "body" && command.prevExist == true && command.ttlNanos == 5_000_000_000 && command.resolvingTTL(at: 1_000).expiration == 1_000 + 5_000_000_000)
         #expect(try parse("GET", [("wait", "1"), ("waitIndex", "7"), ("stream", "true")]).get()
             == .watch(path: "/k", recursive: false, stream: true, sinceIndex: 7))
     }

@@ -49,6 +49,8 @@ final class InProcessCluster {
             let storage = try Storage(fs: PosixFileSystem(), directory: directory + "/\(id)",
                                       options: StorageOptions(wal: WALOptions(segmentBytesMax: 1 << 20)), logger: { _ in })
             var options = KeySpaceNode.Options(id: id, voters: ids)
+            options.members = ids.map { MemberRecord(id: $0, name: "m\($0)", peerURLs: ["http://127.0.0.1:\(20000 + $0 % 1000)"], clientURLs: []) }
+            options.name = "m\(id)"
             options.heartbeatIntervalMilliseconds = 10
             options.electionTimeoutMilliseconds = 150
             options.requestTimeoutMilliseconds = requestTimeoutMilliseconds
@@ -62,7 +64,27 @@ final class InProcessCluster {
         for node in nodes.values { node.start() }
     }
 
+    /// A member joining the running cluster (added to the member table first): no initial voters, no table.
+    func join(_ id: UInt64) throws {
+        let storage = try Storage(fs: PosixFileSystem(), directory: directory + "/\(id)",
+                                  options: StorageOptions(wal: WALOptions(segmentBytesMax: 1 << 20)), logger: { _ in })
+        var options = KeySpaceNode.Options(id: id, voters: [])
+        options.heartbeatIntervalMilliseconds = 10
+        options.electionTimeoutMilliseconds = 150
+        options.name = "m\(id)"
+        let node = try KeySpaceNode(clock: ClusterClock(), initialIndex: 0, storage: storage, options: options)
+        links.add(id, node)
+        nodes[id] = node
+        storages.append(storage)
+        node.start()
+    }
+
+    func changeMembers(_ id: UInt64, _ change: MemberChange) -> Result<MemberTable, StoreError> {
+        wait { done in nodes[id]!.proposeMemberChange(change) { done($0) } }
+    }
+
     deinit {
+        for node in nodes.values { node.stop() }
         for storage in storages { storage.close() }
         try? FileManager.default.removeItem(atPath: directory)
     }
@@ -82,7 +104,7 @@ final class InProcessCluster {
     func write(_ id: UInt64, _ path: String, _ value: String, ttlSeconds: Int64? = nil, session: SessionRequest? = nil) -> Result<StoreEvent, StoreError> {
         var command = StoreCommand(method: .put, path: path)
         command.value = value
-        if let ttlSeconds { command.expiration = nodes[id]!.now + ttlSeconds * 1_000_000_000 }
+        command.ttlNanos = ttlSeconds.map { $0 * 1_000_000_000 }
         return wait { done in nodes[id]!.propose(command, session: session) { result, _ in done(result) } }
     }
 
@@ -155,6 +177,36 @@ final class InProcessCluster {
         let files = try FileManager.default.contentsOfDirectory(atPath: cluster.directory + "/\(behind)")
         #expect(files.contains { $0.hasSuffix(".snap") }, "\(files)")
         #expect(try cluster.quorumRead(behind, "/s/5").get() == "v95")
+    }
+
+    @Test func anAddedMemberCatchesUpAsALearnerThenVotes() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        for n in 0..<50 { _ = try cluster.write(leader, "/m/\(n)", "v\(n)").get() }
+        let newcomer: UInt64 = 0x9999
+        let follower = cluster.followers(of: leader)[0]
+        let table = try cluster.changeMembers(follower, .add(id: newcomer, peerURLs: ["http://127.0.0.1:29999"])).get()
+        #expect(table.members[newcomer]?.peerURLs == ["http://127.0.0.1:29999"])
+        try cluster.join(newcomer)
+        #expect(eventually(seconds: 10) { cluster.nodes[leader]!.raftStatus.voters.contains(newcomer) }, "promoted once caught up")
+        #expect(eventually { cluster.localValue(newcomer, "/m/49") == "v49" })
+        #expect(eventually { cluster.nodes[newcomer]!.memberTable.members[newcomer]?.name == "m\(newcomer)" }, "it published its name")
+        #expect(cluster.nodes[newcomer]!.view().etcdIndex == cluster.nodes[leader]!.view().etcdIndex, "the same store index")
+        // With four voters, one lost member leaves three: a majority only if the newcomer votes.
+        cluster.links.isolate(follower, from: cluster.ids + [newcomer])
+        #expect(throws: Never.self) { try cluster.write(leader, "/after", "join").get() }
+        #expect(try cluster.quorumRead(newcomer, "/after").get() == "join")
+    }
+
+    @Test func removingTheLeaderHandsOverAndWritesGoOn() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        let follower = cluster.followers(of: leader)[0]
+        #expect(throws: Never.self) { try cluster.changeMembers(leader, .remove(id: leader)).get() }
+        let next = try #require(cluster.awaitLeader(excluding: [leader]))
+        #expect(eventually { cluster.nodes[next]!.raftStatus.voters.sorted() == cluster.followers(of: leader).sorted() })
+        #expect(throws: Never.self) { try cluster.write(follower, "/after", "removal").get() }
+        #expect(cluster.nodes[follower]!.memberTable.members[leader] == nil)
     }
 
     @Test func wallClocksAnHourApartAgreeOnExpiry() throws {

@@ -15,13 +15,19 @@ import Testing
     }
 
     @Test func proposalsRoundTripAndNeedTheirHeader() throws {
-        let p = Proposal(origin: Requester(member: 0xABCD, incarnation: 0x1234_5678_9ABC), sequence: 99, command: [1, 2, 3])
+        let p = Proposal(origin: Requester(member: 0xABCD, incarnation: 0x1234_5678_9ABC), sequence: 99, body: .command([1, 2, 3]))
         #expect(try Proposal(decoding: p.encoded()) == p)
         let withSession = Proposal(origin: Requester(member: 1, incarnation: 5), sequence: 2,
-                                   session: SessionRequest(client: "svc-a", request: 7), command: [9])
+                                   session: SessionRequest(client: "svc-a", request: 7), body: .command([9]))
         #expect(try Proposal(decoding: withSession.encoded()) == withSession)
-        for length in 0..<(8 + 8 + 8 + 1 + 4 + 5 + 8) {
-            #expect(throws: ByteReaderError.self) { try Proposal(decoding: Array(withSession.encoded()[0..<length])) }
+        for length in 0..<(8 + 8 + 8 + 1 + 4 + 5 + 8 + 1) {
+            #expect(throws: (any Error).self) { try Proposal(decoding: Array(withSession.encoded()[0..<length])) }
+        }
+        for change in [MemberChange.add(id: 7, peerURLs: ["http://a:1", "http://b:2"]), .remove(id: 7),
+                       .updatePeerURLs(id: 7, peerURLs: []), .attributes(id: 7, name: "n7", clientURLs: ["http://c:3"])] {
+            let member = Proposal(origin: Requester(member: 1, incarnation: 5), sequence: 3, body: .member(change))
+            #expect(try Proposal(decoding: member.encoded()) == member)
+            #expect(throws: (any Error).self) { try Proposal(decoding: member.encoded() + [0]) }
         }
     }
 }
