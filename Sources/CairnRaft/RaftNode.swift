@@ -385,6 +385,21 @@ package struct RaftNode<Storage: RaftLogStorage> {
         if progress[target]!.match == lastIndex { sendTimeoutNow(to: target) } else { sendAppend(to: target) }
     }
 
+    /// The caller learned that `member` runs as a new process: it may have lost what it had not made durable, or
+    /// its whole disk if it was wiped and started again. Replication to it restarts from a probe and forgets what
+    /// it acknowledged — which only makes commitment more conservative — so a follower that lost acknowledged
+    /// entries is found out and refilled instead of being taken for up to date.
+    package mutating func restartReplication(to member: MemberID) {
+        guard role == .leader, member != config.id, var p = progress[member] else { return }
+        p.match = .zero
+        p.next = lastIndex + 1
+        p.state = .probe
+        p.probeSent = false
+        p.inflight = []
+        progress[member] = p
+        sendAppend(to: member)
+    }
+
     /// The leader's caller finished (or gave up) streaming the snapshot requested for `member`. On success the
     /// follower's answer moves it on; either way a follower still behind the log gets a new request later.
     package mutating func reportSnapshot(to member: MemberID, success: Bool) {

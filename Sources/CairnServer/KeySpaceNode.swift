@@ -70,6 +70,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
     private let persistQueue = DispatchQueue(label: "cairn.persist")
     private let snapshotQueue = DispatchQueue(label: "cairn.snapshot")
+    private let membersObserverQueue = DispatchQueue(label: "cairn.members")
     private let clock: ClusterClock
     private let storage: Storage
     private let options: Options
@@ -77,6 +78,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var keySpace: KeySpace
     private var sessions = ClientSessions()
     private var members: MemberTable
+    /// The cluster's first configuration: from the log when it says, else from the flags (empty when joining).
+    private let initialVoters: [UInt64]
     private let publishedMembers: Mutex<MemberTable>
     private var membersChanged: @Sendable (MemberTable) -> Void = { _ in }
     private var sessionsSweptMinute: Int64 = 0
@@ -100,6 +103,13 @@ package final class KeySpaceNode: @unchecked Sendable {
     static let snapshotQueuedBytesMax = 4 << 20
     private var storageFailed = false
     private var persisting = false
+    /// Set for a member that joined with an empty data directory: votes are withheld until it has applied up to
+    /// this index (`.max` until it first hears a leader).
+    private var voteFloor: UInt64?
+    /// The run each peer last announced (`NodeFrame.alive`).
+    private var peerIncarnations: [UInt64: UInt64] = [:]
+    private var ticksSinceAlive = 0
+    private var announcedLeader: MemberID?
     private var stopped = false
     private var membersDirty = false
     private var attributesPending = false
@@ -145,8 +155,13 @@ package final class KeySpaceNode: @unchecked Sendable {
         requester = Requester(member: options.id, incarnation: random.next())
         hub = WatchHub(historyBytesMax: options.historyBytesMax)
         keySpace = KeySpace(initialIndex: initialIndex)
-        members = MemberTable(options.members)
-        let initial = Membership(voters: options.voters.map(MemberID.init))
+        // A restart without snapshots takes the initial members from the log's first member entry, not from the flags
+        // (which change as members come and go): Raft's initial configuration and the store's first index follow it.
+        let logged = try Self.loggedInitialMembers(storage.writer)
+        initialVoters = logged?.map(\.id) ?? options.voters
+        members = MemberTable(logged ?? options.members)
+        if let logged { keySpace = KeySpace(initialIndex: Self.storeInitialIndex(memberCount: logged.count)) }
+        let initial = Membership(voters: initialVoters.map(MemberID.init))
         let snapshots = try storage.snapshots()
         if let newest = snapshots.last {
             let loaded = try Self.loadSnapshot(fs: storage.fs, path: newest.path)
@@ -174,10 +189,11 @@ package final class KeySpaceNode: @unchecked Sendable {
         let recovered = storage.recoveredHardState
         savedHardState = CairnRaft.HardState(term: Term(recovered.term), vote: recovered.vote == 0 ? nil : MemberID(recovered.vote),
                                              commit: LogIndex(max(recovered.commit, appliedRaftIndex)))
-        var config = RaftConfig(id: MemberID(options.id), voters: options.voters.map(MemberID.init), randomSeed: options.id ^ UInt64(bitPattern: clock.now()))
+        var config = RaftConfig(id: MemberID(options.id), voters: initialVoters.map(MemberID.init), randomSeed: options.id ^ UInt64(bitPattern: clock.now()))
         config.heartbeatIntervalTicks = 1
         config.electionTimeoutTicks = max(2, options.electionTimeoutMilliseconds / max(1, options.heartbeatIntervalMilliseconds))
         raft = RaftNode(config: config, storage: log, hardState: savedHardState)
+        if options.voters.isEmpty && appliedRaftIndex == 0 && log.lastIndex == .zero { voteFloor = .max }
         publishedMembers = Mutex(members)
         published = Mutex(View(root: keySpace.root, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex,
                                raftTerm: recovered.term, clusterTimeNanos: appliedClusterTime, appliedAtNanos: clock.now()))
@@ -197,7 +213,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         queue.async { [self] in
             raft.observe(monotonicNanos: UInt64(clamping: clock.now()))
             // A lone voter need not wait out an election timeout to lead itself.
-            if options.voters == [options.id] { raft.campaign() }
+            if initialVoters == [options.id] && raft.voters == [MemberID(options.id)] { raft.campaign() }
             drive()
         }
         let tick = DispatchSource.makeTimerSource(queue: queue)
@@ -229,7 +245,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// acknowledged write readable the moment the member answers again. A member with peers serves at once (its
     /// plain reads may be stale until it hears from the leader, as etcd's are).
     package func awaitRecovery(timeoutMilliseconds: Int = 30_000) {
-        guard options.voters == [options.id] else { return }
+        guard queue.sync(execute: { raft.voters == [MemberID(options.id)] }) else { return }
         let target = queue.sync { log.lastIndex.value }
         for _ in 0..<(timeoutMilliseconds / 5) where view().raftIndex < target {
             usleep(5_000)
@@ -258,6 +274,23 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     package func countRead(succeeded: Bool) {
         statistics.withLock { succeeded ? ($0.getsSuccess += 1) : ($0.getsFail += 1) }
+    }
+
+    /// etcd writes two entries per member and the cluster version into its store before any client write.
+    static func storeInitialIndex(memberCount: Int) -> UInt64 { UInt64(2 * max(1, memberCount) + 1) }
+
+    /// The members of the log's bootstrap entry, when the log still starts at its first entry (no snapshot yet).
+    private static func loggedInitialMembers(_ writer: GroupCommitWriter) throws -> [MemberRecord]? {
+        let records = try writer.withLog { wal -> [LogEntryRecord] in
+            guard wal.firstIndex == 1, wal.lastIndex >= 1 else { return [] }
+            return try wal.entries(1..<(min(wal.lastIndex, 16) + 1))
+        }
+        for record in records where record.kind == EntryKind.normal.rawValue {
+            if let proposal = try? Proposal(decoding: record.payload), case .member(.bootstrap(let members)) = proposal.body {
+                return members
+            }
+        }
+        return nil
     }
 
     // MARK: - Snapshot files
@@ -336,12 +369,13 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// The member table as last applied; safe from any thread.
     package var memberTable: MemberTable { publishedMembers.withLock { $0 } }
 
-    /// Called on the node queue with the new table whenever an applied entry or an installed snapshot changes it
-    /// (the server points the transport at the members).
+    /// Called (in order, off the node queue) with the new table whenever an applied entry or an installed snapshot
+    /// changes it, and once at once with the current one: the server points the transport at the members.
     package func onMembersChanged(_ observer: @escaping @Sendable (MemberTable) -> Void) {
+        let observers = membersObserverQueue
         queue.sync {
-            membersChanged = observer
-            observer(members)
+            membersChanged = { table in observers.async { observer(table) } }
+            membersChanged(members)
         }
     }
 
@@ -439,6 +473,12 @@ package final class KeySpaceNode: @unchecked Sendable {
             case NodeFrame.raft:
                 let message = try Message(decoding: frame.payload)
                 guard message.from.value == peer, message.to.value == options.id else { return }
+                if let floor = voteFloor {
+                    if message.kind == .append || message.kind == .heartbeat, floor == .max { voteFloor = message.commit.value }
+                    // A member that joined with an empty disk has acknowledged nothing it still holds: it takes no
+                    // part in elections until it has applied what was committed when it first heard the leader.
+                    if message.kind == .vote || message.kind == .preVote { return }
+                }
                 raft.step(message)
             case NodeFrame.propose:
                 route(frame.payload)
@@ -448,6 +488,12 @@ package final class KeySpaceNode: @unchecked Sendable {
                 let local = nextReadContext
                 nextReadContext += 1
                 if raft.readIndex(context: local) { forwardedReads[local] = request }
+            case NodeFrame.alive:
+                var reader = ByteReader(frame.payload)
+                let incarnation = try reader.u64()
+                if peerIncarnations.updateValue(incarnation, forKey: peer) != incarnation {
+                    raft.restartReplication(to: MemberID(peer))
+                }
             case NodeFrame.readIndexReady:
                 let (request, index) = try ReadRequest.decode(frame.payload, withIndex: true)
                 // An answer meant for an earlier run of this member concerns a read that no longer exists.
@@ -479,6 +525,20 @@ package final class KeySpaceNode: @unchecked Sendable {
             for context in reads { routeRead(context) }
         }
         expireRequests()
+        ticksSinceAlive += 1
+        // Once per election timeout, and at once to a new leader (a joiner may know no other member yet).
+        let leaderChanged = raft.leader != announcedLeader
+        if leaderChanged || ticksSinceAlive >= max(1, options.electionTimeoutMilliseconds / max(1, options.heartbeatIntervalMilliseconds)) {
+            ticksSinceAlive = 0
+            announcedLeader = raft.leader
+            var writer = ByteWriter(capacity: 8)
+            writer.u64(requester.incarnation)
+            var peers = Set(members.members.keys)
+            if let leader = raft.leader { peers.insert(leader.value) }
+            for peer in peers where peer != options.id {
+                sendFrame(peer, .control, PeerFrame(type: NodeFrame.alive, payload: writer.bytes))
+            }
+        }
         reconcileMembership()
         drive()
     }
@@ -604,9 +664,10 @@ package final class KeySpaceNode: @unchecked Sendable {
             let result: Result<[(event: StoreEvent, removed: [String])], StoreError>
             switch proposal.body {
             case .member(let change):
-                if case .bootstrap(let records) = change, !members.isLogged, options.voters.isEmpty {
-                    // A joiner learns here where the store's index started (etcd's two bootstrap writes per member).
-                    keySpace = KeySpace(initialIndex: UInt64(2 * records.count + 1))
+                if case .bootstrap(let records) = change, !members.isLogged {
+                    // Nothing precedes this entry but noops, so the store is still empty: it starts where etcd's would
+                    // for this many members (a joiner learns it here).
+                    keySpace = KeySpace(initialIndex: Self.storeInitialIndex(memberCount: records.count))
                 }
                 members.apply(change)
                 membersDirty = true
@@ -635,6 +696,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             }
         }
         guard !entries.isEmpty else { return }
+        if let floor = voteFloor, floor != .max, appliedRaftIndex >= floor { voteFloor = nil }
         if membersDirty {
             membersDirty = false
             setMembers(members)
@@ -727,7 +789,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         let header = SnapshotHeader(lastIndex: metadata.index.value, lastTerm: metadata.term.value,
                                     clusterTimeNanos: metadata.clusterTimeNanos, membership: metadata.membership.encoded())
         let storage = self.storage
-        let initial = Membership(voters: options.voters.map(MemberID.init))
+        let initial = Membership(voters: initialVoters.map(MemberID.init))
         snapshotQueue.async { [self] in
             do {
                 let writer = try storage.beginSnapshot(header)
@@ -830,7 +892,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         incomingSnapshot = nil
         snapshotReceiver.reset()
         snapshotVerifying = true
-        let initial = Membership(voters: options.voters.map(MemberID.init)), fs = storage.fs
+        let initial = Membership(voters: initialVoters.map(MemberID.init)), fs = storage.fs
         snapshotQueue.async { [self] in
             let outcome = Result { () throws -> (String, SnapshotMetadata) in
                 let (path, header) = try file.finish()

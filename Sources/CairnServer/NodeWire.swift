@@ -13,6 +13,9 @@ enum NodeFrame {
     static let readIndex: UInt8 = 3
     /// The leader's answer: a `ReadRequest` | read index u64.
     static let readIndexReady: UInt8 = 4
+    /// Sent to every peer once per election timeout: incarnation u64 of the sender's run, so a leader notices a
+    /// member that restarted (perhaps without its disk) and replicates to it from scratch.
+    static let alive: UInt8 = 5
 }
 
 /// A client's name for itself and its number for this request (`X-Cairn-Client`, `X-Cairn-Request`).

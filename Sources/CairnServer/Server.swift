@@ -36,22 +36,21 @@ package final class Server: @unchecked Sendable {
         let localID = bootstrap.localID
         let joining = configuration.initialClusterState == "existing"
         let logger = Logger(label: "cairn.storage")
-        storage = try Storage(fs: PosixFileSystem(), directory: configuration.dataDirectory,
-                              identity: joining ? nil : MemberIdentity(clusterID: bootstrap.clusterID, memberID: localID)) {
-            logger.notice("\($0)")
-        }
+        storage = try Storage(fs: PosixFileSystem(), directory: configuration.dataDirectory) { logger.notice("\($0)") }
+        // A data directory already in use names its member and cluster, whatever --initial-cluster says now (it
+        // changes as members come and go); it must be this member's: the ID derived from name, peer URLs and token.
         var clusterID = bootstrap.clusterID
-        if joining {
-            if let stored = storage.storedIdentity {
-                guard stored.memberID == localID else {
-                    storage.close()
-                    throw StorageError.foreign(path: configuration.dataDirectory, stored: stored,
-                                               expected: MemberIdentity(clusterID: stored.clusterID, memberID: localID))
-                }
-                clusterID = stored.clusterID
-            } else {
-                clusterID = 0
+        if let stored = storage.storedIdentity {
+            guard stored.memberID == localID else {
+                storage.close()
+                throw StorageError.foreign(path: configuration.dataDirectory, stored: stored,
+                                           expected: MemberIdentity(clusterID: stored.clusterID, memberID: localID))
             }
+            clusterID = stored.clusterID
+        } else if joining {
+            clusterID = 0
+        } else {
+            try storage.claim(MemberIdentity(clusterID: clusterID, memberID: localID))
         }
         let fresh = storage.storedIdentity == nil
         let initialMembers = joining && fresh ? [] : bootstrap.members
@@ -68,7 +67,7 @@ package final class Server: @unchecked Sendable {
         options.historyBytesMax = configuration.watchHistoryBytesMax
         // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write; a joiner
         // learns the count from the log's first member entry.
-        node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * max(1, initialMembers.count) + 1), storage: storage,
+        node = try KeySpaceNode(clock: clock, initialIndex: KeySpaceNode.storeInitialIndex(memberCount: initialMembers.count), storage: storage,
                                 options: options, clusterID: clusterID)
         let member = MemberInfo(
             id: localID, name: configuration.name, peerURLs: configuration.initialAdvertisePeerURLs,
@@ -123,7 +122,8 @@ package final class Server: @unchecked Sendable {
     package func runForever() throws -> Never {
         raiseOpenFileLimit()
         node.onMembersChanged { [self] table in
-            guard table.members.count > 1 || transport != nil else { return }
+            // A joiner's table is empty until the leader's log or snapshot fills it: it keeps the flags' peers.
+            guard !table.members.isEmpty, table.members.count > 1 || transport != nil else { return }
             do { try startTransport(clusterID: node.clusterID, peers: table.sorted) } catch {
                 logger.critical("cannot listen for peers", metadata: ["error": "\(error)"])
             }

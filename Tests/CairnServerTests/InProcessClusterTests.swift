@@ -79,6 +79,15 @@ final class InProcessCluster {
         node.start()
     }
 
+    /// Stops member `id`, deletes its data directory and starts it again as a joiner (it knows nothing).
+    func wipe(_ id: UInt64) throws {
+        nodes[id]!.stop()
+        let index = ids.firstIndex(of: id)!
+        storages[index].close()
+        try FileManager.default.removeItem(atPath: directory + "/\(id)")
+        try join(id)
+    }
+
     func changeMembers(_ id: UInt64, _ change: MemberChange) -> Result<MemberTable, StoreError> {
         wait { done in nodes[id]!.proposeMemberChange(change) { done($0) } }
     }
@@ -196,6 +205,19 @@ final class InProcessCluster {
         cluster.links.isolate(follower, from: cluster.ids + [newcomer])
         #expect(throws: Never.self) { try cluster.write(leader, "/after", "join").get() }
         #expect(try cluster.quorumRead(newcomer, "/after").get() == "join")
+    }
+
+    @Test func aWipedMemberThatWasUpToDateCatchesUp() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        _ = try cluster.write(leader, "/w", "before").get()
+        let wiped = cluster.followers(of: leader)[0]
+        #expect(eventually { cluster.localValue(wiped, "/w") == "before" })
+        try cluster.wipe(wiped)
+        #expect(eventually(seconds: 10) { cluster.localValue(wiped, "/w") == "before" }, "caught up without a new write")
+        _ = try cluster.write(leader, "/w", "after").get()
+        #expect(eventually { cluster.localValue(wiped, "/w") == "after" })
+        #expect(cluster.nodes[wiped]!.view().etcdIndex == cluster.nodes[leader]!.view().etcdIndex)
     }
 
     @Test func removingTheLeaderHandsOverAndWritesGoOn() throws {

@@ -455,6 +455,33 @@ class Cluster:
         m.kill()
         m.start(state)
 
+    def add_member(self, via: int) -> "tuple[Member, Response]":
+        """Adds a member through `POST /v2/members` on member `via` (its peer URL is a new proxy) and starts it with
+        `--initial-cluster-state existing`, as etcd's documentation says to. Returns it and the POST's answer."""
+        client_port, peer_port, proxy_port = free_ports(3)
+        m = Member(self, self.n, client_port, peer_port, proxy_port)
+        body = json.dumps({"peerURLs": [f"http://{HOST}:{proxy_port}"]}).encode()
+        conn = http.client.HTTPConnection(HOST, self.members[via].client_port, timeout=10)
+        try:
+            conn.request("POST", "/v2/members", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = Response(resp.status, resp.read(), resp.getheaders())
+        finally:
+            conn.close()
+        if answer.status != 201:
+            return m, answer
+        self.members.append(m)
+        self.proxies.append(PeerProxy(self, m.idx, m.proxy_port, m.peer_port))
+        self.n += 1
+        self.initial_cluster += f",{m.name}=http://{HOST}:{m.proxy_port}"
+        m.start("existing")
+        return m, answer
+
+    def remove_member(self, i: int, via: int) -> Response:
+        """`DELETE /v2/members/<id of member i>` on member `via`."""
+        mid = self.members[i].stats_self(timeout=2)["id"]
+        return self.members[via].request("DELETE", f"/v2/members/{mid}", timeout=10)
+
     def wipe_and_restart(self, i: int):
         m = self.members[i]
         m.kill()

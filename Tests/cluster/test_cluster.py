@@ -157,6 +157,45 @@ def test_wiped_follower_catches_up_by_snapshot(make_cluster):
     c.wait_converged(timeout=10, expect=lambda t: "/snap/after" in flatten(t))
 
 
+def test_member_added_then_leader_removed(make_cluster):
+    """etcd's runtime reconfiguration: POST /v2/members, start the new member with --initial-cluster-state existing;
+    it catches up and counts for the majority. Then DELETE the leader itself: the others elect a new one."""
+    c = make_cluster(3)
+    li = c.wait_leader()
+    for k in range(50):
+        c.put_retry(f"mem/k{k:02d}", f"v{k}", members=[li])
+    via = c.followers(li)[0]
+    t0 = time.monotonic()
+    new, answer = c.add_member(via)
+    assert answer.status == 201, answer
+    assert answer.json["peerURLs"] == [f"http://127.0.0.1:{new.proxy_port}"] and answer.json["clientURLs"] == []
+    c.wait_converged(timeout=30, expect=lambda t: flatten(t).get("/mem/k49") == "v49")
+    record(f"membership: added member {new.name} has all 50 keys after {(time.monotonic() - t0) * 1000:.0f} ms")
+    deadline = time.monotonic() + 20
+    while True:
+        listed = c[via].request("GET", "/v2/members").json["members"]
+        mine = [m for m in listed if m["peerURLs"] == [f"http://127.0.0.1:{new.proxy_port}"]]
+        if len(listed) == 4 and mine and mine[0]["name"] == new.name and mine[0]["clientURLs"] == [new.client_url]:
+            break
+        assert time.monotonic() < deadline, f"members: {listed}"
+        time.sleep(0.1)
+    # Four members need three: with one original follower gone, the newcomer's vote is needed to commit.
+    gone = [i for i in c.followers(li) if i != new.idx][0]
+    c.kill(gone)
+    c.put_retry("mem/four", "1", members=[li], deadline_s=20)
+    c.restart(gone)
+    t0 = time.monotonic()
+    r = c.remove_member(li, via=li)
+    assert r.status == 204, r
+    rest = [i for i in range(c.n) if i != li]
+    nl = c.wait_leader(among=rest, timeout=20)
+    record(f"membership: leader {c[li].name} removed itself; {c[nl].name} leads after {(time.monotonic() - t0) * 1000:.0f} ms")
+    c.put_retry("mem/after", "1", members=rest, deadline_s=20)
+    listed = c[nl].request("GET", "/v2/members").json["members"]
+    assert len(listed) == 3 and all(m["name"] != c[li].name for m in listed), listed
+    c.wait_converged(members=rest, timeout=20, expect=lambda t: "/mem/after" in flatten(t))
+
+
 @pytest.mark.parametrize("who", ["follower", "leader"])
 def test_partitioned_minority(make_cluster, who):
     c = make_cluster(3)
