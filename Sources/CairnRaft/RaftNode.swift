@@ -835,7 +835,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
             if !isVoter { stepDownRemoved(); return }
             reconcilePeers()
         }
-        broadcastAppend()
+        // Followers learn the new commit index now, in an empty append if nothing new is left to send: waiting for
+        // the next heartbeat would hold every write answered by a follower for up to a heartbeat interval.
+        broadcastAppend(commitNews: true)
         if !wasCommittedInTerm {
             let waiting = readsAwaitingTermCommit
             readsAwaitingTermCommit = []
@@ -873,8 +875,8 @@ package struct RaftNode<Storage: RaftLogStorage> {
         }
     }
 
-    private mutating func broadcastAppend() {
-        for peer in peers { sendAppend(to: peer) }
+    private mutating func broadcastAppend(commitNews: Bool = false) {
+        for peer in peers { sendAppend(to: peer, commitNews: commitNews) }
     }
 
     private mutating func broadcastHeartbeat() {
@@ -889,16 +891,28 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     /// Sends whatever the follower lacks, as soon as it exists, within the in-flight window and byte bound;
     /// asks the caller for a snapshot when what it lacks is compacted away.
-    private mutating func sendAppend(to peer: MemberID) {
+    /// Sends what `peer` lacks; with `commitNews`, a follower in replicate state that lacks nothing gets an empty
+    /// append carrying the commit index.
+    private mutating func sendAppend(to peer: MemberID, commitNews: Bool = false) {
         guard var p = progress[peer] else { return }
         defer { progress[peer] = p }
+        var commitNewsPending = commitNews
         while true {
             if p.state == .snapshot { return }
             if p.state == .probe && p.probeSent { return }
             if p.state == .replicate && p.inflight.count >= config.maxInflightMessages { return }
             let hasEntries = p.next <= lastIndex
             // In replicate state only send when there is something new or commit news to give.
-            if p.state == .replicate && !hasEntries { return }
+            if p.state == .replicate && !hasEntries {
+                guard commitNewsPending else { return }
+                var m = Message(kind: .append, from: config.id, to: peer, term: term)
+                m.index = p.next - 1
+                m.logTerm = term(at: m.index) ?? .zero
+                m.commit = commit
+                out.messages.append(m)
+                return
+            }
+            commitNewsPending = false
             if p.next < firstIndex {
                 p.state = .snapshot
                 p.pendingSnapshot = snapshot.index

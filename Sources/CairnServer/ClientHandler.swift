@@ -39,6 +39,10 @@ package struct ClientHandler: HTTPHandler {
     }
 
     package func handle(_ exchange: HTTPExchange) {
+        // etcd's CORS wrapper answers every preflight, on any path, before routing.
+        if exchange.request.method == "OPTIONS" {
+            return exchange.respond(status: 200, headers: HTTPHeaders(Self.cors), body: [])
+        }
         let path = exchange.request.rawPath
         // Go's ServeMux answers an unclean path (`//a`, `/a/./b`) with a redirect to the clean one; so does etcd.
         let clean = goCleanPath(path)
@@ -158,13 +162,14 @@ package struct ClientHandler: HTTPHandler {
         exchange.respond(status: 405, headers: headers, body: Array("Method Not Allowed\n".utf8))
     }
 
+    static let cors = [
+        ("Access-Control-Allow-Headers", "accept, content-type, authorization"),
+        ("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE"),
+        ("Access-Control-Allow-Origin", "*"),
+    ]
+
     static func corsHeaders(contentType: String) -> HTTPHeaders {
-        HTTPHeaders([
-            ("Access-Control-Allow-Headers", "accept, content-type, authorization"),
-            ("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE"),
-            ("Access-Control-Allow-Origin", "*"),
-            ("Content-Type", contentType),
-        ])
+        HTTPHeaders(cors + [("Content-Type", contentType)])
     }
 }
 

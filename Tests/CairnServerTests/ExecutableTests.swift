@@ -107,6 +107,12 @@ func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, erro
         let headers = try curl(["-D", "-", "-o", "/dev/null", cairn.baseURL + "/version"])
         #expect(headers.contains("Access-Control-Allow-Origin: *"))
         #expect(headers.contains("Content-Type: application/json"))
+        // A CORS preflight gets etcd's 200 on any path, with no body and no content type.
+        for path in ["/v2/keys/a", "/v2/members", "/nothing"] {
+            let preflight = try curl(["-X", "OPTIONS", "-D", "-", "-o", "/dev/null", "-w", "%{http_code}", cairn.baseURL + path])
+            #expect(preflight.hasPrefix("HTTP/1.1 200") && preflight.contains("Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE")
+                    && !preflight.contains("Content-Type") && preflight.hasSuffix("200"), "\(preflight)")
+        }
     }
 
     @Test func singleDashFlagsWorkAsInEtcd() throws {

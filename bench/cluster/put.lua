@@ -1,0 +1,14 @@
+-- wrk script: v2 PUT of 256-byte values over 1,000 keys per thread, as a form body (what etcd clients send).
+local counter = 0
+local id = 0
+function setup(thread)
+  thread:set("tid", id)
+  id = id + 1
+end
+wrk.method = "PUT"
+wrk.body = "value=" .. string.rep("x", 256)
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/v2/keys/bench/t" .. tostring(tid) .. "-" .. (counter % 1000))
+end
