@@ -172,6 +172,8 @@ package final class PeerTransport: @unchecked Sendable {
             switch checkHello(frame) {
             case .success(let from):
                 connection.sender = from
+                // The peer is up (it may have just restarted): dial it back now rather than when a backoff ends.
+                for channel in PeerChannel.allCases { links[LinkKey(peer: from, channel: channel)]?.connectNowIfDown() }
                 // The welcome names the cluster, so a joining member learns which one it joined.
                 var payload: [UInt8] = []
                 appendLittleEndian(clusterID, to: &payload)
@@ -298,7 +300,8 @@ final class OutgoingLink: @unchecked Sendable {
     }
 
     func connect() {
-        guard !isShutDown else { return }
+        // A retry timer may fire after the link came up another way.
+        guard !isShutDown, socket == nil else { return }
         let configuration = transport.configuration
         guard let fd = try? Socket.connect(address) else { return retryLater() }
         let socket = FramedSocket(
@@ -333,6 +336,12 @@ final class OutgoingLink: @unchecked Sendable {
             retryLater()
         }
         socket.start()
+    }
+
+    func connectNowIfDown() {
+        guard socket == nil else { return }
+        delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMin
+        connect()
     }
 
     private func retryLater() {
