@@ -45,8 +45,9 @@ package enum RaftRole: Sendable { case follower, preCandidate, candidate, leader
 ///    everything after it) and `hardState` if present. Send `messages` at any time — they do not depend on this persist
 ///    (a leader's appends go out in parallel with its own write).
 /// 3. After the persist is durable, send `messagesAfterPersist` (votes and acknowledgements promise durable state).
-/// 4. Apply `committedEntries` in order; they are already durable locally. Serve `readStates` once applied
-///    reaches their index. A `.configChange` entry needs nothing from the application: the core changed the
+/// 4. Apply `committedEntries` in order; they are already durable locally, so this need not wait for step 2's
+///    persist (applying them while this batch's entries are written keeps answers off the fsync path). Serve
+///    `readStates` once applied reaches their index. A `.configChange` entry needs nothing from the application: the core changed the
 ///    membership when it appended it (a removed member may be shut down once the entry is applied).
 /// 5. For each of `snapshotsToSend` (leader side), stream the member's current snapshot file — the one whose
 ///    header is `metadata`; it is the one storage was compacted to — to `to` as `.snapshot` messages in file

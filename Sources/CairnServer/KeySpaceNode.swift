@@ -565,9 +565,9 @@ package final class KeySpaceNode: @unchecked Sendable {
         StoreError(.raftInternal, "etcdserver: request timed out", index: index)
     }
 
-    /// Takes the core's next batch: sends what may go now, persists, then (back on this queue) sends what waited for
-    /// the persist, applies what is committed, answers confirmed reads and acknowledges the batch. One batch at a
-    /// time: proposals arriving during a persist gather into the next batch, so its fsync covers all of them.
+    /// Takes the core's next batch: sends what may go now, applies what is committed and answers confirmed reads,
+    /// persists, then (back on this queue) sends what waited for the persist and acknowledges the batch. One batch at
+    /// a time: proposals arriving during a persist gather into the next batch, so its fsync covers all of them.
     private func drive() {
         guard !persisting, !storageFailed, !stopped, raft.hasReady else { return publishStatus() }
         let ready = raft.ready()
@@ -577,6 +577,17 @@ package final class KeySpaceNode: @unchecked Sendable {
         for message in ready.messages { send(message) }
         for request in ready.snapshotsToSend { streamSnapshot(request) }
         for chunk in ready.snapshotChunks { receiveSnapshotChunk(chunk) }
+        // Committed entries are already durable here, so they are applied (and their writers answered) without
+        // waiting for this batch's own persist: a write's answer never waits behind the fsync of later writes.
+        apply(ready.committedEntries)
+        for state in ready.readStates {
+            if let forwarded = forwardedReads.removeValue(forKey: state.context) {
+                sendFrame(forwarded.requester.member, .control,
+                          PeerFrame(type: NodeFrame.readIndexReady, payload: forwarded.encoded(index: state.index.value)))
+            } else {
+                readConfirmed(context: state.context, index: state.index.value)
+            }
+        }
         // Term and vote must be durable before a vote or an acknowledgement leaves; commit need not be (it is
         // learned again from the leader), so a batch that only moves commit costs no extra fsync.
         let hardState = ready.hardState.flatMap { h in
@@ -602,17 +613,9 @@ package final class KeySpaceNode: @unchecked Sendable {
         }
     }
 
+    /// The rest of a batch, once its persist is durable.
     private func finish(_ ready: Ready) {
         for message in ready.messagesAfterPersist { send(message) }
-        apply(ready.committedEntries)
-        for state in ready.readStates {
-            if let forwarded = forwardedReads.removeValue(forKey: state.context) {
-                sendFrame(forwarded.requester.member, .control,
-                          PeerFrame(type: NodeFrame.readIndexReady, payload: forwarded.encoded(index: state.index.value)))
-            } else {
-                readConfirmed(context: state.context, index: state.index.value)
-            }
-        }
         raft.advance(ready)
         // After advance: the core describes snapshots only up to what it knows is applied.
         if !ready.committedEntries.isEmpty { snapshotIfDue() }
