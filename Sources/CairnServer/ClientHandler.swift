@@ -31,10 +31,10 @@ package struct ClientHandler: HTTPHandler {
 
     let members: MembersHandler
 
-    package init(member: MemberInfo, node: KeySpaceNode, token: String) {
+    package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false) {
         self.member = member
         self.node = node
-        keys = KeysHandler(node: node)
+        keys = KeysHandler(node: node, linearizableReads: linearizableReads)
         members = MembersHandler(node: node, token: token)
     }
 

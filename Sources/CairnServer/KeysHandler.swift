@@ -7,6 +7,8 @@ import Dispatch
 
 struct KeysHandler: Sendable {
     let node: KeySpaceNode
+    /// Plain GETs are linearizable too (`--linearizable-reads`).
+    let linearizableReads: Bool
     /// etcd gives up on a long-poll after five minutes and ends the response empty; so does Cairn.
     let watchTimeoutSeconds = 300
     /// Go's limit on a form body (`http: POST too large`).
@@ -40,7 +42,7 @@ struct KeysHandler: Sendable {
         case .failure(let error):
             respondError(exchange, error)
         case .success(.read(let path, let recursive, _, let quorum)):
-            guard quorum else { return read(exchange, path: path, recursive: recursive, view: node.view()) }
+            guard quorum || linearizableReads else { return read(exchange, path: path, recursive: recursive, view: node.view()) }
             node.linearizableRead { result in
                 switch result {
                 case .failure(let error): respondError(exchange, error)

@@ -73,7 +73,8 @@ package final class Server: @unchecked Sendable {
             id: localID, name: configuration.name, peerURLs: configuration.initialAdvertisePeerURLs,
             clientURLs: configuration.advertiseClientURLs, startTime: clock.now())
         http = HTTPServer(configuration: HTTPServerConfiguration(addresses: configuration.listenClientURLs),
-                          handler: ClientHandler(member: member, node: node, token: configuration.initialClusterToken))
+                          handler: ClientHandler(member: member, node: node, token: configuration.initialClusterToken,
+                                                 linearizableReads: configuration.linearizableReads))
         if joining && fresh {
             // Until the cluster's table arrives, the members named on the command line are who to talk to.
             try startTransport(clusterID: 0, peers: bootstrap.members.map { MemberRecord(id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: []) })

@@ -15,6 +15,8 @@ package struct ServerConfiguration: Sendable {
     package var heartbeatIntervalMilliseconds = 100
     package var electionTimeoutMilliseconds = 1000
     package var snapshotCount = 100_000
+    /// Every GET confirms leadership (ReadIndex) as `quorum=true` does, not only those that ask.
+    package var linearizableReads = false
     /// Watch history kept for resuming watchers, in bytes (etcd keeps 1,000 events whatever their size).
     package var watchHistoryBytesMax = 64 * 1024 * 1024
     /// The validated initial membership and the IDs derived from it.

@@ -62,6 +62,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "Log level: debug, info, warn, error.")
     var logLevel = "info"
 
+    @Flag(name: .customLong("linearizable-reads"), help: "Serve every GET as if it had quorum=true (Cairn's own flag).")
+    var linearizableReads = false
+
     func validate() throws {
         guard ["new", "existing"].contains(initialClusterState) else {
             throw ValidationError("--initial-cluster-state must be \"new\" or \"existing\", not \"\(initialClusterState)\"")
@@ -106,6 +109,7 @@ struct Serve: ParsableCommand {
         configuration.heartbeatIntervalMilliseconds = heartbeatInterval
         configuration.electionTimeoutMilliseconds = electionTimeout
         configuration.snapshotCount = snapshotCount
+        configuration.linearizableReads = linearizableReads
         return configuration
     }
 
