@@ -1,5 +1,6 @@
 // Compact little-endian binary encodings of the core's value types: peer messages, config-change payloads and
 // the snapshot header's metadata. Decoding checks every length against the bytes left and against fixed limits.
+import CairnBase
 //
 // Message layout: kind u8, flags u8 (bit 0 reject, 1 leadershipTransfer, 2 snapshotDone), from, to, term, logTerm,
 // index, commit, hintTerm, hintIndex, readSequence, sentTick, snapshotOffset (u64 each), data (u32 length +
@@ -21,17 +22,8 @@ package enum RaftCodecLimits {
     package static let membersMax = 1 << 10
 }
 
-private struct ByteWriter {
-    var bytes: [UInt8] = []
-
-    init(capacity: Int) { bytes.reserveCapacity(capacity) }
-
-    mutating func u8(_ v: UInt8) { bytes.append(v) }
-    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
-    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
-    mutating func blob(_ v: [UInt8]) { u32(UInt32(v.count)); bytes.append(contentsOf: v) }
-
-    mutating func membership(_ m: Membership) {
+extension ByteWriter {
+    fileprivate mutating func membership(_ m: Membership) {
         u32(UInt32(m.voters.count))
         for id in m.voters { u64(id.value) }
         u32(UInt32(m.learners.count))
@@ -39,40 +31,30 @@ private struct ByteWriter {
     }
 }
 
-private struct ByteReader {
-    let bytes: [UInt8]
-    var offset = 0
+/// CairnBase's checked reader, with the codec's typed errors and limits.
+private struct RaftReader {
+    var base: ByteReader
 
-    var remaining: Int { bytes.count - offset }
+    init(bytes: [UInt8]) { base = ByteReader(bytes) }
+
+    var remaining: Int { base.remaining }
 
     mutating func u8() throws(RaftCodecError) -> UInt8 {
-        guard remaining >= 1 else { throw .truncated }
-        defer { offset += 1 }
-        return bytes[offset]
+        do { return try base.u8() } catch { throw .truncated }
     }
 
     mutating func u32() throws(RaftCodecError) -> UInt32 {
-        guard remaining >= 4 else { throw .truncated }
-        var v: UInt32 = 0
-        for i in 0..<4 { v |= UInt32(bytes[offset + i]) << (8 * i) }
-        offset += 4
-        return v
+        do { return try base.u32() } catch { throw .truncated }
     }
 
     mutating func u64() throws(RaftCodecError) -> UInt64 {
-        guard remaining >= 8 else { throw .truncated }
-        var v: UInt64 = 0
-        for i in 0..<8 { v |= UInt64(bytes[offset + i]) << (8 * i) }
-        offset += 8
-        return v
+        do { return try base.u64() } catch { throw .truncated }
     }
 
     mutating func blob() throws(RaftCodecError) -> [UInt8] {
         let count = Int(try u32())
         guard count <= RaftCodecLimits.dataBytesMax else { throw .limitExceeded("data of \(count) bytes") }
-        guard remaining >= count else { throw .truncated }
-        defer { offset += count }
-        return Array(bytes[offset..<offset + count])
+        do { return Array(try base.take(count)) } catch { throw .truncated }
     }
 
     mutating func ids() throws(RaftCodecError) -> [MemberID] {
@@ -109,20 +91,20 @@ extension Message {
         w.u8((reject ? 1 : 0) | (leadershipTransfer ? 2 : 0) | (snapshotDone ? 4 : 0))
         for v in [from.value, to.value, term.value, logTerm.value, index.value, commit.value, hintTerm.value,
                   hintIndex.value, readSequence, sentTick, snapshotOffset] { w.u64(v) }
-        w.blob(data)
+        w.lengthPrefixed(data)
         w.u32(UInt32(entries.count))
         for e in entries {
             w.u64(e.term.value)
             w.u64(e.index.value)
             w.u64(e.clusterTimeNanos)
             w.u8(e.kind.rawValue)
-            w.blob(e.data)
+            w.lengthPrefixed(e.data)
         }
         return w.bytes
     }
 
     package init(decoding bytes: [UInt8]) throws(RaftCodecError) {
-        var r = ByteReader(bytes: bytes)
+        var r = RaftReader(bytes: bytes)
         let rawKind = try r.u8()
         guard let kind = MessageKind(rawValue: rawKind) else { throw .unknownKind(rawKind) }
         let flags = try r.u8()
@@ -163,7 +145,7 @@ extension Membership {
     }
 
     package init(decoding bytes: [UInt8]) throws(RaftCodecError) {
-        var r = ByteReader(bytes: bytes)
+        var r = RaftReader(bytes: bytes)
         self = try r.membership()
         try r.finish()
     }
@@ -180,7 +162,7 @@ extension ConfigChangeEntry {
     }
 
     package init(decoding bytes: [UInt8]) throws(RaftCodecError) {
-        var r = ByteReader(bytes: bytes)
+        var r = RaftReader(bytes: bytes)
         let rawKind = try r.u8()
         guard let kind = ConfigChange.Kind(rawValue: rawKind) else { throw .unknownKind(rawKind) }
         let member = MemberID(try r.u64())
@@ -201,7 +183,7 @@ extension SnapshotMetadata {
     }
 
     package init(decoding bytes: [UInt8]) throws(RaftCodecError) {
-        var r = ByteReader(bytes: bytes)
+        var r = RaftReader(bytes: bytes)
         let index = LogIndex(try r.u64()), term = Term(try r.u64()), time = try r.u64()
         self.init(index: index, term: term, clusterTimeNanos: time, membership: try r.membership())
         try r.finish()

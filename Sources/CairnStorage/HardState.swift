@@ -20,38 +20,48 @@ package struct HardState: Equatable, Sendable {
 package enum HardStateFile {
     static let name = "hardstate"
     static let magic: [UInt8] = Array("CAIRNHS1".utf8)
-    static let fileBytes = 36
-
-    static func encode(_ state: HardState) -> [UInt8] {
-        var bytes = magic
-        bytes.appendLE(state.term)
-        bytes.appendLE(state.vote)
-        bytes.appendLE(state.commit)
-        bytes.appendLE(CRC32C.checksum(bytes))
-        return bytes
-    }
 
     /// The saved state, or nil when none was ever saved.
     package static func load(fs: FileSystem, directory: String) throws -> HardState? {
-        let path = joinPath(directory, name)
-        guard try fs.list(directory).contains(name) else { return nil }
-        let file = try fs.open(path, create: false)
-        defer { fs.close(file) }
-        let size = try fs.size(file)
-        guard size == UInt64(fileBytes) else {
-            throw StorageError.corrupt(path: path, offset: 0, index: nil, reason: "hard state file is \(size) bytes, expected \(fileBytes)")
+        guard let fields = try MetadataFile.read(fs: fs, directory: directory, name: name, magic: magic, fieldCount: 3, what: "hard state") else {
+            return nil
         }
-        let bytes = try fs.read(file, at: 0, count: fileBytes)
-        guard Array(bytes[0..<8]) == magic, CRC32C.checksum(Array(bytes[0..<32])) == bytes.readLE(UInt32.self, at: 32) else {
-            throw StorageError.corrupt(path: path, offset: 0, index: nil, reason: "hard state checksum mismatch")
-        }
-        return HardState(term: bytes.readLE(UInt64.self, at: 8), vote: bytes.readLE(UInt64.self, at: 16),
-                         commit: bytes.readLE(UInt64.self, at: 24))
+        return HardState(term: fields[0], vote: fields[1], commit: fields[2])
     }
 
     /// Durable when this returns: temp file written and synced, renamed over the old one, directory synced.
     package static func save(_ state: HardState, fs: FileSystem, directory: String) throws {
-        try replaceAtomically(joinPath(directory, name), with: encode(state), fs: fs, directory: directory)
+        try MetadataFile.replace(fs: fs, directory: directory, name: name, magic: magic, fields: [state.term, state.vote, state.commit])
+    }
+}
+
+/// A small metadata file (hard state, member identity): magic (8 bytes) | u64 fields | CRC32C u32 of everything
+/// before it. Replaced whole and atomically, never patched; any damage (size, magic, checksum) is refused.
+enum MetadataFile {
+    /// The fields, or nil when the file does not exist.
+    static func read(fs: FileSystem, directory: String, name: String, magic: [UInt8], fieldCount: Int, what: String) throws -> [UInt64]? {
+        let path = joinPath(directory, name)
+        guard try fs.list(directory).contains(name) else { return nil }
+        let file = try fs.open(path, create: false)
+        defer { fs.close(file) }
+        let fileBytes = magic.count + 8 * fieldCount + 4
+        let size = try fs.size(file)
+        guard size == UInt64(fileBytes) else {
+            throw StorageError.corrupt(path: path, offset: 0, index: nil, reason: "\(what) file is \(size) bytes, expected \(fileBytes)")
+        }
+        let bytes = try fs.read(file, at: 0, count: fileBytes)
+        guard Array(bytes[0..<magic.count]) == magic,
+              CRC32C.checksum(Array(bytes[0..<(fileBytes - 4)])) == bytes.readLE(UInt32.self, at: fileBytes - 4) else {
+            throw StorageError.corrupt(path: path, offset: 0, index: nil, reason: "\(what) checksum mismatch")
+        }
+        return (0..<fieldCount).map { bytes.readLE(UInt64.self, at: magic.count + 8 * $0) }
+    }
+
+    static func replace(fs: FileSystem, directory: String, name: String, magic: [UInt8], fields: [UInt64]) throws {
+        var bytes = magic
+        for field in fields { bytes.appendLE(field) }
+        bytes.appendLE(CRC32C.checksum(bytes))
+        try replaceAtomically(joinPath(directory, name), with: bytes, fs: fs, directory: directory)
     }
 }
 
