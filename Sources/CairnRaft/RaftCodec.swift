@@ -1,12 +1,12 @@
 // Compact little-endian binary encodings of the core's value types: peer messages, config-change payloads and
 // the snapshot header's metadata. Decoding checks every length against the bytes left and against fixed limits.
-import CairnBase
 //
 // Message layout: kind u8, flags u8 (bit 0 reject, 1 leadershipTransfer, 2 snapshotDone), from, to, term, logTerm,
 // index, commit, hintTerm, hintIndex, readSequence, sentTick, snapshotOffset (u64 each), data (u32 length +
 // bytes), entry count u32, then per entry: term u64, index u64, clusterTimeNanos u64, kind u8, data (u32 + bytes).
 // Membership: voter count u32 + u64 IDs, learner count u32 + u64 IDs. A buffer shorter or longer than what its
 // lengths announce is an error, so a torn or padded frame is never half-read.
+import CairnBase
 
 package enum RaftCodecError: Error, Equatable {
     case truncated
