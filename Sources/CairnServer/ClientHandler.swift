@@ -44,6 +44,9 @@ package struct ClientHandler: HTTPHandler {
             return exchange.respond(status: 200, headers: HTTPHeaders(Self.cors), body: [])
         }
         let path = exchange.request.rawPath
+        // Known methods only, so a client cannot grow the label set.
+        let method = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"].contains(exchange.request.method) ? exchange.request.method : "other"
+        node.metrics.count("etcd_http_received_total", labels: "{method=\"\(method)\"}")
         // Go's ServeMux answers an unclean path (`//a`, `/a/./b`) with a redirect to the clean one; so does etcd.
         let clean = goCleanPath(path)
         if clean != path {
@@ -65,6 +68,10 @@ package struct ClientHandler: HTTPHandler {
                              body: Array((healthy ? #"{"health":"true"}"# : #"{"health":"false"}"#).utf8))
         case _ where path == "/v2/members" || path.hasPrefix("/v2/members/"):
             members.handle(exchange, memberPath: path.dropFirst("/v2/members".count))
+        case "/metrics":
+            guard allow(exchange, ["GET"]) else { return }
+            exchange.respond(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
+                             body: Array(node.metrics.render(gauges: node.metricGauges).utf8))
         case "/v2/machines":
             guard allow(exchange, ["GET", "HEAD"]) else { return }
             exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),

@@ -36,6 +36,9 @@ package final class KeySpaceNode: @unchecked Sendable {
         /// Raft's configuration as this member sees it.
         package var voters: [UInt64] = []
         package var learners: [UInt64] = []
+        package var applied: UInt64 = 0
+        /// This member's writes proposed and not yet applied or failed.
+        package var pendingProposals = 0
     }
 
     package struct Options: Sendable {
@@ -61,6 +64,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     package let queue = DispatchQueue(label: "cairn.node")
+    package let metrics = ServerMetrics()
     package var id: UInt64 { options.id }
     private let clusterIDBox: Mutex<UInt64>
     /// The cluster's ID (etcd's `X-Etcd-Cluster-Id`); 0 while a joining member has not yet learned it.
@@ -256,6 +260,24 @@ package final class KeySpaceNode: @unchecked Sendable {
     package func view() -> View { published.withLock { $0 } }
 
     package var raftStatus: RaftStatus { status.withLock { $0 } }
+
+    /// Gauges for `/metrics`, etcd's names where etcd has one.
+    package var metricGauges: [(String, String, Double)] {
+        let s = raftStatus
+        return [
+            ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", s.leader == nil ? 0 : 1),
+            ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", s.isLeader ? 1 : 0),
+            ("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", Double(s.leaderChanges)),
+            ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", Double(s.commit)),
+            ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", Double(s.applied)),
+            ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", Double(s.pendingProposals)),
+            ("etcd_debugging_store_watchers", "Count of currently active watchers.", Double(watcherCount)),
+            ("cairn_raft_term", "The Raft term this member is in.", Double(s.term)),
+            ("cairn_raft_apply_lag_entries", "Committed entries this member has not applied yet.", Double(s.commit &- min(s.commit, s.applied))),
+            ("cairn_raft_voters", "Voters in Raft's configuration as this member sees it.", Double(s.voters.count)),
+            ("cairn_raft_learners", "Learners in Raft's configuration as this member sees it.", Double(s.learners.count)),
+        ]
+    }
 
     /// Cluster time now, as this member estimates it: the last applied entry's time advanced by the monotonic
     /// clock since. Before any entry is applied, this process's clock.
@@ -548,7 +570,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         let now = clock.now()
         while let first = writerDeadlines.first, first.deadline <= now {
             writerDeadlines.removeFirst()
-            writers.removeValue(forKey: first.sequence)?(.failure(Self.timedOut(keySpace.currentIndex)), view())
+            if let writer = writers.removeValue(forKey: first.sequence) {
+                metrics.count("etcd_server_proposals_failed_total")
+                writer(.failure(Self.timedOut(keySpace.currentIndex)), view())
+            }
         }
         while let first = readerDeadlines.first, first.deadline <= now {
             readerDeadlines.removeFirst()
@@ -599,7 +624,9 @@ package final class KeySpaceNode: @unchecked Sendable {
         let storage = self.storage
         persistQueue.async { [self] in
             do {
+                let started = clock.now()
                 try RaftLog.write(ready.entries, to: storage.writer)
+                if !ready.entries.isEmpty { metrics.walFsync.observe(seconds: Double(clock.now() - started) / 1e9) }
                 if let hardState { try storage.saveHardState(hardState) }
                 queue.async { [self] in
                     if let h = ready.hardState, hardState != nil { savedHardState = h }
@@ -643,6 +670,8 @@ package final class KeySpaceNode: @unchecked Sendable {
             $0.commit = raft.commit.value
             $0.voters = raft.voters.map(\.value)
             $0.learners = raft.learners.map(\.value)
+            $0.applied = appliedRaftIndex
+            $0.pendingProposals = writers.count
         }
     }
 
@@ -795,6 +824,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         let initial = Membership(voters: initialVoters.map(MemberID.init))
         snapshotQueue.async { [self] in
             do {
+                let started = clock.now()
                 let writer = try storage.beginSnapshot(header)
                 var sink = SnapshotFileSink(writer: writer)
                 do {
@@ -806,6 +836,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                     writer.abort()
                     throw error
                 }
+                metrics.snapshotSave.observe(seconds: Double(clock.now() - started) / 1e9)
                 try storage.retain()
                 let oldest = try storage.snapshots().first.map { try Self.metadata(of: try Self.header(fs: storage.fs, path: $0.path), initial: initial) }
                 logger.info("snapshot saved", metadata: ["index": "\(header.lastIndex)"])
@@ -828,8 +859,9 @@ package final class KeySpaceNode: @unchecked Sendable {
         snapshotStreams.insert(request.to)
         let path = storage.snapshotPath(lastIndex: request.metadata.index.value)
         let fs = storage.fs, from = MemberID(options.id), chunkBytes = Self.snapshotChunkBytes
-        let sendPaced = self.sendPaced, sendQueue = snapshotSendQueue
+        let sendPaced = self.sendPaced, sendQueue = snapshotSendQueue, started = clock.now()
         let finished: @Sendable (Bool) -> Void = { [self] success in
+            if success { metrics.snapshotSend.observe(seconds: Double(clock.now() - started) / 1e9) }
             queue.async { [self] in
                 snapshotStreams.remove(request.to)
                 raft.reportSnapshot(to: request.to, success: success)

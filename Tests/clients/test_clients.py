@@ -107,3 +107,21 @@ def test_etcdctl_v2(base):
     time.sleep(0.5)
     etcdctl("set", base + "/a", "watched")
     assert watcher.communicate(timeout=10)[0] == "watched\n"
+
+
+def test_metrics_parse_as_prometheus_text(client, base):
+    """/metrics through a real Prometheus text parser: etcd's names, a leader, the WAL fsync histogram counting."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.write(base + "/m", "v")
+    with urllib.request.urlopen(URL + "/metrics", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    value = lambda name: families[name].samples[0].value
+    assert value("etcd_server_has_leader") == 1 and value("etcd_server_is_leader") == 1
+    assert value("etcd_server_proposals_applied_total") >= 1
+    fsync = {s.name: s.value for s in families["etcd_disk_wal_fsync_duration_seconds"].samples}
+    assert fsync["etcd_disk_wal_fsync_duration_seconds_count"] >= 1
+    received = [s for s in families["etcd_http_received"].samples if s.labels.get("method") == "PUT"]
+    assert received and received[0].value >= 1
