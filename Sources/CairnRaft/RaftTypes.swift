@@ -213,3 +213,17 @@ package struct SnapshotRequest: Equatable, Sendable {
     package var term: Term
     package var metadata: SnapshotMetadata
 }
+
+extension SnapshotRequest {
+    /// The message carrying `data`, the bytes at `offset` of the snapshot file this request names (`isLast` on the
+    /// final chunk), as the leader's caller streams it.
+    package func chunk(from leader: MemberID, offset: UInt64, data: [UInt8], isLast: Bool) -> Message {
+        var m = Message(kind: .snapshot, from: leader, to: to, term: term)
+        m.index = metadata.index
+        m.logTerm = metadata.term
+        m.snapshotOffset = offset
+        m.data = data
+        m.snapshotDone = isLast
+        return m
+    }
+}

@@ -880,16 +880,12 @@ package final class KeySpaceNode: @unchecked Sendable {
             }
             @Sendable func send(from offset: UInt64) {
                 let count = Int(min(UInt64(chunkBytes), size - offset))
-                var chunk = Message(kind: .snapshot, from: from, to: request.to, term: request.term)
-                chunk.index = request.metadata.index
-                chunk.logTerm = request.metadata.term
-                chunk.snapshotOffset = offset
-                chunk.snapshotDone = offset + UInt64(count) == size
-                do { chunk.data = try fs.read(file, at: offset, count: count) } catch {
+                let done = offset + UInt64(count) == size
+                let chunk: Message
+                do { chunk = request.chunk(from: from, offset: offset, data: try fs.read(file, at: offset, count: count), isLast: done) } catch {
                     fs.close(file)
                     return finished(false)
                 }
-                let done = chunk.snapshotDone
                 sendPaced(request.to.value, PeerFrame(type: NodeFrame.raft, payload: chunk.encoded())) { queued in
                     guard queued, !done else {
                         fs.close(file)

@@ -362,12 +362,7 @@ package struct SimCluster {
         var k = 0
         while offset < file.count {
             let end = min(file.count, offset + options.snapshotChunkBytes)
-            var m = Message(kind: .snapshot, from: id, to: request.to, term: request.term)
-            m.index = request.metadata.index
-            m.logTerm = request.metadata.term
-            m.snapshotOffset = UInt64(offset)
-            m.data = Array(file[offset..<end])
-            m.snapshotDone = end == file.count
+            var m = request.chunk(from: id, offset: UInt64(offset), data: Array(file[offset..<end]), isLast: end == file.count)
             offset = end
             var deliver = base + k
             k += 1

@@ -78,13 +78,7 @@ struct TestCluster {
         var offset = 0
         while offset < file.count {
             let end = min(file.count, offset + chunkBytes)
-            var m = Message(kind: .snapshot, from: id, to: request.to, term: request.term)
-            m.index = request.metadata.index
-            m.logTerm = request.metadata.term
-            m.snapshotOffset = UInt64(offset)
-            m.data = Array(file[offset..<end])
-            m.snapshotDone = end == file.count
-            queue.append(m)
+            queue.append(request.chunk(from: id, offset: UInt64(offset), data: Array(file[offset..<end]), isLast: end == file.count))
             offset = end
         }
     }
