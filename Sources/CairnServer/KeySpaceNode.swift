@@ -83,7 +83,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var sessions = ClientSessions()
     private var members: MemberTable
     /// The cluster's first configuration: from the log when it says, else from the flags (empty when joining).
-    private let initialVoters: [UInt64]
+    private let initialMembership: Membership
     private let publishedMembers: Mutex<MemberTable>
     private var membersChanged: @Sendable (MemberTable) -> Void = { _ in }
     private var sessionsSweptMinute: Int64 = 0
@@ -162,10 +162,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         // A restart without snapshots takes the initial members from the log's first member entry, not from the flags
         // (which change as members come and go): Raft's initial configuration and the store's first index follow it.
         let logged = try Self.loggedInitialMembers(storage.writer)
-        initialVoters = logged?.map(\.id) ?? options.voters
+        initialMembership = Membership(voters: (logged?.map(\.id) ?? options.voters).map(MemberID.init))
         members = MemberTable(logged ?? options.members)
         if let logged { keySpace = KeySpace(initialIndex: Self.storeInitialIndex(memberCount: logged.count)) }
-        let initial = Membership(voters: initialVoters.map(MemberID.init))
+        let initial = initialMembership
         let snapshots = try storage.snapshots()
         if let newest = snapshots.last {
             let loaded = try Self.loadSnapshot(fs: storage.fs, path: newest.path)
@@ -193,7 +193,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         let recovered = storage.recoveredHardState
         savedHardState = CairnRaft.HardState(term: Term(recovered.term), vote: recovered.vote == 0 ? nil : MemberID(recovered.vote),
                                              commit: LogIndex(max(recovered.commit, appliedRaftIndex)))
-        var config = RaftConfig(id: MemberID(options.id), voters: initialVoters.map(MemberID.init), randomSeed: options.id ^ UInt64(bitPattern: clock.now()))
+        var config = RaftConfig(id: MemberID(options.id), voters: initialMembership.voters, randomSeed: options.id ^ UInt64(bitPattern: clock.now()))
         config.heartbeatIntervalTicks = 1
         config.electionTimeoutTicks = max(2, options.electionTimeoutMilliseconds / max(1, options.heartbeatIntervalMilliseconds))
         raft = RaftNode(config: config, storage: log, hardState: savedHardState)
@@ -217,7 +217,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         queue.async { [self] in
             raft.observe(monotonicNanos: UInt64(clamping: clock.now()))
             // A lone voter need not wait out an election timeout to lead itself.
-            if initialVoters == [options.id] && raft.voters == [MemberID(options.id)] { raft.campaign() }
+            if initialMembership.voters == [MemberID(options.id)] && raft.voters == [MemberID(options.id)] { raft.campaign() }
             drive()
         }
         let tick = DispatchSource.makeTimerSource(queue: queue)
@@ -821,7 +821,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         let header = SnapshotHeader(lastIndex: metadata.index.value, lastTerm: metadata.term.value,
                                     clusterTimeNanos: metadata.clusterTimeNanos, membership: metadata.membership.encoded())
         let storage = self.storage
-        let initial = Membership(voters: initialVoters.map(MemberID.init))
+        let initial = initialMembership
         snapshotQueue.async { [self] in
             do {
                 let started = clock.now()
@@ -923,7 +923,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         incomingSnapshot = nil
         snapshotReceiver.reset()
         snapshotVerifying = true
-        let initial = Membership(voters: initialVoters.map(MemberID.init)), fs = storage.fs
+        let initial = initialMembership, fs = storage.fs
         snapshotQueue.async { [self] in
             let outcome = Result { () throws -> (String, SnapshotMetadata) in
                 let (path, header) = try file.finish()

@@ -12,6 +12,13 @@ package struct MemberRecord: Equatable, Sendable {
     package var clientURLs: [String]
 }
 
+extension MemberRecord {
+    /// A member named in `--initial-cluster`: client URLs are not there, each member publishes its own.
+    init(_ initial: InitialMember) {
+        self.init(id: initial.id, name: initial.name, peerURLs: initial.peerURLs, clientURLs: [])
+    }
+}
+
 /// One change to the table, as a log entry carries it.
 enum MemberChange: Equatable {
     /// A member added through the API: known by its peer URLs until it starts and publishes its attributes.
@@ -117,45 +124,21 @@ package struct MemberTable: Equatable, Sendable {
 
     static let magic = Array("CAIRNMB1".utf8)
 
-    /// Layout: "CAIRNMB1" | logged u8 | count u32 | per member (by ID): id u64 | name | peer URLs | client URLs
-    /// (u32 counts and u32-prefixed strings).
+    /// Layout: "CAIRNMB1" | logged u8 | u32 length | the members as a `MemberChange.bootstrap` entry encodes them.
     func write(to sink: inout some SnapshotSink) throws {
         var w = ByteWriter()
         w.raw(Self.magic)
         w.u8(isLogged ? 1 : 0)
-        w.u32(UInt32(members.count))
-        for member in sorted {
-            w.u64(member.id)
-            w.lengthPrefixed(Array(member.name.utf8))
-            for urls in [member.peerURLs, member.clientURLs] {
-                w.u32(UInt32(urls.count))
-                for url in urls { w.lengthPrefixed(Array(url.utf8)) }
-            }
-        }
+        w.lengthPrefixed(MemberChange.bootstrap(sorted).encoded())
         try sink.write(w.bytes)
     }
 
     static func read(from source: inout some SnapshotSource) throws -> MemberTable {
-        func integer(_ count: Int) throws -> UInt64 { try source.read(exactly: count).reversed().reduce(0) { $0 << 8 | UInt64($1) } }
-        func text() throws -> String {
-            let length = Int(try integer(4))
-            guard length <= 4096 else { throw TreeSnapshotError.malformed("member field of \(length) bytes") }
-            return String(decoding: try source.read(exactly: length), as: UTF8.self)
-        }
-        func texts() throws -> [String] {
-            let count = try integer(4)
-            guard count <= 64 else { throw TreeSnapshotError.malformed("\(count) URLs") }
-            return try (0..<count).map { _ in try text() }
-        }
         guard try source.read(exactly: magic.count) == magic else { throw TreeSnapshotError.badMagic }
-        var table = MemberTable([])
-        table.isLogged = try integer(1) == 1
-        let count = try integer(4)
-        guard count <= 1024 else { throw TreeSnapshotError.malformed("\(count) members") }
-        for _ in 0..<count {
-            let id = try integer(8)
-            table.members[id] = MemberRecord(id: id, name: try text(), peerURLs: try texts(), clientURLs: try texts())
+        let isLogged = try source.readInteger(1) == 1
+        guard case .bootstrap(let records) = try MemberChange(decoding: try source.readLengthPrefixed(bytesMax: 1 << 20)) else {
+            throw TreeSnapshotError.malformed("the member table is not a member list")
         }
-        return table
+        return MemberTable(records, isLogged: isLogged)
     }
 }

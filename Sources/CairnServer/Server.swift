@@ -55,8 +55,7 @@ package final class Server: @unchecked Sendable {
         let fresh = storage.storedIdentity == nil
         let initialMembers = joining && fresh ? [] : bootstrap.members
         var options = KeySpaceNode.Options(id: localID, voters: initialMembers.map(\.id))
-        // Client URLs are not in --initial-cluster: each member publishes its own through the log.
-        options.members = initialMembers.map { MemberRecord(id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: []) }
+        options.members = initialMembers.map(MemberRecord.init)
         options.name = configuration.name
         options.clientURLs = configuration.advertiseClientURLs
         options.heartbeatIntervalMilliseconds = configuration.heartbeatIntervalMilliseconds
@@ -77,7 +76,7 @@ package final class Server: @unchecked Sendable {
                                                  linearizableReads: configuration.linearizableReads))
         if joining && fresh {
             // Until the cluster's table arrives, the members named on the command line are who to talk to.
-            try startTransport(clusterID: 0, peers: bootstrap.members.map { MemberRecord(id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: []) })
+            try startTransport(clusterID: 0, peers: bootstrap.members.map(MemberRecord.init))
         }
     }
 

@@ -82,23 +82,17 @@ package struct ClientSessions: Sendable, Equatable {
     static let magic = Array("CAIRNSS1".utf8)
 
     package static func read(from source: inout some SnapshotSource) throws -> ClientSessions {
-        func integer(_ count: Int) throws -> UInt64 { try source.read(exactly: count).reversed().reduce(0) { $0 << 8 | UInt64($1) } }
-        func bytes(limit: Int) throws -> [UInt8] {
-            let length = Int(try integer(4))
-            guard length <= limit else { throw TreeSnapshotError.malformed("session field of \(length) bytes") }
-            return try source.read(exactly: length)
-        }
         guard try source.read(exactly: magic.count) == magic else { throw TreeSnapshotError.badMagic }
         var result = ClientSessions()
-        for _ in 0..<(try integer(4)) {
-            let name = String(decoding: try bytes(limit: clientNameBytesMax), as: UTF8.self)
-            var session = Session(lastSeenNanos: Int64(bitPattern: try integer(8)))
-            session.forgottenBelow = try integer(8)
-            let answers = try integer(4)
+        for _ in 0..<(try source.readInteger(4)) {
+            let name = String(decoding: try source.readLengthPrefixed(bytesMax: clientNameBytesMax), as: UTF8.self)
+            var session = Session(lastSeenNanos: Int64(bitPattern: try source.readInteger(8)))
+            session.forgottenBelow = try source.readInteger(8)
+            let answers = try source.readInteger(4)
             guard answers <= UInt64(answersPerClientMax) else { throw TreeSnapshotError.malformed("\(answers) answers for one client") }
             for _ in 0..<answers {
-                let request = try integer(8)
-                session.answers[request] = try bytes(limit: 1 << 24)
+                let request = try source.readInteger(8)
+                session.answers[request] = try source.readLengthPrefixed(bytesMax: 1 << 24)
             }
             result.sessions[name] = session
         }

@@ -16,6 +16,20 @@ package protocol SnapshotSource {
     mutating func read(exactly count: Int) throws -> [UInt8]
 }
 
+extension SnapshotSource {
+    /// A little-endian unsigned integer of `count` bytes.
+    package mutating func readInteger(_ count: Int) throws -> UInt64 {
+        try read(exactly: count).reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// A u32 length, then that many bytes; a length over `bytesMax` is damage, not a reason to allocate.
+    package mutating func readLengthPrefixed(bytesMax: Int = Int(UInt32.max)) throws -> [UInt8] {
+        let length = Int(try readInteger(4))
+        guard length <= bytesMax else { throw TreeSnapshotError.malformed("a field of \(length) bytes (at most \(bytesMax))") }
+        return try read(exactly: length)
+    }
+}
+
 package enum TreeSnapshotError: Error, Equatable {
     case badMagic
     case truncated
@@ -56,7 +70,7 @@ package enum TreeSnapshot {
 
     package static func read(from source: inout some SnapshotSource) throws -> (root: StoreNode, currentIndex: UInt64) {
         guard try source.read(exactly: magic.count) == magic else { throw TreeSnapshotError.badMagic }
-        let currentIndex = try readUInt64(&source)
+        let currentIndex = try source.readInteger(8)
         // Directories under construction, outermost first; a record that is not below the top closes it.
         var open: [(fields: StoreNode, children: TreeDictionary<String, StoreNode>)] = []
         var root: StoreNode?
@@ -75,12 +89,12 @@ package enum TreeSnapshot {
             if kind == 0xFF { break }
             guard kind <= 3 else { throw TreeSnapshotError.malformed("node kind \(kind)") }
             count += 1
-            let key = String(decoding: try readBytes(&source), as: UTF8.self)
+            let key = String(decoding: try source.readLengthPrefixed(), as: UTF8.self)
             let isDirectory = kind & 1 == 1
-            let value = isDirectory ? nil : String(decoding: try readBytes(&source), as: UTF8.self)
-            let createdIndex = try readUInt64(&source)
-            let modifiedIndex = try readUInt64(&source)
-            let expiration = kind & 2 == 2 ? Int64(bitPattern: try readUInt64(&source)) : nil
+            let value = isDirectory ? nil : String(decoding: try source.readLengthPrefixed(), as: UTF8.self)
+            let createdIndex = try source.readInteger(8)
+            let modifiedIndex = try source.readInteger(8)
+            let expiration = kind & 2 == 2 ? Int64(bitPattern: try source.readInteger(8)) : nil
             let node = StoreNode(key: key, value: value, createdIndex: createdIndex, modifiedIndex: modifiedIndex, expiration: expiration)
             if open.isEmpty && root == nil {
                 guard key == "/", isDirectory else { throw TreeSnapshotError.malformed("the first node is \(key), not the root") }
@@ -95,7 +109,7 @@ package enum TreeSnapshot {
             }
         }
         while !open.isEmpty { closeTop() }
-        let expected = try readUInt64(&source)
+        let expected = try source.readInteger(8)
         guard let root, expected == count else { throw TreeSnapshotError.malformed("the trailer counts \(expected) nodes, the stream held \(count)") }
         return (root, currentIndex)
     }
@@ -114,12 +128,4 @@ package enum TreeSnapshot {
         buffer.append(contentsOf: bytes)
     }
 
-    private static func readUInt64(_ source: inout some SnapshotSource) throws -> UInt64 {
-        try source.read(exactly: 8).reversed().reduce(0) { $0 << 8 | UInt64($1) }
-    }
-
-    private static func readBytes(_ source: inout some SnapshotSource) throws -> [UInt8] {
-        let length = try source.read(exactly: 4).reversed().reduce(0) { $0 << 8 | Int($1) }
-        return try source.read(exactly: length)
-    }
 }

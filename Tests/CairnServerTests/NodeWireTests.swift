@@ -1,6 +1,7 @@
 // The members' own payloads: proposals and forwarded reads round-trip exactly, and a short buffer is an error.
 import CairnBase
 import CairnRaft
+import CairnStore
 import Testing
 @testable import CairnServer
 
@@ -29,5 +30,30 @@ import Testing
             #expect(try Proposal(decoding: member.encoded()) == member)
             #expect(throws: (any Error).self) { try Proposal(decoding: member.encoded() + [0]) }
         }
+    }
+
+    @Test func theMemberTableSurvivesASnapshotAndAShortOneIsRefused() throws {
+        struct Sink: SnapshotSink {
+            var bytes: [UInt8] = []
+            mutating func write(_ more: [UInt8]) throws { bytes += more }
+        }
+        struct Source: SnapshotSource {
+            var bytes: [UInt8]
+            mutating func read(exactly count: Int) throws -> [UInt8] {
+                guard count <= bytes.count else { throw TreeSnapshotError.truncated }
+                defer { bytes.removeFirst(count) }
+                return Array(bytes[0..<count])
+            }
+        }
+        var table = MemberTable([], isLogged: false)
+        table.apply(.bootstrap([MemberRecord(id: 2, name: "b", peerURLs: ["http://b:2"], clientURLs: []),
+                                MemberRecord(id: 1, name: "a", peerURLs: ["http://a:1"], clientURLs: ["http://a:9"])]))
+        table.apply(.attributes(id: 2, name: "b2", clientURLs: ["http://b:9"]))
+        var sink = Sink()
+        try table.write(to: &sink)
+        var source = Source(bytes: sink.bytes)
+        #expect(try MemberTable.read(from: &source) == table && source.bytes.isEmpty)
+        var short = Source(bytes: Array(sink.bytes.dropLast()))
+        #expect(throws: (any Error).self) { try MemberTable.read(from: &short) }
     }
 }
