@@ -84,6 +84,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var members: MemberTable
     /// The cluster's first configuration: from the log when it says, else from the flags (empty when joining).
     private let initialMembership: Membership
+    private var publishedMembership = Membership(voters: [])
     private let publishedMembers: Mutex<MemberTable>
     private var membersChanged: @Sendable (MemberTable) -> Void = { _ in }
     private var sessionsSweptMinute: Int64 = 0
@@ -660,16 +661,21 @@ package final class KeySpaceNode: @unchecked Sendable {
         publishStatus()
     }
 
+    /// Runs after every batch: the configuration is copied out only when it changed.
     private func publishStatus() {
         let leader = raft.leader?.value
+        let membershipChanged = raft.membership != publishedMembership
+        if membershipChanged { publishedMembership = raft.membership }
         status.withLock {
             if $0.leader != leader && leader != nil { $0.leaderChanges += 1 }
             $0.leader = leader
             $0.isLeader = raft.role == .leader
             $0.term = raft.term.value
             $0.commit = raft.commit.value
-            $0.voters = raft.voters.map(\.value)
-            $0.learners = raft.learners.map(\.value)
+            if membershipChanged {
+                $0.voters = raft.voters.map(\.value)
+                $0.learners = raft.learners.map(\.value)
+            }
             $0.applied = appliedRaftIndex
             $0.pendingProposals = writers.count
         }
