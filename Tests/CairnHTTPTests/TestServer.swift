@@ -6,6 +6,7 @@ import Dispatch
 import Foundation
 import Glibc
 import Synchronization
+import Testing
 @testable import CairnHTTP
 
 /// What the test handlers observed, for assertions.
@@ -96,6 +97,14 @@ final class TestServer {
 }
 
 /// A blocking loopback client with a receive timeout, for byte-exact exchanges.
+/// Request text named for the test log, which would otherwise print the whole text of the long ones.
+struct RawRequest: CustomTestStringConvertible, Sendable {
+    let name: String
+    let text: String
+    init(_ name: String, _ text: String) { self.name = name; self.text = text }
+    var testDescription: String { name }
+}
+
 final class RawClient {
     let fd: Int32
 
@@ -127,6 +136,23 @@ final class RawClient {
             if n <= 0 { return }
             offset += n
         }
+    }
+
+    /// Sends zeros until `upTo` bytes are out or the socket has had no room for `stalledMilliseconds`; returns the count.
+    func sendUntilBlocked(upTo total: Int, stalledMilliseconds: Int32) -> Int {
+        let zeros = [UInt8](repeating: 0, count: 64 * 1024)
+        var sent = 0
+        while sent < total {
+            var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&ready, 1, stalledMilliseconds) == 1 else { return sent }
+            let n = zeros.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress, min($0.count, total - sent), Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+            if n < 0, errno == EAGAIN { continue }
+            guard n > 0 else { return sent }
+            sent += n
+        }
+        return sent
     }
 
     /// Reads until the peer closes or the timeout passes.
@@ -203,12 +229,6 @@ final class RawClient {
     }
 }
 
-/// Resident memory of this process, in bytes.
-func residentBytes() -> Int {
-    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-    let fields = text.split(separator: " ")
-    return (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
-}
 
 /// Runs a command and returns its exit status and standard output. The output goes through a file: a pipe could be
 /// inherited by children that concurrent tests spawn, and reading it to the end would wait for them.
