@@ -162,18 +162,19 @@ package final class HTTPExchange: @unchecked Sendable {
         }
     }
 
-    /// Starts a response whose body follows in pieces (`write`, then `finish`); it is compressed when the client accepts gzip.
-    package func startResponse(status: Int, headers: HTTPHeaders = HTTPHeaders()) {
+    /// Starts a response whose body follows in pieces (`write`, then `finish`); it is compressed when the client accepts
+    /// gzip, unless its length is given (the pieces must then add up to `contentLength`).
+    package func startResponse(status: Int, headers: HTTPHeaders = HTTPHeaders(), contentLength: Int? = nil) {
         onQueue { [self] in
             guard !responseStarted, !isClosed else { return }
             responseStarted = true
             var headers = headers
-            if acceptsGzip(headers) {
+            if contentLength == nil, acceptsGzip(headers) {
                 headers.add("content-encoding", "gzip")
                 headers.add("vary", "Accept-Encoding")
                 compressor = GzipCompressor()
             }
-            transport?.exchange(self, sendHead: status, headers: headers, contentLength: nil)
+            transport?.exchange(self, sendHead: status, headers: headers, contentLength: contentLength)
         }
     }
 

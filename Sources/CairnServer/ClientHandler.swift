@@ -72,6 +72,18 @@ package struct ClientHandler: HTTPHandler {
             guard allow(exchange, ["GET"]) else { return }
             exchange.respond(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
                              body: Array(node.metrics.render(gauges: node.metricGauges).utf8))
+        case "/cairn/snapshot":
+            guard allow(exchange, ["GET"]) else { return }
+            node.backup { [node] result in
+                switch result {
+                case .success(let file):
+                    file.stream(to: exchange)
+                case .failure(let error):
+                    let failure = error as? StoreError ?? StoreError(.raftInternal, "backup failed: \(error)", index: node.view().etcdIndex)
+                    exchange.respond(status: failure.code.httpStatus, headers: Self.corsHeaders(contentType: "application/json"),
+                                     body: KeysResponse.error(failure))
+                }
+            }
         case "/v2/machines":
             guard allow(exchange, ["GET", "HEAD"]) else { return }
             exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),

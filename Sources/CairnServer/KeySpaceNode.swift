@@ -95,6 +95,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var appliedClusterTime: Int64 = 0
     private var snapshotIndex: UInt64
     private var snapshotInProgress = false
+    /// Backups waiting for the next snapshot to be written.
+    private var backupsWaiting: [@Sendable (Result<BackupFile, any Error>) -> Void] = []
     private let snapshotSendQueue = DispatchQueue(label: "cairn.snapshot-send")
     /// Followers a snapshot is being streamed to (one stream each).
     private var snapshotStreams: Set<MemberID> = []
@@ -319,7 +321,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     // MARK: - Snapshot files
 
     /// A snapshot file's key space and sessions; its body checksum is checked before any of it is used.
-    private static func loadSnapshot(fs: FileSystem, path: String)
+    static func loadSnapshot(fs: FileSystem, path: String)
         throws -> (keySpace: KeySpace, sessions: ClientSessions, members: MemberTable, header: SnapshotHeader)
     {
         let reader = try SnapshotReader(fs: fs, path: path)
@@ -817,17 +819,23 @@ package final class KeySpaceNode: @unchecked Sendable {
         submit(command) { [self] _, _ in expiryPending = false }
     }
 
-    /// Every `snapshotCount` entries: stream the current root into a snapshot file off the node queue, then let
-    /// storage drop the snapshots and log segments no longer needed, and the core's log start after the oldest kept.
+    /// Every `snapshotCount` entries, or sooner for a waiting backup.
     private func snapshotIfDue() {
-        guard !snapshotInProgress, appliedRaftIndex - snapshotIndex >= UInt64(max(1, options.snapshotCount)),
-              let metadata = raft.snapshotMetadata(through: LogIndex(appliedRaftIndex)) else { return }
+        if appliedRaftIndex - snapshotIndex >= UInt64(max(1, options.snapshotCount)) || !backupsWaiting.isEmpty { takeSnapshot() }
+    }
+
+    /// Streams the current root into a snapshot file off the node queue, then lets storage drop the snapshots and log
+    /// segments no longer needed, and the core's log start after the oldest kept. Backups waiting get the new file.
+    private func takeSnapshot() {
+        guard !snapshotInProgress, let metadata = raft.snapshotMetadata(through: LogIndex(appliedRaftIndex)) else { return }
         snapshotInProgress = true
         let root = keySpace.root, storeIndex = keySpace.currentIndex, sessions = self.sessions, members = self.members
         let header = SnapshotHeader(lastIndex: metadata.index.value, lastTerm: metadata.term.value,
                                     clusterTimeNanos: metadata.clusterTimeNanos, membership: metadata.membership.encoded())
         let storage = self.storage
         let initial = initialMembership
+        let backups = backupsWaiting
+        backupsWaiting = []
         snapshotQueue.async { [self] in
             do {
                 let started = clock.now()
@@ -843,6 +851,8 @@ package final class KeySpaceNode: @unchecked Sendable {
                     throw error
                 }
                 metrics.snapshotSave.observe(seconds: Double(clock.now() - started) / 1e9)
+                // Opened before `retain` runs, so no later snapshot can remove the file under a backup's stream.
+                for backup in backups { backup(Result { try BackupFile(fs: storage.fs, path: storage.snapshotPath(lastIndex: header.lastIndex)) }) }
                 try storage.retain()
                 let oldest = try storage.snapshots().first.map { try Self.metadata(of: try Self.header(fs: storage.fs, path: $0.path), initial: initial) }
                 logger.info("snapshot saved", metadata: ["index": "\(header.lastIndex)"])
@@ -850,11 +860,25 @@ package final class KeySpaceNode: @unchecked Sendable {
                     snapshotIndex = max(snapshotIndex, header.lastIndex)
                     snapshotInProgress = false
                     if let oldest { log.applySnapshot(oldest) }
+                    if !backupsWaiting.isEmpty { takeSnapshot() }
                 }
             } catch {
                 logger.error("snapshot failed", metadata: ["index": "\(header.lastIndex)", "error": "\(error)"])
+                for backup in backups { backup(.failure(error)) }
                 queue.async { [self] in snapshotInProgress = false }
             }
+        }
+    }
+
+    // MARK: - Backup
+
+    /// Calls `completion` (off the node queue) with a snapshot file holding every write acknowledged before the call:
+    /// a ReadIndex round first, then a snapshot of the state applied at that point (or later), written as any other.
+    package func backup(completion: @escaping @Sendable (Result<BackupFile, any Error>) -> Void) {
+        linearizableRead { [self] result in
+            if case .failure(let error) = result { return completion(.failure(error)) }
+            backupsWaiting.append(completion)
+            takeSnapshot()
         }
     }
 

@@ -1,0 +1,216 @@
+// Backup and restore: a live member streams a fresh snapshot file (`GET /cairn/snapshot`, see `KeySpaceNode.backup`);
+// `cairn snapshot save` downloads and verifies it; `cairn snapshot restore` builds a new member's data directory from
+// it. The backup is the member's own snapshot format, checksums included, so a damaged copy is never restored.
+import CairnBase
+import CairnHTTP
+import CairnRaft
+import CairnStorage
+import CairnStore
+import Dispatch
+import Glibc
+
+/// An open snapshot file for a backup stream: the descriptor keeps it readable even once retention removes its name.
+package final class BackupFile: Sendable {
+    private let fs: FileSystem
+    private let file: OpenFile
+    package let size: UInt64
+    package let header: SnapshotHeader
+
+    init(fs: FileSystem, path: String) throws {
+        let reader = try SnapshotReader(fs: fs, path: path)
+        header = reader.header
+        reader.close()
+        self.fs = fs
+        file = try fs.open(path, create: false)
+        do { size = try fs.size(file) } catch {
+            fs.close(file)
+            throw error
+        }
+    }
+
+    /// Sends the file as the answer, 1 MiB at a time, each piece read only once the connection has room for it.
+    func stream(to exchange: HTTPExchange) {
+        let queue = DispatchQueue(label: "cairn.backup-stream")
+        nonisolated(unsafe) var closed = false  // touched on `queue` only
+        @Sendable func close() {
+            guard !closed else { return }
+            closed = true
+            fs.close(file)
+        }
+        exchange.onClose { queue.async { close() } }
+        exchange.startResponse(status: 200, headers: HTTPHeaders([
+            ("Content-Type", "application/octet-stream"),
+            ("X-Raft-Index", String(header.lastIndex)), ("X-Raft-Term", String(header.lastTerm)),
+        ]), contentLength: Int(size))
+        @Sendable func send(from offset: UInt64) {
+            guard !closed else { return }
+            guard offset < size else {
+                close()
+                return exchange.finish()
+            }
+            let count = Int(min(UInt64(1 << 20), size - offset))
+            guard let piece = try? fs.read(file, at: offset, count: count), piece.count == count else {
+                // The answer ends short of its Content-Length, which the downloader refuses.
+                close()
+                return exchange.finish()
+            }
+            exchange.write(piece) { queue.async { send(from: offset + UInt64(count)) } }
+        }
+        queue.async { send(from: 0) }
+    }
+}
+
+/// What a backup file holds, read whole and checked: every checksum, then the key space, sessions and members.
+package struct BackupContents {
+    package let header: SnapshotHeader
+    package let keySpace: KeySpace
+    let sessions: ClientSessions
+    package let members: MemberTable
+    package let bytes: UInt64
+
+    package init(fs: FileSystem, path: String) throws {
+        let loaded = try KeySpaceNode.loadSnapshot(fs: fs, path: path)
+        let file = try fs.open(path, create: false)
+        defer { fs.close(file) }
+        bytes = try fs.size(file)
+        header = loaded.header
+        keySpace = loaded.keySpace
+        sessions = loaded.sessions
+        members = loaded.members
+    }
+}
+
+package enum BackupError: Error, CustomStringConvertible {
+    case notEmpty(String)
+    case download(String)
+
+    package var description: String {
+        switch self {
+        case .notEmpty(let directory): "data directory \(directory) is not empty: restore builds a new member's directory"
+        case .download(let reason): reason
+        }
+    }
+}
+
+package enum Restore {
+    /// Writes a new member's data directory from a backup: the backup's keys, index and sessions, with the members
+    /// of `bootstrap` (a new cluster, as `--initial-cluster` and the token name it) in place of the old ones. Every
+    /// member restored from the same file with the same flags starts from the same snapshot, so they agree.
+    package static func restore(_ backup: BackupContents, into directory: String, bootstrap: ClusterBootstrap, fs: FileSystem) throws {
+        try fs.makeDirectory(directory)
+        let lock = try DataDirectoryLock(fs: fs, directory: directory)
+        defer { lock.release() }
+        guard try fs.list(directory).allSatisfy({ $0 == "LOCK" }) else { throw BackupError.notEmpty(directory) }
+        let voters = Membership(voters: bootstrap.members.map { MemberID($0.id) })
+        let header = SnapshotHeader(lastIndex: backup.header.lastIndex, lastTerm: backup.header.lastTerm,
+                                    clusterTimeNanos: backup.header.clusterTimeNanos, membership: voters.encoded())
+        let writer = try SnapshotWriter(fs: fs, directory: directory, header: header)
+        var sink = SnapshotFileSink(writer: writer)
+        do {
+            try TreeSnapshot.write(root: backup.keySpace.root, currentIndex: backup.keySpace.currentIndex, to: &sink)
+            try backup.sessions.write(to: &sink)
+            try MemberTable(bootstrap.members.map(MemberRecord.init), isLogged: true).write(to: &sink)
+            _ = try writer.finish()
+        } catch {
+            writer.abort()
+            throw error
+        }
+        // The term starts where the backup's log ended, so no member's term is behind its own snapshot.
+        try HardStateFile.save(HardState(term: header.lastTerm, vote: 0, commit: header.lastIndex), fs: fs, directory: directory)
+        try MemberIdentity(clusterID: bootstrap.clusterID, memberID: bootstrap.localID).claim(fs: fs, directory: directory)
+    }
+}
+
+package enum BackupDownload {
+    /// Downloads a member's backup over HTTP into `path` (through `path.part`, synced, then renamed), after checking
+    /// every checksum of the copy; returns what it holds. `url` is one of the member's client URLs.
+    package static func save(from url: String, to path: String, fs: FileSystem, timeoutSeconds: Int = 60) throws -> BackupContents {
+        let endpoint = try URLList.parse(url, flag: "endpoints")[0]
+        let partial = path + ".part"
+        let fd = try connect(endpoint, timeoutSeconds: timeoutSeconds)
+        defer { Glibc.close(fd) }
+        let request = Array("GET /cairn/snapshot HTTP/1.1\r\nHost: \(endpoint)\r\nConnection: close\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
+            throw BackupError.download("\(endpoint): could not send the request")
+        }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var received: [UInt8] = []
+        var headEnd: Int?
+        while headEnd == nil {
+            guard received.count < 64 * 1024 else { throw BackupError.download("\(endpoint): the answer's head is too long") }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw BackupError.download("\(endpoint): the connection ended before the answer's head") }
+            received += buffer[0..<n]
+            headEnd = firstRange(of: [13, 10, 13, 10], in: received)
+        }
+        let head = String(decoding: received[0..<headEnd!], as: UTF8.self)
+        var body = Array(received[(headEnd! + 4)...])
+        let lines = head.split(separator: "\r\n")
+        let status = lines.first.flatMap { $0.split(separator: " ").dropFirst().first.flatMap { Int($0) } } ?? 0
+        let length = lines.dropFirst().compactMap { line -> UInt64? in
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "content-length" else { return nil }
+            return UInt64(parts[1].trimmingASCIIWhitespace())
+        }.first
+        guard status == 200, let length else {
+            while body.count < 64 * 1024 {
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                guard n > 0 else { break }
+                body += buffer[0..<n]
+            }
+            throw BackupError.download("\(endpoint) answered \(status): \(String(decoding: body.prefix(500), as: UTF8.self))")
+        }
+        let file = try fs.open(partial, create: true)
+        do {
+            try fs.truncate(file, to: 0)
+            var written: UInt64 = 0
+            while true {
+                if !body.isEmpty {
+                    guard written + UInt64(body.count) <= length else { throw BackupError.download("\(endpoint) sent more than \(length) bytes") }
+                    try fs.write(file, at: written, body)
+                    written += UInt64(body.count)
+                }
+                if written == length { break }
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                guard n > 0 else { throw BackupError.download("\(endpoint): the stream ended after \(written) of \(length) bytes") }
+                body = Array(buffer[0..<n])
+            }
+            try fs.sync(file)
+            fs.close(file)
+        } catch {
+            fs.close(file)
+            try? fs.remove(partial)
+            throw error
+        }
+        let contents: BackupContents
+        do { contents = try BackupContents(fs: fs, path: partial) } catch {
+            try? fs.remove(partial)
+            throw error
+        }
+        try fs.rename(partial, to: path)
+        let slash = path.lastIndex(of: "/")
+        try fs.syncDirectory(slash.map { String(path[..<$0]) }.flatMap { $0.isEmpty ? "/" : $0 } ?? ".")
+        return contents
+    }
+
+    /// A blocking socket connected to `endpoint` within the timeout, reads timing out after it too.
+    private static func connect(_ endpoint: ListenAddress, timeoutSeconds: Int) throws -> Int32 {
+        let fd = try Socket.connect(endpoint)
+        var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        let error = poll(&ready, 1, Int32(timeoutSeconds * 1000)) == 1 ? Socket.pendingError(fd) : ETIMEDOUT
+        guard error == 0 else {
+            Glibc.close(fd)
+            throw BackupError.download("cannot connect to \(endpoint): \(String(cString: strerror(error)))")
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    private static func firstRange(of needle: [UInt8], in haystack: [UInt8]) -> Int? {
+        guard haystack.count >= needle.count else { return nil }
+        return (0...(haystack.count - needle.count)).first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
+    }
+}

@@ -1,0 +1,97 @@
+// `cairn snapshot save|restore|status`: etcdctl's backup commands, for Cairn's snapshot files.
+import ArgumentParser
+import CairnServer
+import CairnStorage
+
+struct SnapshotCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot",
+        abstract: "Back up a live member, or build new members' data directories from a backup.",
+        subcommands: [Save.self, Restore.self, Status.self])
+
+    struct Save: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stream a consistent snapshot from a live member into FILE (every write acknowledged before it is in it).")
+
+        @Argument(help: "Where to write the backup.")
+        var file: String
+
+        @Option(help: "Client URLs of members to ask, tried in order (comma-separated).")
+        var endpoints = "http://127.0.0.1:2379"
+
+        func run() throws {
+            var failures: [String] = []
+            for endpoint in endpoints.split(separator: ",") {
+                do {
+                    let saved = try BackupDownload.save(from: String(endpoint), to: file, fs: PosixFileSystem())
+                    print("Snapshot saved at \(file) (index \(saved.header.lastIndex), term \(saved.header.lastTerm), \(saved.bytes) bytes)")
+                    return
+                } catch {
+                    failures.append("\(error)")
+                }
+            }
+            throw ValidationError("no backup saved: " + failures.joined(separator: "; "))
+        }    }
+
+    struct Restore: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Build a new member's data directory from a backup; run it once per member of the new cluster.")
+
+        @Argument(help: "The backup, as `cairn snapshot save` wrote it.")
+        var file: String
+
+        @Option(help: "This member's name in the new cluster.")
+        var name = "default"
+
+        @Option(name: .customLong("data-dir"), help: "The data directory to create (default: NAME.cairn); it must not exist or be empty.")
+        var dataDir: String?
+
+        @Option(name: .customLong("initial-cluster"), help: "The new cluster's members (name=peerURL,...), as every member will be started with.")
+        var initialCluster: String?
+
+        @Option(name: .customLong("initial-cluster-token"), help: "The new cluster's token.")
+        var initialClusterToken = "etcd-cluster"
+
+        @Option(name: .customLong("initial-advertise-peer-urls"), help: "This member's peer URLs.")
+        var initialAdvertisePeerURLs = "http://127.0.0.1:2380"
+
+        func run() throws {
+            let peerURLs = initialAdvertisePeerURLs.split(separator: ",").map(String.init)
+            let bootstrap: ClusterBootstrap
+            do {
+                bootstrap = try ClusterBootstrap(
+                    initialCluster: initialCluster ?? peerURLs.map { "\(name)=\($0)" }.joined(separator: ","), name: name,
+                    advertisedPeerURLs: peerURLs, token: initialClusterToken)
+            } catch {
+                throw ValidationError(error.description)
+            }
+            let directory = dataDir ?? "\(name).cairn"
+            do {
+                let fs = PosixFileSystem()
+                let backup = try BackupContents(fs: fs, path: file)
+                try CairnServer.Restore.restore(backup, into: directory, bootstrap: bootstrap, fs: fs)
+                print("Restored \(file) (index \(backup.header.lastIndex), etcd index \(backup.keySpace.currentIndex)) into \(directory) "
+                      + "as member \(String(bootstrap.localID, radix: 16)) of cluster \(String(bootstrap.clusterID, radix: 16))")
+            } catch {
+                throw ValidationError("cannot restore: \(error)")
+            }
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check a backup's checksums and print what it holds.")
+
+        @Argument(help: "The backup file.")
+        var file: String
+
+        func run() throws {
+            let backup: BackupContents
+            do { backup = try BackupContents(fs: PosixFileSystem(), path: file) } catch { throw ValidationError("\(error)") }
+            print("index: \(backup.header.lastIndex)")
+            print("term: \(backup.header.lastTerm)")
+            print("etcd index: \(backup.keySpace.currentIndex)")
+            print("members: " + backup.members.sorted.map { "\($0.name)=\($0.peerURLs.joined(separator: ","))" }.joined(separator: ","))
+            print("bytes: \(backup.bytes)")
+        }
+    }
+}
