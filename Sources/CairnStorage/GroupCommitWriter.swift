@@ -46,8 +46,24 @@ package final class GroupCommitWriter: Sendable {
         if start { drainQueue.async { self.drain() } }
     }
 
-    /// Blocking form of `submit`, for threads that may wait (tests, the benchmark, tools).
+    /// Blocking form of `submit`: writes and syncs on the caller's thread when no batch is queued or being written
+    /// (else it joins the queue). A caller that batches by itself (the node persists one Raft batch at a time) thus
+    /// pays no thread hand-off per batch.
     package func append(_ entries: [LogEntryRecord]) throws {
+        let inline = queue.withLock { q in
+            guard !q.draining, q.pending.isEmpty else { return false }
+            q.draining = true
+            return true
+        }
+        if inline {
+            let result = log.withLock { Self.write(entries, to: &$0) }
+            let drainNext = queue.withLock { q in
+                q.draining = !q.pending.isEmpty
+                return q.draining
+            }
+            if drainNext { drainQueue.async { self.drain() } }
+            return try result.get()
+        }
         let finished = DispatchSemaphore(value: 0)
         let outcome = Mutex<Result<Void, StorageError>?>(nil)
         submit(entries) { result in
@@ -75,32 +91,35 @@ package final class GroupCommitWriter: Sendable {
                 return batch
             }
             guard let batch else { return }
-            let result = log.withLock { g -> Result<Void, StorageError> in
-                if let failure = g.failure { return .failure(.failed(underlying: failure.description)) }
-                let lastBefore = g.wal.lastIndex
-                do {
-                    try g.wal.append(batch.flatMap(\.entries))
-                } catch let error as StorageError {
-                    // Out of space before any record byte was written (making a segment) leaves the log as it
-                    // was: fail this batch and keep going, so writes resume when space returns.
-                    if !(error.isNoSpace && g.wal.lastIndex == lastBefore && !g.wal.recordWriteFailed) { g.failure = error }
-                    return .failure(error)
-                } catch {
-                    fatalError("storage throws only StorageError: \(error)")
-                }
-                do {
-                    try g.wal.sync()
-                } catch let error as StorageError {
-                    // After a failed fsync the kernel may have dropped the dirty pages: nothing is known. Stop.
-                    g.failure = error
-                    return .failure(error)
-                } catch {
-                    fatalError("storage throws only StorageError: \(error)")
-                }
-                return .success(())
-            }
+            let result = log.withLock { Self.write(batch.flatMap(\.entries), to: &$0) }
             for s in batch { s.done(result) }
         }
+    }
+
+    /// Appends and syncs; a failure that leaves the disk state unknown becomes sticky.
+    private static func write(_ entries: [LogEntryRecord], to g: inout Guarded) -> Result<Void, StorageError> {
+        if let failure = g.failure { return .failure(.failed(underlying: failure.description)) }
+        let lastBefore = g.wal.lastIndex
+        do {
+            try g.wal.append(entries)
+        } catch let error as StorageError {
+            // Out of space before any record byte was written (making a segment) leaves the log as it
+            // was: fail this batch and keep going, so writes resume when space returns.
+            if !(error.isNoSpace && g.wal.lastIndex == lastBefore && !g.wal.recordWriteFailed) { g.failure = error }
+            return .failure(error)
+        } catch {
+            fatalError("storage throws only StorageError: \(error)")
+        }
+        do {
+            try g.wal.sync()
+        } catch let error as StorageError {
+            // After a failed fsync the kernel may have dropped the dirty pages: nothing is known. Stop.
+            g.failure = error
+            return .failure(error)
+        } catch {
+            fatalError("storage throws only StorageError: \(error)")
+        }
+        return .success(())
     }
 
     /// Runs `body` with the log while no batch is being written: reads, term lookups, truncation, compaction.
