@@ -245,7 +245,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
                 case .error(let error):
                     exchangeBodyDone = true
                     if !exchange.hasStartedResponse {
-                        exchange.markAnsweredByServer()
+                        exchange.markAnsweredByServer(status: error.status)
                         sendError(error)
                     } else {
                         closeWhenFlushed = true

@@ -351,7 +351,7 @@ final class HTTP2Stream: ExchangeTransport {
         guard !bodyFailed, let exchange else { return }
         bodyFailed = true
         if !exchange.hasStartedResponse {
-            exchange.markAnsweredByServer()
+            exchange.markAnsweredByServer(status: error.status)
             session.submitResponse(id, status: error.status, headers: HTTPHeaders(), hasBody: false)
         }
         session.reset(id)

@@ -43,6 +43,8 @@ package final class HTTPExchange: @unchecked Sendable {
     private var compressor: GzipCompressor?
     private var isHead: Bool { request.method == "HEAD" }
     private var closeHandlers: [@Sendable () -> Void] = []
+    private var responseStatus = 0
+    private var responseObserver: (@Sendable (Int) -> Void)?
     private var readyHandlers: [@Sendable () -> Void] = []
     private(set) var isClosed = false
     let requestBodyBytesMax: Int
@@ -149,6 +151,7 @@ package final class HTTPExchange: @unchecked Sendable {
         onQueue { [self] in
             guard !responseStarted, !isClosed else { return }
             responseStarted = true
+            responseStatus = status
             var headers = headers
             var body = body
             if body.count >= Self.gzipBytesMin, acceptsGzip(headers) {
@@ -168,6 +171,7 @@ package final class HTTPExchange: @unchecked Sendable {
         onQueue { [self] in
             guard !responseStarted, !isClosed else { return }
             responseStarted = true
+            responseStatus = status
             var headers = headers
             if contentLength == nil, acceptsGzip(headers) {
                 headers.add("content-encoding", "gzip")
@@ -208,7 +212,23 @@ package final class HTTPExchange: @unchecked Sendable {
         responseFinished = true
         readyHandlers.removeAll()
         closeHandlers.removeAll()
+        reportResponse()
         transport?.exchangeEnded(self)
+    }
+
+    private func reportResponse() {
+        let observer = responseObserver
+        responseObserver = nil
+        observer?(responseStatus)
+    }
+
+    /// Runs `observer` once with the status when the response has gone out whole (a watch when its event or timeout
+    /// ends it), or when the server answered on its own; never for a client that left first. One observer per exchange.
+    package func onResponse(_ observer: @escaping @Sendable (Int) -> Void) {
+        onQueue { [self] in
+            precondition(responseObserver == nil, "onResponse called twice")
+            if responseFinished { observer(responseStatus) } else if !isClosed { responseObserver = observer }
+        }
     }
 
     /// Runs `handler` once if the client goes away before the response is finished (a waiting watch frees itself).
@@ -239,6 +259,7 @@ package final class HTTPExchange: @unchecked Sendable {
         guard !isClosed else { return }
         isClosed = true
         readyHandlers.removeAll()
+        responseObserver = nil
         if let reader = bodyReader {
             bodyReader = nil
             reader(.failed(HTTPError(499, "client closed the connection")))
@@ -248,9 +269,11 @@ package final class HTTPExchange: @unchecked Sendable {
         for handler in handlers { handler() }
     }
 
-    /// The server answered on its own (a body error): the handler's response, if any, is dropped.
-    func markAnsweredByServer() {
+    /// The server answered on its own with `status` (a body error): the handler's response, if any, is dropped.
+    func markAnsweredByServer(status: Int) {
         responseStarted = true
         responseFinished = true
+        responseStatus = status
+        reportResponse()
     }
 }

@@ -1,6 +1,7 @@
 // Member-to-member messaging: each member dials every other member twice (a control channel for heartbeats,
 // votes and reads, a bulk channel for appends and snapshot chunks), so a heartbeat never waits behind data.
 // A connection opens with a hello naming cluster and members; a stranger is refused with a reason, never served.
+// Control links time round trips with a probe the accepting side echoes at once.
 import CairnHTTP
 import Dispatch
 import Glibc
@@ -25,6 +26,8 @@ package struct PeerTransportConfiguration: Sendable {
     package var deliveryBytesMax = 16 * 1024 * 1024
     package var reconnectDelayMillisecondsMin = 50
     package var reconnectDelayMillisecondsMax = 2000
+    /// How often each control link times a round trip (and once as soon as it is welcomed).
+    package var roundTripProbeIntervalMilliseconds = 1000
 
     package init(clusterID: UInt64, localID: UInt64, listenAddresses: [ListenAddress]) {
         self.clusterID = clusterID
@@ -34,10 +37,13 @@ package struct PeerTransportConfiguration: Sendable {
 }
 
 /// Frame types below 240 are the node's own; these belong to the transport.
-enum HandshakeFrame {
+enum TransportFrame {
     static let hello: UInt8 = 250
     static let welcome: UInt8 = 251
     static let refuse: UInt8 = 252
+    /// A dialler's monotonic send time (u64 nanoseconds), echoed back unchanged as a `probeEcho`.
+    static let probe: UInt8 = 253
+    static let probeEcho: UInt8 = 254
 }
 
 package final class PeerTransport: @unchecked Sendable {
@@ -47,6 +53,7 @@ package final class PeerTransport: @unchecked Sendable {
     private let deliver: @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Void
     private let report: @Sendable (String) -> Void
     private var listeners: [any DispatchSourceRead] = []
+    private var roundTripProbes: (any DispatchSourceTimer)?
     private var links: [LinkKey: OutgoingLink] = [:]
     private var incoming: [ObjectIdentifier: FramedSocket] = [:]
     private var stopped = false
@@ -56,6 +63,8 @@ package final class PeerTransport: @unchecked Sendable {
     private var clusterID: UInt64
     /// Called once on the transport's queue when a joining member learns its cluster's ID.
     package var learnedClusterID: @Sendable (UInt64) -> Void = { _ in }
+    /// Called on the transport's queue with each round trip timed to a peer on its control link.
+    package var roundTripMeasured: @Sendable (_ peer: UInt64, _ seconds: Double) -> Void = { _, _ in }
 
     struct LinkKey: Hashable {
         var peer: UInt64
@@ -97,6 +106,14 @@ package final class PeerTransport: @unchecked Sendable {
                 source.resume()
                 listeners.append(source)
             }
+            let interval = DispatchTimeInterval.milliseconds(configuration.roundTripProbeIntervalMilliseconds)
+            let probes = DispatchSource.makeTimerSource(queue: queue)
+            probes.schedule(deadline: .now() + interval, repeating: interval)
+            probes.setEventHandler { [unowned self] in
+                for link in links.values { link.probeRoundTrip() }
+            }
+            probes.resume()
+            roundTripProbes = probes
         }
     }
 
@@ -142,6 +159,8 @@ package final class PeerTransport: @unchecked Sendable {
     package func stop() {
         queue.sync {
             stopped = true
+            roundTripProbes?.cancel()
+            roundTripProbes = nil
             for listener in listeners { listener.cancel() }
             listeners.removeAll()
             for link in links.values { link.shutdown() }
@@ -177,15 +196,20 @@ package final class PeerTransport: @unchecked Sendable {
                 // The welcome names the cluster, so a joining member learns which one it joined.
                 var payload: [UInt8] = []
                 appendLittleEndian(clusterID, to: &payload)
-                socket.send(PeerFrame(type: HandshakeFrame.welcome, payload: payload))
+                socket.send(PeerFrame(type: TransportFrame.welcome, payload: payload))
                 return true
             case .failure(let refusal):
                 report("peer: refused a connection: \(refusal.reason)")
-                socket.send(PeerFrame(type: HandshakeFrame.refuse, payload: Array(refusal.reason.utf8)))
+                socket.send(PeerFrame(type: TransportFrame.refuse, payload: Array(refusal.reason.utf8)))
                 // Let the refusal reach the dialler before closing.
                 queue.asyncAfter(deadline: .now() + .milliseconds(100)) { socket.close(reason: refusal.reason) }
                 return false
             }
+        }
+        if frame.type == TransportFrame.probe {
+            // Echoed here rather than by the node, so the time measured is the network's, not the node's backlog.
+            socket.send(PeerFrame(type: TransportFrame.probeEcho, payload: frame.payload))
+            return true
         }
         let size = frame.payload.count
         connection.undeliveredBytes += size
@@ -202,7 +226,7 @@ package final class PeerTransport: @unchecked Sendable {
     }
 
     private func checkHello(_ frame: PeerFrame) -> Result<UInt64, HandshakeRefusal> {
-        guard frame.type == HandshakeFrame.hello, frame.payload.count == 25 else {
+        guard frame.type == TransportFrame.hello, frame.payload.count == 25 else {
             return .failure(HandshakeRefusal("expected a hello frame"))
         }
         let cluster = readLittleEndianUInt64(frame.payload[0..<8])
@@ -229,7 +253,7 @@ package final class PeerTransport: @unchecked Sendable {
         appendLittleEndian(configuration.localID, to: &payload)
         appendLittleEndian(peer, to: &payload)
         payload.append(channel.rawValue)
-        return PeerFrame(type: HandshakeFrame.hello, payload: payload)
+        return PeerFrame(type: TransportFrame.hello, payload: payload)
     }
 
     var transportQueue: DispatchQueue { queue }
@@ -290,6 +314,8 @@ final class OutgoingLink: @unchecked Sendable {
     private var socket: FramedSocket?
     private var delayMilliseconds: Int
     private var isShutDown = false
+    /// Probes wait for the welcome, so none of them times the connect and the handshake.
+    private var isWelcomed = false
 
     init(peer: UInt64, channel: PeerChannel, address: ListenAddress, transport: PeerTransport) {
         self.peer = peer
@@ -314,15 +340,22 @@ final class OutgoingLink: @unchecked Sendable {
             transport.linkConnected()
         }
         socket.onFrame = { [unowned self] frame in
-            if frame.type == HandshakeFrame.welcome, frame.payload.count == 8 {
+            if frame.type == TransportFrame.welcome, frame.payload.count == 8 {
                 let cluster = readLittleEndianUInt64(frame.payload[0..<8])
                 if !transport.welcomed(clusterID: cluster, by: peer) {
                     transport.linkRefused(peer: peer, reason: "it is in cluster \(hex(cluster))")
                     delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMax
                     self.socket?.close(reason: "welcomed into another cluster")
+                } else {
+                    isWelcomed = true
+                    probeRoundTrip()
                 }
             }
-            if frame.type == HandshakeFrame.refuse {
+            if frame.type == TransportFrame.probeEcho, frame.payload.count == 8 {
+                let sent = readLittleEndianUInt64(frame.payload[...]), now = DispatchTime.now().uptimeNanoseconds
+                if now >= sent { transport.roundTripMeasured(peer, Double(now - sent) / 1e9) }
+            }
+            if frame.type == TransportFrame.refuse {
                 transport.linkRefused(peer: peer, reason: String(decoding: frame.payload, as: UTF8.self))
                 // A refusal is a configuration error: back off to the longest delay.
                 delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMax
@@ -332,10 +365,19 @@ final class OutgoingLink: @unchecked Sendable {
         socket.onSent = { [unowned self] in pumpPaced() }
         socket.onClose = { [unowned self] _ in
             self.socket = nil
+            isWelcomed = false
             failPaced()
             retryLater()
         }
         socket.start()
+    }
+
+    /// Sends a probe stamped with the monotonic clock; its echo's arrival times the round trip.
+    func probeRoundTrip() {
+        guard channel == .control, isWelcomed, let socket else { return }
+        var payload: [UInt8] = []
+        appendLittleEndian(DispatchTime.now().uptimeNanoseconds, to: &payload)
+        socket.send(PeerFrame(type: TransportFrame.probe, payload: payload))
     }
 
     func connectNowIfDown() {

@@ -44,9 +44,9 @@ package struct ClientHandler: HTTPHandler {
             return exchange.respond(status: 200, headers: HTTPHeaders(Self.cors), body: [])
         }
         let path = exchange.request.rawPath
-        // Known methods only, so a client cannot grow the label set.
-        let method = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"].contains(exchange.request.method) ? exchange.request.method : "other"
-        node.metrics.count("etcd_http_received_total", labels: "{method=\"\(method)\"}")
+        let http = node.metrics.http, method = HTTPRequestMetrics.methodNumber(exchange.request.method)
+        http.received(method: method)
+        exchange.onResponse { code in http.answered(method: method, code: code) }
         // Go's ServeMux answers an unclean path (`//a`, `/a/./b`) with a redirect to the clean one; so does etcd.
         let clean = goCleanPath(path)
         if clean != path {

@@ -11,6 +11,8 @@ package final class Histogram: Sendable {
 
     /// etcd's buckets for disk and snapshot durations: 1 ms doubling to 8.192 s.
     static let etcdDiskBuckets = (0..<14).map { 0.001 * Double(1 << $0) }
+    /// etcd's buckets for peer round trips: 0.1 ms doubling to 3.2768 s.
+    static let etcdPeerRoundTripBuckets = (0..<16).map { 0.0001 * Double(1 << $0) }
 
     init(name: String, help: String, bounds: [Double] = etcdDiskBuckets) {
         self.name = name
@@ -28,14 +30,100 @@ package final class Histogram: Sendable {
     }
 
     func render(into text: inout String) {
-        let (counts, sum, count) = state.withLock { $0 }
         text += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        renderSamples(into: &text, labels: "")
+    }
+
+    /// The samples alone; `labels` (`To="2a"`, or empty) are set on each of them.
+    func renderSamples(into text: inout String, labels: String) {
+        let (counts, sum, count) = state.withLock { $0 }
+        let bucketLabels = labels.isEmpty ? "" : labels + ","
+        let otherLabels = labels.isEmpty ? "" : "{\(labels)}"
         var cumulative: UInt64 = 0
         for (bound, n) in zip(bounds, counts) {
             cumulative += n
-            text += "\(name)_bucket{le=\"\(bound)\"} \(cumulative)\n"
+            text += "\(name)_bucket{\(bucketLabels)le=\"\(bound)\"} \(cumulative)\n"
         }
-        text += "\(name)_bucket{le=\"+Inf\"} \(count)\n\(name)_sum \(sum)\n\(name)_count \(count)\n"
+        text += "\(name)_bucket{\(bucketLabels)le=\"+Inf\"} \(count)\n\(name)_sum\(otherLabels) \(sum)\n\(name)_count\(otherLabels) \(count)\n"
+    }
+}
+
+/// One histogram per peer, labelled as etcd labels them: `To` is the peer's member ID in hex.
+package final class PeerHistograms: Sendable {
+    let name: String
+    let help: String
+    let bounds: [Double]
+    private let byPeer = Mutex<[UInt64: Histogram]>([:])
+
+    init(name: String, help: String, bounds: [Double]) {
+        self.name = name
+        self.help = help
+        self.bounds = bounds
+    }
+
+    package func observe(to peer: UInt64, seconds: Double) {
+        let histogram = byPeer.withLock { histograms in
+            if let existing = histograms[peer] { return existing }
+            let created = Histogram(name: name, help: help, bounds: bounds)
+            histograms[peer] = created
+            return created
+        }
+        histogram.observe(seconds: seconds)
+    }
+
+    func render(into text: inout String) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        for (peer, histogram) in byPeer.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
+            histogram.renderSamples(into: &text, labels: "To=\"\(hex(peer))\"")
+        }
+    }
+}
+
+/// Requests by method as they arrive, and answers by method and status code as they go out. Counted under small
+/// integers; label text is built only when scraped.
+package final class HTTPRequestMetrics: Sendable {
+    /// Known methods only, so a client cannot grow the label set; anything else is counted as "other".
+    static let methods = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "other"]
+
+    struct Answer: Hashable {
+        var method: Int
+        var code: Int
+    }
+
+    private let state = Mutex<(received: [UInt64], answered: [Answer: UInt64])>((Array(repeating: 0, count: methods.count), [:]))
+
+    /// The position of `method` in `methods`, the number the counters take.
+    package static func methodNumber(_ method: String) -> Int {
+        methods.firstIndex(of: method) ?? methods.count - 1
+    }
+
+    package func received(method: Int) {
+        state.withLock { $0.received[method] += 1 }
+    }
+
+    package func answered(method: Int, code: Int) {
+        state.withLock { $0.answered[Answer(method: method, code: code), default: 0] += 1 }
+    }
+
+    func render(into text: inout String) {
+        let (received, answered) = state.withLock { $0 }
+        text += "# HELP etcd_http_received_total Counter of requests received into the system (successfully parsed and authd).\n"
+            + "# TYPE etcd_http_received_total counter\n"
+        for (method, count) in zip(Self.methods, received) where count > 0 {
+            text += "etcd_http_received_total{method=\"\(method)\"} \(count)\n"
+        }
+        let sorted = answered.sorted { ($0.key.method, $0.key.code) < ($1.key.method, $1.key.code) }
+        // etcd's family counts failures only; Cairn's counts every answer, so successes show their code too.
+        text += "# HELP etcd_http_failed_total Counter of handle failures of requests, by method (GET/PUT etc.) and code (400, 500 etc.).\n"
+            + "# TYPE etcd_http_failed_total counter\n"
+        for (answer, count) in sorted where answer.code >= 400 {
+            text += "etcd_http_failed_total{method=\"\(Self.methods[answer.method])\",code=\"\(answer.code)\"} \(count)\n"
+        }
+        text += "# HELP cairn_http_responses_total Counter of answered requests (watches once their answer ends), by method and code.\n"
+            + "# TYPE cairn_http_responses_total counter\n"
+        for (answer, count) in sorted {
+            text += "cairn_http_responses_total{method=\"\(Self.methods[answer.method])\",code=\"\(answer.code)\"} \(count)\n"
+        }
     }
 }
 
@@ -47,6 +135,10 @@ package final class ServerMetrics: Sendable {
                                          help: "The total latency distributions of save called by snapshot.")
     package let snapshotSend = Histogram(name: "etcd_network_snapshot_send_total_duration_seconds",
                                          help: "Total latency distributions of v2 snapshot sends.")
+    package let peerRoundTrip = PeerHistograms(name: "etcd_network_peer_round_trip_time_seconds",
+                                               help: "Round-Trip-Time histogram between peers.",
+                                               bounds: Histogram.etcdPeerRoundTripBuckets)
+    package let http = HTTPRequestMetrics()
     private let counters = Mutex<[String: UInt64]>([:])
 
     package init() {}
@@ -58,7 +150,6 @@ package final class ServerMetrics: Sendable {
 
     package static let counterHelp: [String: String] = [
         "etcd_server_proposals_failed_total": "The total number of failed proposals seen.",
-        "etcd_http_received_total": "Counter of requests received into the system (successfully parsed and authd).",
     ]
 
     /// Values read from the node at scrape time that only grow (the rest are gauges).
@@ -78,7 +169,9 @@ package final class ServerMetrics: Sendable {
             if samples.isEmpty { text += "\(family) 0\n" }
             for (key, value) in samples.sorted(by: { $0.key < $1.key }) { text += "\(key) \(value)\n" }
         }
+        http.render(into: &text)
         for histogram in [walFsync, snapshotSave, snapshotSend] { histogram.render(into: &text) }
+        peerRoundTrip.render(into: &text)
         return text
     }
 }

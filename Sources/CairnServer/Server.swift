@@ -98,6 +98,7 @@ package final class Server: @unchecked Sendable {
                     peerLogger.critical("cannot record the cluster this member joined", metadata: ["error": "\(error)"])
                 }
             }
+            transport.roundTripMeasured = { peer, seconds in node.metrics.peerRoundTrip.observe(to: peer, seconds: seconds) }
             node.connect(send: { to, channel, frame in transport.send(to: to, channel: channel, frame: frame) },
                          sendPaced: { to, frame, queued in
                              transport.sendPaced(to: to, channel: .bulk, frame: frame, queuedBytesMax: KeySpaceNode.snapshotQueuedBytesMax, done: queued)

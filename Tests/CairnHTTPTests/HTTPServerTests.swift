@@ -81,6 +81,29 @@ import Testing
         #expect(eventually { server.seen.closedPaths.withLock { $0 } == ["/wait"] })
     }
 
+    @Test func eachAnswerIsReportedOnceWithItsStatusButNotOneWhoseClientLeft() throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = try RawClient(port: server.port)
+        client.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /stream?bytes=300000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(client.readResponse()?.status == 200)
+        #expect(client.readResponse()?.body.count == 300_000)
+        do {
+            let leaving = try RawClient(port: server.port)
+            leaving.send("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+            usleep(100_000)
+        }
+        #expect(eventually { server.seen.closedPaths.withLock { $0 } == ["/wait"] })
+        // A malformed body is answered by the server itself, and reported with the status it sent.
+        let malformed = try RawClient(port: server.port)
+        malformed.send("PUT /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        #expect(String(decoding: malformed.readToEnd(), as: UTF8.self).hasPrefix("HTTP/1.1 400 "))
+        let expected = ["/slow 200", "/stream 200", "/count 400"]
+        #expect(eventually { server.seen.answers.withLock { $0 } == expected })
+        usleep(100_000)
+        #expect(server.seen.answers.withLock { $0 } == expected, "an answer reported twice")
+    }
+
     @Test func slowHeaderClientIsCutOffWith408() throws {
         let server = try TestServer { $0.headerTimeoutSeconds = 1 }
         defer { server.stop() }

@@ -15,6 +15,8 @@ final class Observations: Sendable {
     let bodyFailures = Mutex<[Int]>([])
     let producedBytes = Mutex(0)
     let largestBodyPiece = Mutex(0)
+    /// "path status" for each answer the exchanges reported.
+    let answers = Mutex<[String]>([])
 }
 
 struct TestHandler: HTTPHandler {
@@ -25,6 +27,7 @@ struct TestHandler: HTTPHandler {
     func handle(_ exchange: HTTPExchange) {
         let path = String(exchange.request.rawPath)
         let query = FormDecoding.decode(exchange.request.rawQuery).pairs
+        exchange.onResponse { status in seen.answers.withLock { $0.append("\(path) \(status)") } }
         switch path {
         case "/count":
             // Reads the body piece by piece, keeping only a running count and checksum.

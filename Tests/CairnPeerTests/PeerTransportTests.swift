@@ -48,20 +48,24 @@ import Testing
 final class Inbox: Sendable {
     let received = Mutex<[(from: UInt64, frame: PeerFrame)]>([])
     let reports = Mutex<[String]>([])
+    /// Round trips timed, by peer.
+    let roundTrips = Mutex<[UInt64: [Double]]>([:])
 }
 
 final class Member: Sendable {
     let transport: PeerTransport
     let inbox = Inbox()
 
-    init(id: UInt64, cluster: UInt64 = 0xC1, port: UInt16 = 0) throws {
-        let configuration = PeerTransportConfiguration(
+    init(id: UInt64, cluster: UInt64 = 0xC1, port: UInt16 = 0, roundTripProbeIntervalMilliseconds: Int = 1000) throws {
+        var configuration = PeerTransportConfiguration(
             clusterID: cluster, localID: id, listenAddresses: [ListenAddress(host: "127.0.0.1", port: port)])
+        configuration.roundTripProbeIntervalMilliseconds = roundTripProbeIntervalMilliseconds
         let inbox = self.inbox
         transport = PeerTransport(
             configuration: configuration, deliveryQueue: DispatchQueue(label: "node-\(id)"),
             report: { line in inbox.reports.withLock { $0.append(line) } },
             deliver: { from, frame in inbox.received.withLock { $0.append((from, frame)) } })
+        transport.roundTripMeasured = { peer, seconds in inbox.roundTrips.withLock { $0[peer, default: []].append(seconds) } }
         try transport.start()
     }
 
@@ -87,6 +91,26 @@ final class Member: Sendable {
         #expect(frames.filter { $0.frame.type == 1 }.map { String(decoding: $0.frame.payload, as: UTF8.self) } == (0..<1000).map { "bulk \($0)" })
         #expect(frames.filter { $0.frame.type == 2 }.map { String(decoding: $0.frame.payload, as: UTF8.self) } == (0..<1000).map { "control \($0)" })
         #expect(a.inbox.received.withLock { $0.first?.frame.payload } == Array("back".utf8))
+    }
+
+    @Test func roundTripsAreTimedToEveryPeerWithoutReachingTheNode() throws {
+        let members = try [1, 2, 3].map { try Member(id: UInt64($0), roundTripProbeIntervalMilliseconds: 20) }
+        defer { for member in members { member.transport.stop() } }
+        for member in members {
+            member.transport.setPeers(Dictionary(uniqueKeysWithValues: members.map { ($0.transport.configuration.localID, $0.address) }))
+        }
+        // One probe on each welcome, then one per interval.
+        #expect(eventually(seconds: 10) {
+            members.allSatisfy { member in
+                let timed = member.inbox.roundTrips.withLock { $0 }
+                return Set(timed.keys) == Set([1, 2, 3].filter { $0 != member.transport.configuration.localID })
+                    && timed.values.allSatisfy { $0.count >= 3 }
+            }
+        })
+        for member in members {
+            #expect(member.inbox.roundTrips.withLock { $0.values.joined().allSatisfy { $0 > 0 && $0 < 5 } })
+            #expect(member.count == 0, "probes and echoes are the transport's own")
+        }
     }
 
     @Test func pacedFramesNeverDropAndKeepTheQueueShort() throws {

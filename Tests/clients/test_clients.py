@@ -110,11 +110,14 @@ def test_etcdctl_v2(base):
 
 
 def test_metrics_parse_as_prometheus_text(client, base):
-    """/metrics through a real Prometheus text parser: etcd's names, a leader, the WAL fsync histogram counting."""
+    """/metrics through a real Prometheus text parser: etcd's names, a leader, the WAL fsync histogram counting,
+    answers by method and code."""
     import urllib.request
     from prometheus_client.parser import text_string_to_metric_families
 
     client.write(base + "/m", "v")
+    with pytest.raises(etcd.EtcdKeyNotFound):
+        client.read(base + "/missing")
     with urllib.request.urlopen(URL + "/metrics", timeout=5) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
@@ -125,3 +128,9 @@ def test_metrics_parse_as_prometheus_text(client, base):
     assert fsync["etcd_disk_wal_fsync_duration_seconds_count"] >= 1
     received = [s for s in families["etcd_http_received"].samples if s.labels.get("method") == "PUT"]
     assert received and received[0].value >= 1
+    answered = lambda family, method, code: sum(s.value for s in families[family].samples
+                                                if s.labels == {"method": method, "code": code})
+    assert answered("cairn_http_responses", "PUT", "201") >= 1
+    assert answered("cairn_http_responses", "GET", "404") >= 1
+    assert answered("etcd_http_failed", "GET", "404") >= 1
+    assert all(int(s.labels["code"]) >= 400 for s in families["etcd_http_failed"].samples)
