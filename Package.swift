@@ -20,6 +20,7 @@ let package = Package(
         .target(name: "CairnSim", dependencies: ["CairnRaft", "CairnBase"]),
         .executableTarget(name: "cairn-sim", dependencies: ["CairnSim", "CairnBase"]),
         .executableTarget(name: "raft-bench", dependencies: ["CairnRaft", "CairnBase"], path: "bench/raft", exclude: ["RESULTS.md"]),
+        .executableTarget(name: "watch-bench", path: "bench/watch"),
         .target(
             name: "CairnStore",
             dependencies: [
