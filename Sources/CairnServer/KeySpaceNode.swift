@@ -144,11 +144,17 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var nextReadContext: UInt64 = 1
     private var readers: [UInt64: ReadCompletion] = [:]
     private var readerDeadlines: Deque<(context: UInt64, deadline: Int64)> = []
+    /// Rounds waiting for a leader to be known, by round context.
     private var unsentReads: [UInt64] = []
     /// Confirmed reads waiting for the applied index to reach their read index.
     private var readsAwaitingApply: [(index: UInt64, context: UInt64)] = []
-    /// On the leader: reads it confirms for followers, by its own context.
-    private var forwardedReads: [UInt64: ReadRequest] = [:]
+    /// Reads (this member's, and on the leader those followers forwarded) gather here until the round that confirms
+    /// them starts: every read that arrives while the queue is busy shares one ReadIndex round (one heartbeat to each
+    /// follower, one frame to the leader) instead of paying for its own.
+    private var nextReadRound = ReadRound()
+    private var readRoundScheduled = false
+    /// Rounds started and not yet confirmed, by round context.
+    private var readRounds: [UInt64: ReadRound] = [:]
 
     /// Log entry kinds come from `EntryKind`; a normal entry's payload is a `Proposal` of a `StoreCommand`.
     /// Recovers from `storage`: the newest snapshot now; the log after it as Raft re-commits it.
@@ -464,6 +470,24 @@ package final class KeySpaceNode: @unchecked Sendable {
             nextReadContext += 1
             readers[context] = completion
             readerDeadlines.append((context, clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000))
+            nextReadRound.local.append(context)
+            scheduleReadRound()
+        }
+    }
+
+    /// Starts the next round once the blocks already queued (more reads, likely) have run.
+    private func scheduleReadRound() {
+        guard !readRoundScheduled else { return }
+        readRoundScheduled = true
+        queue.async { [self] in
+            readRoundScheduled = false
+            var round = nextReadRound
+            nextReadRound = ReadRound()
+            guard !round.isEmpty else { return }
+            let context = nextReadContext
+            nextReadContext += 1
+            round.deadline = clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000
+            readRounds[context] = round
             routeRead(context)
             drive()
         }
@@ -477,6 +501,15 @@ package final class KeySpaceNode: @unchecked Sendable {
         } else {
             unsentReads.append(context)
         }
+    }
+
+    /// A round's read index is known: followers that forwarded reads to it learn it, this member's reads wait for it.
+    private func readRoundConfirmed(context: UInt64, index: UInt64) {
+        guard let round = readRounds.removeValue(forKey: context) else { return }
+        for request in round.forwarded {
+            sendFrame(request.requester.member, .control, PeerFrame(type: NodeFrame.readIndexReady, payload: request.encoded(index: index)))
+        }
+        for reader in round.local { readConfirmed(context: reader, index: index) }
     }
 
     private func readConfirmed(context: UInt64, index: UInt64) {
@@ -509,10 +542,9 @@ package final class KeySpaceNode: @unchecked Sendable {
                 route(frame.payload)
             case NodeFrame.readIndex:
                 let (request, _) = try ReadRequest.decode(frame.payload, withIndex: false)
-                guard request.requester.member == peer else { return }
-                let local = nextReadContext
-                nextReadContext += 1
-                if raft.readIndex(context: local) { forwardedReads[local] = request }
+                guard request.requester.member == peer, raft.role == .leader else { return }
+                nextReadRound.forwarded.append(request)
+                scheduleReadRound()
             case NodeFrame.alive:
                 var reader = ByteReader(frame.payload)
                 let incarnation = try reader.u64()
@@ -523,7 +555,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                 let (request, index) = try ReadRequest.decode(frame.payload, withIndex: true)
                 // An answer meant for an earlier run of this member concerns a read that no longer exists.
                 guard request.requester == requester, let index else { return }
-                readConfirmed(context: request.context, index: index)
+                readRoundConfirmed(context: request.context, index: index)
             default:
                 logger.warning("unknown peer frame", metadata: ["type": "\(frame.type)", "from": "\(hex(peer))"])
             }
@@ -582,6 +614,8 @@ package final class KeySpaceNode: @unchecked Sendable {
             readerDeadlines.removeFirst()
             readers.removeValue(forKey: first.context)?(.failure(Self.timedOut(keySpace.currentIndex)))
         }
+        // A round the leader never confirmed (it lost leadership) is forgotten once its reads would have timed out.
+        if readRounds.contains(where: { $0.value.deadline <= now }) { readRounds = readRounds.filter { $0.value.deadline > now } }
         if readers.isEmpty {
             readsAwaitingApply.removeAll()
             unsentReads.removeAll()
@@ -608,14 +642,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         // Committed entries are already durable here, so they are applied (and their writers answered) without
         // waiting for this batch's own persist: a write's answer never waits behind the fsync of later writes.
         apply(ready.committedEntries)
-        for state in ready.readStates {
-            if let forwarded = forwardedReads.removeValue(forKey: state.context) {
-                sendFrame(forwarded.requester.member, .control,
-                          PeerFrame(type: NodeFrame.readIndexReady, payload: forwarded.encoded(index: state.index.value)))
-            } else {
-                readConfirmed(context: state.context, index: state.index.value)
-            }
-        }
+        for state in ready.readStates { readRoundConfirmed(context: state.context, index: state.index.value) }
         // Term and vote must be durable before a vote or an acknowledgement leaves; commit need not be (it is
         // learned again from the leader), so a batch that only moves commit costs no extra fsync.
         let hardState = ready.hardState.flatMap { h in
@@ -1007,6 +1034,14 @@ package final class KeySpaceNode: @unchecked Sendable {
 }
 
 /// A snapshot file's body as the key space's snapshot source: exact reads across the file's chunks.
+/// The reads one ReadIndex round confirms: this member's (by reader context) and, on the leader, followers' rounds.
+private struct ReadRound {
+    var local: [UInt64] = []
+    var forwarded: [ReadRequest] = []
+    var deadline: Int64 = 0
+    var isEmpty: Bool { local.isEmpty && forwarded.isEmpty }
+}
+
 struct SnapshotChunks: SnapshotSource {
     let reader: SnapshotReader
     var buffer: [UInt8] = []
