@@ -212,17 +212,25 @@ package final class PeerTransport: @unchecked Sendable {
             return true
         }
         let size = frame.payload.count
-        connection.undeliveredBytes += size
+        let undelivered = connection.undeliveredBytes.add(size, ordering: .acquiringAndReleasing).newValue
         stats.withLock { $0.framesReceived += 1 }
         let resumeBelow = configuration.deliveryBytesMax / 2
         deliveryQueue.async { [deliver, queue] in
             deliver(from, frame)
-            queue.async {
-                connection.undeliveredBytes -= size
-                if connection.undeliveredBytes <= resumeBelow { socket.resumeReading() }
+            // The count is shared, so a delivered frame costs no hop back to this queue; only a paused link does.
+            let left = connection.undeliveredBytes.subtract(size, ordering: .acquiringAndReleasing).newValue
+            if left <= resumeBelow, connection.readingPaused.compareExchange(expected: true, desired: false, ordering: .acquiringAndReleasing).exchanged {
+                queue.async { socket.resumeReading() }
             }
         }
-        return connection.undeliveredBytes <= configuration.deliveryBytesMax
+        guard undelivered > configuration.deliveryBytesMax else { return true }
+        connection.readingPaused.store(true, ordering: .releasing)
+        // Delivered meanwhile (before the flag was up, so nobody will resume it): keep reading.
+        if connection.undeliveredBytes.load(ordering: .acquiring) <= resumeBelow,
+           connection.readingPaused.compareExchange(expected: true, desired: false, ordering: .acquiringAndReleasing).exchanged {
+            return true
+        }
+        return false
     }
 
     private func checkHello(_ frame: PeerFrame) -> Result<UInt64, HandshakeRefusal> {
@@ -291,7 +299,9 @@ package struct PeerTransportStats: Sendable {
 final class IncomingConnection: @unchecked Sendable {
     let socket: FramedSocket
     var sender: UInt64?
-    var undeliveredBytes = 0
+    /// Bytes handed to the delivery queue and not yet delivered; reading pauses past the transport's bound.
+    let undeliveredBytes = Atomic<Int>(0)
+    let readingPaused = Atomic<Bool>(false)
 
     init(socket: FramedSocket) {
         self.socket = socket

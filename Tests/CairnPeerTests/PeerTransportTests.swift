@@ -56,13 +56,14 @@ final class Member: Sendable {
     let transport: PeerTransport
     let inbox = Inbox()
 
-    init(id: UInt64, cluster: UInt64 = 0xC1, port: UInt16 = 0, roundTripProbeIntervalMilliseconds: Int = 1000) throws {
+    init(id: UInt64, cluster: UInt64 = 0xC1, port: UInt16 = 0, roundTripProbeIntervalMilliseconds: Int = 1000,
+         deliveryQueue: DispatchQueue? = nil) throws {
         var configuration = PeerTransportConfiguration(
             clusterID: cluster, localID: id, listenAddresses: [ListenAddress(host: "127.0.0.1", port: port)])
         configuration.roundTripProbeIntervalMilliseconds = roundTripProbeIntervalMilliseconds
         let inbox = self.inbox
         transport = PeerTransport(
-            configuration: configuration, deliveryQueue: DispatchQueue(label: "node-\(id)"),
+            configuration: configuration, deliveryQueue: deliveryQueue ?? DispatchQueue(label: "node-\(id)"),
             report: { line in inbox.reports.withLock { $0.append(line) } },
             deliver: { from, frame in inbox.received.withLock { $0.append((from, frame)) } })
         transport.roundTripMeasured = { peer, seconds in inbox.roundTrips.withLock { $0[peer, default: []].append(seconds) } }
@@ -111,6 +112,34 @@ final class Member: Sendable {
             #expect(member.inbox.roundTrips.withLock { $0.values.joined().allSatisfy { $0 > 0 && $0 < 5 } })
             #expect(member.count == 0, "probes and echoes are the transport's own")
         }
+    }
+
+    @Test func aNodeThatFallsBehindPausesItsLinksThenCatchesUp() throws {
+        let node = DispatchQueue(label: "slow-node")
+        let a = try Member(id: 1), b = try Member(id: 2, deliveryQueue: node)
+        defer { a.transport.stop(); b.transport.stop() }
+        a.transport.setPeers([2: b.address])
+        #expect(eventually(seconds: 10) { a.transport.statistics.connects == 2 })
+        node.suspend()
+        // 96 MiB for a node that takes nothing: b reads its 16 MiB delivery bound and stops; with loopback's socket
+        // buffers (up to 36 MiB here) and 2 MiB queued, the paced sender then waits.
+        let chunks = 96
+        let queued = Mutex(0)
+        let sender = DispatchQueue(label: "paced-sender")
+        @Sendable func sendNext(_ n: Int) {
+            guard n < chunks else { return }
+            a.transport.sendPaced(to: 2, channel: .bulk, frame: PeerFrame(type: 4, payload: [UInt8](repeating: UInt8(n), count: 1 << 20)),
+                                  queuedBytesMax: 2 << 20) { ok in
+                if ok { queued.withLock { $0 += 1 } }
+                sender.async { sendNext(n + 1) }
+            }
+        }
+        sender.async { sendNext(0) }
+        sleep(1)
+        #expect(queued.withLock { $0 } < chunks, "the link kept reading for a node that took nothing")
+        node.resume()
+        #expect(eventually(seconds: 30) { b.count == chunks })
+        #expect(b.inbox.received.withLock { $0.map { $0.frame.payload.first! } } == (0..<chunks).map { UInt8($0) })
     }
 
     @Test func pacedFramesNeverDropAndKeepTheQueueShort() throws {
