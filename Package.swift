@@ -37,7 +37,8 @@ let package = Package(
         .systemLibrary(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib"]),
+        .systemLibrary(name: "CEpoll"),
+        .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib", "CEpoll"]),
         .target(name: "CairnPeer", dependencies: ["CairnHTTP", "CairnBase"]),
         .target(
             name: "CairnServer",

@@ -1,9 +1,8 @@
-// One client connection: non-blocking socket I/O on a serial queue, timeouts, backpressure, and HTTP/1.1.
+// One client connection: non-blocking socket I/O on its event loop's thread, timeouts, backpressure, and HTTP/1.1.
 // The first bytes decide the protocol: the HTTP/2 preface hands the connection to nghttp2, anything else is HTTP/1.1.
-import Dispatch
 import Glibc
 
-final class Connection: @unchecked Sendable, ExchangeTransport {
+final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket {
     private enum Mode {
         case detecting
         case http1
@@ -11,34 +10,29 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
     }
 
     let id: Int
-    let queue: DispatchQueue
-    let queueKey: DispatchSpecificKey<Int>
-    let queueID: Int
+    let loop: EventLoop
     let configuration: HTTPServerConfiguration
     let handler: any HTTPHandler
     private let fd: Int32
     private unowned let server: HTTPServer
-    private var readSource: (any DispatchSourceRead)?
-    private var writeSource: (any DispatchSourceWrite)?
-    private var timer: (any DispatchSourceTimer)?
+    private var token: UInt64 = 0
 
-    // Everything below is touched on `queue` only.
+    // Everything below is touched on the loop's thread only.
     private var mode = Mode.detecting
-    /// Received bytes not yet consumed are `input[inputStart...]`. Reads land in the queue's scratch buffer first,
+    /// Received bytes not yet consumed are `input[inputStart...]`. Reads land in the loop's scratch buffer first,
     /// so an idle connection holds no read buffer of its own.
     private var input: [UInt8] = []
     private var inputStart = 0
-    private let readScratch: UnsafeMutableRawBufferPointer
     private var output: [UInt8] = []
     private var outputStart = 0
-    private var readSuspended = false
-    private var writeResumed = false
+    private var interest = SocketInterest.none
+    /// The client sent its FIN: nothing more to read, and level-triggered readiness would repeat it forever.
+    private var inputEnded = false
     private var flushScheduled = false
     private var inSocketEvent = false
     private var closeWhenFlushed = false
     private(set) var isClosed = false
     private var isDraining = false
-    private var openSources = 2
 
     // HTTP/1.1 state.
     private var parser: HTTP1RequestParser
@@ -51,54 +45,47 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
     private var processing = false
     private var needsProcessing = false
 
-    // Timeouts: all in DispatchTime's monotonic nanoseconds.
+    // Timeouts: all in `monotonicNanoseconds`.
     private var lastReadNanos: UInt64 = 0
     private var lastWriteNanos: UInt64 = 0
     private var headStartNanos: UInt64?
-    private var armedDeadline: UInt64 = .max
+    /// In-flight requests are cut off here once a shutdown's grace period ends.
+    private var drainDeadline = UInt64.max
+    /// The loop calls `deadlinePassed` from here on; the real deadline may since have moved later.
+    private(set) var deadline: UInt64 = .max
 
     private var inputBytesMax: Int { configuration.http1.headerBytesMax + 64 * 1024 }
     private var pendingOutput: Int { output.count - outputStart }
     var pendingOutputBytes: Int { pendingOutput }
 
-    init(id: Int, fd: Int32, server: HTTPServer, queue: DispatchQueue, queueKey: DispatchSpecificKey<Int>, queueID: Int,
-         readScratch: UnsafeMutableRawBufferPointer, configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
+    init(id: Int, fd: Int32, server: HTTPServer, loop: EventLoop, configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
         self.id = id
-        self.readScratch = readScratch
         self.fd = fd
         self.server = server
-        self.queue = queue
-        self.queueKey = queueKey
-        self.queueID = queueID
+        self.loop = loop
         self.configuration = configuration
         self.handler = handler
         self.parser = HTTP1RequestParser(limits: configuration.http1)
     }
 
-    /// Starts reading; called once, on `queue`.
+    /// Starts reading; called once, on the loop's thread.
     func start() {
-        let now = DispatchTime.now().uptimeNanoseconds
+        let now = monotonicNanoseconds()
         lastReadNanos = now
         lastWriteNanos = now
-        // Both sources must be cancelled before the descriptor is closed, or a reused fd could receive their events.
-        let closeOnce: @Sendable () -> Void = { [self] in
-            openSources -= 1
-            if openSources == 0 { Glibc.close(fd) }
-        }
-        let read = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-        read.setEventHandler { [unowned self] in onReadable() }
-        read.setCancelHandler(handler: closeOnce)
-        let write = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
-        write.setEventHandler { [unowned self] in onWritable() }
-        write.setCancelHandler(handler: closeOnce)
-        let timer = DispatchSource.makeTimerSource(queue: queue)
-        timer.setEventHandler { [unowned self] in onTimer() }
-        readSource = read
-        writeSource = write
-        self.timer = timer
-        timer.resume()
-        read.resume()
+        interest = SocketInterest(readable: true, writable: false)
+        token = loop.register(fd, interest: interest, socket: self)
         rearmTimer()
+    }
+
+    func socketReady(_ events: UInt32) {
+        if interest.readable, events & (EventLoop.readableEvents | EventLoop.failureEvents) != 0 {
+            onReadable()
+        } else if events & EventLoop.failureEvents != 0 {
+            // Reset or gone both ways while reading is paused: nothing more can be sent, and the report would repeat.
+            return close()
+        }
+        if !isClosed, events & EventLoop.writableEvents != 0 { flushNow() }
     }
 
     // MARK: - Reading
@@ -112,6 +99,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
         }
         var sawEOF = false
         var reads = 0
+        let readScratch = loop.readScratch
         while reads < 4, input.count - inputStart < inputBytesMax {
             reads += 1
             let room = min(readScratch.count, inputBytesMax - (input.count - inputStart))
@@ -120,11 +108,12 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
             if n > 0 {
                 compactInput()
                 input.append(contentsOf: UnsafeRawBufferPointer(rebasing: readScratch[0..<n]))
-                lastReadNanos = DispatchTime.now().uptimeNanoseconds
+                lastReadNanos = monotonicNanoseconds()
                 if headStartNanos == nil, parser.isBetweenRequests, exchange == nil { headStartNanos = lastReadNanos }
                 if n < room { break }
             } else if n == 0 {
                 sawEOF = true
+                inputEnded = true
                 break
             } else {
                 if readErrno == EAGAIN || readErrno == EWOULDBLOCK || readErrno == EINTR { break }
@@ -134,7 +123,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
         }
         processInput()
         if sawEOF { peerClosed() }
-        updateReading()
+        updateInterest()
         rearmTimer()
     }
 
@@ -148,17 +137,15 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
         }
     }
 
-    /// Reading stops while the input buffer is full or while output is backed up (the client is not reading).
-    private func updateReading() {
-        guard !isClosed, let readSource else { return }
-        let shouldPause = input.count - inputStart >= inputBytesMax || pendingOutput > configuration.outputBytesHigh
-        if shouldPause, !readSuspended {
-            readSource.suspend()
-            readSuspended = true
-        } else if !shouldPause, readSuspended {
-            readSource.resume()
-            readSuspended = false
-        }
+    /// Reading stops while the input buffer is full or while output is backed up (the client is not reading);
+    /// writability matters only while output waits. The loop is told only of changes: most events change nothing.
+    private func updateInterest() {
+        guard !isClosed else { return }
+        let pauseReading = input.count - inputStart >= inputBytesMax || pendingOutput > configuration.outputBytesHigh
+        let wanted = SocketInterest(readable: !pauseReading && !inputEnded, writable: pendingOutput > 0)
+        guard wanted != interest else { return }
+        interest = wanted
+        loop.setInterest(token, fd: fd, wanted)
     }
 
     private func peerClosed() {
@@ -307,8 +294,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
             needsProcessing = true
             return
         }
-        let exchange = HTTPExchange(request: head, transport: self, queue: queue, queueKey: queueKey, queueID: queueID,
-                                    requestBodyBytesMax: configuration.http1.bodyBytesMax)
+        let exchange = HTTPExchange(request: head, transport: self, loop: loop, requestBodyBytesMax: configuration.http1.bodyBytesMax)
         self.exchange = exchange
         exchangeWantsBody = false
         exchangeBodyDone = framing == .none
@@ -350,7 +336,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
         }
         exchangeWantsBody = true
         processInput()
-        updateReading()
+        updateInterest()
         rearmTimer()
     }
 
@@ -419,7 +405,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
             // The handler did not read the whole body: skip the rest to reach the next request.
             processInput()
         }
-        updateReading()
+        updateInterest()
     }
 
     func exchangeHasRoom(_ exchange: HTTPExchange) -> Bool {
@@ -429,7 +415,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
     // MARK: - Writing
 
     /// Queues bytes for the socket. Inside a socket event they are written together when the event's work is done;
-    /// otherwise (a handler answering later) at the end of the current turn of the queue.
+    /// otherwise (a handler answering later) at the end of the loop's current turn.
     func send(_ bytes: [UInt8]) {
         guard !isClosed, !bytes.isEmpty else { return }
         if outputStart == output.count {
@@ -439,7 +425,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
         output.append(contentsOf: bytes)
         if !inSocketEvent, !flushScheduled {
             flushScheduled = true
-            queue.async { [self] in
+            loop.execute { [self] in
                 flushScheduled = false
                 flushNow()
             }
@@ -456,7 +442,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
             }
             if n > 0 {
                 outputStart += n
-                lastWriteNanos = DispatchTime.now().uptimeNanoseconds
+                lastWriteNanos = monotonicNanoseconds()
             } else {
                 if n < 0, errno == EINTR { continue }
                 if n < 0, errno != EAGAIN, errno != EWOULDBLOCK { return close() }
@@ -466,22 +452,14 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
         if outputStart == output.count {
             output.removeAll(keepingCapacity: output.capacity <= 1024 * 1024)
             outputStart = 0
-            if writeResumed { writeSource?.suspend(); writeResumed = false }
             if closeWhenFlushed { return close() }
-        } else if !writeResumed {
-            writeSource?.resume()
-            writeResumed = true
         } else if outputStart > 1024 * 1024 {
             output.removeFirst(outputStart)
             outputStart = 0
         }
         if wasAbove, pendingOutput < configuration.outputBytesHigh { outputDrained() }
-        updateReading()
+        updateInterest()
         rearmTimer()
-    }
-
-    private func onWritable() {
-        flushNow()
     }
 
     private func outputDrained() {
@@ -499,6 +477,12 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
     // MARK: - Timeouts
 
     private func currentDeadline() -> UInt64? {
+        let deadline = protocolDeadline()
+        guard drainDeadline != .max else { return deadline }
+        return min(deadline ?? .max, drainDeadline)
+    }
+
+    private func protocolDeadline() -> UInt64? {
         let second: UInt64 = 1_000_000_000
         if pendingOutput > 0 { return lastWriteNanos + UInt64(configuration.writeStallTimeoutSeconds) * second }
         switch mode {
@@ -516,18 +500,18 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
 
     private func rearmTimer() {
         guard !isClosed, let deadline = currentDeadline() else { return }
-        // Deadlines mostly move later; the timer then fires early and re-arms, so activity costs no syscall.
-        if deadline < armedDeadline {
-            armedDeadline = deadline
-            timer?.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline))
+        // Deadlines mostly move later; the loop then calls early and this re-arms, so activity costs no bookkeeping.
+        if deadline < self.deadline {
+            self.deadline = deadline
+            loop.deadlineChanged(deadline)
         }
     }
 
-    private func onTimer() {
-        armedDeadline = .max
+    func deadlinePassed() {
+        deadline = .max
         guard !isClosed else { return }
         guard let deadline = currentDeadline() else { return }
-        if DispatchTime.now().uptimeNanoseconds >= deadline {
+        if monotonicNanoseconds() >= deadline {
             if headStartNanos != nil, exchange == nil, pendingOutput == 0, case .http1 = mode {
                 sendError(HTTPError(408, "request head not received in time"))
                 flushNow()
@@ -542,10 +526,12 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
 
     // MARK: - Shutdown
 
-    /// Stops taking new requests: idle connections close now, busy ones after their current response.
-    func drain() {
+    /// Stops taking new requests: idle connections close now, busy ones after their current response or at `deadline`.
+    func drain(deadline: UInt64) {
         guard !isClosed, !isDraining else { return }
         isDraining = true
+        drainDeadline = deadline
+        rearmTimer()
         switch mode {
         case .http2(let session):
             session.goAway()
@@ -559,11 +545,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport {
     func close() {
         guard !isClosed else { return }
         isClosed = true
-        timer?.cancel()
-        if readSuspended { readSource?.resume() }
-        if !writeResumed { writeSource?.resume() }
-        readSource?.cancel()
-        writeSource?.cancel()
+        loop.unregister(token, fd: fd)
+        Glibc.close(fd)
         let exchange = self.exchange
         self.exchange = nil
         exchange?.transportClosed()

@@ -1,6 +1,5 @@
 // HTTP/2 (h2c) on a connection through nghttp2: frames in and out of memory buffers, streams mapped to exchanges.
 // Flow control is manual: a stream's window reopens only as its handler consumes the body, so uploads stay bounded.
-import Dispatch
 private import CNGHTTP2
 
 final class HTTP2Session {
@@ -326,8 +325,8 @@ final class HTTP2Stream: ExchangeTransport {
             session.reset(id)
             return
         }
-        let exchange = HTTPExchange(request: head, transport: self, queue: connection.queue, queueKey: connection.queueKey,
-                                    queueID: connection.queueID, requestBodyBytesMax: connection.configuration.http1.bodyBytesMax)
+        let exchange = HTTPExchange(request: head, transport: self, loop: connection.loop,
+                                    requestBodyBytesMax: connection.configuration.http1.bodyBytesMax)
         self.exchange = exchange
         connection.handler.handle(exchange)
     }

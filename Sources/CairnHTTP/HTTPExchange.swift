@@ -1,9 +1,8 @@
 // One request and its response, as a handler sees it, whichever protocol carried them.
 // Bodies flow piece by piece in both directions; gzip (both ways) is applied here, once for HTTP/1.1 and HTTP/2.
-import Dispatch
 
 package protocol HTTPHandler: Sendable {
-    /// Called on the connection's queue as soon as a request head has arrived; the body follows on demand.
+    /// Called on the connection's event loop thread as soon as a request head has arrived; the body follows on demand.
     func handle(_ exchange: HTTPExchange)
 }
 
@@ -14,7 +13,7 @@ package enum BodyPart: Sendable {
     case failed(HTTPError)
 }
 
-/// What carries one exchange: an HTTP/1.1 connection or an HTTP/2 stream. Called on the connection's queue only.
+/// What carries one exchange: an HTTP/1.1 connection or an HTTP/2 stream. Called on the connection's loop only.
 protocol ExchangeTransport: AnyObject {
     func exchangeWantsBody(_ exchange: HTTPExchange)
     func exchange(_ exchange: HTTPExchange, sendHead status: Int, headers: HTTPHeaders, contentLength: Int?)
@@ -29,12 +28,10 @@ package final class HTTPExchange: @unchecked Sendable {
     /// Bodies smaller than this are sent uncompressed even when the client accepts gzip.
     package static let gzipBytesMin = 1024
 
-    let queue: DispatchQueue
+    private let loop: EventLoop
     private weak var transport: (any ExchangeTransport)?
-    private let queueKey: DispatchSpecificKey<Int>
-    private let queueID: Int
 
-    // State below is touched on `queue` only.
+    // State below is touched on the loop's thread only.
     private var bodyReader: (@Sendable (BodyPart) -> Void)?
     private var bodyInflater: GzipDecompressor?
     private var bodyFinished = false
@@ -49,31 +46,24 @@ package final class HTTPExchange: @unchecked Sendable {
     private(set) var isClosed = false
     let requestBodyBytesMax: Int
 
-    init(request: HTTPRequestHead, transport: any ExchangeTransport, queue: DispatchQueue, queueKey: DispatchSpecificKey<Int>,
-         queueID: Int, requestBodyBytesMax: Int) {
+    init(request: HTTPRequestHead, transport: any ExchangeTransport, loop: EventLoop, requestBodyBytesMax: Int) {
         self.request = request
         self.transport = transport
-        self.queue = queue
-        self.queueKey = queueKey
-        self.queueID = queueID
+        self.loop = loop
         self.requestBodyBytesMax = requestBodyBytesMax
     }
 
-    private func onQueue(_ work: @escaping () -> Void) {
-        if DispatchQueue.getSpecific(key: queueKey) == queueID {
-            work()
-        } else {
-            nonisolated(unsafe) let work = work
-            queue.async { work() }
-        }
+    /// Runs `work` at once on the loop's thread (a handler answering from `handle`), else hops there.
+    private func onLoop(_ work: @escaping @Sendable () -> Void) {
+        if loop.isCurrent { work() } else { loop.execute(work) }
     }
 
     // MARK: - Request body
 
-    /// Asks for the next piece of the request body; `reader` is called once, on the connection's queue.
+    /// Asks for the next piece of the request body; `reader` is called once, on the connection's loop.
     /// Call again from the reader to continue: the connection reads from the socket only as fast as this is called.
     package func readBody(_ reader: @escaping @Sendable (BodyPart) -> Void) {
-        onQueue { [self] in
+        onLoop { [self] in
             if bodyFinished {
                 reader(.end)
                 return
@@ -148,7 +138,7 @@ package final class HTTPExchange: @unchecked Sendable {
 
     /// Sends a complete response. Bodies of at least `gzipBytesMin` bytes are compressed when the client accepts gzip.
     package func respond(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
-        onQueue { [self] in
+        onLoop { [self] in
             guard !responseStarted, !isClosed else { return }
             responseStarted = true
             responseStatus = status
@@ -168,7 +158,7 @@ package final class HTTPExchange: @unchecked Sendable {
     /// Starts a response whose body follows in pieces (`write`, then `finish`); it is compressed when the client accepts
     /// gzip, unless its length is given (the pieces must then add up to `contentLength`).
     package func startResponse(status: Int, headers: HTTPHeaders = HTTPHeaders(), contentLength: Int? = nil) {
-        onQueue { [self] in
+        onLoop { [self] in
             guard !responseStarted, !isClosed else { return }
             responseStarted = true
             responseStatus = status
@@ -185,7 +175,7 @@ package final class HTTPExchange: @unchecked Sendable {
     /// Sends a piece of the body. `whenReady` runs once the connection can take more (at once if it already can):
     /// a producer that waits for it never makes the server buffer more than its output bound.
     package func write(_ bytes: [UInt8], whenReady: (@Sendable () -> Void)? = nil) {
-        onQueue { [self] in
+        onLoop { [self] in
             guard responseStarted, !responseFinished, !isClosed else { return }
             if !isHead, !bytes.isEmpty {
                 let encoded = compressor.map { $0.compress(bytes, finish: false) } ?? bytes
@@ -199,7 +189,7 @@ package final class HTTPExchange: @unchecked Sendable {
 
     /// Ends a response started with `startResponse`.
     package func finish() {
-        onQueue { [self] in
+        onLoop { [self] in
             guard responseStarted, !responseFinished, !isClosed else { return }
             if let compressor, !isHead {
                 transport?.exchange(self, sendBody: compressor.compress([], finish: true))
@@ -225,7 +215,7 @@ package final class HTTPExchange: @unchecked Sendable {
     /// Runs `observer` once with the status when the response has gone out whole (a watch when its event or timeout
     /// ends it), or when the server answered on its own; never for a client that left first. One observer per exchange.
     package func onResponse(_ observer: @escaping @Sendable (Int) -> Void) {
-        onQueue { [self] in
+        onLoop { [self] in
             precondition(responseObserver == nil, "onResponse called twice")
             if responseFinished { observer(responseStatus) } else if !isClosed { responseObserver = observer }
         }
@@ -233,7 +223,7 @@ package final class HTTPExchange: @unchecked Sendable {
 
     /// Runs `handler` once if the client goes away before the response is finished (a waiting watch frees itself).
     package func onClose(_ handler: @escaping @Sendable () -> Void) {
-        onQueue { [self] in
+        onLoop { [self] in
             if isClosed { handler() } else if !responseFinished { closeHandlers.append(handler) }
         }
     }

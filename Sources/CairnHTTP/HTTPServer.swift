@@ -1,5 +1,5 @@
-// The listening side: sockets on every configured address, accepting onto a pool of serial queues, limits, shutdown.
-// It knows nothing of etcd; a handler receives each exchange.
+// The listening side: sockets on every configured address, accepted on the first event loop and spread over all of them,
+// limits, shutdown. It knows nothing of etcd; a handler receives each exchange.
 import Dispatch
 import Glibc
 import Synchronization
@@ -7,12 +7,9 @@ import Synchronization
 package final class HTTPServer: @unchecked Sendable {
     package let configuration: HTTPServerConfiguration
     private let handler: any HTTPHandler
-    private let acceptQueue = DispatchQueue(label: "cairn.http.accept")
-    private let queues: [DispatchQueue]
-    /// One read buffer per queue, shared by its connections (a serial queue runs one of them at a time).
-    private let readScratches: [UnsafeMutableRawBufferPointer]
-    private let queueKey = DispatchSpecificKey<Int>()
-    private var listeners: [(fd: Int32, source: any DispatchSourceRead)] = []
+    private let loops: [EventLoop]
+    /// Touched on the first loop's thread only, like the accepting it does.
+    private var listeners: [Listener] = []
     private let state = Mutex(State())
 
     private struct State {
@@ -28,13 +25,11 @@ package final class HTTPServer: @unchecked Sendable {
     package init(configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
         self.configuration = configuration
         self.handler = handler
-        queues = (0..<max(1, configuration.queueCount)).map { DispatchQueue(label: "cairn.http.connections.\($0)") }
-        for (index, queue) in queues.enumerated() { queue.setSpecific(key: queueKey, value: index) }
-        readScratches = queues.map { _ in .allocate(byteCount: 64 * 1024, alignment: 16) }
+        loops = (0..<max(1, configuration.eventLoopCount)).map { EventLoop(name: "cairn-http-\($0)") }
     }
 
     deinit {
-        for scratch in readScratches { scratch.deallocate() }
+        for loop in loops { loop.stop() }
     }
 
     /// Binds every address; throws (and binds nothing) if any fails.
@@ -51,37 +46,47 @@ package final class HTTPServer: @unchecked Sendable {
             for (fd, _) in opened { close(fd) }
             throw error
         }
-        for (fd, address) in opened {
-            boundAddresses.append(address)
-            let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: acceptQueue)
-            source.setEventHandler { [unowned self] in acceptPending(fd) }
-            source.setCancelHandler { close(fd) }
-            listeners.append((fd, source))
-            source.resume()
+        boundAddresses.append(contentsOf: opened.map(\.1))
+        let fds = opened.map(\.0)
+        onAcceptLoop { [self] in
+            for fd in fds {
+                let listener = Listener(fd: fd, server: self)
+                listener.token = loops[0].register(fd, interest: SocketInterest(readable: true, writable: false), socket: listener)
+                listeners.append(listener)
+            }
         }
     }
 
     package var connectionCount: Int { state.withLock { $0.connections.count } }
 
-    private func acceptPending(_ listener: Int32) {
+    /// Runs `work` on the first loop, which owns the listeners, and returns once it has run.
+    private func onAcceptLoop(_ work: @escaping @Sendable () -> Void) {
+        if loops[0].isCurrent { return work() }
+        let done = DispatchSemaphore(value: 0)
+        loops[0].execute {
+            work()
+            done.signal()
+        }
+        done.wait()
+    }
+
+    fileprivate func acceptPending(_ listener: Int32) {
         for _ in 0..<64 {
             guard let fd = Socket.accept(listener) else { return }
-            let admitted: (Connection, DispatchQueue)? = state.withLock { state in
+            let admitted: Connection? = state.withLock { state in
                 guard !state.isShuttingDown, state.connections.count < configuration.connectionsMax else { return nil }
                 let id = state.nextID
                 state.nextID += 1
-                let queueIndex = id % queues.count
                 let connection = Connection(
-                    id: id, fd: fd, server: self, queue: queues[queueIndex], queueKey: queueKey, queueID: queueIndex,
-                    readScratch: readScratches[queueIndex], configuration: configuration, handler: handler)
+                    id: id, fd: fd, server: self, loop: loops[id % loops.count], configuration: configuration, handler: handler)
                 state.connections[id] = connection
-                return (connection, queues[queueIndex])
+                return connection
             }
-            guard let (connection, queue) = admitted else {
+            guard let connection = admitted else {
                 refuse(fd)
                 continue
             }
-            queue.async { connection.start() }
+            if connection.loop.isCurrent { connection.start() } else { connection.loop.execute { connection.start() } }
         }
     }
 
@@ -105,8 +110,11 @@ package final class HTTPServer: @unchecked Sendable {
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the grace period), then close everything.
     /// `completion` runs once every connection is closed.
     package func shutdown(completion: @escaping @Sendable () -> Void) {
-        acceptQueue.sync {
-            for listener in listeners { listener.source.cancel() }
+        onAcceptLoop { [self] in
+            for listener in listeners {
+                loops[0].unregister(listener.token, fd: listener.fd)
+                close(listener.fd)
+            }
             listeners.removeAll()
         }
         let open: [Connection] = state.withLock { state in
@@ -122,11 +130,23 @@ package final class HTTPServer: @unchecked Sendable {
             for waiter in waiters { waiter() }
             return
         }
-        for connection in open { connection.queue.async { connection.drain() } }
-        let grace = DispatchTime.now() + .seconds(configuration.shutdownGraceSeconds)
-        acceptQueue.asyncAfter(deadline: grace) { [self] in
-            let remaining = state.withLock { Array($0.connections.values) }
-            for connection in remaining { connection.queue.async { connection.close() } }
-        }
+        let grace = monotonicNanoseconds() + UInt64(configuration.shutdownGraceSeconds) * 1_000_000_000
+        for connection in open { connection.loop.execute { connection.drain(deadline: grace) } }
     }
+}
+
+/// A listening socket on the first loop: readable means connections are waiting.
+private final class Listener: EventLoopSocket {
+    let fd: Int32
+    var token: UInt64 = 0
+    private unowned let server: HTTPServer
+
+    init(fd: Int32, server: HTTPServer) {
+        self.fd = fd
+        self.server = server
+    }
+
+    func socketReady(_ events: UInt32) { server.acceptPending(fd) }
+    var deadline: UInt64 { .max }
+    func deadlinePassed() {}
 }

@@ -84,7 +84,7 @@ final class TestServer {
 
     init(configure: (inout HTTPServerConfiguration) -> Void = { _ in }) throws {
         var configuration = HTTPServerConfiguration(addresses: [ListenAddress(host: "127.0.0.1", port: 0)])
-        configuration.queueCount = 2
+        configuration.eventLoopCount = 2
         configure(&configuration)
         server = HTTPServer(configuration: configuration, handler: TestHandler(seen: seen))
         try server.start()
