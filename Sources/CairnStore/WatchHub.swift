@@ -50,7 +50,16 @@ package final class WatchHub {
                                        index: currentIndex))
         }
         var nextSince = since
-        for (event, _) in history where event.etcdIndex >= since && !event.isRefresh && historyMatches(event, key: key, recursive: recursive) {
+        // History is in index order: the search skips what the watch does not ask for (all of it, for the usual
+        // watch of the next index), where a scan would cost every watch the whole history.
+        var first = history.startIndex, end = history.endIndex
+        while first < end {
+            let middle = (first + end) / 2
+            if history[middle].event.etcdIndex < since { first = middle + 1 } else { end = middle }
+        }
+        for position in first..<history.endIndex {
+            let event = history[position].event
+            guard !event.isRefresh, historyMatches(event, key: key, recursive: recursive) else { continue }
             deliver(event)
             if !stream { return .success(nil) }
             nextSince = event.etcdIndex + 1
