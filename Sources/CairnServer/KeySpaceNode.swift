@@ -72,6 +72,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         get { clusterIDBox.withLock { $0 } }
         set { clusterIDBox.withLock { $0 = newValue } }
     }
+    private let persistQueue = DispatchQueue(label: "cairn.persist")
     private let snapshotQueue = DispatchQueue(label: "cairn.snapshot")
     private let membersObserverQueue = DispatchQueue(label: "cairn.members")
     private let clock: ClusterClock
@@ -109,6 +110,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     static let snapshotQueuedBytesMax = 4 << 20
     private var storageFailed = false
     private var driveScheduled = false
+    private var persisting = false
     /// Set for a member that joined with an empty data directory: votes are withheld until it has applied up to
     /// this index (`.max` until it first hears a leader).
     private var voteFloor: UInt64?
@@ -248,6 +250,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             for timer in timers { timer.cancel() }
             timers = []
         }
+        persistQueue.sync {}
         snapshotQueue.sync {}
         snapshotSendQueue.sync {}
     }
@@ -626,7 +629,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     /// Drives once the blocks already queued have run, so what they bring (proposals, acknowledgements, reads) goes
-    /// into one batch and one fsync, however many arrived while the last batch was being persisted.
+    /// into one batch rather than a batch each.
     private func scheduleDrive() {
         guard !driveScheduled else { return }
         driveScheduled = true
@@ -637,10 +640,10 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     /// Takes the core's next batch: sends what may go now, applies what is committed and answers confirmed reads,
-    /// persists, then sends what waited for the persist and acknowledges the batch. One batch at a time: proposals
-    /// arriving during a persist gather into the next batch, so its fsync covers all of them.
+    /// persists, then (back on this queue) sends what waited for the persist and acknowledges the batch. One batch at
+    /// a time: proposals arriving during a persist gather into the next batch, so its fsync covers all of them.
     private func drive() {
-        guard !storageFailed, !stopped, raft.hasReady else { return publishStatus() }
+        guard !persisting, !storageFailed, !stopped, raft.hasReady else { return publishStatus() }
         let ready = raft.ready()
         if let snapshot = ready.snapshot {
             do { try installSnapshot(snapshot) } catch { return storageFailed(error) }
@@ -658,21 +661,27 @@ package final class KeySpaceNode: @unchecked Sendable {
             h.term != savedHardState.term || h.vote != savedHardState.vote
                 ? CairnStorage.HardState(term: h.term.value, vote: h.vote?.value ?? 0, commit: h.commit.value) : nil
         }
-        // The persist runs here, on the node queue, as etcd's raft loop saves before it goes on: the core could not
-        // hand out the next batch before this one is durable anyway, and messages and proposals arriving meanwhile
-        // wait in the queue and share the next fsync. Not hopping to a storage thread and back saves two thread
-        // wake-ups per batch, which on a loaded machine are a large part of a write's latency.
-        do {
-            let started = clock.now()
-            try RaftLog.write(ready.entries, to: storage.writer)
-            if !ready.entries.isEmpty { metrics.walFsync.observe(seconds: Double(clock.now() - started) / 1e9) }
-            if let hardState { try storage.saveHardState(hardState) }
-        } catch {
-            return storageFailed(error)
+        // The persist runs off this queue, so the node keeps taking messages, forwarding proposals and confirming
+        // reads while the disk works: a slow fsync (a snapshot's, on the same disk) must not hold up a follower's
+        // forwarding of new writes to the leader.
+        persisting = true
+        let storage = self.storage
+        persistQueue.async { [self] in
+            do {
+                let started = clock.now()
+                try RaftLog.write(ready.entries, to: storage.writer)
+                if !ready.entries.isEmpty { metrics.walFsync.observe(seconds: Double(clock.now() - started) / 1e9) }
+                if let hardState { try storage.saveHardState(hardState) }
+                queue.async { [self] in
+                    if let h = ready.hardState, hardState != nil { savedHardState = h }
+                    log.didPersist(ready.entries)
+                    persisting = false
+                    finish(ready)
+                }
+            } catch {
+                queue.async { [self] in storageFailed(error) }
+            }
         }
-        if let h = ready.hardState, hardState != nil { savedHardState = h }
-        log.didPersist(ready.entries)
-        finish(ready)
     }
 
     /// The rest of a batch, once its persist is durable.
@@ -686,6 +695,7 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     private func storageFailed(_ error: Error) {
         storageFailed = true
+        persisting = false
         logger.critical("storage failed; this member stops taking part until restarted", metadata: ["error": "\(error)"])
         let failure = StoreError(.raftInternal, "storage failed: \(error)", index: keySpace.currentIndex)
         for (_, completion) in writers { completion(.failure(failure), view()) }
