@@ -35,37 +35,17 @@ struct SnapshotCommand: ParsableCommand {
 
     struct Restore: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Build a new member's data directory from a backup; run it once per member of the new cluster.")
+            abstract: "Build a new member's data directory (empty or absent) from a backup; run it once per member of the new cluster.")
 
         @Argument(help: "The backup, as `cairn snapshot save` wrote it.")
         var file: String
 
-        @Option(help: "This member's name in the new cluster.")
-        var name = "default"
-
-        @Option(name: .customLong("data-dir"), help: "The data directory to create (default: NAME.cairn); it must not exist or be empty.")
-        var dataDir: String?
-
-        @Option(name: .customLong("initial-cluster"), help: "The new cluster's members (name=peerURL,...), as every member will be started with.")
-        var initialCluster: String?
-
-        @Option(name: .customLong("initial-cluster-token"), help: "The new cluster's token.")
-        var initialClusterToken = "etcd-cluster"
-
-        @Option(name: .customLong("initial-advertise-peer-urls"), help: "This member's peer URLs.")
-        var initialAdvertisePeerURLs = "http://127.0.0.1:2380"
+        @OptionGroup var member: MemberFlags
 
         func run() throws {
-            let peerURLs = initialAdvertisePeerURLs.split(separator: ",").map(String.init)
             let bootstrap: ClusterBootstrap
-            do {
-                bootstrap = try ClusterBootstrap(
-                    initialCluster: initialCluster ?? peerURLs.map { "\(name)=\($0)" }.joined(separator: ","), name: name,
-                    advertisedPeerURLs: peerURLs, token: initialClusterToken)
-            } catch {
-                throw ValidationError(error.description)
-            }
-            let directory = dataDir ?? "\(name).cairn"
+            do { bootstrap = try member.bootstrap() } catch { throw ValidationError(error.description) }
+            let directory = member.dataDirectory
             do {
                 let fs = PosixFileSystem()
                 let backup = try BackupContents(fs: fs, path: file)

@@ -14,17 +14,52 @@ struct Cairn: ParsableCommand {
         defaultSubcommand: Serve.self)
 }
 
+/// The flags that name a member and its cluster. A member and `cairn snapshot restore` take them alike, so a
+/// member is restored with the flags it will be started with.
+struct MemberFlags: ParsableArguments {
+    @Option(help: "Human-readable name for this member.")
+    var name = "default"
+
+    @Option(name: .customLong("data-dir"), help: "Path to the data directory (default: NAME.cairn).")
+    var dataDir: String?
+
+    @Option(name: .customLong("initial-advertise-peer-urls"), help: "This member's peer URLs advertised to the rest of the cluster.")
+    var initialAdvertisePeerURLs = "http://127.0.0.1:2380"
+
+    @Option(name: .customLong("initial-cluster"), help: "Initial cluster configuration for bootstrapping (name=peerURL,...).")
+    var initialCluster: String?
+
+    @Option(name: .customLong("initial-cluster-token"), help: "Initial cluster token for the cluster during bootstrap.")
+    var initialClusterToken = "etcd-cluster"
+
+    var dataDirectory: String { dataDir ?? "\(name).cairn" }
+
+    /// `--initial-advertise-peer-urls`, checked.
+    func peerURLs() throws(ConfigurationError) -> [String] {
+        _ = try URLList.parse(initialAdvertisePeerURLs, flag: "initial-advertise-peer-urls")
+        return initialAdvertisePeerURLs.split(separator: ",").map(String.init)
+    }
+
+    /// `--initial-cluster`, or this member alone when it is not given (as etcd's default).
+    func initialClusterOrSelf(peerURLs: [String]) -> String {
+        initialCluster ?? peerURLs.map { "\(name)=\($0)" }.joined(separator: ",")
+    }
+
+    /// The members and IDs the flags give, checked against this member's name and peer URLs.
+    func bootstrap() throws(ConfigurationError) -> ClusterBootstrap {
+        let peerURLs = try peerURLs()
+        return try ClusterBootstrap(initialCluster: initialClusterOrSelf(peerURLs: peerURLs), name: name,
+                                    advertisedPeerURLs: peerURLs, token: initialClusterToken)
+    }
+}
+
 /// Runs a member: etcd's flags. The default, so `cairn --name n1 ...` works as `etcd --name n1 ...` does.
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Run a member (the default; takes etcd's flags).")
 
-    @Option(help: "Human-readable name for this member.")
-    var name = "default"
-
-    @Option(name: .customLong("data-dir"), help: "Path to the data directory (default: NAME.cairn).")
-    var dataDir: String?
+    @OptionGroup var member: MemberFlags
 
     @Option(name: .customLong("listen-client-urls"), help: "URLs to listen on for client traffic.")
     var listenClientURLs = "http://127.0.0.1:2379"
@@ -35,17 +70,8 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("listen-peer-urls"), help: "URLs to listen on for peer traffic.")
     var listenPeerURLs = "http://127.0.0.1:2380"
 
-    @Option(name: .customLong("initial-advertise-peer-urls"), help: "This member's peer URLs advertised to the rest of the cluster.")
-    var initialAdvertisePeerURLs = "http://127.0.0.1:2380"
-
-    @Option(name: .customLong("initial-cluster"), help: "Initial cluster configuration for bootstrapping (name=peerURL,...).")
-    var initialCluster: String?
-
     @Option(name: .customLong("initial-cluster-state"), help: "Initial cluster state: new or existing.")
     var initialClusterState = "new"
-
-    @Option(name: .customLong("initial-cluster-token"), help: "Initial cluster token for the cluster during bootstrap.")
-    var initialClusterToken = "etcd-cluster"
 
     @Option(name: .customLong("heartbeat-interval"), help: "Time (in milliseconds) of a heartbeat interval.")
     var heartbeatInterval = 100
@@ -84,28 +110,20 @@ struct Serve: ParsableCommand {
     func serverConfiguration() throws -> ServerConfiguration {
         var configuration = ServerConfiguration()
         do {
-            configuration.name = name
-            configuration.dataDirectory = dataDir ?? "\(name).cairn"
+            configuration.name = member.name
+            configuration.dataDirectory = member.dataDirectory
             configuration.listenClientURLs = try URLList.parse(listenClientURLs, flag: "listen-client-urls")
             _ = try URLList.parse(advertiseClientURLs, flag: "advertise-client-urls")
             configuration.advertiseClientURLs = advertiseClientURLs.split(separator: ",").map(String.init)
             configuration.listenPeerURLs = try URLList.parse(listenPeerURLs, flag: "listen-peer-urls")
-            _ = try URLList.parse(initialAdvertisePeerURLs, flag: "initial-advertise-peer-urls")
-            configuration.initialAdvertisePeerURLs = initialAdvertisePeerURLs.split(separator: ",").map(String.init)
+            configuration.initialAdvertisePeerURLs = try member.peerURLs()
+            configuration.initialCluster = member.initialClusterOrSelf(peerURLs: configuration.initialAdvertisePeerURLs)
+            configuration.bootstrap = try member.bootstrap()
         } catch {
             throw ValidationError(error.description)
         }
-        configuration.initialCluster = initialCluster
-            ?? configuration.initialAdvertisePeerURLs.map { "\(name)=\($0)" }.joined(separator: ",")
         configuration.initialClusterState = initialClusterState
-        configuration.initialClusterToken = initialClusterToken
-        do {
-            configuration.bootstrap = try ClusterBootstrap(
-                initialCluster: configuration.initialCluster, name: name,
-                advertisedPeerURLs: configuration.initialAdvertisePeerURLs, token: initialClusterToken)
-        } catch {
-            throw ValidationError(error.description)
-        }
+        configuration.initialClusterToken = member.initialClusterToken
         configuration.heartbeatIntervalMilliseconds = heartbeatInterval
         configuration.electionTimeoutMilliseconds = electionTimeout
         configuration.snapshotCount = snapshotCount
