@@ -153,7 +153,6 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// them starts: every read that arrives while the queue is busy shares one ReadIndex round (one heartbeat to each
     /// follower, one frame to the leader) instead of paying for its own.
     private var nextReadRound = ReadRound()
-    private var readRoundScheduled = false
     /// Rounds started and not yet confirmed, by round context.
     private var readRounds: [UInt64: ReadRound] = [:]
 
@@ -472,26 +471,21 @@ package final class KeySpaceNode: @unchecked Sendable {
             readers[context] = completion
             readerDeadlines.append((context, clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000))
             nextReadRound.local.append(context)
-            scheduleReadRound()
+            scheduleDrive()
         }
     }
 
-    /// Starts the next round once the blocks already queued (more reads, likely) have run.
-    private func scheduleReadRound() {
-        guard !readRoundScheduled else { return }
-        readRoundScheduled = true
-        queue.async { [self] in
-            readRoundScheduled = false
-            var round = nextReadRound
-            nextReadRound = ReadRound()
-            guard !round.isEmpty else { return }
-            let context = nextReadContext
-            nextReadContext += 1
-            round.deadline = clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000
-            readRounds[context] = round
-            routeRead(context)
-            scheduleDrive()
-        }
+    /// Starts a round for the reads gathered since the last one; runs in the scheduled drive, so the reads that
+    /// arrived in the blocks queued before it share the round.
+    private func startReadRound() {
+        guard !nextReadRound.isEmpty else { return }
+        var round = nextReadRound
+        nextReadRound = ReadRound()
+        let context = nextReadContext
+        nextReadContext += 1
+        round.deadline = clock.now() + Int64(options.requestTimeoutMilliseconds) * 1_000_000
+        readRounds[context] = round
+        routeRead(context)
     }
 
     private func routeRead(_ context: UInt64) {
@@ -545,7 +539,6 @@ package final class KeySpaceNode: @unchecked Sendable {
                 let (request, _) = try ReadRequest.decode(frame.payload, withIndex: false)
                 guard request.requester.member == peer, raft.role == .leader else { return }
                 nextReadRound.forwarded.append(request)
-                scheduleReadRound()
             case NodeFrame.alive:
                 var reader = ByteReader(frame.payload)
                 let incarnation = try reader.u64()
@@ -629,12 +622,13 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     /// Drives once the blocks already queued have run, so what they bring (proposals, acknowledgements, reads) goes
-    /// into one batch rather than a batch each.
+    /// into one batch and one ReadIndex round rather than one each.
     private func scheduleDrive() {
         guard !driveScheduled else { return }
         driveScheduled = true
         queue.async { [self] in
             driveScheduled = false
+            startReadRound()
             drive()
         }
     }
