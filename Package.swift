@@ -29,6 +29,9 @@ let package = Package(
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]),
+        .target(
+            name: "CairnMVCC",
+            dependencies: [.product(name: "HashTreeCollections", package: "swift-collections")]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnBase"]),
         .target(name: "CairnStorage", dependencies: ["CairnBase"]),
         .systemLibrary(
@@ -60,6 +63,7 @@ let package = Package(
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
+        .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
         .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase", "CairnTestSupport"]),
