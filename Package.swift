@@ -31,7 +31,7 @@ let package = Package(
             ]),
         .target(
             name: "CairnMVCC",
-            dependencies: [.product(name: "HashTreeCollections", package: "swift-collections")]),
+            dependencies: ["CairnBase", .product(name: "HashTreeCollections", package: "swift-collections")]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnBase"]),
         .target(name: "CairnStorage", dependencies: ["CairnBase"]),
         .systemLibrary(
@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
-        .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC"]),
+        .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
         .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase", "CairnTestSupport"]),

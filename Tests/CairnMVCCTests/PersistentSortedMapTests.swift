@@ -1,21 +1,10 @@
 // The persistent sorted map against a plain dictionary: the same contents, in order, from any lower bound, in
 // both directions; old versions untouched by later inserts; a bulk-built map identical to an inserted one.
+import CairnBase
 import Testing
 @testable import CairnMVCC
 
 @Suite struct PersistentSortedMapTests {
-    /// A small deterministic generator, so a failure replays (SplitMix64).
-    struct Generator {
-        var state: UInt64
-        mutating func next(_ bound: Int) -> Int {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return Int((z ^ (z >> 31)) % UInt64(bound))
-        }
-    }
-
     func entries(_ map: PersistentSortedMap<Int, Int>, from start: Int? = nil) -> [Int] {
         var keys: [Int] = []
         map.forEach(from: start) { key, _ in
@@ -27,11 +16,11 @@ import Testing
 
     @Test(arguments: [0, 1, 31, 32, 33, 1_000, 20_000])
     func insertsMatchADictionaryInOrder(count: Int) {
-        var generator = Generator(state: UInt64(count))
+        var random = SeededRandom(seed: UInt64(count))
         var map = PersistentSortedMap<Int, Int>()
         var reference: [Int: Int] = [:]
         for i in 0..<count {
-            let key = generator.next(count * 2 + 1)
+            let key = Int(random.next() % UInt64(count * 2 + 1))
             #expect(map.set(key, i) == reference.updateValue(i, forKey: key))
         }
         #expect(map.count == reference.count)
