@@ -32,7 +32,7 @@ let package = Package(
         .target(
             name: "CairnMVCC",
             dependencies: ["CairnBase", .product(name: "HashTreeCollections", package: "swift-collections")]),
-        .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnBase"]),
+        .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnMVCC", "CairnBase"]),
         .target(name: "CairnStorage", dependencies: ["CairnBase"]),
         .systemLibrary(
             name: "CNGHTTP2", pkgConfig: "libnghttp2",
@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase"]),
         .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC", "CairnBase"]),
-        .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnBase"]),
+        .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnMVCC", "CairnBase"]),
         .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnPeerTests", dependencies: ["CairnPeer", "CairnHTTP", "CairnBase", "CairnTestSupport"]),

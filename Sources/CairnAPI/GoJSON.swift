@@ -16,6 +16,11 @@ package struct GoJSON {
         bytes.append(contentsOf: text.utf8)
     }
 
+    /// Bytes that are already JSON text (base64, digits), appended as they are.
+    package mutating func raw(bytes text: [UInt8]) {
+        bytes.append(contentsOf: text)
+    }
+
     package mutating func number<T: BinaryInteger>(_ value: T) {
         bytes.append(contentsOf: String(value).utf8)
     }
