@@ -16,12 +16,17 @@ struct MembersHandler: Sendable {
     /// The methods etcd's members handler takes, in the order its `Allow` header lists them.
     static let methods = ["GET", "POST", "DELETE", "PUT"]
 
-    func handle(_ exchange: HTTPExchange, memberPath: Substring) {
+    func handle(_ exchange: HTTPExchange, memberPath rawMemberPath: Substring) {
+        // Go decodes the path before any handler sees it, and refuses a malformed escape outright.
+        guard case .success(let memberPath) = FormDecoding.decodePath(rawMemberPath) else {
+            return exchange.respond(status: 400, headers: HTTPHeaders([("content-type", "text/plain; charset=utf-8")]),
+                                    body: Array("400 Bad Request".utf8))
+        }
         let method = exchange.request.method
         // As etcd: other methods (HEAD too) are refused before anything else, without the cluster ID header.
         guard Self.methods.contains(method) else { return ClientHandler.methodNotAllowed(exchange, Self.methods) }
         // etcd's `trimPrefix`: the path after /v2/members and one slash.
-        let rest = memberPath.hasPrefix("/") ? memberPath.dropFirst() : memberPath
+        let rest = memberPath.hasPrefix("/") ? memberPath.dropFirst() : memberPath[...]
         switch method {
         case "GET":
             switch rest {
