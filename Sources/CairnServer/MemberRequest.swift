@@ -237,7 +237,8 @@ enum MemberRequest {
         reader.index += 1
         while true {
             reader.skipSpace()
-            if reader.current == UInt8(ascii: "}") { break }
+            // The end of input cannot come first in valid JSON; checking it anyway bounds the loop.
+            if reader.current == UInt8(ascii: "}") || reader.current == nil { break }
             if reader.current == UInt8(ascii: ",") { reader.index += 1; reader.skipSpace() }
             let key = reader.string()
             reader.skipSpace()
@@ -251,7 +252,7 @@ enum MemberRequest {
                 reader.index += 1
                 while true {
                     reader.skipSpace()
-                    if reader.current == UInt8(ascii: "]") { reader.index += 1; break }
+                    if reader.current == UInt8(ascii: "]") || reader.current == nil { reader.index += 1; break }
                     if reader.current == UInt8(ascii: ",") { reader.index += 1; reader.skipSpace() }
                     switch reader.kind() {
                     case "string": urls.append(reader.string())

@@ -4,7 +4,6 @@
 import CairnAPI
 import CairnHTTP
 import CairnStore
-import Foundation
 
 struct MembersHandler: Sendable {
     let node: KeySpaceNode
@@ -45,7 +44,7 @@ struct MembersHandler: Sendable {
             peerURLs(exchange) { urls in
                 let table = node.memberTable
                 guard table.members[id] != nil else { return message(exchange, 404, "No such member: \(hex(id))") }
-                if let owner = urls.lazy.compactMap({ table.owner(ofPeerURL: $0) }).first, owner != id {
+                if urls.contains(where: { url in table.owner(ofPeerURL: url).map { $0 != id } ?? false }) {
                     return message(exchange, 409, "membership: peerURL exists")
                 }
                 change(exchange, .updatePeerURLs(id: id, peerURLs: urls), status: 204)

@@ -100,6 +100,10 @@ def test_etcdctl_member_list_add_update_remove_and_cluster_health(make_cluster):
              lambda: (lambda o: o[0] == 0 and o[1].count(" is healthy: ") == 4 and o[1].endswith("cluster is healthy\n"))(
                  etcdctl(c, "cluster-health")))
 
+    # A peer URL of another member is refused, and changes nothing.
+    status, out = etcdctl(c, "member", "update", new_id, f"{new.peer_url},{c[0].peer_url}")
+    assert status != 0 and "membership: peerURL exists" in out, out
+
     # Update: the new member's peers now reach it through another proxy, and the old one is closed, so only the
     # updated URL works.
     (moved_port,) = free_ports(1)
