@@ -13,6 +13,9 @@ package struct MemberRecord: Equatable, Sendable {
 }
 
 extension MemberRecord {
+    /// etcd's `IsStarted`: the member has started and published its name.
+    var isStarted: Bool { !name.isEmpty }
+
     /// A member named in `--initial-cluster`: client URLs are not there, each member publishes its own.
     init(_ initial: InitialMember) {
         self.init(id: initial.id, name: initial.name, peerURLs: initial.peerURLs, clientURLs: [])

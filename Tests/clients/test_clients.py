@@ -109,6 +109,16 @@ def test_etcdctl_v2(base):
     assert watcher.communicate(timeout=10)[0] == "watched\n"
 
 
+@pytest.mark.skipif(subprocess.run(["which", "etcdctl"], capture_output=True).returncode != 0, reason="etcdctl not installed")
+def test_etcdctl_v2_member_list_and_cluster_health():
+    """etcdctl asks GET /v2/members/leader before it lists the members (it failed with a 404 here once)."""
+    listed = etcdctl("member", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.endswith(f" clientURLs={URL} isLeader=true\n") and listed.stdout.count("\n") == 1, listed.stdout
+    health = etcdctl("cluster-health")
+    assert health.returncode == 0 and health.stdout.endswith(f"is healthy: got healthy result from {URL}\ncluster is healthy\n"), health.stdout
+
+
 def test_metrics_parse_as_prometheus_text(client, base):
     """/metrics through a real Prometheus text parser: etcd's names, a leader, the WAL fsync histogram counting,
     answers by method and code."""

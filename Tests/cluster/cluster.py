@@ -313,6 +313,11 @@ class Member:
         return f"http://{HOST}:{self.client_port}"
 
     @property
+    def peer_url(self):
+        """The peer URL the cluster knows this member by: its proxy's."""
+        return f"http://{HOST}:{self.proxy_port}"
+
+    @property
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
@@ -455,12 +460,26 @@ class Cluster:
         m.kill()
         m.start(state)
 
+    def new_member(self) -> Member:
+        """A member not yet in the cluster, with fresh ports: add it through the members API (its peer URL is
+        `Member.peer_url`), then `join` it."""
+        client_port, peer_port, proxy_port = free_ports(3)
+        return Member(self, self.n, client_port, peer_port, proxy_port)
+
+    def join(self, m: Member):
+        """Starts a member the cluster has just added with `--initial-cluster-state existing`, as etcd's
+        documentation says to, behind its own peer proxy."""
+        self.members.append(m)
+        self.proxies.append(PeerProxy(self, m.idx, m.proxy_port, m.peer_port))
+        self.n += 1
+        self.initial_cluster += f",{m.name}=http://{HOST}:{m.proxy_port}"
+        m.start("existing")
+
     def add_member(self, via: int) -> "tuple[Member, Response]":
         """Adds a member through `POST /v2/members` on member `via` (its peer URL is a new proxy) and starts it with
         `--initial-cluster-state existing`, as etcd's documentation says to. Returns it and the POST's answer."""
-        client_port, peer_port, proxy_port = free_ports(3)
-        m = Member(self, self.n, client_port, peer_port, proxy_port)
-        body = json.dumps({"peerURLs": [f"http://{HOST}:{proxy_port}"]}).encode()
+        m = self.new_member()
+        body = json.dumps({"peerURLs": [m.peer_url]}).encode()
         conn = http.client.HTTPConnection(HOST, self.members[via].client_port, timeout=10)
         try:
             conn.request("POST", "/v2/members", body=body, headers={"Content-Type": "application/json"})
@@ -470,11 +489,7 @@ class Cluster:
             conn.close()
         if answer.status != 201:
             return m, answer
-        self.members.append(m)
-        self.proxies.append(PeerProxy(self, m.idx, m.proxy_port, m.peer_port))
-        self.n += 1
-        self.initial_cluster += f",{m.name}=http://{HOST}:{m.proxy_port}"
-        m.start("existing")
+        self.join(m)
         return m, answer
 
     def remove_member(self, i: int, via: int) -> Response:
