@@ -68,6 +68,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
         self.parser = HTTP1RequestParser(limits: configuration.http1)
     }
 
+    func http2HeaderBytesChanged(by delta: Int) { server.http2HeaderBytesChanged(by: delta) }
+
     /// Starts reading; called once, on the loop's thread.
     func start() {
         let now = monotonicNanoseconds()

@@ -59,6 +59,17 @@ package final class HTTPServer: @unchecked Sendable {
 
     package var connectionCount: Int { state.withLock { $0.connections.count } }
 
+    /// Request header bytes held by open HTTP/2 streams across connections, and the most ever held at once.
+    private let http2HeaderBytes = Mutex((held: 0, peak: 0))
+    package var http2HeaderBytesHeld: (held: Int, peak: Int) { http2HeaderBytes.withLock { $0 } }
+
+    func http2HeaderBytesChanged(by delta: Int) {
+        http2HeaderBytes.withLock {
+            $0.held += delta
+            $0.peak = max($0.peak, $0.held)
+        }
+    }
+
     /// Runs `work` on the first loop, which owns the listeners, and returns once it has run.
     private func onAcceptLoop(_ work: @escaping @Sendable () -> Void) {
         if loops[0].isCurrent { return work() }
