@@ -212,7 +212,7 @@ final class HTTP2Session {
         }
         stream.headerListBytes += size
         headerBytesHeld += size
-        connection.http2HeaderBytesChanged(by: size)
+        connection.gauges.http2HeaderBytesChanged(by: size)
         let name = String(decoding: name, as: UTF8.self), value = String(decoding: value, as: UTF8.self)
         switch name {
         case ":method": stream.head.method = value
@@ -231,7 +231,7 @@ final class HTTP2Session {
 
     private func releaseHeaderBytes(of stream: HTTP2Stream) {
         headerBytesHeld -= stream.headerListBytes
-        connection.http2HeaderBytesChanged(by: -stream.headerListBytes)
+        connection.gauges.http2HeaderBytesChanged(by: -stream.headerListBytes)
         stream.headerListBytes = 0
     }
 
@@ -383,7 +383,7 @@ final class HTTP2Stream: ExchangeTransport {
             return
         }
         let exchange = HTTPExchange(request: head, transport: self, loop: connection.loop,
-                                    requestBodyBytesMax: connection.configuration.http1.bodyBytesMax)
+                                    requestBodyBytesMax: connection.configuration.http1.bodyBytesMax, gauges: connection.gauges)
         self.exchange = exchange
         connection.handler.handle(exchange)
     }
@@ -452,6 +452,14 @@ final class HTTP2Stream: ExchangeTransport {
         }
         // The handler answered without reading the whole body: tell the client to stop sending it.
         if !remoteEnded { session.reset(id) }
+        session.pump()
+    }
+
+    func exchangeAborted(_ exchange: HTTPExchange) {
+        outgoing = []
+        outgoingStart = 0
+        localEnded = true
+        session.reset(id, error: NGHTTP2_CANCEL.rawValue)
         session.pump()
     }
 

@@ -59,16 +59,8 @@ package final class HTTPServer: @unchecked Sendable {
 
     package var connectionCount: Int { state.withLock { $0.connections.count } }
 
-    /// Request header bytes held by open HTTP/2 streams across connections, and the most ever held at once.
-    private let http2HeaderBytes = Mutex((held: 0, peak: 0))
-    package var http2HeaderBytesHeld: (held: Int, peak: Int) { http2HeaderBytes.withLock { $0 } }
-
-    func http2HeaderBytesChanged(by delta: Int) {
-        http2HeaderBytes.withLock {
-            $0.held += delta
-            $0.peak = max($0.peak, $0.held)
-        }
-    }
+    /// What this server's connections hold now, for tests and diagnosis.
+    package let gauges = HTTPServerGauges()
 
     /// Runs `work` on the first loop, which owns the listeners, and returns once it has run.
     private func onAcceptLoop(_ work: @escaping @Sendable () -> Void) {
@@ -144,6 +136,30 @@ package final class HTTPServer: @unchecked Sendable {
         let grace = monotonicNanoseconds() + UInt64(configuration.shutdownGraceSeconds) * 1_000_000_000
         for connection in open { connection.loop.execute { connection.drain(deadline: grace) } }
     }
+}
+
+/// Counts of what a server's connections hold, kept as they change: tests assert bounds on them where process memory
+/// (which other tests move) would say nothing.
+package final class HTTPServerGauges: Sendable {
+    private let http2HeaderBytes = Mutex((held: 0, peak: 0))
+    private let counts = Mutex((exchanges: 0, gzipStreams: 0))
+
+    /// Request header bytes held by open HTTP/2 streams across connections, and the most ever held at once.
+    package var http2HeaderBytesHeld: (held: Int, peak: Int) { http2HeaderBytes.withLock { $0 } }
+    /// Exchanges still in memory (a finished or abandoned one must not be kept alive by a timer or a watch).
+    package var exchangesLive: Int { counts.withLock { $0.exchanges } }
+    /// zlib deflate streams in memory, each about 256 KiB.
+    package var gzipStreamsLive: Int { counts.withLock { $0.gzipStreams } }
+
+    func http2HeaderBytesChanged(by delta: Int) {
+        http2HeaderBytes.withLock {
+            $0.held += delta
+            $0.peak = max($0.peak, $0.held)
+        }
+    }
+
+    func exchangesChanged(by delta: Int) { counts.withLock { $0.exchanges += delta } }
+    func gzipStreamsChanged(by delta: Int) { counts.withLock { $0.gzipStreams += delta } }
 }
 
 /// A listening socket on the first loop: readable means connections are waiting.

@@ -67,7 +67,7 @@ enum H2Frame {
         client.send(request)
         let body = H2Frame.read(client, until: H2Frame.dataType, stream: 1)
         #expect(body.map { String(decoding: $0.payload, as: UTF8.self) }?.hasPrefix("431 ") == true)
-        #expect(server.server.http2HeaderBytesHeld.peak <= server.server.configuration.http1.headerBytesMax)
+        #expect(server.server.gauges.http2HeaderBytesHeld.peak <= server.server.configuration.http1.headerBytesMax)
         #expect(server.seen.answers.withLock { $0 }.isEmpty, "the handler never saw the request")
         // The connection still serves a well-formed request after the refusal.
         client.send(H2Frame.frame(type: H2Frame.headersType, flags: H2Frame.endStream | H2Frame.endHeaders, stream: 3,
@@ -75,7 +75,7 @@ enum H2Frame {
         let answer = H2Frame.read(client, until: H2Frame.dataType, stream: 3)
         #expect(answer.map { String(decoding: $0.payload, as: UTF8.self) } == "GET /ok")
         client.send(H2Frame.frame(type: 7, flags: 0, stream: 0, [UInt8](repeating: 0, count: 8)))
-        #expect(eventually { server.server.http2HeaderBytesHeld.held == 0 })
+        #expect(eventually { server.server.gauges.http2HeaderBytesHeld.held == 0 })
     }
 
     /// Streams that each stay under the per-stream limit but wait forever: past the connection's bound, new streams
@@ -92,9 +92,9 @@ enum H2Frame {
         }
         let refused = H2Frame.read(client, until: H2Frame.rstStreamType, stream: 9)
         #expect(refused?.payload == [0, 0, 0, 7], "REFUSED_STREAM")
-        #expect(server.server.http2HeaderBytesHeld.peak <= server.server.configuration.http2HeaderBytesMax)
-        #expect(server.server.http2HeaderBytesHeld.held > 0, "the first four streams wait, holding their headers")
+        #expect(server.server.gauges.http2HeaderBytesHeld.peak <= server.server.configuration.http2HeaderBytesMax)
+        #expect(server.server.gauges.http2HeaderBytesHeld.held > 0, "the first four streams wait, holding their headers")
         shutdown(client.fd, Int32(SHUT_RDWR))
-        #expect(eventually { server.server.http2HeaderBytesHeld.held == 0 })
+        #expect(eventually { server.server.gauges.http2HeaderBytesHeld.held == 0 })
     }
 }
