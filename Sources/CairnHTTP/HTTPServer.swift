@@ -50,7 +50,7 @@ package final class HTTPServer: @unchecked Sendable {
         let fds = opened.map(\.0)
         onAcceptLoop { [self] in
             for fd in fds {
-                let listener = Listener(fd: fd, server: self)
+                let listener = Listener(fd: fd, server: self, loop: loops[0])
                 listener.token = loops[0].register(fd, interest: SocketInterest(readable: true, writable: false), socket: listener)
                 listeners.append(listener)
             }
@@ -73,9 +73,15 @@ package final class HTTPServer: @unchecked Sendable {
         done.wait()
     }
 
-    fileprivate func acceptPending(_ listener: Int32) {
+    /// Accepts up to 64 waiting connections; false when descriptors ran out (the listener then pauses).
+    fileprivate func acceptPending(_ listener: Int32) -> Bool {
         for _ in 0..<64 {
-            guard let fd = Socket.accept(listener) else { return }
+            let fd: Int32
+            switch Socket.tryAccept(listener) {
+            case .accepted(let accepted): fd = accepted
+            case .none: return true
+            case .exhausted: return false
+            }
             let admitted: Connection? = state.withLock { state in
                 guard !state.isShuttingDown, state.connections.count < configuration.connectionsMax else { return nil }
                 let id = state.nextID
@@ -91,6 +97,7 @@ package final class HTTPServer: @unchecked Sendable {
             }
             if connection.loop.isCurrent { connection.start() } else { connection.loop.execute { connection.start() } }
         }
+        return true
     }
 
     /// Over the connection limit: a best-effort 503 on the fresh socket, then close.
@@ -164,16 +171,30 @@ package final class HTTPServerGauges: Sendable {
 
 /// A listening socket on the first loop: readable means connections are waiting.
 private final class Listener: EventLoopSocket {
+    /// With no descriptor left, the listener stops asking for readiness this long (a level-triggered listener would
+    /// otherwise spin on EMFILE), then tries again; connections wait in the kernel's backlog meanwhile.
+    static let exhaustedPauseNanos: UInt64 = 100_000_000
     let fd: Int32
     var token: UInt64 = 0
     private unowned let server: HTTPServer
+    private unowned let loop: EventLoop
+    private(set) var deadline: UInt64 = .max
 
-    init(fd: Int32, server: HTTPServer) {
+    init(fd: Int32, server: HTTPServer, loop: EventLoop) {
         self.fd = fd
         self.server = server
+        self.loop = loop
     }
 
-    func socketReady(_ events: UInt32) { server.acceptPending(fd) }
-    var deadline: UInt64 { .max }
-    func deadlinePassed() {}
+    func socketReady(_ events: UInt32) {
+        guard !server.acceptPending(fd) else { return }
+        loop.setInterest(token, fd: fd, .none)
+        deadline = monotonicNanoseconds() + Self.exhaustedPauseNanos
+        loop.deadlineChanged(deadline)
+    }
+
+    func deadlinePassed() {
+        deadline = .max
+        loop.setInterest(token, fd: fd, SocketInterest(readable: true, writable: false))
+    }
 }
