@@ -322,6 +322,21 @@ import Testing
         #expect(probe.readResponse()?.body == Array("GET /alive".utf8))
     }
 
+    /// An aborted response is cut off where it stands, never completed: HTTP/1.1 loses the connection before the last
+    /// chunk, HTTP/2 gets its stream reset.
+    @Test func anAbortedResponseIsCutOffNotCompleted() throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = try RawClient(port: server.port)
+        client.send("GET /abort HTTP/1.1\r\nHost: x\r\n\r\n")
+        let received = String(decoding: client.readToEnd(), as: UTF8.self)
+        #expect(received.hasPrefix("HTTP/1.1 200") && received.hasSuffix("7\r\npartial\r\n"), "\(received)")
+        let h2 = try run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "5", server.url("/abort")])
+        #expect(h2.status != 0)
+        #expect(String(decoding: h2.output, as: UTF8.self).hasPrefix("partial"))
+        #expect(eventually { server.server.gauges.exchangesLive == 0 })
+    }
+
     @Test func http2StreamResetAndEarlyCloseFreeTheirExchanges() throws {
         let server = try TestServer()
         defer { server.stop() }
