@@ -15,9 +15,18 @@ package final class EncodedWatchEvent: Sendable {
 }
 
 /// Encodes and hands out watch events on its own queue, so the member's queue only collects who is woken.
-package final class WatchDelivery: Sendable {
+package final class WatchDelivery: @unchecked Sendable {
+    /// The newest encodings are kept up to this many bytes, so watchers that resume from history (many clients
+    /// re-watching from the same index) share them too.
+    static let recentBytesMax = 16 * 1024 * 1024
+
     private let queue = DispatchQueue(label: "cairn.watch-delivery")
     private let counts = Mutex((encodedEvents: 0, droppedWatchers: 0))
+    // Touched on `queue` only. An event is named by its index and key (one expiry removes many keys at one index).
+    private struct EventName: Hashable { var index: UInt64; var key: String }
+    private var recent: [EventName: EncodedWatchEvent] = [:]
+    private var recentOrder = Deque<EventName>()
+    private var recentBytes = 0
 
     /// Events encoded so far: one per event that woke anyone, however many watchers it woke.
     package var encodedEvents: Int { counts.withLock { $0.encodedEvents } }
@@ -27,10 +36,23 @@ package final class WatchDelivery: Sendable {
     /// Delivers `event`, encoded once, to each of `watchers` in order; events are delivered in the order given.
     func deliver(_ event: StoreEvent, to watchers: [@Sendable (EncodedWatchEvent) -> Void]) {
         queue.async { [self] in
-            let encoded = EncodedWatchEvent(KeysResponse.event(event))
-            counts.withLock { $0.encodedEvents += 1 }
+            let encoded = encoding(of: event)
             for watcher in watchers { watcher(encoded) }
         }
+    }
+
+    private func encoding(of event: StoreEvent) -> EncodedWatchEvent {
+        let name = EventName(index: event.etcdIndex, key: event.node.key)
+        if let known = recent[name] { return known }
+        let encoded = EncodedWatchEvent(KeysResponse.event(event))
+        counts.withLock { $0.encodedEvents += 1 }
+        recent[name] = encoded
+        recentOrder.append(name)
+        recentBytes += encoded.bytes.count
+        while recentBytes > Self.recentBytesMax, let oldest = recentOrder.popFirst() {
+            recentBytes -= recent.removeValue(forKey: oldest)?.bytes.count ?? 0
+        }
+        return encoded
     }
 
     func watcherDropped() { counts.withLock { $0.droppedWatchers += 1 } }

@@ -131,6 +131,16 @@ extension [UInt8] {
         #expect(received.withLock { $0.count } == 1, "all watchers share one encoded event")
         #expect(member.node.watchDelivery.encodedEvents - before == 1)
         #expect(member.node.watcherCount == 0)
+        // A second thousand resume from that event's index: history hands them the same encoding.
+        let index = member.node.view().etcdIndex
+        for _ in 0..<1000 {
+            member.node.watch(path: "/hot", recursive: false, stream: false, sinceIndex: index,
+                              deliver: { event in received.withLock { $0[ObjectIdentifier(event), default: 0] += 1 } },
+                              registered: { _, _ in })
+        }
+        #expect(eventually { received.withLock { $0.values.reduce(0, +) } == 2000 })
+        #expect(received.withLock { $0.count } == 1)
+        #expect(member.node.watchDelivery.encodedEvents - before == 1)
     }
 
     /// A stream watcher that never reads is dropped once its undelivered events pass the bound, while writes go on
