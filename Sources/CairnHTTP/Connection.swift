@@ -68,6 +68,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
         self.parser = HTTP1RequestParser(limits: configuration.http1)
     }
 
+    var gauges: HTTPServerGauges { server.gauges }
+
     /// Starts reading; called once, on the loop's thread.
     func start() {
         let now = monotonicNanoseconds()
@@ -294,7 +296,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
             needsProcessing = true
             return
         }
-        let exchange = HTTPExchange(request: head, transport: self, loop: loop, requestBodyBytesMax: configuration.http1.bodyBytesMax)
+        let exchange = HTTPExchange(request: head, transport: self, loop: loop, requestBodyBytesMax: configuration.http1.bodyBytesMax,
+                                    gauges: gauges)
         self.exchange = exchange
         exchangeWantsBody = false
         exchangeBodyDone = framing == .none
@@ -410,6 +413,11 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
 
     func exchangeHasRoom(_ exchange: HTTPExchange) -> Bool {
         pendingOutput < configuration.outputBytesHigh
+    }
+
+    func exchangeAborted(_ exchange: HTTPExchange) {
+        guard exchange === self.exchange else { return }
+        close()
     }
 
     // MARK: - Writing

@@ -5,8 +5,12 @@ private import CZlib
 /// Compresses a stream into gzip format. Each `compress` flushes, so a streamed watch event reaches the client at once.
 final class GzipCompressor {
     private let stream: UnsafeMutablePointer<z_stream>
+    private let gauges: HTTPServerGauges?
 
-    init() {
+    /// `gauges` counts the stream while it lives (those that outlive one call: a streamed response's).
+    init(gauges: HTTPServerGauges? = nil) {
+        self.gauges = gauges
+        gauges?.gzipStreamsChanged(by: 1)
         stream = .allocate(capacity: 1)
         stream.initialize(to: z_stream())
         // windowBits 15 + 16 selects the gzip wrapper; level 1 because latency matters more than ratio here.
@@ -17,6 +21,7 @@ final class GzipCompressor {
     deinit {
         deflateEnd(stream)
         stream.deallocate()
+        gauges?.gzipStreamsChanged(by: -1)
     }
 
     /// Compresses `input`; with `finish` the gzip trailer follows.

@@ -14,6 +14,8 @@ final class HTTP2Session {
     private var streamsToWake: [HTTP2Stream] = []
     private var streamsOverBodyLimit: [HTTP2Stream] = []
     private var streamsClosed: [HTTP2Stream] = []
+    /// Header bytes (as counted for `MAX_HEADER_LIST_SIZE`) of this connection's open streams.
+    private var headerBytesHeld = 0
     /// A stream's unread request body and unsent response body are each bounded by this.
     static let streamWindowBytes: Int32 = 256 * 1024
     static let connectionWindowBytes: Int32 = 1024 * 1024
@@ -34,8 +36,7 @@ final class HTTP2Session {
             guard let frame, let name, let value else { return 0 }
             HTTP2Session.from(userData).header(
                 stream: frame.pointee.hd.stream_id,
-                name: String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self),
-                value: String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self))
+                name: UnsafeBufferPointer(start: name, count: nameLength), value: UnsafeBufferPointer(start: value, count: valueLength))
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
@@ -62,6 +63,11 @@ final class HTTP2Session {
         defer { nghttp2_option_del(options) }
         nghttp2_option_set_no_auto_window_update(options, 1)
         nghttp2_option_set_max_send_header_block_length(options, 1024 * 1024)
+        // nghttp2's own per-connection state stays small: its HPACK tables are bounded by the 4 KiB default table size
+        // both ways, a header field it buffers by 64 KiB, a header block by 8 CONTINUATION frames (its defaults);
+        // closed streams are not kept for priorities.
+        nghttp2_option_set_max_deflate_dynamic_table_size(options, 4096)
+        nghttp2_option_set_no_closed_streams(options, 1)
         nghttp2_session_server_new2(&session, callbacks, Unmanaged.passUnretained(self).toOpaque(), options)
 
         var settings = [
@@ -179,6 +185,7 @@ final class HTTP2Session {
     func closeAll() {
         let open = streams.values
         streams.removeAll()
+        for stream in open { releaseHeaderBytes(of: stream) }
         for stream in open { stream.exchange?.transportClosed() }
     }
 
@@ -188,8 +195,25 @@ final class HTTP2Session {
         streams[id] = HTTP2Stream(id: id, session: self)
     }
 
-    private func header(stream id: Int32, name: String, value: String) {
-        guard let stream = streams[id], stream.exchange == nil else { return }
+    /// Keeps a request header unless it takes its stream past the advertised `MAX_HEADER_LIST_SIZE` (answered 431) or
+    /// the connection past `http2HeaderBytesMax` (stream refused): an HPACK bomb decodes into nothing held.
+    /// Dropped fields are still decoded by nghttp2, which keeps its table in step with the client's.
+    private func header(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
+        guard let stream = streams[id], stream.exchange == nil, stream.headerRefusal == nil else { return }
+        // RFC 9113 §6.5.2: a field's size is its name and value plus 32.
+        let size = name.count + value.count + 32
+        if stream.headerListBytes + size > connection.configuration.http1.headerBytesMax {
+            refuseHeaders(stream, .tooLarge)
+            return
+        }
+        if headerBytesHeld + size > connection.configuration.http2HeaderBytesMax {
+            refuseHeaders(stream, .connectionFull)
+            return
+        }
+        stream.headerListBytes += size
+        headerBytesHeld += size
+        connection.gauges.http2HeaderBytesChanged(by: size)
+        let name = String(decoding: name, as: UTF8.self), value = String(decoding: value, as: UTF8.self)
         switch name {
         case ":method": stream.head.method = value
         case ":path": stream.head.target = value
@@ -197,6 +221,18 @@ final class HTTP2Session {
         case ":scheme": break
         default: stream.head.headers.add(name, value)
         }
+    }
+
+    private func refuseHeaders(_ stream: HTTP2Stream, _ refusal: HTTP2Stream.HeaderRefusal) {
+        stream.headerRefusal = refusal
+        stream.head.headers = HTTPHeaders()
+        releaseHeaderBytes(of: stream)
+    }
+
+    private func releaseHeaderBytes(of stream: HTTP2Stream) {
+        headerBytesHeld -= stream.headerListBytes
+        connection.gauges.http2HeaderBytesChanged(by: -stream.headerListBytes)
+        stream.headerListBytes = 0
     }
 
     private func frameReceived(stream id: Int32, isHeaders: Bool, endStream: Bool) {
@@ -224,6 +260,7 @@ final class HTTP2Session {
 
     private func streamClosed(_ id: Int32) {
         guard let stream = streams.removeValue(forKey: id) else { return }
+        releaseHeaderBytes(of: stream)
         if !stream.pendingBody.isEmpty { nghttp2_session_consume_connection(session, stream.pendingBody.count) }
         stream.pendingBody.removeAll()
         streamsClosed.append(stream)
@@ -239,8 +276,8 @@ final class HTTP2Session {
         nghttp2_session_resume_data(session, stream)
     }
 
-    func reset(_ stream: Int32) {
-        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, UInt32(NGHTTP2_NO_ERROR.rawValue))
+    func reset(_ stream: Int32, error: UInt32 = NGHTTP2_NO_ERROR.rawValue) {
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, error)
     }
 
     func submitResponse(_ stream: Int32, status: Int, headers: HTTPHeaders, hasBody: Bool) {
@@ -303,6 +340,9 @@ final class HTTP2Stream: ExchangeTransport {
     let id: Int32
     private unowned let session: HTTP2Session
     var head = HTTPRequestHead(method: "", target: "", version: .http2, headers: HTTPHeaders())
+    enum HeaderRefusal { case tooLarge, connectionFull }
+    var headerRefusal: HeaderRefusal?
+    var headerListBytes = 0
     var exchange: HTTPExchange?
     var isArrived = false
     var remoteEnded = false
@@ -321,12 +361,29 @@ final class HTTP2Stream: ExchangeTransport {
     }
 
     func start(connection: Connection) {
+        switch headerRefusal {
+        case .tooLarge?:
+            // As Go's HTTP/2 server (and so etcd) answers a header list over its limit.
+            let body = Array("431 Request Header Fields Too Large: header fields too large".utf8)
+            outgoing = body
+            localEnded = true
+            session.submitResponse(
+                id, status: 431, headers: HTTPHeaders([("content-type", "text/plain; charset=utf-8"), ("content-length", String(body.count))]),
+                hasBody: true)
+            if !remoteEnded { session.reset(id) }
+            return
+        case .connectionFull?:
+            // The client may retry once its other streams have finished.
+            return session.reset(id, error: NGHTTP2_REFUSED_STREAM.rawValue)
+        case nil:
+            break
+        }
         guard !head.method.isEmpty, head.target.hasPrefix("/") || head.method == "OPTIONS" else {
             session.reset(id)
             return
         }
         let exchange = HTTPExchange(request: head, transport: self, loop: connection.loop,
-                                    requestBodyBytesMax: connection.configuration.http1.bodyBytesMax)
+                                    requestBodyBytesMax: connection.configuration.http1.bodyBytesMax, gauges: connection.gauges)
         self.exchange = exchange
         connection.handler.handle(exchange)
     }
@@ -395,6 +452,14 @@ final class HTTP2Stream: ExchangeTransport {
         }
         // The handler answered without reading the whole body: tell the client to stop sending it.
         if !remoteEnded { session.reset(id) }
+        session.pump()
+    }
+
+    func exchangeAborted(_ exchange: HTTPExchange) {
+        outgoing = []
+        outgoingStart = 0
+        localEnded = true
+        session.reset(id, error: NGHTTP2_CANCEL.rawValue)
         session.pump()
     }
 

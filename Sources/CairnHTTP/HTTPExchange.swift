@@ -21,6 +21,8 @@ protocol ExchangeTransport: AnyObject {
     func exchangeEnded(_ exchange: HTTPExchange)
     /// Whether the transport can take more body bytes for this exchange without passing its output bound.
     func exchangeHasRoom(_ exchange: HTTPExchange) -> Bool
+    /// The handler gives up on the exchange mid-response: the client must see it cut off, not complete.
+    func exchangeAborted(_ exchange: HTTPExchange)
 }
 
 package final class HTTPExchange: @unchecked Sendable {
@@ -37,7 +39,11 @@ package final class HTTPExchange: @unchecked Sendable {
     private var bodyFinished = false
     private var responseStarted = false
     private(set) var responseFinished = false
+    /// Whether a streamed response is gzip-encoded; its deflate state is made at the first body byte (a watch that
+    /// waits holds none) and freed when the response ends or the client goes.
+    private var compresses = false
     private var compressor: GzipCompressor?
+    private let gauges: HTTPServerGauges
     private var isHead: Bool { request.method == "HEAD" }
     private var closeHandlers: [@Sendable () -> Void] = []
     private var responseStatus = 0
@@ -46,16 +52,37 @@ package final class HTTPExchange: @unchecked Sendable {
     private(set) var isClosed = false
     let requestBodyBytesMax: Int
 
-    init(request: HTTPRequestHead, transport: any ExchangeTransport, loop: EventLoop, requestBodyBytesMax: Int) {
+    init(request: HTTPRequestHead, transport: any ExchangeTransport, loop: EventLoop, requestBodyBytesMax: Int,
+         gauges: HTTPServerGauges) {
         self.request = request
         self.transport = transport
         self.loop = loop
         self.requestBodyBytesMax = requestBodyBytesMax
+        self.gauges = gauges
+        gauges.exchangesChanged(by: 1)
+    }
+
+    deinit {
+        gauges.exchangesChanged(by: -1)
     }
 
     /// Runs `work` at once on the loop's thread (a handler answering from `handle`), else hops there.
     private func onLoop(_ work: @escaping @Sendable () -> Void) {
         if loop.isCurrent { work() } else { loop.execute(work) }
+    }
+
+    /// Runs `work` on the exchange's loop thread, where the exchange's calls take effect in order: a handler keeps
+    /// state there that needs no lock of its own.
+    package func run(_ work: @escaping @Sendable () -> Void) { onLoop(work) }
+
+    /// Cuts the response off: the connection closes (HTTP/1.1) or the stream is reset (HTTP/2), so the client sees
+    /// an incomplete response rather than a complete one. For a watcher too slow to keep up.
+    package func abort() {
+        onLoop { [self] in
+            guard !isClosed else { return }
+            if !responseFinished { transport?.exchangeAborted(self) }
+            transportClosed()
+        }
     }
 
     // MARK: - Request body
@@ -166,7 +193,7 @@ package final class HTTPExchange: @unchecked Sendable {
             if contentLength == nil, acceptsGzip(headers) {
                 headers.add("content-encoding", "gzip")
                 headers.add("vary", "Accept-Encoding")
-                compressor = GzipCompressor()
+                compresses = true
             }
             transport?.exchange(self, sendHead: status, headers: headers, contentLength: contentLength)
         }
@@ -178,7 +205,7 @@ package final class HTTPExchange: @unchecked Sendable {
         onLoop { [self] in
             guard responseStarted, !responseFinished, !isClosed else { return }
             if !isHead, !bytes.isEmpty {
-                let encoded = compressor.map { $0.compress(bytes, finish: false) } ?? bytes
+                let encoded = compresses ? startedCompressor().compress(bytes, finish: false) : bytes
                 transport?.exchange(self, sendBody: encoded)
             }
             if let whenReady {
@@ -191,15 +218,23 @@ package final class HTTPExchange: @unchecked Sendable {
     package func finish() {
         onLoop { [self] in
             guard responseStarted, !responseFinished, !isClosed else { return }
-            if let compressor, !isHead {
-                transport?.exchange(self, sendBody: compressor.compress([], finish: true))
+            if compresses, !isHead {
+                transport?.exchange(self, sendBody: startedCompressor().compress([], finish: true))
             }
             finishResponse()
         }
     }
 
+    private func startedCompressor() -> GzipCompressor {
+        if let compressor { return compressor }
+        let started = GzipCompressor(gauges: gauges)
+        compressor = started
+        return started
+    }
+
     private func finishResponse() {
         responseFinished = true
+        compressor = nil
         readyHandlers.removeAll()
         closeHandlers.removeAll()
         reportResponse()
@@ -248,6 +283,7 @@ package final class HTTPExchange: @unchecked Sendable {
     func transportClosed() {
         guard !isClosed else { return }
         isClosed = true
+        compressor = nil
         readyHandlers.removeAll()
         responseObserver = nil
         if let reader = bodyReader {

@@ -50,7 +50,7 @@ package final class HTTPServer: @unchecked Sendable {
         let fds = opened.map(\.0)
         onAcceptLoop { [self] in
             for fd in fds {
-                let listener = Listener(fd: fd, server: self)
+                let listener = Listener(fd: fd, server: self, loop: loops[0])
                 listener.token = loops[0].register(fd, interest: SocketInterest(readable: true, writable: false), socket: listener)
                 listeners.append(listener)
             }
@@ -58,6 +58,9 @@ package final class HTTPServer: @unchecked Sendable {
     }
 
     package var connectionCount: Int { state.withLock { $0.connections.count } }
+
+    /// What this server's connections hold now, for tests and diagnosis.
+    package let gauges = HTTPServerGauges()
 
     /// Runs `work` on the first loop, which owns the listeners, and returns once it has run.
     private func onAcceptLoop(_ work: @escaping @Sendable () -> Void) {
@@ -70,9 +73,15 @@ package final class HTTPServer: @unchecked Sendable {
         done.wait()
     }
 
-    fileprivate func acceptPending(_ listener: Int32) {
+    /// Accepts up to 64 waiting connections; false when descriptors ran out (the listener then pauses).
+    fileprivate func acceptPending(_ listener: Int32) -> Bool {
         for _ in 0..<64 {
-            guard let fd = Socket.accept(listener) else { return }
+            let fd: Int32
+            switch Socket.tryAccept(listener) {
+            case .accepted(let accepted): fd = accepted
+            case .none: return true
+            case .exhausted: return false
+            }
             let admitted: Connection? = state.withLock { state in
                 guard !state.isShuttingDown, state.connections.count < configuration.connectionsMax else { return nil }
                 let id = state.nextID
@@ -88,12 +97,15 @@ package final class HTTPServer: @unchecked Sendable {
             }
             if connection.loop.isCurrent { connection.start() } else { connection.loop.execute { connection.start() } }
         }
+        return true
     }
 
     /// Over the connection limit: a best-effort 503 on the fresh socket, then close.
     private func refuse(_ fd: Int32) {
-        let answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 19\r\n\r\ntoo many connections"
-        _ = answer.utf8CString.withUnsafeBytes { send(fd, $0.baseAddress, $0.count - 1, Int32(MSG_NOSIGNAL)) }
+        let body = "too many connections"
+        let answer = Array(("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+            + "Content-Length: \(body.utf8.count)\r\n\r\n" + body).utf8)
+        _ = answer.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         close(fd)
     }
 
@@ -135,18 +147,56 @@ package final class HTTPServer: @unchecked Sendable {
     }
 }
 
+/// Counts of what a server's connections hold, kept as they change: tests assert bounds on them where process memory
+/// (which other tests move) would say nothing.
+package final class HTTPServerGauges: Sendable {
+    private let http2HeaderBytes = Mutex((held: 0, peak: 0))
+    private let counts = Mutex((exchanges: 0, gzipStreams: 0))
+
+    /// Request header bytes held by open HTTP/2 streams across connections, and the most ever held at once.
+    package var http2HeaderBytesHeld: (held: Int, peak: Int) { http2HeaderBytes.withLock { $0 } }
+    /// Exchanges still in memory (a finished or abandoned one must not be kept alive by a timer or a watch).
+    package var exchangesLive: Int { counts.withLock { $0.exchanges } }
+    /// zlib deflate streams in memory, each about 256 KiB.
+    package var gzipStreamsLive: Int { counts.withLock { $0.gzipStreams } }
+
+    func http2HeaderBytesChanged(by delta: Int) {
+        http2HeaderBytes.withLock {
+            $0.held += delta
+            $0.peak = max($0.peak, $0.held)
+        }
+    }
+
+    func exchangesChanged(by delta: Int) { counts.withLock { $0.exchanges += delta } }
+    func gzipStreamsChanged(by delta: Int) { counts.withLock { $0.gzipStreams += delta } }
+}
+
 /// A listening socket on the first loop: readable means connections are waiting.
 private final class Listener: EventLoopSocket {
+    /// With no descriptor left, the listener stops asking for readiness this long (a level-triggered listener would
+    /// otherwise spin on EMFILE), then tries again; connections wait in the kernel's backlog meanwhile.
+    static let exhaustedPauseNanos: UInt64 = 100_000_000
     let fd: Int32
     var token: UInt64 = 0
     private unowned let server: HTTPServer
+    private unowned let loop: EventLoop
+    private(set) var deadline: UInt64 = .max
 
-    init(fd: Int32, server: HTTPServer) {
+    init(fd: Int32, server: HTTPServer, loop: EventLoop) {
         self.fd = fd
         self.server = server
+        self.loop = loop
     }
 
-    func socketReady(_ events: UInt32) { server.acceptPending(fd) }
-    var deadline: UInt64 { .max }
-    func deadlinePassed() {}
+    func socketReady(_ events: UInt32) {
+        guard !server.acceptPending(fd) else { return }
+        loop.setInterest(token, fd: fd, .none)
+        deadline = monotonicNanoseconds() + Self.exhaustedPauseNanos
+        loop.deadlineChanged(deadline)
+    }
+
+    func deadlinePassed() {
+        deadline = .max
+        loop.setInterest(token, fd: fd, SocketInterest(readable: true, writable: false))
+    }
 }

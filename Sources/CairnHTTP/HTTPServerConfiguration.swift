@@ -7,6 +7,9 @@ package struct HTTPServerConfiguration: Sendable {
     package var http1 = HTTP1Limits()
     /// Connections beyond this are answered 503 and closed at once.
     package var connectionsMax = 20_000
+    /// Request header bytes (counted as for `MAX_HEADER_LIST_SIZE`) held by one HTTP/2 connection's open streams; a
+    /// stream that would pass it is refused (`REFUSED_STREAM`). Each stream is also bounded by `http1.headerBytesMax`.
+    package var http2HeaderBytesMax = 4 * 1024 * 1024
     /// A connection whose unsent output passes this is not read further, and its writers wait, until it drains.
     package var outputBytesHigh = 256 * 1024
     /// Keep-alive connections with no request under way are closed after this long.

@@ -89,13 +89,31 @@ package enum Socket {
 
     /// Accepts one pending connection as a non-blocking socket with Nagle off, or nil when none is pending.
     package static func accept(_ listener: Int32) -> Int32? {
+        if case .accepted(let fd) = tryAccept(listener) { fd } else { nil }
+    }
+
+    package enum AcceptResult {
+        case accepted(Int32)
+        /// No descriptor is left (EMFILE, ENFILE) or no memory for one: the connection stays queued, and accepting
+        /// again at once would fail again (a level-triggered listener would spin).
+        case exhausted
+        /// Nothing is waiting, or the one that was went away first.
+        case none
+    }
+
+    package static func tryAccept(_ listener: Int32) -> AcceptResult {
         let fd = Glibc.accept(listener, nil, nil)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else {
+            switch errno {
+            case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .exhausted
+            default: return .none
+            }
+        }
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        return fd
+        return .accepted(fd)
     }
 
     /// Starts a non-blocking connection to the first address `address` resolves to. The socket becomes writable

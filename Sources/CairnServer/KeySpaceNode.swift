@@ -89,6 +89,9 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var membersChanged: @Sendable (MemberTable) -> Void = { _ in }
     private var sessionsSweptMinute: Int64 = 0
     private let hub: WatchHub
+    /// Watch events are encoded and handed out there, off this queue; `hub` only collects the watchers to wake here.
+    package let watchDelivery = WatchDelivery()
+    private var watchersWoken: [@Sendable (EncodedWatchEvent) -> Void] = []
     private var raft: RaftNode<RaftLog>
     private let log: RaftLog
     private var appliedRaftIndex: UInt64
@@ -789,7 +792,12 @@ package final class KeySpaceNode: @unchecked Sendable {
             setMembers(members)
         }
         let view = publish()
-        for (event, removed) in events { hub.notify(event, removedPaths: removed) }
+        for (event, removed) in events {
+            hub.notify(event, removedPaths: removed)
+            guard !watchersWoken.isEmpty else { continue }
+            watchDelivery.deliver(event, to: watchersWoken)
+            watchersWoken.removeAll()
+        }
         for (completion, result) in answered { completion(result, view) }
         if !readsAwaitingApply.isEmpty {
             var waiting: [(index: UInt64, context: UInt64)] = []
@@ -834,19 +842,19 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     package func watch(path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64,
-                       deliver: @escaping @Sendable (StoreEvent) -> Void,
+                       deliver: @escaping @Sendable (EncodedWatchEvent) -> Void,
                        registered: @escaping @Sendable (Result<WatchHub.WatcherID?, StoreError>, View) -> Void) {
         queue.async { [self] in
             let view = published.withLock { $0 }
             var fromHistory: [StoreEvent] = []
             var isRegistered = false
             let result = hub.watch(path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex,
-                                   currentIndex: keySpace.currentIndex) { event in
-                if isRegistered { deliver(event) } else { fromHistory.append(event) }
+                                   currentIndex: keySpace.currentIndex) { [unowned self] event in
+                if isRegistered { watchersWoken.append(deliver) } else { fromHistory.append(event) }
             }
             registered(result, view)
             isRegistered = true
-            for event in fromHistory { deliver(event) }
+            for event in fromHistory { watchDelivery.deliver(event, to: [deliver]) }
         }
     }
 

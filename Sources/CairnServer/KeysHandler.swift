@@ -98,11 +98,13 @@ struct KeysHandler: Sendable {
         }
     }
 
+    /// Events reach the watch already encoded (once, for all its watchers) through `WatchOutput`; the client leaving
+    /// frees the watch's registration, queue, timer and deflate state at once.
     private func watch(_ exchange: HTTPExchange, path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64) {
         let node = self.node
+        let output = WatchOutput(exchange: exchange, isStream: stream, delivery: node.watchDelivery)
         node.watch(path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex, deliver: { event in
-            exchange.write(KeysResponse.event(event))
-            if !stream { exchange.finish() }
+            output.enqueue(event)
         }, registered: { [self] result, view in
             switch result {
             case .failure(let error):
@@ -111,11 +113,11 @@ struct KeysHandler: Sendable {
                 // Headers go out at once, as etcd flushes them before waiting: clients know the watch is in place.
                 exchange.startResponse(status: 200, headers: successHeaders(view, etcdIndex: view.etcdIndex))
                 guard let id else { return }
-                exchange.onClose { node.cancelWatch(id) }
-                node.queue.asyncAfter(deadline: .now() + .seconds(watchTimeoutSeconds)) {
+                exchange.onClose {
+                    output.stop()
                     node.cancelWatch(id)
-                    exchange.finish()
                 }
+                output.endAfter(seconds: watchTimeoutSeconds) { node.cancelWatch(id) }
             }
         })
     }

@@ -148,7 +148,9 @@ import Testing
         let held = try (0..<3).map { _ in try RawClient(port: server.port) }
         #expect(eventually { server.server.connectionCount == 3 })
         let refused = try RawClient(port: server.port)
-        #expect(String(decoding: refused.readToEnd(), as: UTF8.self).hasPrefix("HTTP/1.1 503"))
+        let answer = String(decoding: refused.readToEnd(), as: UTF8.self)
+        // Content-Length must count the whole body (it once said 19 for these 20 bytes).
+        #expect(answer.hasPrefix("HTTP/1.1 503") && answer.hasSuffix("Content-Length: 20\r\n\r\ntoo many connections"), "\(answer)")
         #expect(held.count == 3)
     }
 
@@ -318,6 +320,21 @@ import Testing
         let probe = try RawClient(port: server.port)
         probe.send("GET /alive HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(probe.readResponse()?.body == Array("GET /alive".utf8))
+    }
+
+    /// An aborted response is cut off where it stands, never completed: HTTP/1.1 loses the connection before the last
+    /// chunk, HTTP/2 gets its stream reset.
+    @Test func anAbortedResponseIsCutOffNotCompleted() throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = try RawClient(port: server.port)
+        client.send("GET /abort HTTP/1.1\r\nHost: x\r\n\r\n")
+        let received = String(decoding: client.readToEnd(), as: UTF8.self)
+        #expect(received.hasPrefix("HTTP/1.1 200") && received.hasSuffix("7\r\npartial\r\n"), "\(received)")
+        let h2 = try run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "5", server.url("/abort")])
+        #expect(h2.status != 0)
+        #expect(String(decoding: h2.output, as: UTF8.self).hasPrefix("partial"))
+        #expect(eventually { server.server.gauges.exchangesLive == 0 })
     }
 
     @Test func http2StreamResetAndEarlyCloseFreeTheirExchanges() throws {

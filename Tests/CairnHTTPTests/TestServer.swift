@@ -64,6 +64,11 @@ struct TestHandler: HTTPHandler {
             produce()
         case "/wait":
             exchange.onClose { seen.closedPaths.withLock { $0.append(path) } }
+        case "/abort":
+            // Starts a body, then gives up on it, as a watch dropped for not reading does.
+            exchange.startResponse(status: 200)
+            exchange.write(Array("partial".utf8))
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { exchange.abort() }
         case "/slow":
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(300)) {
                 exchange.respond(status: 200, body: Array("slow".utf8))

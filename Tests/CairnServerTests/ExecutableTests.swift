@@ -45,9 +45,16 @@ final class RunningCairn {
     private(set) var baseURL = ""
 
     /// Without `--data-dir`, each member gets a fresh temporary one (a data directory is locked by its member).
-    init(_ arguments: [String]) throws {
-        process.executableURL = cairnBinary
-        process.arguments = arguments.contains("--data-dir") ? arguments : arguments + ["--data-dir", temporaryDataDirectory()]
+    /// `descriptorsMax` runs it under that RLIMIT_NOFILE (through prlimit, which then becomes cairn).
+    init(_ arguments: [String], descriptorsMax: Int? = nil) throws {
+        let arguments = arguments.contains("--data-dir") ? arguments : arguments + ["--data-dir", temporaryDataDirectory()]
+        if let descriptorsMax {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+            process.arguments = ["--nofile=\(descriptorsMax):\(descriptorsMax)", cairnBinary.path] + arguments
+        } else {
+            process.executableURL = cairnBinary
+            process.arguments = arguments
+        }
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardOutput = FileHandle.nullDevice
         try process.run()

@@ -1,0 +1,164 @@
+// Watch events from the member's queue to the watchers' connections: each event encoded once, off that queue, and
+// shared by every watcher it reaches; each watcher feeds its connection as it drains, and a slow one is dropped.
+import CairnAPI
+import CairnHTTP
+import CairnStore
+import DequeModule
+import Dispatch
+import Synchronization
+
+/// One event's JSON body, shared (never copied) by every watcher that gets it.
+package final class EncodedWatchEvent: Sendable {
+    package let bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+}
+
+/// Encodes and hands out watch events on its own queue, so the member's queue only collects who is woken.
+package final class WatchDelivery: @unchecked Sendable {
+    /// The newest encodings are kept up to this many bytes, so watchers that resume from history (many clients
+    /// re-watching from the same index) share them too.
+    static let recentBytesMax = 16 * 1024 * 1024
+
+    private let queue = DispatchQueue(label: "cairn.watch-delivery")
+    private let counts = Mutex((encodedEvents: 0, droppedWatchers: 0))
+    // Touched on `queue` only. An event is named by its index and key (one expiry removes many keys at one index).
+    private struct EventName: Hashable { var index: UInt64; var key: String }
+    private var recent: [EventName: EncodedWatchEvent] = [:]
+    private var recentOrder = Deque<EventName>()
+    private var recentBytes = 0
+
+    /// Events encoded so far: one per event that woke anyone, however many watchers it woke.
+    package var encodedEvents: Int { counts.withLock { $0.encodedEvents } }
+    /// Stream watchers cut off for not reading (`WatchOutput.queuedBytesMax`).
+    package var droppedWatchers: Int { counts.withLock { $0.droppedWatchers } }
+
+    /// Delivers `event`, encoded once, to each of `watchers` in order; events are delivered in the order given.
+    func deliver(_ event: StoreEvent, to watchers: [@Sendable (EncodedWatchEvent) -> Void]) {
+        queue.async { [self] in
+            let encoded = encoding(of: event)
+            for watcher in watchers { watcher(encoded) }
+        }
+    }
+
+    private func encoding(of event: StoreEvent) -> EncodedWatchEvent {
+        let name = EventName(index: event.etcdIndex, key: event.node.key)
+        if let known = recent[name] { return known }
+        let encoded = EncodedWatchEvent(KeysResponse.event(event))
+        counts.withLock { $0.encodedEvents += 1 }
+        recent[name] = encoded
+        recentOrder.append(name)
+        recentBytes += encoded.bytes.count
+        while recentBytes > Self.recentBytesMax, let oldest = recentOrder.popFirst() {
+            recentBytes -= recent.removeValue(forKey: oldest)?.bytes.count ?? 0
+        }
+        return encoded
+    }
+
+    func watcherDropped() { counts.withLock { $0.droppedWatchers += 1 } }
+}
+
+/// One watch's response body: the events it was given, fed to the exchange in pieces as the connection drains, so
+/// the connection never holds more than its output bound of them. Its state lives on the exchange's loop thread.
+final class WatchOutput: @unchecked Sendable {
+    /// A stream watcher whose undelivered events pass this is dropped: its connection is closed (HTTP/1.1) or its
+    /// stream reset (HTTP/2), so the client sees the response cut off and re-watches from its last index.
+    static let queuedBytesMax = 8 * 1024 * 1024
+    /// Events go to the connection in pieces of at most this, so a large event is never copied whole per watcher.
+    static let pieceBytesMax = 64 * 1024
+
+    private let exchange: HTTPExchange
+    private let isStream: Bool
+    private let delivery: WatchDelivery
+    private var queued = Deque<EncodedWatchEvent>()
+    /// How much of `queued.first` has gone to the exchange.
+    private var sentOfFirst = 0
+    private var queuedBytes = 0
+    private var waitingForRoom = false
+    private var writing = false
+    /// No more events are taken; the response finishes once the queue is empty.
+    private var ending = false
+    private var finished = false
+    private var timer: (any DispatchSourceTimer)?
+
+    init(exchange: HTTPExchange, isStream: Bool, delivery: WatchDelivery) {
+        self.exchange = exchange
+        self.isStream = isStream
+        self.delivery = delivery
+    }
+
+    /// Ends the response, empty if no event came, after `seconds` (etcd ends a long-poll after five minutes).
+    /// The timer is cancelled, and with it what it holds, as soon as the watch ends or its client goes.
+    func endAfter(seconds: Int, then expired: @escaping @Sendable () -> Void) {
+        exchange.run { [self] in
+            guard !finished else { return }
+            let timer = DispatchSource.makeTimerSource(queue: .global())
+            timer.schedule(deadline: .now() + .seconds(seconds))
+            timer.setEventHandler { [weak self] in
+                expired()
+                self?.end()
+            }
+            timer.resume()
+            self.timer = timer
+        }
+    }
+
+    /// Takes an event (any thread); a one-shot watch ends with it.
+    func enqueue(_ event: EncodedWatchEvent) {
+        exchange.run { [self] in
+            guard !ending, !finished else { return }
+            if isStream, queuedBytes >= Self.queuedBytesMax {
+                delivery.watcherDropped()
+                stop()
+                return exchange.abort()
+            }
+            queued.append(event)
+            queuedBytes += event.bytes.count
+            if !isStream { ending = true }
+            pump()
+        }
+    }
+
+    /// Finishes the response once what is queued has gone out.
+    func end() {
+        exchange.run { [self] in
+            ending = true
+            pump()
+        }
+    }
+
+    /// The client went away: drop the queue and the timer now.
+    func stop() {
+        finished = true
+        timer?.cancel()
+        timer = nil
+        queued.removeAll()
+        queuedBytes = 0
+    }
+
+    private func pump() {
+        guard !finished, !writing else { return }
+        writing = true
+        defer { writing = false }
+        while !waitingForRoom, let first = queued.first {
+            let end = min(first.bytes.count, sentOfFirst + Self.pieceBytesMax)
+            let piece = sentOfFirst == 0 && end == first.bytes.count ? first.bytes : Array(first.bytes[sentOfFirst..<end])
+            queuedBytes -= end - sentOfFirst
+            sentOfFirst = end
+            if sentOfFirst == first.bytes.count {
+                queued.removeFirst()
+                sentOfFirst = 0
+            }
+            waitingForRoom = true
+            // Runs at once when the connection has room (the loop continues), else when it drains.
+            exchange.write(piece) { [self] in
+                waitingForRoom = false
+                if !writing { pump() }
+            }
+        }
+        if queued.isEmpty, ending, !waitingForRoom {
+            stop()
+            exchange.finish()
+        }
+    }
+}
