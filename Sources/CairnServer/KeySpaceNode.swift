@@ -254,12 +254,12 @@ package final class KeySpaceNode: @unchecked Sendable {
         snapshotSendQueue.sync {}
     }
 
-    /// A lone voter re-commits its whole log at once on start; waiting for that (bounded) before serving keeps every
-    /// acknowledged write readable the moment the member answers again. A member with peers serves at once (its
-    /// plain reads may be stale until it hears from the leader, as etcd's are).
+    /// A lone voter re-commits its whole log at once on start; a member with peers applies up to the commit index it
+    /// recorded. Waiting for that (bounded) before serving keeps every write this member knew was committed readable
+    /// the moment it answers again, leader or not (its plain reads may be stale until it hears from the leader, as
+    /// etcd's are).
     package func awaitRecovery(timeoutMilliseconds: Int = 30_000) {
-        guard queue.sync(execute: { raft.voters == [MemberID(options.id)] }) else { return }
-        let target = queue.sync { log.lastIndex.value }
+        let target = queue.sync { raft.voters == [MemberID(options.id)] ? log.lastIndex.value : raft.commit.value }
         for _ in 0..<(timeoutMilliseconds / 5) where view().raftIndex < target {
             usleep(5_000)
         }
@@ -650,7 +650,8 @@ package final class KeySpaceNode: @unchecked Sendable {
         apply(ready.committedEntries)
         for state in ready.readStates { readRoundConfirmed(context: state.context, index: state.index.value) }
         // Term and vote must be durable before a vote or an acknowledgement leaves; commit need not be (it is
-        // learned again from the leader), so a batch that only moves commit costs no extra fsync.
+        // learned again from the leader; `finish` records it without an fsync), so a batch that only moves commit
+        // costs no extra fsync.
         let hardState = ready.hardState.flatMap { h in
             h.term != savedHardState.term || h.vote != savedHardState.vote
                 ? CairnStorage.HardState(term: h.term.value, vote: h.vote?.value ?? 0, commit: h.commit.value) : nil
@@ -692,6 +693,9 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     /// The rest of a batch, once its persist is durable.
     private func finish(_ ready: Ready) {
+        // Every entry through the commit index is durable here, so it is recorded (no fsync of its own): a member
+        // restarted while no leader can be reached applies and serves what it knew was committed.
+        if let h = ready.hardState { storage.recordCommit(min(h.commit.value, log.lastIndex.value)) }
         for message in ready.messagesAfterPersist { send(message) }
         raft.advance(ready)
         // After advance: the core describes snapshots only up to what it knows is applied.
