@@ -62,8 +62,9 @@ package struct ClientHandler: HTTPHandler {
             exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "application/json"), body: Self.versionBody)
         case "/health":
             guard allow(exchange, ["GET"]) else { return }
-            // As etcd: healthy only while a leader is known.
-            let healthy = node.raftStatus.leader != nil
+            // As etcd: healthy only while a leader is known and, as for etcd's NOSPACE alarm, this member can write.
+            let status = node.raftStatus
+            let healthy = status.leader != nil && status.storageFailure == nil
             exchange.respond(status: healthy ? 200 : 503, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),
                              body: Array((healthy ? #"{"health":"true"}"# : #"{"health":"false"}"#).utf8))
         case _ where path == "/v2/members" || path.hasPrefix("/v2/members/"):
@@ -128,7 +129,13 @@ package struct ClientHandler: HTTPHandler {
         json.string(goDuration(now - member.startTime))
         json.raw(",\"startTime\":")
         json.time(unixNanoseconds: member.startTime)
-        json.raw("},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0}\n")
+        json.raw("},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0")
+        if let failure = raft.storageFailure {
+            // Cairn's own field, present only while this member cannot write.
+            json.raw(",\"storageFailure\":")
+            json.string(failure)
+        }
+        json.raw("}\n")
         return json.take()
     }
 

@@ -106,6 +106,12 @@ package final class Storage: Sendable {
         try HardStateFile.save(state, fs: fs, directory: directory)
     }
 
+    /// After a failed write or sync (a full disk, an I/O error, no descriptor left): brings the log back to what is
+    /// durable on disk and clears the failure, or throws while the disk still fails (see `GroupCommitWriter.recover`).
+    package func recover() throws {
+        try writer.recover()
+    }
+
     /// Records that the log is committed through `index`, without an fsync (see `CommitRecords`). Every entry through
     /// `index` must already be durable in the log.
     package func recordCommit(_ index: UInt64) {
