@@ -30,6 +30,8 @@ package struct ClientHandler: HTTPHandler {
     let keys: KeysHandler
 
     let members: MembersHandler
+    /// `GET /cairn/snapshot`: one at a time.
+    let backups = BackupSlots()
 
     package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false) {
         self.member = member
@@ -75,11 +77,15 @@ package struct ClientHandler: HTTPHandler {
                              body: Array(node.metrics.render(gauges: node.metricGauges).utf8))
         case "/cairn/snapshot":
             guard allow(exchange, ["GET"]) else { return }
+            guard let release = backups.take() else {
+                return exchange.respond(status: 429, headers: Self.corsHeaders(contentType: "application/json"), body: BackupSlots.busyBody)
+            }
             node.backup { [node] result in
                 switch result {
                 case .success(let file):
-                    file.stream(to: exchange)
+                    file.stream(to: exchange, ended: release)
                 case .failure(let error):
+                    release()
                     let failure = error as? StoreError ?? StoreError(.raftInternal, "backup failed: \(error)", index: node.view().etcdIndex)
                     exchange.respond(status: failure.code.httpStatus, headers: Self.corsHeaders(contentType: "application/json"),
                                      body: KeysResponse.error(failure))

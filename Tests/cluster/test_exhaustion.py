@@ -141,3 +141,39 @@ def test_a_full_disk_is_reported_and_survived_once_space_is_freed(make_cluster):
     for n in range(3):
         assert c.get(0, f"big{n}").json["node"]["value"] == "v" * VALUE_BYTES
     writer.close()
+
+
+def snapshot_files_open(pid: int) -> "list[str]":
+    names = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if ".snap" in target:
+            names.append(target)
+    return names
+
+
+def test_one_backup_at_a_time_and_a_stalled_reader_is_cut_off(make_cluster):
+    c = make_cluster(1)
+    m = c[0]
+    writer = KeptConnection(m.client_port)
+    for n in range(48):  # a 24 MiB snapshot: more than the socket buffers hold
+        assert writer.put(f"big{n}", "v" * VALUE_BYTES)[0] in (200, 201)
+    writer.close()
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((harness.HOST, m.client_port))
+    stalled.sendall(f"GET /cairn/snapshot HTTP/1.1\r\nHost: {harness.HOST}\r\n\r\n".encode())
+    try:
+        assert wait_until(lambda: snapshot_files_open(m.proc.pid), 20), "the backup never started streaming"
+        second = m.request("GET", "/cairn/snapshot", timeout=10)
+        assert second.status == 429, second
+        assert "already running" in second.json["message"]
+        # The reader takes nothing: within BackupFile.backupPieceSecondsMax (10 s) the stream is cut, the file closed.
+        assert wait_until(lambda: not snapshot_files_open(m.proc.pid), 30), "a stalled backup keeps its file open"
+    finally:
+        stalled.close()
+    again = m.request("GET", "/cairn/snapshot", timeout=30)
+    assert again.status == 200 and len(again.raw) > 24 * VALUE_BYTES
