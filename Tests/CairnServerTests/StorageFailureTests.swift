@@ -1,4 +1,4 @@
-// A member whose storage fails (a failed fsync, a full disk) refuses writes with a clear error, reports itself
+// A member whose storage fails (a failed fsync, a full disk, no descriptor) refuses writes with a clear error, reports itself
 // unhealthy, and takes writes again by itself once the disk allows, with nothing acknowledged lost.
 import CairnStorage
 import CairnStore
@@ -103,6 +103,17 @@ final class LoneMember {
         #expect(error.cause.contains("No space left on device"), "\(error.cause)")
         #expect(member.node.raftStatus.storageFailure != nil)
         member.fs.limitSpace(bytes: nil)
+        expectRecovery(member, acknowledged: acknowledged)
+    }
+
+    @Test func noDescriptorLeftRefusesWritesUntilOneIsFree() throws {
+        let member = try LoneMember(segmentBytesMax: 8192)
+        #expect(eventually { member.node.raftStatus.isLeader })
+        member.fs.failOpens(errno: 24)  // EMFILE: the next segment cannot be opened
+        let (refusal, acknowledged) = writeUntilRefused(member)
+        let error = try #require(refusal)
+        #expect(error.cause.contains("Too many open files"), "\(error.cause)")
+        member.fs.failOpens(errno: nil)
         expectRecovery(member, acknowledged: acknowledged)
     }
 }
