@@ -86,8 +86,10 @@ def test_writes_resume_after_idle_connections_took_every_descriptor(make_cluster
         for s in idle:
             s.close()
     # Without a restart: writes are taken again and the member says it is healthy.
+    closed = time.monotonic()
     assert wait_until(lambda: writer.put("after", "y")[0] in (200, 201), 30), "writes never resumed"
     assert wait_until(lambda: healthy(m), 10)
+    print(f"a write succeeded {time.monotonic() - closed:.1f} s after the idle connections closed")
     assert c.get(0, "after").json["node"]["value"] == "y"
     assert c.get(0, "before").json["node"]["value"] == "x"
     writer.close()
@@ -134,7 +136,9 @@ def test_a_full_disk_is_reported_and_survived_once_space_is_freed(make_cluster):
     assert "cairn_storage_failing 1" in m.request("GET", "/metrics").raw.decode()
     assert c.get(0, "before").json["node"]["value"] == "x", "plain reads are still served"
     in_namespace("rm", filler)
+    freed = time.monotonic()
     assert wait_until(lambda: writer.put("after", "y")[0] in (200, 201), 30), "writes never resumed"
+    print(f"writes resumed {time.monotonic() - freed:.1f} s after space was freed")
     assert healthy(m)
     assert "storageFailure" not in m.stats_self()
     assert "cairn_storage_failing 0" in m.request("GET", "/metrics").raw.decode()
