@@ -67,8 +67,14 @@ package struct ClientHandler: HTTPHandler {
             // As etcd: healthy only while a leader is known and, as for etcd's NOSPACE alarm, this member can write.
             let status = node.raftStatus
             let healthy = status.leader != nil && status.storageFailure == nil
-            exchange.respond(status: healthy ? 200 : 503, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),
-                             body: Array((healthy ? #"{"health":"true"}"# : #"{"health":"false"}"#).utf8))
+            guard healthy else {
+                // etcd answers through Go's http.Error: nosniff, and a line feed after the JSON.
+                var headers = Self.corsHeaders(contentType: "text/plain; charset=utf-8")
+                headers.add("X-Content-Type-Options", "nosniff")
+                return exchange.respond(status: 503, headers: headers, body: Array(#"{"health":"false"}"#.utf8) + [0x0A])
+            }
+            exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),
+                             body: Array(#"{"health":"true"}"#.utf8))
         case _ where path == "/v2/members" || path.hasPrefix("/v2/members/"):
             members.handle(exchange, memberPath: path.dropFirst("/v2/members".count))
         case "/metrics":
