@@ -8,6 +8,33 @@ import CairnStorage
 import CairnStore
 import Dispatch
 import Glibc
+import Synchronization
+
+/// Backups a member streams at once: each writes a full snapshot and holds its file open while it streams (a
+/// deleted snapshot's disk space stays taken until then), so a second one at the same time gets 429 and retries.
+package final class BackupSlots: Sendable {
+    package static let backupsConcurrentMax = 1
+    private let running = Mutex(0)
+
+    package init() {}
+
+    /// A release to call once when the backup ends (more calls do nothing); nil while `backupsConcurrentMax` run.
+    package func take() -> (@Sendable () -> Void)? {
+        let taken = running.withLock { count in
+            guard count < Self.backupsConcurrentMax else { return false }
+            count += 1
+            return true
+        }
+        guard taken else { return nil }
+        let released = Atomic<Bool>(false)
+        return { [self, released] in
+            if !released.exchange(true, ordering: .acquiringAndReleasing) { running.withLock { $0 -= 1 } }
+        }
+    }
+
+    /// The answer to a backup refused because another is running.
+    package static let busyBody = Array(#"{"message":"a backup of this member is already running; retry once it ends"}"#.utf8) + [0x0A]
+}
 
 /// An open snapshot file for a backup stream: the descriptor keeps it readable even once retention removes its name.
 package final class BackupFile: Sendable {
@@ -28,14 +55,21 @@ package final class BackupFile: Sendable {
         }
     }
 
-    /// Sends the file as the answer, 1 MiB at a time, each piece read only once the connection has room for it.
-    func stream(to exchange: HTTPExchange) {
+    /// A reader that leaves a piece of the stream (1 MiB) untaken this long is cut off (the answer ends short of its
+    /// Content-Length), so a stalled or trickling backup client never keeps the file, or the backup slot, for long.
+    package static let backupPieceSecondsMax = 10
+
+    /// Sends the file as the answer, 1 MiB at a time, each piece read only once the connection has room for it;
+    /// `ended` runs once when the stream ends, whole or not, and the file is closed.
+    func stream(to exchange: HTTPExchange, pieceSecondsMax: Int = BackupFile.backupPieceSecondsMax, ended: @escaping @Sendable () -> Void) {
         let queue = DispatchQueue(label: "cairn.backup-stream")
         nonisolated(unsafe) var closed = false  // touched on `queue` only
+        nonisolated(unsafe) var piecesTaken = 0  // touched on `queue` only
         @Sendable func close() {
             guard !closed else { return }
             closed = true
             fs.close(file)
+            ended()
         }
         exchange.onClose { queue.async { close() } }
         exchange.startResponse(status: 200, headers: HTTPHeaders([
@@ -53,6 +87,13 @@ package final class BackupFile: Sendable {
                 // The answer ends short of its Content-Length, which the downloader refuses.
                 close()
                 return exchange.finish()
+            }
+            piecesTaken += 1
+            let piecesBefore = piecesTaken
+            queue.asyncAfter(deadline: .now() + .seconds(pieceSecondsMax)) {
+                guard !closed, piecesTaken == piecesBefore else { return }
+                close()
+                exchange.finish()
             }
             exchange.write(piece) { queue.async { send(from: offset + UInt64(count)) } }
         }

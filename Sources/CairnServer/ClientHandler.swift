@@ -30,6 +30,8 @@ package struct ClientHandler: HTTPHandler {
     let keys: KeysHandler
 
     let members: MembersHandler
+    /// `GET /cairn/snapshot`: one at a time.
+    let backups = BackupSlots()
 
     package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false) {
         self.member = member
@@ -62,10 +64,17 @@ package struct ClientHandler: HTTPHandler {
             exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "application/json"), body: Self.versionBody)
         case "/health":
             guard allow(exchange, ["GET"]) else { return }
-            // As etcd: healthy only while a leader is known.
-            let healthy = node.raftStatus.leader != nil
-            exchange.respond(status: healthy ? 200 : 503, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),
-                             body: Array((healthy ? #"{"health":"true"}"# : #"{"health":"false"}"#).utf8))
+            // As etcd: healthy only while a leader is known and, as for etcd's NOSPACE alarm, this member can write.
+            let status = node.raftStatus
+            let healthy = status.leader != nil && status.storageFailure == nil
+            guard healthy else {
+                // etcd answers through Go's http.Error: nosniff, and a line feed after the JSON.
+                var headers = Self.corsHeaders(contentType: "text/plain; charset=utf-8")
+                headers.add("X-Content-Type-Options", "nosniff")
+                return exchange.respond(status: 503, headers: headers, body: Array(#"{"health":"false"}"#.utf8) + [0x0A])
+            }
+            exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "text/plain; charset=utf-8"),
+                             body: Array(#"{"health":"true"}"#.utf8))
         case _ where path == "/v2/members" || path.hasPrefix("/v2/members/"):
             members.handle(exchange, memberPath: path.dropFirst("/v2/members".count))
         case "/metrics":
@@ -74,11 +83,15 @@ package struct ClientHandler: HTTPHandler {
                              body: Array(node.metrics.render(gauges: node.metricGauges).utf8))
         case "/cairn/snapshot":
             guard allow(exchange, ["GET"]) else { return }
+            guard let release = backups.take() else {
+                return exchange.respond(status: 429, headers: Self.corsHeaders(contentType: "application/json"), body: BackupSlots.busyBody)
+            }
             node.backup { [node] result in
                 switch result {
                 case .success(let file):
-                    file.stream(to: exchange)
+                    file.stream(to: exchange, ended: release)
                 case .failure(let error):
+                    release()
                     let failure = error as? StoreError ?? StoreError(.raftInternal, "backup failed: \(error)", index: node.view().etcdIndex)
                     exchange.respond(status: failure.code.httpStatus, headers: Self.corsHeaders(contentType: "application/json"),
                                      body: KeysResponse.error(failure))
@@ -128,7 +141,13 @@ package struct ClientHandler: HTTPHandler {
         json.string(goDuration(now - member.startTime))
         json.raw(",\"startTime\":")
         json.time(unixNanoseconds: member.startTime)
-        json.raw("},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0}\n")
+        json.raw("},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0")
+        if let failure = raft.storageFailure {
+            // Cairn's own field, present only while this member cannot write.
+            json.raw(",\"storageFailure\":")
+            json.string(failure)
+        }
+        json.raw("}\n")
         return json.take()
     }
 

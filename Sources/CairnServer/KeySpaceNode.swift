@@ -39,6 +39,8 @@ package final class KeySpaceNode: @unchecked Sendable {
         package var applied: UInt64 = 0
         /// This member's writes proposed and not yet applied or failed.
         package var pendingProposals = 0
+        /// Why this member cannot write (a full disk, an I/O error, no descriptor left), while it cannot; nil when healthy.
+        package var storageFailure: String?
     }
 
     package struct Options: Sendable {
@@ -111,7 +113,17 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var receivedSnapshotPaths: [LogIndex: String] = [:]
     static let snapshotChunkBytes = 1 << 20
     static let snapshotQueuedBytesMax = 4 << 20
+    /// Set for a failure the member does not recover from by itself (installing a received snapshot failed).
     private var storageFailed = false
+    /// The batch whose persist failed, waiting to be persisted again. While set nothing is acknowledged, writes and
+    /// `quorum=true` reads are refused, and the core is frozen (no ticks, no peer messages) as a paused process is.
+    private var stalledBatch: (ready: Ready, hardState: CairnStorage.HardState?)?
+    /// The wait before the next storage retry: doubling from `storageRetryMillisecondsMin` to `storageRetryMillisecondsMax`.
+    private var storageRetryMilliseconds = KeySpaceNode.storageRetryMillisecondsMin
+    static let storageRetryMillisecondsMin = 100
+    static let storageRetryMillisecondsMax = 5_000
+    /// Why storage fails, while it does (published in `RaftStatus.storageFailure`).
+    private var storageFailure: String?
     private var driveScheduled = false
     private var persisting = false
     /// Set for a member that joined with an empty data directory: votes are withheld until it has applied up to
@@ -257,12 +269,12 @@ package final class KeySpaceNode: @unchecked Sendable {
         snapshotSendQueue.sync {}
     }
 
-    /// A lone voter re-commits its whole log at once on start; waiting for that (bounded) before serving keeps every
-    /// acknowledged write readable the moment the member answers again. A member with peers serves at once (its
-    /// plain reads may be stale until it hears from the leader, as etcd's are).
+    /// A lone voter re-commits its whole log at once on start; a member with peers applies up to the commit index it
+    /// recorded. Waiting for that (bounded) before serving keeps every write this member knew was committed readable
+    /// the moment it answers again, leader or not (its plain reads may be stale until it hears from the leader, as
+    /// etcd's are).
     package func awaitRecovery(timeoutMilliseconds: Int = 30_000) {
-        guard queue.sync(execute: { raft.voters == [MemberID(options.id)] }) else { return }
-        let target = queue.sync { log.lastIndex.value }
+        let target = queue.sync { raft.voters == [MemberID(options.id)] ? log.lastIndex.value : raft.commit.value }
         for _ in 0..<(timeoutMilliseconds / 5) where view().raftIndex < target {
             usleep(5_000)
         }
@@ -288,6 +300,8 @@ package final class KeySpaceNode: @unchecked Sendable {
             ("cairn_raft_apply_lag_entries", "Committed entries this member has not applied yet.", Double(s.commit &- min(s.commit, s.applied))),
             ("cairn_raft_voters", "Voters in Raft's configuration as this member sees it.", Double(s.voters.count)),
             ("cairn_raft_learners", "Learners in Raft's configuration as this member sees it.", Double(s.learners.count)),
+            ("cairn_storage_failing", "1 while this member cannot write (a full disk, an I/O error, no descriptor left) and refuses writes; 0 otherwise.",
+             s.storageFailure == nil ? 0 : 1),
         ]
     }
 
@@ -374,9 +388,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     private func submit(_ body: Proposal.Body, session: SessionRequest? = nil, completion: @escaping WriteCompletion) {
-        guard !storageFailed else {
-            return completion(.failure(StoreError(.raftInternal, "storage failed: writes are refused until restart", index: keySpace.currentIndex)), view())
-        }
+        if let failure = storageUnavailable() { return completion(.failure(failure), view()) }
         let sequence = nextSequence
         nextSequence += 1
         writers[sequence] = completion
@@ -469,6 +481,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// it has applied the read index.
     package func linearizableRead(completion: @escaping @Sendable (Result<View, StoreError>) -> Void) {
         queue.async { [self] in
+            if let failure = storageUnavailable() { return completion(.failure(failure)) }
             let context = nextReadContext
             nextReadContext += 1
             readers[context] = completion
@@ -524,6 +537,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// A frame from a peer; runs on the node queue (the transport delivers there).
     package func receive(from peer: UInt64, frame: PeerFrame) {
         dispatchPrecondition(condition: .onQueue(queue))
+        guard stalledBatch == nil else { return }
         do {
             switch frame.type {
             case NodeFrame.raft:
@@ -570,6 +584,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     // MARK: - The Raft loop
 
     private func onTick() {
+        guard stalledBatch == nil else { return expireRequests() }
         raft.tick(monotonicNanos: UInt64(clamping: clock.now()))
         if raft.leader != nil {
             let proposals = unsent, reads = unsentReads
@@ -640,7 +655,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// persists, then (back on this queue) sends what waited for the persist and acknowledges the batch. One batch at
     /// a time: proposals arriving during a persist gather into the next batch, so its fsync covers all of them.
     private func drive() {
-        guard !persisting, !storageFailed, !stopped, raft.hasReady else { return publishStatus() }
+        guard !persisting, !storageFailed, stalledBatch == nil, !stopped, raft.hasReady else { return publishStatus() }
         let ready = raft.ready()
         if let snapshot = ready.snapshot {
             do { try installSnapshot(snapshot) } catch { return storageFailed(error) }
@@ -653,7 +668,8 @@ package final class KeySpaceNode: @unchecked Sendable {
         apply(ready.committedEntries)
         for state in ready.readStates { readRoundConfirmed(context: state.context, index: state.index.value) }
         // Term and vote must be durable before a vote or an acknowledgement leaves; commit need not be (it is
-        // learned again from the leader), so a batch that only moves commit costs no extra fsync.
+        // learned again from the leader; `finish` records it without an fsync), so a batch that only moves commit
+        // costs no extra fsync.
         let hardState = ready.hardState.flatMap { h in
             h.term != savedHardState.term || h.vote != savedHardState.vote
                 ? CairnStorage.HardState(term: h.term.value, vote: h.vote?.value ?? 0, commit: h.commit.value) : nil
@@ -664,7 +680,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         // leader persists here: what reaches it meanwhile could only join its next batch anyway, and not hopping to
         // a storage thread and back saves two thread wake-ups per batch on the write path.
         if raft.role == .leader {
-            do { try persist(ready.entries, hardState: hardState) } catch { return storageFailed(error) }
+            do { try persist(ready.entries, hardState: hardState) } catch { return persistFailed(ready, hardState: hardState, error: error) }
             return persisted(ready, savedHardState: hardState != nil)
         }
         persisting = true
@@ -673,7 +689,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                 try persist(ready.entries, hardState: hardState)
                 queue.async { [self] in persisted(ready, savedHardState: hardState != nil) }
             } catch {
-                queue.async { [self] in storageFailed(error) }
+                queue.async { [self] in persistFailed(ready, hardState: hardState, error: error) }
             }
         }
     }
@@ -695,6 +711,9 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     /// The rest of a batch, once its persist is durable.
     private func finish(_ ready: Ready) {
+        // Every entry through the commit index is durable here, so it is recorded (no fsync of its own): a member
+        // restarted while no leader can be reached applies and serves what it knew was committed.
+        if let h = ready.hardState { storage.recordCommit(min(h.commit.value, log.lastIndex.value)) }
         for message in ready.messagesAfterPersist { send(message) }
         raft.advance(ready)
         // After advance: the core describes snapshots only up to what it knows is applied.
@@ -704,13 +723,72 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     private func storageFailed(_ error: Error) {
         storageFailed = true
+        storageFailure = "\(Self.describe(error)); refused until restart"
         persisting = false
         logger.critical("storage failed; this member stops taking part until restarted", metadata: ["error": "\(error)"])
-        let failure = StoreError(.raftInternal, "storage failed: \(error)", index: keySpace.currentIndex)
+        publishStatus()
+        failWaitingRequests()
+    }
+
+    /// A batch's persist failed (a full disk, an I/O error, no descriptor left): nothing more is acknowledged, the
+    /// requests waiting are failed, and the same batch is persisted again after a growing delay, until it succeeds.
+    private func persistFailed(_ ready: Ready, hardState: CairnStorage.HardState?, error: Error) {
+        persisting = false
+        if stalledBatch == nil {
+            logger.critical("storage failed; writes are refused while it is retried", metadata: ["error": "\(error)"])
+            metrics.count("cairn_storage_failures_total")
+        } else {
+            logger.warning("storage still fails", metadata: ["error": "\(error)", "retry in ms": "\(storageRetryMilliseconds)"])
+        }
+        stalledBatch = (ready, hardState)
+        storageFailure = "\(Self.describe(error)); retrying"
+        publishStatus()
+        failWaitingRequests()
+        let delay = storageRetryMilliseconds
+        storageRetryMilliseconds = min(2 * delay, Self.storageRetryMillisecondsMax)
+        queue.asyncAfter(deadline: .now() + .milliseconds(delay)) { [self] in retryStalledBatch() }
+    }
+
+    /// Brings the log back to what is durable (`Storage.recover`: whatever a failed write or fsync left is cut off,
+    /// never trusted) and persists the stalled batch again; off the node queue, as recovery re-reads the log.
+    private func retryStalledBatch() {
+        guard let (ready, hardState) = stalledBatch, !stopped else { return }
+        persistQueue.async { [self] in
+            do {
+                try storage.recover()
+                try persist(ready.entries, hardState: hardState)
+                queue.async { [self] in
+                    logger.notice("storage recovered; writes are taken again")
+                    stalledBatch = nil
+                    storageFailure = nil
+                    storageRetryMilliseconds = Self.storageRetryMillisecondsMin
+                    persisted(ready, savedHardState: hardState != nil)
+                }
+            } catch {
+                queue.async { [self] in persistFailed(ready, hardState: hardState, error: error) }
+            }
+        }
+    }
+
+    /// The answer to a write or `quorum=true` read while storage fails: etcd's shape, the reason in the cause.
+    private func storageUnavailable() -> StoreError? {
+        storageFailure.map { StoreError(.raftInternal, "etcdserver: storage unavailable: \($0)", index: keySpace.currentIndex) }
+    }
+
+    private func failWaitingRequests() {
+        guard let failure = storageUnavailable() else { return }
         for (_, completion) in writers { completion(.failure(failure), view()) }
         writers = [:]
         writerDeadlines = []
-        publishStatus()
+        for (_, completion) in readers { completion(.failure(failure)) }
+        readers = [:]
+        readerDeadlines = []
+    }
+
+    /// The system's words for a failed call (errno), else the error itself.
+    private static func describe(_ error: Error) -> String {
+        if case StorageError.io(let operation, _, let code) = error { return "\(String(cString: strerror(code))) (\(operation))" }
+        return "\(error)"
     }
 
     /// Runs after every batch: the configuration is copied out only when it changed.
@@ -730,6 +808,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             }
             $0.applied = appliedRaftIndex
             $0.pendingProposals = writers.count
+            $0.storageFailure = storageFailure
         }
     }
 

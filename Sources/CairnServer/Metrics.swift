@@ -150,6 +150,7 @@ package final class ServerMetrics: Sendable {
 
     package static let counterHelp: [String: String] = [
         "etcd_server_proposals_failed_total": "The total number of failed proposals seen.",
+        "cairn_storage_failures_total": "Times this member's storage failed (a full disk, an I/O error, no descriptor left) and it began retrying.",
     ]
 
     /// Values read from the node at scrape time that only grow (the rest are gauges).

@@ -130,6 +130,21 @@ package final class GroupCommitWriter: Sendable {
         }
     }
 
+    /// Goes on after a failure once the disk allows: the log is cut back to what is durable and reopened from disk
+    /// (`WAL.reopenedAtDurableEnd`), and the failure is cleared. Throws, leaving the writer failed, while the disk
+    /// still fails; call again later.
+    package func recover() throws {
+        try log.withLock { g in
+            do {
+                g.wal = try g.wal.reopenedAtDurableEnd()
+            } catch let error as StorageError {
+                g.failure = error
+                throw error
+            }
+            g.failure = nil
+        }
+    }
+
     package func close() {
         log.withLock { $0.wal.close() }
     }

@@ -1,4 +1,5 @@
-// The real file system through Glibc: pread/pwrite loops that check every length, fdatasync, directory fsync.
+// The real file system through Glibc: pread/pwrite loops that check every length, fdatasync, directory fsync, and a
+// reserve of descriptors so the log can still make its next segment when client connections took all the others.
 // No Foundation here: this is the write path of every acknowledged entry.
 
 #if canImport(Glibc)
@@ -10,8 +11,50 @@ import Synchronization
 
 package final class PosixFileSystem: FileSystem {
     private let syncs = Atomic<Int>(0)
+    /// Descriptors (of /dev/null) held back from the process's limit: when an open fails with EMFILE, one is closed
+    /// and the open tried again, so a segment rollover (the new segment, then its directory's fsync) still succeeds
+    /// while idle connections hold every other descriptor. Taken again as soon as descriptors are free.
+    package static let reservedDescriptors = 2
+    private let reserve = Mutex<[Int32]>([])
 
-    package init() {}
+    package init() {
+        replenishReserve()
+    }
+
+    deinit {
+        reserve.withLock { for fd in $0 { _ = Glibc.close(fd) } }
+    }
+
+    private func replenishReserve() {
+        reserve.withLock { fds in
+            while fds.count < Self.reservedDescriptors {
+                let fd = Glibc.open("/dev/null", O_RDONLY | O_CLOEXEC)
+                if fd < 0 { return }
+                fds.append(fd)
+            }
+        }
+    }
+
+    /// Runs `call` (which returns a descriptor or -1 with errno set); on EMFILE it spends reserved descriptors one at a
+    /// time, retrying after each. A failure leaves errno as the last call set it.
+    private func withDescriptorReserve(_ call: () -> Int32) -> Int32 {
+        var fd = call()
+        while fd < 0 && errno == EMFILE {
+            guard let spare = reserve.withLock({ $0.popLast() }) else {
+                errno = EMFILE
+                return fd
+            }
+            _ = Glibc.close(spare)
+            fd = call()
+        }
+        if fd >= 0 && reserve.withLock({ $0.count }) < Self.reservedDescriptors {
+            // Retake what was spent once descriptors are free again, so the next shortage finds the reserve full.
+            let taken = fd
+            replenishReserve()
+            return taken
+        }
+        return fd
+    }
 
     package var syncCount: Int { syncs.load(ordering: .relaxed) }
 
@@ -21,7 +64,7 @@ package final class PosixFileSystem: FileSystem {
 
     package func open(_ path: String, create: Bool) throws -> OpenFile {
         let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
-        let fd = Glibc.open(path, flags, 0o644)
+        let fd = withDescriptorReserve { Glibc.open(path, flags, 0o644) }
         if fd < 0 { throw fail("open", path) }
         return OpenFile(id: fd, path: path)
     }
@@ -80,6 +123,7 @@ package final class PosixFileSystem: FileSystem {
     package func sync(_ file: OpenFile) throws {
         syncs.add(1, ordering: .relaxed)
         if fdatasync(file.id) != 0 { throw fail("fdatasync", file.path) }
+        if reserve.withLock({ $0.count }) < Self.reservedDescriptors { replenishReserve() }
     }
 
     package func syncWithMetadata(_ file: OpenFile) throws {
@@ -96,7 +140,7 @@ package final class PosixFileSystem: FileSystem {
     }
 
     package func syncDirectory(_ path: String) throws {
-        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let fd = withDescriptorReserve { Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         if fd < 0 { throw fail("open directory", path) }
         defer { _ = Glibc.close(fd) }
         syncs.add(1, ordering: .relaxed)
@@ -104,7 +148,13 @@ package final class PosixFileSystem: FileSystem {
     }
 
     package func list(_ directory: String) throws -> [String] {
-        guard let dir = opendir(directory) else { throw fail("opendir", directory) }
+        let fd = withDescriptorReserve { Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        guard fd >= 0 else { throw fail("opendir", directory) }
+        guard let dir = fdopendir(fd) else {
+            let failure = fail("opendir", directory)
+            _ = Glibc.close(fd)
+            throw failure
+        }
         defer { closedir(dir) }
         var names: [String] = []
         while let entry = readdir(dir) {

@@ -1,5 +1,5 @@
 // An in-memory FileSystem that models crashes: unsynced data may be lost, the last unsynced write may be torn,
-// and directory changes not made durable by syncDirectory are undone. Also injects EIO and ENOSPC.
+// and directory changes not made durable by syncDirectory are undone. Also injects EIO, ENOSPC and EMFILE.
 
 import CairnBase
 import Synchronization
@@ -33,6 +33,7 @@ package final class SimulatedFileSystem: FileSystem {
         var lockHolders: [Int: Int32] = [:]
         var syncs = 0
         var syncFailure: Int32? = nil
+        var openFailure: Int32? = nil
         var spaceBytesMax: Int? = nil
         var syncDelayMicros: UInt32 = 0
     }
@@ -47,6 +48,10 @@ package final class SimulatedFileSystem: FileSystem {
 
     /// Every later sync fails with `errno` until cleared with nil.
     package func failSyncs(errno: Int32?) { state.withLock { $0.syncFailure = errno } }
+
+    /// Every later open (of a file or, for its sync, a directory) fails with `errno` until cleared with nil: EMFILE
+    /// as when client connections hold every descriptor.
+    package func failOpens(errno: Int32?) { state.withLock { $0.openFailure = errno } }
 
     /// Each sync sleeps this long (outside the lock), as a disk would, so group-commit tests see batching.
     package func delaySyncs(micros: UInt32) { state.withLock { $0.syncDelayMicros = micros } }
@@ -125,6 +130,7 @@ package final class SimulatedFileSystem: FileSystem {
 
     package func open(_ path: String, create: Bool) throws -> OpenFile {
         try state.withLock { s in
+            if let code = s.openFailure { throw StorageError.io(operation: "open", path: path, errno: code) }
             guard s.directories.contains(Self.parent(path)) else { throw StorageError.io(operation: "open", path: path, errno: 2) }
             let id: Int
             if let existing = s.names[path] {
@@ -227,6 +233,7 @@ package final class SimulatedFileSystem: FileSystem {
 
     package func syncDirectory(_ path: String) throws {
         try state.withLock { s in
+            if let code = s.openFailure { throw StorageError.io(operation: "open directory", path: path, errno: code) }
             s.syncs += 1
             if let code = s.syncFailure { throw StorageError.io(operation: "fsync directory", path: path, errno: code) }
             s.durableNames = s.durableNames.filter { Self.parent($0.key) != path }

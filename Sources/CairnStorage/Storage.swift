@@ -1,7 +1,7 @@
 // One node's data directory: its lock, hard state, log (through the group-commit writer) and snapshots.
 // `Storage.open` is recovery: it refuses to start on any damage except a torn log tail, which it cuts and logs.
 //
-// Layout (all in the data directory): LOCK, hardstate, wal-<first index>.log, snapshot-<last index>.snap.
+// Layout (all in the data directory): LOCK, hardstate, commit, wal-<first index>.log, snapshot-<last index>.snap.
 
 package struct StorageOptions: Sendable {
     package var wal = WALOptions()
@@ -35,8 +35,10 @@ package final class Storage: Sendable {
     package let options: StorageOptions
     package let writer: GroupCommitWriter
     private let lock: DataDirectoryLock
+    private let commitRecords: CommitRecords
 
-    /// Hard state as last loaded at open; save changes with `saveHardState`.
+    /// Hard state as last loaded at open (its commit the newest of the file's and the commit records'); save term and
+    /// vote changes with `saveHardState`, commit advances with `recordCommit`.
     package let recoveredHardState: HardState
     /// The member and cluster the directory was claimed for before this open (nil for a new directory).
     package let storedIdentity: MemberIdentity?
@@ -51,7 +53,7 @@ package final class Storage: Sendable {
             try identity?.claim(fs: fs, directory: directory)
             try SnapshotFiles.removeAbandoned(fs: fs, directory: directory, logger: logger)
             let snapshots = try SnapshotFiles.list(fs: fs, directory: directory)
-            recoveredHardState = try HardStateFile.load(fs: fs, directory: directory) ?? HardState()
+            var hardState = try HardStateFile.load(fs: fs, directory: directory) ?? HardState()
             let wal = try WAL.open(fs: fs, directory: directory, options: options.wal,
                                    initialIndex: (snapshots.last?.lastIndex ?? 0) + 1, logger: logger)
             if let newest = snapshots.last {
@@ -69,6 +71,15 @@ package final class Storage: Sendable {
                 throw StorageError.corrupt(path: path, offset: 0, index: first,
                     reason: "log starts at \(first) but snapshots cover only up to \(covered): entries are missing")
             }
+            // A commit index past the log's end cannot be trusted to name durable entries: never claim more.
+            hardState.commit = min(max(hardState.commit, try CommitRecords.load(fs: fs, directory: directory)), wal.lastIndex)
+            recoveredHardState = hardState
+            do {
+                commitRecords = try CommitRecords(fs: fs, directory: directory, commit: hardState.commit)
+            } catch {
+                wal.close()
+                throw error
+            }
             writer = GroupCommitWriter(wal: wal, batchEntriesMax: options.batchEntriesMax)
         } catch {
             lock.release()
@@ -82,6 +93,7 @@ package final class Storage: Sendable {
 
     package func close() {
         writer.close()
+        commitRecords.close()
         lock.release()
     }
 
@@ -92,6 +104,18 @@ package final class Storage: Sendable {
 
     package func saveHardState(_ state: HardState) throws {
         try HardStateFile.save(state, fs: fs, directory: directory)
+    }
+
+    /// After a failed write or sync (a full disk, an I/O error, no descriptor left): brings the log back to what is
+    /// durable on disk and clears the failure, or throws while the disk still fails (see `GroupCommitWriter.recover`).
+    package func recover() throws {
+        try writer.recover()
+    }
+
+    /// Records that the log is committed through `index`, without an fsync (see `CommitRecords`). Every entry through
+    /// `index` must already be durable in the log.
+    package func recordCommit(_ index: UInt64) {
+        commitRecords.record(index)
     }
 
     /// Complete snapshot files, oldest first (headers are read by opening a `SnapshotReader`).

@@ -35,6 +35,7 @@ package enum StorageTool {
             } else {
                 emit("hard state: none saved")
             }
+            emit("commit recorded: \(try CommitRecords.load(fs: fs, directory: directory))")
             for s in try SnapshotFiles.list(fs: fs, directory: directory) {
                 let reader = try SnapshotReader(fs: fs, path: s.path)
                 let h = reader.header

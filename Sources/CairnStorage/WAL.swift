@@ -234,6 +234,8 @@ package final class WAL {
         var offsets: [UInt64] = []
         var terms: [UInt64] = []
         var endOffset: UInt64
+        /// Bytes known to be on disk: as of the last successful sync (or recovery) of this segment.
+        var durableEnd: UInt64
         var lastIndex: UInt64 { firstIndex + UInt64(offsets.count) - 1 }  // firstIndex - 1 when empty
     }
 
@@ -246,6 +248,8 @@ package final class WAL {
     /// A record write failed part-way: bytes of entries the caller was told failed may sit past the data end,
     /// so the group-commit writer must stop rather than let a later, different batch land beside them.
     package private(set) var recordWriteFailed = false
+    /// Where a log reopened with no segment left on disk starts (a reset or suffix truncation that failed part-way).
+    private var nextIndexWhenEmpty: UInt64 = 1
 
     /// First index still in the log; `lastIndex + 1` when the log holds no entries.
     package var firstIndex: UInt64 {
@@ -275,6 +279,7 @@ package final class WAL {
     }
 
     private func recover(initialIndex: UInt64) throws {
+        nextIndexWhenEmpty = initialIndex
         var names: [(UInt64, String)] = []
         for name in try fs.list(directory) {
             if name.hasPrefix("wal-") && name.hasSuffix(".tmp") {
@@ -305,7 +310,7 @@ package final class WAL {
                     logger("storage: cut torn tail of \(path) at byte \(torn.offset) after index \(first + UInt64(scan.entries.count) - 1): \(torn.reason)")
                 }
                 segments.append(Segment(firstIndex: first, file: file, offsets: scan.entries.map(\.offset),
-                                        terms: scan.entries.map(\.term), endOffset: scan.dataEndOffset))
+                                        terms: scan.entries.map(\.term), endOffset: scan.dataEndOffset, durableEnd: scan.dataEndOffset))
             }
         } catch {
             close()
@@ -330,6 +335,7 @@ package final class WAL {
         let s = segments[segments.count - 1]
         try fs.truncate(s.file, to: s.endOffset)
         try fs.syncWithMetadata(s.file)
+        segments[segments.count - 1].durableEnd = s.endOffset
         unsynced = false
     }
 
@@ -350,7 +356,7 @@ package final class WAL {
             throw error
         }
         segments.append(Segment(firstIndex: firstIndex, file: OpenFile(id: tmp.id, path: finalPath),
-                                endOffset: UInt64(WALFormat.segmentHeaderBytes)))
+                                endOffset: UInt64(WALFormat.segmentHeaderBytes), durableEnd: UInt64(WALFormat.segmentHeaderBytes)))
     }
 
     /// Writes entries (which must continue the log) without syncing; `sync()` makes them durable.
@@ -404,7 +410,27 @@ package final class WAL {
     package func sync() throws {
         guard unsynced else { return }
         try fs.sync(segments[segments.count - 1].file)
+        segments[segments.count - 1].durableEnd = segments[segments.count - 1].endOffset
         unsynced = false
+    }
+
+    /// The log as it is durable on disk, for going on after a failed write or sync (a full disk, an I/O error, no
+    /// descriptor left). After such a failure the bytes written since a segment's last successful sync are in an
+    /// unknown state: a failed fsync may have dropped the dirty pages while reads still return them from memory. So
+    /// they are not trusted, not re-synced: each segment is cut back to its last durable byte and the cut is made
+    /// durable, then this log is closed and the directory recovered exactly as at start (which also starts a fresh,
+    /// preallocated segment: a write and an fsync that must succeed). Entries acknowledged were synced, so none is
+    /// lost; nothing written after them survives, so nothing is reordered. Throws (and may be called again) while the
+    /// disk still fails; this log must not be used after the call.
+    package func reopenedAtDurableEnd() throws -> WAL {
+        // The open segment is cut too: a record write that failed part-way left bytes past its data end.
+        let openFirst = segments.last?.firstIndex
+        for s in segments where s.endOffset != s.durableEnd || s.firstIndex == openFirst {
+            try fs.truncate(s.file, to: s.durableEnd)
+            try fs.syncWithMetadata(s.file)
+        }
+        close()
+        return try WAL.open(fs: fs, directory: directory, options: options, initialIndex: nextIndexWhenEmpty, logger: logger)
     }
 
     private func segmentPosition(of index: UInt64) -> Int? {
@@ -462,6 +488,7 @@ package final class WAL {
     package func truncateSuffix(after index: UInt64) throws {
         guard index < lastIndex else { return }
         guard index + 1 >= firstIndex else { throw StorageError.outOfRange(index: index, first: firstIndex, last: lastIndex) }
+        nextIndexWhenEmpty = index + 1
         while segments.count > 1 && segments[segments.count - 1].firstIndex > index {
             let s = segments.removeLast()
             fs.close(s.file)
@@ -502,6 +529,7 @@ package final class WAL {
     /// Discards the whole log so the next entry is `nextIndex` (after installing a snapshot past the log).
     package func reset(nextIndex: UInt64) throws {
         guard nextIndex >= 1 else { throw StorageError.outOfRange(index: 0, first: firstIndex, last: lastIndex) }
+        nextIndexWhenEmpty = nextIndex
         while let s = segments.popLast() {
             fs.close(s.file)
             try fs.remove(s.file.path)

@@ -43,25 +43,46 @@ final class InProcessCluster {
     private var storages: [Storage] = []
     let directory = NSTemporaryDirectory() + "cairn-cluster-\(UUID().uuidString)"
 
+    private let requestTimeoutMilliseconds: Int
+    private let snapshotCount: Int
+    private let wallOffsets: [Int64]?
+
     init(size: Int, wallOffsets: [Int64]? = nil, requestTimeoutMilliseconds: Int = 3000, snapshotCount: Int = 100_000) throws {
         ids = (1...UInt64(size)).map { $0 * 0x1111 }
-        for (position, id) in ids.enumerated() {
-            let storage = try Storage(fs: PosixFileSystem(), directory: directory + "/\(id)",
-                                      options: StorageOptions(wal: WALOptions(segmentBytesMax: 1 << 20)), logger: { _ in })
-            var options = KeySpaceNode.Options(id: id, voters: ids)
-            options.members = ids.map { MemberRecord(id: $0, name: "m\($0)", peerURLs: ["http://127.0.0.1:\(20000 + $0 % 1000)"], clientURLs: []) }
-            options.name = "m\(id)"
-            options.heartbeatIntervalMilliseconds = 10
-            options.electionTimeoutMilliseconds = 150
-            options.requestTimeoutMilliseconds = requestTimeoutMilliseconds
-            options.snapshotCount = snapshotCount
-            let clock = ClusterClock(wallOffsetNanoseconds: wallOffsets?[position] ?? 0)
-            let node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * size + 1), storage: storage, options: options)
-            links.add(id, node)
-            nodes[id] = node
-            storages.append(storage)
-        }
+        self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+        self.snapshotCount = snapshotCount
+        self.wallOffsets = wallOffsets
+        for id in ids { try open(id) }
         for node in nodes.values { node.start() }
+    }
+
+    /// Opens member `id`'s data directory (new or not) and makes its node, not started.
+    private func open(_ id: UInt64) throws {
+        let position = ids.firstIndex(of: id)!
+        let storage = try Storage(fs: PosixFileSystem(), directory: directory + "/\(id)",
+                                  options: StorageOptions(wal: WALOptions(segmentBytesMax: 1 << 20)), logger: { _ in })
+        var options = KeySpaceNode.Options(id: id, voters: ids)
+        options.members = ids.map { MemberRecord(id: $0, name: "m\($0)", peerURLs: ["http://127.0.0.1:\(20000 + $0 % 1000)"], clientURLs: []) }
+        options.name = "m\(id)"
+        options.heartbeatIntervalMilliseconds = 10
+        options.electionTimeoutMilliseconds = 150
+        options.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+        options.snapshotCount = snapshotCount
+        let clock = ClusterClock(wallOffsetNanoseconds: wallOffsets?[position] ?? 0)
+        let node = try KeySpaceNode(clock: clock, initialIndex: UInt64(2 * ids.count + 1), storage: storage, options: options)
+        links.add(id, node)
+        nodes[id] = node
+        storages.append(storage)
+    }
+
+    /// Stops every member, then starts `id` again on its data directory with no other member running.
+    func restartAlone(_ id: UInt64) throws {
+        for node in nodes.values { node.stop() }
+        for storage in storages { storage.close() }
+        storages = []
+        nodes = [:]
+        try open(id)
+        nodes[id]!.start()
     }
 
     /// A member joining the running cluster (added to the member table first): no initial voters, no table.
@@ -260,5 +281,18 @@ final class InProcessCluster {
         let retried = try cluster.write(other, "/once", "v", session: session).get()
         #expect(retried == first, "the retry gets the first answer")
         #expect(try cluster.quorumRead(other, "/once").get() == "other", "and changes nothing")
+    }
+
+    @Test func aMemberRestartedAloneServesWhatItKnewWasCommitted() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        for n in 0..<20 { _ = try cluster.write(cluster.ids[n % 3], "/kept/\(n)", "v\(n)").get() }
+        let follower = cluster.followers(of: leader)[0]
+        // The follower learns the last commit with the leader's next message; then the whole cluster stops.
+        #expect(eventually { cluster.localValue(follower, "/kept/19") == "v19" })
+        try cluster.restartAlone(follower)
+        #expect(cluster.nodes[follower]!.raftStatus.leader == nil)
+        #expect(eventually { cluster.localValue(follower, "/kept/19") == "v19" }, "applied on start, with no leader")
+        #expect((0..<20).allSatisfy { cluster.localValue(follower, "/kept/\($0)") == "v\($0)" })
     }
 }
