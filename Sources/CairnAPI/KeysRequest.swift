@@ -63,6 +63,7 @@ package enum KeysRequest: Sendable, Equatable {
             }
         }
         let path = cleanKeyPath(keyPath)
+        guard path.utf8.count <= KeySpace.keyBytesMax else { return fail(.invalidField, KeySpace.keyTooLongCause) }
         switch method {
         case "GET" where wait:
             return .success(.watch(path: path, recursive: flags["recursive"]!, stream: flags["stream"]!, sinceIndex: waitIndex ?? 0))

@@ -84,26 +84,32 @@ package enum KeysResponse {
 }
 
 /// The body of a GET, produced in pieces from an immutable tree: `next(maxBytes:)` writes roughly that much and
-/// stops, so a directory with a million keys never becomes one buffer.
+/// stops, so a directory with a million keys never becomes one buffer. The walk is a loop over an explicit stack,
+/// and every node's key is written from one shared path buffer, so a deep key costs neither stack nor memory.
 package struct ListingProducer: Sendable {
     private enum Step: Sendable {
-        case open(StoreNode, recursive: Bool, first: Bool)
-        case children([StoreNode], next: Int, recursive: Bool)
+        /// A node to write, with the length of its parent's path in `path`.
+        case open(StoreNode, parentPathBytes: Int, recursive: Bool, first: Bool)
+        /// The children of a directory whose path is `pathBytes` long in `path`.
+        case children([StoreNode], next: Int, pathBytes: Int, recursive: Bool)
         case close(StoreNode)
         case text(String)
     }
 
     private var steps: [Step]
+    /// The path of the node written last: "" for the root, "/a/b" below it.
+    private var path: [UInt8]
     private let now: Int64
     /// The top node always lists its children; this decides whether their children are listed too, and so on.
     private let topRecursive: Bool
 
-    /// Children are always listed sorted by key: etcd's unsorted order is Go's random map order, which a stable
-    /// order satisfies, so `sorted=true` needs no separate path.
-    package init(node: StoreNode, recursive: Bool, now: Int64) {
+    /// `path` is the node's clean path. Children are always listed sorted by key: etcd's unsorted order is Go's
+    /// random map order, which a stable order satisfies, so `sorted=true` needs no separate path.
+    package init(node: StoreNode, path nodePath: String, recursive: Bool, now: Int64) {
         self.now = now
         topRecursive = recursive
-        steps = [.text("}\n"), .open(node, recursive: true, first: true), .text("{\"action\":\"get\",\"node\":")]
+        path = node.name.isEmpty ? [] : Array(nodePath.utf8.dropLast(node.name.utf8.count + 1))
+        steps = [.text("}\n"), .open(node, parentPathBytes: path.count, recursive: true, first: true), .text("{\"action\":\"get\",\"node\":")]
     }
 
     /// The next piece of the body, or nil when it is complete.
@@ -114,8 +120,15 @@ package struct ListingProducer: Sendable {
             switch step {
             case .text(let text):
                 json.literal(text)
-            case .open(let node, let recursive, let isTop):
-                openNode(node, into: &json)
+            case .open(let node, let parentPathBytes, let recursive, let isTop):
+                path.removeSubrange(parentPathBytes...)
+                if !node.name.isEmpty {
+                    path.append(UInt8(ascii: "/"))
+                    path.append(contentsOf: node.name.utf8)
+                }
+                KeysResponse.renderOpening(key: path.isEmpty ? "/" : String(decoding: path, as: UTF8.self), value: node.value,
+                                           isDirectory: node.isDirectory, expiration: node.expiration, ttl: node.ttlSeconds(now: now),
+                                           into: &json)
                 let listChildren = node.isDirectory && (isTop || recursive)
                 if listChildren {
                     let children = node.visibleChildren()
@@ -123,25 +136,22 @@ package struct ListingProducer: Sendable {
                     if !children.isEmpty {
                         json.raw(",\"nodes\":[")
                         steps.append(.text("]"))
-                        steps.append(.children(children, next: 0, recursive: isTop ? topRecursive : recursive))
+                        steps.append(.children(children, next: 0, pathBytes: path.count, recursive: isTop ? topRecursive : recursive))
                     }
                 } else {
                     closeNode(node, into: &json)
                 }
-            case .children(let children, let index, let recursive):
+            case .children(let children, let index, let pathBytes, let recursive):
                 if index > 0 { json.raw(",") }
-                if index + 1 < children.count { steps.append(.children(children, next: index + 1, recursive: recursive)) }
-                steps.append(.open(children[index], recursive: recursive, first: false))
+                if index + 1 < children.count {
+                    steps.append(.children(children, next: index + 1, pathBytes: pathBytes, recursive: recursive))
+                }
+                steps.append(.open(children[index], parentPathBytes: pathBytes, recursive: recursive, first: false))
             case .close(let node):
                 closeNode(node, into: &json)
             }
         }
         return json.take()
-    }
-
-    private func openNode(_ node: StoreNode, into json: inout GoJSON) {
-        KeysResponse.renderOpening(key: node.key, value: node.value, isDirectory: node.isDirectory, expiration: node.expiration,
-                                   ttl: node.ttlSeconds(now: now), into: &json)
     }
 
     private func closeNode(_ node: StoreNode, into json: inout GoJSON) {

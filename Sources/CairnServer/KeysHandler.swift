@@ -93,7 +93,7 @@ struct KeysHandler: Sendable {
             respondError(exchange, error)
         case .success(let found):
             node.countRead(succeeded: true)
-            var producer = ListingProducer(node: found, recursive: recursive, now: node.now)
+            var producer = ListingProducer(node: found, path: path, recursive: recursive, now: node.now)
             respondStreaming(exchange, status: 200, headers: successHeaders(view, etcdIndex: view.etcdIndex), producer: &producer)
         }
     }

@@ -1,21 +1,24 @@
 // The v2 key space's tree: immutable nodes whose children live in a persistent hash trie, so a write copies
 // only the path it touches and any root is a consistent point-in-time view that other threads may read.
 import HashTreeCollections
+import Synchronization
 
 package final class StoreNode: Sendable {
-    /// The user-visible path: "/" for the root, "/a/b" below it.
-    package let key: String
+    /// The node's own name, the last component of its path ("" for the root). A node does not hold its path: the
+    /// path is the names on the way down, so a key of n components costs memory linear in n, not quadratic.
+    package let name: String
     /// The value of a key; nil for a directory.
     package let value: String?
-    package let children: TreeDictionary<String, StoreNode>
+    /// Never changed after init, except by `deinit`, which hands it to the graveyard (no other reference exists then).
+    package nonisolated(unsafe) private(set) var children: TreeDictionary<String, StoreNode>
     package let createdIndex: UInt64
     package let modifiedIndex: UInt64
     /// When the node expires, in cluster-time nanoseconds since the Unix epoch; nil for permanent nodes.
     package let expiration: Int64?
 
-    package init(key: String, value: String?, children: TreeDictionary<String, StoreNode> = [:], createdIndex: UInt64,
+    package init(name: String, value: String?, children: TreeDictionary<String, StoreNode> = [:], createdIndex: UInt64,
                  modifiedIndex: UInt64, expiration: Int64?) {
-        self.key = key
+        self.name = name
         self.value = value
         self.children = children
         self.createdIndex = createdIndex
@@ -23,21 +26,24 @@ package final class StoreNode: Sendable {
         self.expiration = expiration
     }
 
+    deinit {
+        // A node without children releases nothing further and takes no lock.
+        if !children.isEmpty { NodeGraveyard.bury(&children) }
+    }
+
     package var isDirectory: Bool { value == nil }
 
     /// Hidden nodes (a name starting with `_`) are left out of directory listings, as etcd does.
     package var isHidden: Bool { name.hasPrefix("_") }
 
-    package var name: Substring { key.split(separator: "/").last ?? "" }
-
     func with(children: TreeDictionary<String, StoreNode>) -> StoreNode {
-        StoreNode(key: key, value: value, children: children, createdIndex: createdIndex, modifiedIndex: modifiedIndex,
+        StoreNode(name: name, value: value, children: children, createdIndex: createdIndex, modifiedIndex: modifiedIndex,
                   expiration: expiration)
     }
 
-    /// The visible children, sorted by key (etcd lists in map order; a stable order is a valid one and diffable).
+    /// The visible children, sorted by name (etcd lists in map order; a stable order is a valid one and diffable).
     package func visibleChildren() -> [StoreNode] {
-        children.values.filter { !$0.isHidden }.sorted { $0.key < $1.key }
+        children.values.filter { !$0.isHidden }.sorted { $0.name < $1.name }
     }
 
     /// Seconds left before expiry, rounded up as etcd does (0 when permanent or already due).
@@ -46,6 +52,39 @@ package final class StoreNode: Sendable {
         let left = expiration - now
         guard left > 0 else { return 0 }
         return (left + 999_999_999) / 1_000_000_000
+    }
+}
+
+/// Releasing a node releases its children, then theirs: a recursion as deep as the tree, which a key of 30,000
+/// components turns into a stack overflow. A dying node hands its children here instead; one thread at a time
+/// releases them in a loop, and nodes dying meanwhile (on that thread or another) only add theirs to the list.
+enum NodeGraveyard {
+    private struct State {
+        var buried: [TreeDictionary<String, StoreNode>] = []
+        var draining = false
+    }
+
+    private static let state = Mutex(State())
+
+    /// Takes `children` (leaving it empty), so the list holds the only reference: its release, in the drain, is the
+    /// one that frees the nodes.
+    static func bury(_ children: inout TreeDictionary<String, StoreNode>) {
+        let drains = state.withLock { state in
+            state.buried.append(children)
+            children = [:]
+            guard !state.draining else { return false }
+            state.draining = true
+            return true
+        }
+        guard drains else { return }
+        // Each dictionary is released at the end of its iteration, outside the lock (its nodes' deinits bury).
+        while let next = state.withLock({ state in
+            if let last = state.buried.popLast() { return last }
+            state.draining = false
+            return nil
+        }) {
+            _ = next
+        }
     }
 }
 
@@ -64,4 +103,75 @@ package func cleanKeyPath(_ path: String) -> String {
 
 func keyComponents(_ cleanPath: String) -> [String] {
     cleanPath.split(separator: "/").map(String.init)
+}
+
+/// The path of the given components ("/" for none).
+func keyPath(_ components: ArraySlice<String>) -> String {
+    "/" + components.joined(separator: "/")
+}
+
+/// Every node of a subtree with its path, in pre-order, without recursion. The paths are built in one shared buffer
+/// and handed out one at a time, so walking a deep chain costs memory linear in its depth.
+struct SubtreeWalk {
+    /// The nodes still to visit, each with its depth below the top and the length of its parent's path in `path`.
+    private var pending: [(node: StoreNode, depth: Int, parentPathBytes: Int)]
+    private var path: [UInt8]
+    private let sorted: Bool
+
+    /// `topPath` is the top node's path ("/" for the root); with `sorted`, children come in name order.
+    init(_ top: StoreNode, path topPath: String, sorted: Bool) {
+        self.sorted = sorted
+        var parent = Array(topPath.utf8)
+        if top.name.isEmpty {
+            parent = []
+        } else {
+            parent.removeLast(top.name.utf8.count + 1)
+        }
+        path = parent
+        pending = [(top, 0, parent.count)]
+    }
+
+    /// The next node, its depth below the top, and its path's bytes (empty for the root). Use the path before the
+    /// next call: keeping it would make the walk copy the buffer.
+    mutating func next() -> (node: StoreNode, depth: Int, path: ArraySlice<UInt8>)? {
+        guard let (node, depth, parentPathBytes) = pending.popLast() else { return nil }
+        path.removeSubrange(parentPathBytes...)
+        if !node.name.isEmpty {
+            path.append(UInt8(ascii: "/"))
+            path.append(contentsOf: node.name.utf8)
+        }
+        let children = sorted ? node.children.values.sorted { $0.name > $1.name } : Array(node.children.values)
+        for child in children { pending.append((child, depth + 1, path.count)) }
+        return (node, depth, path[...])
+    }
+}
+
+/// The nodes a write removed — a replaced or deleted key, or a directory and all below it — as the paths watchers
+/// on them are told about. Paths are made one at a time as they are iterated: all of a deep directory's paths at
+/// once would be quadratic in its depth.
+package struct RemovedNodes: Sendable, Sequence {
+    private let top: (node: StoreNode, path: String)?
+
+    package static let none = RemovedNodes(top: nil)
+
+    private init(top: (node: StoreNode, path: String)?) {
+        self.top = top
+    }
+
+    init(_ node: StoreNode, path: String) {
+        top = (node, path)
+    }
+
+    package struct Iterator: IteratorProtocol {
+        fileprivate var walk: SubtreeWalk?
+
+        package mutating func next() -> String? {
+            guard let (_, _, path) = walk?.next() else { return nil }
+            return path.isEmpty ? "/" : String(decoding: path, as: UTF8.self)
+        }
+    }
+
+    package func makeIterator() -> Iterator {
+        Iterator(walk: top.map { SubtreeWalk($0.node, path: $0.path, sorted: false) })
+    }
 }

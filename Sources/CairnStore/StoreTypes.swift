@@ -50,8 +50,8 @@ package struct NodeView: Sendable, Equatable {
     package var createdIndex: UInt64
     package var modifiedIndex: UInt64
 
-    package init(_ node: StoreNode, now: Int64) {
-        key = node.key
+    package init(_ node: StoreNode, key: String, now: Int64) {
+        self.key = key
         value = node.value
         isDirectory = node.isDirectory
         expiration = node.expiration

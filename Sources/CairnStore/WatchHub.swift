@@ -80,7 +80,7 @@ package final class WatchHub {
 
     /// Records an event and wakes the watchers it concerns: those on the removed paths (a deleted directory's
     /// descendants), then those on the key and each of its ancestors. Refresh events are kept but wake no one.
-    package func notify(_ event: StoreEvent, removedPaths: [String]) {
+    package func notify(_ event: StoreEvent, removedPaths: RemovedNodes) {
         record(event)
         guard !event.isRefresh, !watchersByPath.isEmpty else { return }
         var notified = Set<WatcherID>()
