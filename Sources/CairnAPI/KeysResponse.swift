@@ -28,9 +28,9 @@ package enum KeysResponse {
         json.number(error.code.rawValue)
         json.raw(",\"message\":")
         json.string(error.code.message)
-        if !error.cause.isEmpty {
+        if !error.causeBytes.isEmpty {
             json.raw(",\"cause\":")
-            json.string(error.cause)
+            json.string(utf8: error.causeBytes)
         }
         json.raw(",\"index\":")
         json.number(error.index)
@@ -39,19 +39,20 @@ package enum KeysResponse {
     }
 
     static func render(_ node: NodeView, into json: inout GoJSON) {
-        renderOpening(key: node.key, value: node.isDirectory ? nil : node.value, isDirectory: node.isDirectory,
+        renderOpening(key: node.key.bytes, value: node.isDirectory ? nil : node.value, isDirectory: node.isDirectory,
                       expiration: node.expiration, ttl: node.ttl, into: &json)
         renderIndexes(modified: node.modifiedIndex, created: node.createdIndex, into: &json)
     }
 
     /// A node's fields up to its children, in Go's field order. Empty fields are left out, as Go's `omitempty` does
     /// (an event for a deleted file has neither value nor dir).
-    static func renderOpening(key: String, value: String?, isDirectory: Bool, expiration: Int64?, ttl: Int64, into json: inout GoJSON) {
-        let hasKey = key != "/"
+    static func renderOpening(key: some Collection<UInt8>, value: String?, isDirectory: Bool, expiration: Int64?, ttl: Int64,
+                              into json: inout GoJSON) {
+        let hasKey = !key.elementsEqual([StoreKey.slash]) && !key.isEmpty
         json.raw("{")
         if hasKey {
             json.raw("\"key\":")
-            json.string(key)
+            json.string(utf8: key)
         }
         if let value {
             json.raw(hasKey ? ",\"value\":" : "\"value\":")
@@ -105,10 +106,10 @@ package struct ListingProducer: Sendable {
 
     /// `path` is the node's clean path. Children are always listed sorted by key: etcd's unsorted order is Go's
     /// random map order, which a stable order satisfies, so `sorted=true` needs no separate path.
-    package init(node: StoreNode, path nodePath: String, recursive: Bool, now: Int64) {
+    package init(node: StoreNode, path nodePath: StoreKey, recursive: Bool, now: Int64) {
         self.now = now
         topRecursive = recursive
-        path = node.name.isEmpty ? [] : Array(nodePath.utf8.dropLast(node.name.utf8.count + 1))
+        path = node.name.isEmpty ? [] : Array(nodePath.bytes.dropLast(node.name.count + 1))
         steps = [.text("}\n"), .open(node, parentPathBytes: path.count, recursive: true, first: true), .text("{\"action\":\"get\",\"node\":")]
     }
 
@@ -124,9 +125,9 @@ package struct ListingProducer: Sendable {
                 path.removeSubrange(parentPathBytes...)
                 if !node.name.isEmpty {
                     path.append(UInt8(ascii: "/"))
-                    path.append(contentsOf: node.name.utf8)
+                    path.append(contentsOf: node.name)
                 }
-                KeysResponse.renderOpening(key: path.isEmpty ? "/" : String(decoding: path, as: UTF8.self), value: node.value,
+                KeysResponse.renderOpening(key: path, value: node.value,
                                            isDirectory: node.isDirectory, expiration: node.expiration, ttl: node.ttlSeconds(now: now),
                                            into: &json)
                 let listChildren = node.isDirectory && (isTop || recursive)

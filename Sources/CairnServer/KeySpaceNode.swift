@@ -833,7 +833,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         return .success(keySpace.expire(upTo: command.expiration))
     }
 
-    package func watch(path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64,
+    package func watch(path: StoreKey, recursive: Bool, stream: Bool, sinceIndex: UInt64,
                        deliver: @escaping @Sendable (StoreEvent) -> Void,
                        registered: @escaping @Sendable (Result<WatchHub.WatcherID?, StoreError>, View) -> Void) {
         queue.async { [self] in

@@ -122,7 +122,7 @@ package enum StoreResultEncoding {
         case .failure(let error):
             w.u8(1)
             w.u32(UInt32(error.code.rawValue))
-            w.lengthPrefixed(Array(error.cause.utf8))
+            w.lengthPrefixed(error.causeBytes)
             w.u64(error.index)
         }
         return w.bytes
@@ -130,7 +130,7 @@ package enum StoreResultEncoding {
 
     private static func encode(_ node: NodeView, into w: inout ByteWriter) {
         w.u8((node.isDirectory ? 1 : 0) | (node.value != nil ? 2 : 0) | (node.expiration != nil ? 4 : 0))
-        w.lengthPrefixed(Array(node.key.utf8))
+        w.lengthPrefixed(node.key.bytes)
         if let value = node.value { w.lengthPrefixed(Array(value.utf8)) }
         if let expiration = node.expiration { w.u64(UInt64(bitPattern: expiration)) }
         w.u64(UInt64(bitPattern: node.ttl))
@@ -154,8 +154,8 @@ package enum StoreResultEncoding {
         } else {
             let codeValue = Int(try r.u32())
             guard let code = StoreErrorCode(rawValue: codeValue) else { throw TreeSnapshotError.malformed("error code \(codeValue)") }
-            let cause = String(decoding: try r.lengthPrefixed(), as: UTF8.self)
-            result = .failure(StoreError(code, cause, index: try r.u64()))
+            let cause = try r.lengthPrefixed()
+            result = .failure(StoreError(code, causeBytes: cause, index: try r.u64()))
         }
         guard r.isAtEnd else { throw TreeSnapshotError.malformed("\(r.remaining) bytes after an answer") }
         return result
@@ -163,7 +163,7 @@ package enum StoreResultEncoding {
 
     private static func decodeNode(_ r: inout ByteReader) throws -> NodeView {
         let flags = try r.u8()
-        let key = String(decoding: try r.lengthPrefixed(), as: UTF8.self)
+        let key = StoreKey(bytes: try r.lengthPrefixed())
         let value = flags & 2 != 0 ? String(decoding: try r.lengthPrefixed(), as: UTF8.self) : nil
         let expiration = flags & 4 != 0 ? Int64(bitPattern: try r.u64()) : nil
         let ttl = Int64(bitPattern: try r.u64())

@@ -15,13 +15,13 @@ package struct KeySpace: Sendable {
 
     private struct Expiry: Comparable, Sendable {
         var time: Int64
-        var key: String
+        var key: StoreKey
         static func < (a: Expiry, b: Expiry) -> Bool { (a.time, a.key) < (b.time, b.key) }
     }
 
     /// A fresh key space whose index starts where etcd's does after its own bootstrap writes.
     package init(initialIndex: UInt64 = 0) {
-        root = StoreNode(name: "", value: nil, createdIndex: 0, modifiedIndex: 0, expiration: nil)
+        root = StoreNode(name: [], value: nil, createdIndex: 0, modifiedIndex: 0, expiration: nil)
         currentIndex = initialIndex
     }
 
@@ -29,9 +29,9 @@ package struct KeySpace: Sendable {
     package init(root: StoreNode, currentIndex: UInt64) {
         self.root = root
         self.currentIndex = currentIndex
-        var walk = SubtreeWalk(root, path: "/", sorted: false)
+        var walk = SubtreeWalk(root, path: .root, sorted: false)
         while let (node, _, path) = walk.next() {
-            if let expiration = node.expiration { expiries.insert(Expiry(time: expiration, key: String(decoding: path, as: UTF8.self))) }
+            if let expiration = node.expiration { expiries.insert(Expiry(time: expiration, key: StoreKey(bytes: Array(path)))) }
         }
     }
 
@@ -49,18 +49,18 @@ package struct KeySpace: Sendable {
     // MARK: - Reads
 
     /// The node at `path` with etcd's errors: a file on the way is "Not a directory", a missing node "Key not found".
-    package func lookup(_ path: String) -> Result<StoreNode, StoreError> {
+    package func lookup(_ path: StoreKey) -> Result<StoreNode, StoreError> {
         Self.lookup(path, in: root, currentIndex: currentIndex)
     }
 
     /// The same lookup in any published root (reads run on any thread against an immutable root).
-    package static func lookup(_ path: String, in root: StoreNode, currentIndex: UInt64) -> Result<StoreNode, StoreError> {
+    package static func lookup(_ path: StoreKey, in root: StoreNode, currentIndex: UInt64) -> Result<StoreNode, StoreError> {
         var node = root
-        let components = keyComponents(cleanKeyPath(path))
+        let components = path.cleaned().components
         for (depth, name) in components.enumerated() {
-            guard node.isDirectory else { return .failure(StoreError(.notDir, keyPath(components[..<depth]), index: currentIndex)) }
+            guard node.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[..<depth]), index: currentIndex)) }
             guard let child = node.children[name] else {
-                return .failure(StoreError(.keyNotFound, keyPath(components[...depth]), index: currentIndex))
+                return .failure(StoreError(.keyNotFound, StoreKey.path(components[...depth]), index: currentIndex))
             }
             node = child
         }
@@ -72,7 +72,7 @@ package struct KeySpace: Sendable {
     /// Applies one command at the next index. Successful writes return their event and the paths of every node
     /// they removed (watchers on those paths are told, as etcd tells them, even when not recursive).
     package mutating func apply(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError> {
-        guard command.path.utf8.count <= Self.keyBytesMax else {
+        guard command.path.bytes.count <= Self.keyBytesMax else {
             return .failure(StoreError(.invalidField, Self.keyTooLongCause, index: currentIndex))
         }
         let expiration: Int64? = command.expiration == 0 ? nil : command.expiration
@@ -117,7 +117,7 @@ package struct KeySpace: Sendable {
         return results
     }
 
-    private mutating func set(_ path: String, dir: Bool, value: String, expiration: Int64?, refresh: Bool, now: Int64)
+    private mutating func set(_ path: StoreKey, dir: Bool, value: String, expiration: Int64?, refresh: Bool, now: Int64)
         -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
         let existing = lookup(path)
@@ -137,27 +137,27 @@ package struct KeySpace: Sendable {
             }
     }
 
-    private mutating func create(_ path: String, dir: Bool, value: String, unique: Bool, expiration: Int64?, now: Int64)
+    private mutating func create(_ path: StoreKey, dir: Bool, value: String, unique: Bool, expiration: Int64?, now: Int64)
         -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
         internalCreate(path, dir: dir, value: value, unique: unique, replace: false, expiration: expiration, action: .create, now: now)
     }
 
-    private mutating func internalCreate(_ path: String, dir: Bool, value: String, unique: Bool, replace: Bool,
+    private mutating func internalCreate(_ path: StoreKey, dir: Bool, value: String, unique: Bool, replace: Bool,
                                          expiration: Int64?, action: StoreAction, now: Int64)
         -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
         let nextIndex = currentIndex + 1
         var nodePath = path
-        if unique { nodePath += "/" + zeroPadded(nextIndex) }
-        nodePath = cleanKeyPath(nodePath)
-        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
-        let components = keyComponents(nodePath)
+        if unique { nodePath.bytes += [StoreKey.slash] + Array(zeroPadded(nextIndex).utf8) }
+        nodePath = nodePath.cleaned()
+        guard !nodePath.isRoot else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
+        let components = nodePath.components
         // Every directory on the way must be a directory (missing ones are created with the new node's index).
         var walker = root
         for (depth, name) in components.dropLast().enumerated() {
             guard let child = walker.children[name] else { break }
-            guard child.isDirectory else { return .failure(StoreError(.notDir, keyPath(components[...depth]), index: currentIndex)) }
+            guard child.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex)) }
             walker = child
         }
         var prevNode: NodeView?
@@ -177,10 +177,10 @@ package struct KeySpace: Sendable {
         return .success((event, removed))
     }
 
-    private mutating func update(_ path: String, value: String, expiration: Int64?, refresh: Bool, now: Int64)
+    private mutating func update(_ path: StoreKey, value: String, expiration: Int64?, refresh: Bool, now: Int64)
         -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
-        let nodePath: String, node: StoreNode
+        let nodePath: StoreKey, node: StoreNode
         switch writableNode(path) {
         case .failure(let error): return .failure(error)
         case .success(let found): (nodePath, node) = found
@@ -204,7 +204,7 @@ package struct KeySpace: Sendable {
     private mutating func compareAndSwap(_ command: StoreCommand, expiration: Int64?, now: Int64)
         -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
-        let nodePath: String, node: StoreNode
+        let nodePath: StoreKey, node: StoreNode
         switch writableNode(command.path).flatMap({ found in comparedFile(found.path, command).map { (found.path, $0) } }) {
         case .failure(let error): return .failure(error)
         case .success(let found): (nodePath, node) = found
@@ -220,10 +220,10 @@ package struct KeySpace: Sendable {
         return .success((event, .none))
     }
 
-    private mutating func delete(_ path: String, dir: Bool, recursive: Bool, now: Int64)
+    private mutating func delete(_ path: StoreKey, dir: Bool, recursive: Bool, now: Int64)
         -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
-        let nodePath: String, node: StoreNode
+        let nodePath: StoreKey, node: StoreNode
         switch writableNode(path) {
         case .failure(let error): return .failure(error)
         case .success(let found): (nodePath, node) = found
@@ -240,7 +240,7 @@ package struct KeySpace: Sendable {
     }
 
     private mutating func compareAndDelete(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError> {
-        let nodePath = cleanKeyPath(command.path)
+        let nodePath = command.path.cleaned()
         let node: StoreNode
         switch comparedFile(nodePath, command) {
         case .failure(let error): return .failure(error)
@@ -256,17 +256,17 @@ package struct KeySpace: Sendable {
     // MARK: - Helpers
 
     /// The existing node a write changes in place, with its clean path; the root is read-only.
-    private func writableNode(_ path: String) -> Result<(path: String, node: StoreNode), StoreError> {
-        let nodePath = cleanKeyPath(path)
-        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
+    private func writableNode(_ path: StoreKey) -> Result<(path: StoreKey, node: StoreNode), StoreError> {
+        let nodePath = path.cleaned()
+        guard !nodePath.isRoot else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
         return lookup(nodePath).map { (nodePath, $0) }
     }
 
     /// The file a compare-and-swap or compare-and-delete acts on, once its prevValue and prevIndex match.
     /// (The root has no user-visible path, so etcd names no cause for it.)
-    private func comparedFile(_ nodePath: String, _ command: StoreCommand) -> Result<StoreNode, StoreError> {
+    private func comparedFile(_ nodePath: StoreKey, _ command: StoreCommand) -> Result<StoreNode, StoreError> {
         lookup(nodePath).flatMap { node in
-            guard !node.isDirectory else { return .failure(StoreError(.notFile, nodePath == "/" ? "" : nodePath, index: currentIndex)) }
+            guard !node.isDirectory else { return .failure(StoreError(.notFile, nodePath.isRoot ? StoreKey(bytes: []) : nodePath, index: currentIndex)) }
             if let cause = compareFailure(node, prevValue: command.prevValue, prevIndex: command.prevIndex) {
                 return .failure(StoreError(.testFailed, cause, index: currentIndex))
             }
@@ -289,8 +289,8 @@ package struct KeySpace: Sendable {
     /// A new root with the node at `path` replaced by `change(old)` (nil removes it); missing directories on the way
     /// are created with `createIndex`, as etcd's walk creates them. A loop down the path, then one back up: no
     /// recursion, however deep the key.
-    private func replacing(_ path: String, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) -> StoreNode {
-        let components = keyComponents(path)
+    private func replacing(_ path: StoreKey, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) -> StoreNode {
+        let components = path.components
         guard let last = components.last else { return root }
         var directories = [root]
         for name in components.dropLast() {
@@ -307,10 +307,6 @@ package struct KeySpace: Sendable {
         }
         return replacement!
     }
-}
-
-func join(_ directory: String, _ name: String) -> String {
-    directory == "/" ? "/" + name : directory + "/" + name
 }
 
 /// In-order keys are the index, zero-padded to 20 digits (etcd's `%020s`).

@@ -4,19 +4,19 @@ import HashTreeCollections
 import Synchronization
 
 package final class StoreNode: Sendable {
-    /// The node's own name, the last component of its path ("" for the root). A node does not hold its path: the
-    /// path is the names on the way down, so a key of n components costs memory linear in n, not quadratic.
-    package let name: String
+    /// The node's own name, the bytes of the last component of its path (empty for the root). A node does not hold
+    /// its path: the path is the names on the way down, so a key of n components costs memory linear in n.
+    package let name: [UInt8]
     /// The value of a key; nil for a directory.
     package let value: String?
     /// Never changed after init, except by `deinit`, which hands it to the graveyard (no other reference exists then).
-    package nonisolated(unsafe) private(set) var children: TreeDictionary<String, StoreNode>
+    package nonisolated(unsafe) private(set) var children: TreeDictionary<[UInt8], StoreNode>
     package let createdIndex: UInt64
     package let modifiedIndex: UInt64
     /// When the node expires, in cluster-time nanoseconds since the Unix epoch; nil for permanent nodes.
     package let expiration: Int64?
 
-    package init(name: String, value: String?, children: TreeDictionary<String, StoreNode> = [:], createdIndex: UInt64,
+    package init(name: [UInt8], value: String?, children: TreeDictionary<[UInt8], StoreNode> = [:], createdIndex: UInt64,
                  modifiedIndex: UInt64, expiration: Int64?) {
         self.name = name
         self.value = value
@@ -34,16 +34,16 @@ package final class StoreNode: Sendable {
     package var isDirectory: Bool { value == nil }
 
     /// Hidden nodes (a name starting with `_`) are left out of directory listings, as etcd does.
-    package var isHidden: Bool { name.hasPrefix("_") }
+    package var isHidden: Bool { name.first == UInt8(ascii: "_") }
 
-    func with(children: TreeDictionary<String, StoreNode>) -> StoreNode {
+    func with(children: TreeDictionary<[UInt8], StoreNode>) -> StoreNode {
         StoreNode(name: name, value: value, children: children, createdIndex: createdIndex, modifiedIndex: modifiedIndex,
                   expiration: expiration)
     }
 
     /// The visible children, sorted by name (etcd lists in map order; a stable order is a valid one and diffable).
     package func visibleChildren() -> [StoreNode] {
-        children.values.filter { !$0.isHidden }.sorted { $0.name < $1.name }
+        children.values.filter { !$0.isHidden }.sorted { $0.name.lexicographicallyPrecedes($1.name) }
     }
 
     /// Seconds left before expiry, rounded up as etcd does (0 when permanent or already due).
@@ -60,7 +60,7 @@ package final class StoreNode: Sendable {
 /// releases them in a loop, and nodes dying meanwhile (on that thread or another) only add theirs to the list.
 enum NodeGraveyard {
     private struct State {
-        var buried: [TreeDictionary<String, StoreNode>] = []
+        var buried: [TreeDictionary<[UInt8], StoreNode>] = []
         var draining = false
     }
 
@@ -68,7 +68,7 @@ enum NodeGraveyard {
 
     /// Takes `children` (leaving it empty), so the list holds the only reference: its release, in the drain, is the
     /// one that frees the nodes.
-    static func bury(_ children: inout TreeDictionary<String, StoreNode>) {
+    static func bury(_ children: inout TreeDictionary<[UInt8], StoreNode>) {
         let drains = state.withLock { state in
             state.buried.append(children)
             children = [:]
@@ -88,28 +88,6 @@ enum NodeGraveyard {
     }
 }
 
-/// etcd's `path.Clean(path.Join("/", p))`: absolute, no empty, `.` or `..` components.
-package func cleanKeyPath(_ path: String) -> String {
-    var components: [Substring] = []
-    for component in path.split(separator: "/", omittingEmptySubsequences: true) {
-        switch component {
-        case ".": continue
-        case "..": if !components.isEmpty { components.removeLast() }
-        default: components.append(component)
-        }
-    }
-    return "/" + components.joined(separator: "/")
-}
-
-func keyComponents(_ cleanPath: String) -> [String] {
-    cleanPath.split(separator: "/").map(String.init)
-}
-
-/// The path of the given components ("/" for none).
-func keyPath(_ components: ArraySlice<String>) -> String {
-    "/" + components.joined(separator: "/")
-}
-
 /// Every node of a subtree with its path, in pre-order, without recursion. The paths are built in one shared buffer
 /// and handed out one at a time, so walking a deep chain costs memory linear in its depth.
 struct SubtreeWalk {
@@ -119,14 +97,9 @@ struct SubtreeWalk {
     private let sorted: Bool
 
     /// `topPath` is the top node's path ("/" for the root); with `sorted`, children come in name order.
-    init(_ top: StoreNode, path topPath: String, sorted: Bool) {
+    init(_ top: StoreNode, path topPath: StoreKey, sorted: Bool) {
         self.sorted = sorted
-        var parent = Array(topPath.utf8)
-        if top.name.isEmpty {
-            parent = []
-        } else {
-            parent.removeLast(top.name.utf8.count + 1)
-        }
+        let parent = top.name.isEmpty ? [] : Array(topPath.bytes.dropLast(top.name.count + 1))
         path = parent
         pending = [(top, 0, parent.count)]
     }
@@ -138,9 +111,9 @@ struct SubtreeWalk {
         path.removeSubrange(parentPathBytes...)
         if !node.name.isEmpty {
             path.append(UInt8(ascii: "/"))
-            path.append(contentsOf: node.name.utf8)
+            path.append(contentsOf: node.name)
         }
-        let children = sorted ? node.children.values.sorted { $0.name > $1.name } : Array(node.children.values)
+        let children = sorted ? node.children.values.sorted { $1.name.lexicographicallyPrecedes($0.name) } : Array(node.children.values)
         for child in children { pending.append((child, depth + 1, path.count)) }
         return (node, depth, path[...])
     }
@@ -150,24 +123,24 @@ struct SubtreeWalk {
 /// on them are told about. Paths are made one at a time as they are iterated: all of a deep directory's paths at
 /// once would be quadratic in its depth.
 package struct RemovedNodes: Sendable, Sequence {
-    private let top: (node: StoreNode, path: String)?
+    private let top: (node: StoreNode, path: StoreKey)?
 
     package static let none = RemovedNodes(top: nil)
 
-    private init(top: (node: StoreNode, path: String)?) {
+    private init(top: (node: StoreNode, path: StoreKey)?) {
         self.top = top
     }
 
-    init(_ node: StoreNode, path: String) {
+    init(_ node: StoreNode, path: StoreKey) {
         top = (node, path)
     }
 
     package struct Iterator: IteratorProtocol {
         fileprivate var walk: SubtreeWalk?
 
-        package mutating func next() -> String? {
+        package mutating func next() -> StoreKey? {
             guard let (_, _, path) = walk?.next() else { return nil }
-            return path.isEmpty ? "/" : String(decoding: path, as: UTF8.self)
+            return path.isEmpty ? .root : StoreKey(bytes: Array(path))
         }
     }
 

@@ -52,12 +52,12 @@ package enum TreeSnapshot {
         append(currentIndex, to: &buffer)
         var count: UInt64 = 0
         // Children in name order, so equal trees give equal bytes.
-        var walk = SubtreeWalk(root, path: "/", sorted: true)
+        var walk = SubtreeWalk(root, path: .root, sorted: true)
         while let (node, depth, _) = walk.next() {
             count += 1
             buffer.append((node.isDirectory ? 1 : 0) + (node.expiration != nil ? 2 : 0))
             append32(UInt32(depth), to: &buffer)
-            appendBytes(node.name.utf8, to: &buffer)
+            appendBytes(node.name, to: &buffer)
             if let value = node.value { appendBytes(value.utf8, to: &buffer) }
             append(node.createdIndex, to: &buffer)
             append(node.modifiedIndex, to: &buffer)
@@ -84,18 +84,18 @@ package enum TreeSnapshot {
             if kind == 0xFF { break }
             guard kind <= 3 else { throw TreeSnapshotError.malformed("node kind \(kind)") }
             count += 1
-            let depth: Int, name: String
+            let depth: Int, name: [UInt8]
             if hasPaths {
-                let key = String(decoding: try source.readLengthPrefixed(), as: UTF8.self)
-                let components = key.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-                guard key.hasPrefix("/"), try tree.isOpenPath(key, parentOf: components.count) else {
+                let key = StoreKey(bytes: try source.readLengthPrefixed())
+                let components = key.bytes.split(separator: StoreKey.slash, omittingEmptySubsequences: false).dropFirst()
+                guard key.bytes.first == StoreKey.slash, tree.isOpenPath(key, parentOf: components.count) else {
                     throw TreeSnapshotError.malformed("\(key) is outside the tree")
                 }
-                depth = key == "/" ? 0 : components.count
-                name = depth == 0 ? "" : String(components.last!)
+                depth = key.isRoot ? 0 : components.count
+                name = depth == 0 ? [] : Array(components.last ?? [])
             } else {
                 depth = Int(try source.readInteger(4))
-                name = String(decoding: try source.readLengthPrefixed(bytesMax: KeySpace.keyBytesMax), as: UTF8.self)
+                name = try source.readLengthPrefixed(bytesMax: KeySpace.keyBytesMax)
             }
             let isDirectory = kind & 1 == 1
             let value = isDirectory ? nil : String(decoding: try source.readLengthPrefixed(), as: UTF8.self)
@@ -128,11 +128,11 @@ package enum TreeSnapshot {
 /// Builds a tree from nodes given in pre-order with their depths, without recursion: the directories on the path to
 /// the last node stay open, and a node at depth d closes every open directory deeper than its parent.
 private struct TreeBuilder {
-    private var open: [(fields: StoreNode, children: TreeDictionary<String, StoreNode>)] = []
+    private var open: [(fields: StoreNode, children: TreeDictionary<[UInt8], StoreNode>)] = []
     private var root: StoreNode?
     /// The open directories' paths, for the first format's check that a record lies below its parent.
     private let tracksPaths: Bool
-    private var openPath = ""
+    private var openPath: [UInt8] = []
     private var openPathBytes: [Int] = []
 
     init(tracksPaths: Bool) {
@@ -148,14 +148,14 @@ private struct TreeBuilder {
         }
         guard root == nil, depth <= open.count else { throw TreeSnapshotError.malformed("a node at depth \(depth) outside the tree") }
         while open.count > depth { closeTop() }
-        guard !node.name.isEmpty, !node.name.contains("/"), node.name != ".", node.name != "..",
+        guard !node.name.isEmpty, !node.name.contains(StoreKey.slash), node.name != Array(".".utf8), node.name != Array("..".utf8),
             open[depth - 1].children[node.name] == nil
-        else { throw TreeSnapshotError.malformed("a node named \"\(node.name)\" at depth \(depth)") }
+        else { throw TreeSnapshotError.malformed("a node named \"\(StoreKey(bytes: node.name))\" at depth \(depth)") }
         if node.isDirectory {
             open.append((node, [:]))
             if tracksPaths {
-                openPathBytes.append(openPath.utf8.count)
-                openPath += "/" + node.name
+                openPathBytes.append(openPath.count)
+                openPath += [StoreKey.slash] + node.name
             }
         } else {
             open[depth - 1].children[node.name] = node
@@ -163,19 +163,19 @@ private struct TreeBuilder {
     }
 
     /// Whether `key`'s parent is an open directory, once those deeper than it are closed (first format only).
-    mutating func isOpenPath(_ key: String, parentOf depth: Int) throws -> Bool {
-        if key == "/" { return true }
+    mutating func isOpenPath(_ key: StoreKey, parentOf depth: Int) -> Bool {
+        if key.isRoot { return true }
         guard depth >= 1, depth <= open.count else { return false }
         while open.count > depth { closeTop() }
-        return key.utf8.count > openPath.utf8.count && key.hasPrefix(openPath + "/")
-            && !key.utf8.dropFirst(openPath.utf8.count + 1).contains(UInt8(ascii: "/"))
+        return key.bytes.count > openPath.count + 1 && key.bytes.starts(with: openPath + [StoreKey.slash])
+            && !key.bytes.dropFirst(openPath.count + 1).contains(StoreKey.slash)
     }
 
     private mutating func closeTop() {
         let top = open.removeLast()
         let finished = top.fields.with(children: top.children)
         if tracksPaths, let bytes = openPathBytes.popLast() {
-            openPath = String(decoding: openPath.utf8.prefix(bytes), as: UTF8.self)
+            openPath.removeSubrange(bytes...)
         }
         if open.isEmpty {
             root = finished

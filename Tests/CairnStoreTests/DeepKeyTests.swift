@@ -18,17 +18,17 @@ func deepKey(components: Int) -> String {
             func check(_ condition: Bool, _ what: String) { if !condition { failures.append(what) } }
             let created = space.apply(put(key, "1"), now: 0)
             check((try? created.get().event.isCreation) == true, "created")
-            check((try? created.get().event.node.key) == key, "the event names the key")
+            check((try? created.get().event.node.key) == StoreKey(key), "the event names the key")
             let overwritten = space.apply(put(key, "2"), now: 0)
             check((try? overwritten.get().event.prevNode?.value) == "1", "overwritten")
-            check((try? space.lookup(key).get().value) == "2", "read back")
-            check(space.lookup(key + "/b").map(\.value) == .failure(StoreError(.notDir, key, index: 2)), "a file on the way")
+            check((try? space.lookup(StoreKey(key)).get().value) == "2", "read back")
+            check(space.lookup(StoreKey(key + "/b")).map(\.value) == .failure(StoreError(.notDir, StoreKey(key), index: 2)), "a file on the way")
             var sink = PieceSink()
             check((try? TreeSnapshot.write(root: space.root, currentIndex: space.currentIndex, to: &sink)) != nil, "snapshot written")
             check(sink.bytes.count < 1 << 20, "a snapshot linear in the key (\(sink.bytes.count) bytes)")
             var source = BytesSource(bytes: sink.bytes)
             if let (root, index) = try? TreeSnapshot.read(from: &source) {
-                check((try? KeySpace.lookup(key, in: root, currentIndex: index).get().value) == "2", "the snapshot holds the key")
+                check((try? KeySpace.lookup(StoreKey(key), in: root, currentIndex: index).get().value) == "2", "the snapshot holds the key")
             } else {
                 check(false, "snapshot read")
             }
