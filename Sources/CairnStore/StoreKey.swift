@@ -62,10 +62,21 @@ package struct StoreKey: Hashable, Comparable, Sendable, ExpressibleByStringInte
 
     /// The path of a child named `name`.
     package func appending(_ name: some Collection<UInt8>) -> StoreKey {
-        var bytes = isRoot ? [] : self.bytes
+        var child = self
+        child.append(name)
+        return child
+    }
+
+    /// Becomes the path of its child named `name` (in place: walking down a deep key this way costs its length).
+    package mutating func append(_ name: some Collection<UInt8>) {
+        if isRoot { bytes.removeAll(keepingCapacity: true) }
         bytes.append(Self.slash)
         bytes.append(contentsOf: name)
-        return StoreKey(bytes: bytes)
+    }
+
+    /// The number of components of a clean path (0 for the root).
+    package var depth: Int {
+        isRoot ? 0 : bytes.reduce(0) { $0 + ($1 == Self.slash ? 1 : 0) }
     }
 
     package func hasPrefix(_ prefix: StoreKey) -> Bool {

@@ -147,4 +147,16 @@ package struct RemovedNodes: Sendable, Sequence {
     package func makeIterator() -> Iterator {
         Iterator(walk: top.map { SubtreeWalk($0.node, path: $0.path, sorted: false) })
     }
+
+    /// Calls `body` with the path of each removed node whose depth is a key of `depths` (the depths at which
+    /// someone watches): the walk is linear in the subtree, and only those paths are made.
+    package func forEachPath(atDepthsIn depths: [Int: Int], _ body: (StoreKey) -> Void) {
+        guard let top, !depths.isEmpty else { return }
+        let topDepth = top.path.depth
+        var walk = SubtreeWalk(top.node, path: top.path, sorted: false)
+        while let (_, depth, path) = walk.next() {
+            guard depths[topDepth + depth] != nil else { continue }
+            body(path.isEmpty ? .root : StoreKey(bytes: Array(path)))
+        }
+    }
 }

@@ -30,6 +30,9 @@ package final class WatchHub {
     private var oldestAnswerableIndex: UInt64 = 1
     private var watchersByPath: [StoreKey: [WatcherID: Watcher]] = [:]
     private var pathOfWatcher: [WatcherID: StoreKey] = [:]
+    /// How many watched paths have each depth: a write looks for watchers only at depths someone watches, so a key
+    /// of n components costs a write O(n), not the O(n²) of hashing each of its ancestors' paths.
+    private var watchedPathsByDepth: [Int: Int] = [:]
     private var nextID = 0
 
     package init(historyBytesMax: Int = 64 * 1024 * 1024) {
@@ -66,6 +69,7 @@ package final class WatchHub {
         }
         nextID += 1
         let watcher = Watcher(id: nextID, path: key, recursive: recursive, stream: stream, sinceIndex: nextSince, deliver: deliver)
+        if watchersByPath[key] == nil { watchedPathsByDepth[key.depth, default: 0] += 1 }
         watchersByPath[key, default: [:]][watcher.id] = watcher
         pathOfWatcher[watcher.id] = key
         return .success(watcher.id)
@@ -75,7 +79,11 @@ package final class WatchHub {
     package func remove(_ id: WatcherID) {
         guard let path = pathOfWatcher.removeValue(forKey: id) else { return }
         watchersByPath[path]?[id] = nil
-        if watchersByPath[path]?.isEmpty == true { watchersByPath[path] = nil }
+        if watchersByPath[path]?.isEmpty == true {
+            watchersByPath[path] = nil
+            let depth = path.depth
+            watchedPathsByDepth[depth] = watchedPathsByDepth[depth].flatMap { $0 > 1 ? $0 - 1 : nil }
+        }
     }
 
     /// Records an event and wakes the watchers it concerns: those on the removed paths (a deleted directory's
@@ -84,13 +92,16 @@ package final class WatchHub {
         record(event)
         guard !event.isRefresh, !watchersByPath.isEmpty else { return }
         var notified = Set<WatcherID>()
-        for path in removedPaths {
+        removedPaths.forEachPath(atDepthsIn: watchedPathsByDepth) { path in
             wake(event, at: path, originalPath: path == event.node.key, deleted: true, notified: &notified)
         }
         var path = StoreKey.root
-        wake(event, at: path, originalPath: event.node.key.isRoot, deleted: false, notified: &notified)
-        for component in event.node.key.components {
-            path = path.appending(component)
+        if watchedPathsByDepth[0] != nil {
+            wake(event, at: path, originalPath: event.node.key.isRoot, deleted: false, notified: &notified)
+        }
+        for (index, component) in event.node.key.components.enumerated() {
+            path.append(component)
+            guard watchedPathsByDepth[index + 1] != nil else { continue }
             wake(event, at: path, originalPath: path == event.node.key, deleted: false, notified: &notified)
         }
     }

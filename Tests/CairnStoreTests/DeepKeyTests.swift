@@ -59,4 +59,30 @@ func deepKey(components: Int) -> String {
         // About 20,000 nodes of a few hundred bytes each; storing every node's full path took 405 MB.
         #expect(treeBytes < 16 << 20, "\(treeBytes) bytes for one 40 KB key")
     }
+
+    @Test func watchersAboveInAndBelowADeepKeyHearItsChanges() throws {
+        let key = deepKey(components: 30_000)
+        final class Inbox: @unchecked Sendable { var actions: [StoreAction] = [] }
+        let onKey = Inbox(), onAncestor = Inbox(), onOther = Inbox(), onTop = Inbox()
+        onThread {
+            var space = KeySpace()
+            let hub = WatchHub()
+            func applied(_ command: StoreCommand) {
+                if case .success(let (event, removed)) = space.apply(command, now: 0) { hub.notify(event, removedPaths: removed) }
+            }
+            _ = hub.watch(path: StoreKey(key), recursive: false, stream: true, sinceIndex: 0, currentIndex: 0) { onKey.actions.append($0.action) }
+            _ = hub.watch(path: StoreKey(deepKey(components: 10)), recursive: true, stream: true, sinceIndex: 0, currentIndex: 0) {
+                onAncestor.actions.append($0.action)
+            }
+            _ = hub.watch(path: "/b", recursive: true, stream: true, sinceIndex: 0, currentIndex: 0) { onOther.actions.append($0.action) }
+            _ = hub.watch(path: "/a", recursive: false, stream: true, sinceIndex: 0, currentIndex: 0) { onTop.actions.append($0.action) }
+            applied(put(key, "1"))
+            applied(put(key, "2"))
+            applied(delete("/a", recursive: true))
+        }
+        #expect(onKey.actions == [.set, .set, .delete], "the deleted directory's descendant is told")
+        #expect(onAncestor.actions == [.set, .set, .delete])
+        #expect(onTop.actions == [.delete], "a non-recursive watch on a directory hears only its own deletion")
+        #expect(onOther.actions.isEmpty)
+    }
 }
