@@ -119,10 +119,10 @@ struct SubtreeWalk {
     }
 }
 
-/// The nodes a write removed — a replaced or deleted key, or a directory and all below it — as the paths watchers
-/// on them are told about. Paths are made one at a time as they are iterated: all of a deep directory's paths at
+/// The nodes a write removed — a replaced or deleted key, or a directory and all below it — for the watchers on
+/// their paths. Paths are made only when asked for, at the depths asked for: all of a deep directory's paths at
 /// once would be quadratic in its depth.
-package struct RemovedNodes: Sendable, Sequence {
+package struct RemovedNodes: Sendable {
     private let top: (node: StoreNode, path: StoreKey)?
 
     package static let none = RemovedNodes(top: nil)
@@ -133,19 +133,6 @@ package struct RemovedNodes: Sendable, Sequence {
 
     init(_ node: StoreNode, path: StoreKey) {
         top = (node, path)
-    }
-
-    package struct Iterator: IteratorProtocol {
-        fileprivate var walk: SubtreeWalk?
-
-        package mutating func next() -> StoreKey? {
-            guard let (_, _, path) = walk?.next() else { return nil }
-            return path.isEmpty ? .root : StoreKey(bytes: Array(path))
-        }
-    }
-
-    package func makeIterator() -> Iterator {
-        Iterator(walk: top.map { SubtreeWalk($0.node, path: $0.path, sorted: false) })
     }
 
     /// Calls `body` with the path of each removed node whose depth is a key of `depths` (the depths at which
