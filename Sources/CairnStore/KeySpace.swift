@@ -69,8 +69,8 @@ package struct KeySpace: Sendable {
 
     // MARK: - Writes
 
-    /// Applies one command at the next index. Successful writes return their event and the paths of every node
-    /// they removed (watchers on those paths are told, as etcd tells them, even when not recursive).
+    /// Applies one command at the next index. Successful writes return their event and the nodes they removed
+    /// (watchers on their paths are told, as etcd tells them, even when not recursive).
     package mutating func apply(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError> {
         guard command.path.bytes.count <= Self.keyBytesMax else {
             return .failure(StoreError(.invalidField, Self.keyTooLongCause, index: currentIndex))
