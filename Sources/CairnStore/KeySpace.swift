@@ -277,7 +277,8 @@ package struct KeySpace: Sendable {
     /// etcd's compare: an empty prevValue or a zero prevIndex always matches; the cause names what did not.
     private func compareFailure(_ node: StoreNode, prevValue: String, prevIndex: UInt64) -> String? {
         let indexMatch = prevIndex == 0 || node.modifiedIndex == prevIndex
-        let valueMatch = prevValue.isEmpty || node.value == prevValue
+        // Byte for byte, as Go compares strings (Swift's == would match é with e + ◌́).
+        let valueMatch = prevValue.isEmpty || node.value.map { $0.utf8.elementsEqual(prevValue.utf8) } == true
         switch (valueMatch, indexMatch) {
         case (true, true): return nil
         case (true, false): return "[\(prevIndex) != \(node.modifiedIndex)]"

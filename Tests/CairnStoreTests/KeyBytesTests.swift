@@ -71,4 +71,15 @@ import Testing
         _ = hub.watch(path: Self.fe, recursive: false, stream: false, sinceIndex: 1, currentIndex: space.currentIndex) { fromHistory.keys.append($0.node.key) }
         #expect(fromHistory.keys == [Self.fe])
     }
+
+    @Test func compareAndSwapComparesValuesByteForByte() throws {
+        var space = KeySpace()
+        _ = try space.apply(put("/k", "caf\u{E9}"), now: 0).get()
+        var swap = put("/k", "x")
+        swap.prevValue = "cafe\u{301}"
+        #expect(space.apply(swap, now: 0).map(\.event) == .failure(StoreError(.testFailed, "[cafe\u{301} != caf\u{E9}]", index: 1)),
+                "etcd compares bytes: a canonically equivalent value does not match")
+        swap.prevValue = "caf\u{E9}"
+        #expect(try space.apply(swap, now: 0).get().event.action == .compareAndSwap)
+    }
 }
