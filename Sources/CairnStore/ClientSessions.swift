@@ -168,6 +168,7 @@ package struct ClientSessions: Sendable {
         var result = ClientSessions(limits: limits)
         for _ in 0..<(try source.readInteger(4)) {
             let name = String(decoding: try source.readLengthPrefixed(bytesMax: clientNameBytesMax), as: UTF8.self)
+            guard result.sessions[name] == nil else { throw TreeSnapshotError.malformed("client \(name) twice") }
             var session = Session(lastSeenNanos: Int64(bitPattern: try source.readInteger(8)))
             session.forgottenBelow = try source.readInteger(8)
             let answers = try source.readInteger(4)
