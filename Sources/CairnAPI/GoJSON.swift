@@ -26,10 +26,14 @@ package struct GoJSON {
     }
 
     package mutating func string(_ text: String) {
+        string(utf8: text.utf8)
+    }
+
+    /// A string given as bytes, as Go writes one: valid UTF-8 is copied (but for Go's escapes), and each byte that
+    /// does not start a valid UTF-8 sequence becomes `\ufffd`, as in Go's `encodeState.string`.
+    package mutating func string<C: Collection<UInt8>>(utf8: C) {
         bytes.append(UInt8(ascii: "\""))
-        let utf8 = text.utf8
         var index = utf8.startIndex
-        // Works on UTF-8 bytes: most characters copy as they are; only the few Go escapes are rewritten.
         while index != utf8.endIndex {
             let byte = utf8[index]
             switch byte {
@@ -48,23 +52,56 @@ package struct GoJSON {
                     bytes.append(digits[Int(byte >> 4)])
                     bytes.append(digits[Int(byte & 0xF)])
                 }
-            case 0xE2:
-                // U+2028 and U+2029 (E2 80 A8, E2 80 A9) are escaped, as Go does for JavaScript's sake.
-                let second = utf8.index(after: index)
-                if second != utf8.endIndex, utf8[second] == 0x80, utf8.index(after: second) != utf8.endIndex,
-                    case let third = utf8[utf8.index(after: second)], third == 0xA8 || third == 0xA9
-                {
-                    raw(third == 0xA8 ? "\\u2028" : "\\u2029")
-                    index = utf8.index(after: utf8.index(after: second))
-                    continue
-                }
+            case 0x20..<0x80:
                 bytes.append(byte)
             default:
-                bytes.append(byte)
+                let length = validSequenceLength(utf8, at: index)
+                guard length > 0 else {
+                    raw("\\ufffd")
+                    index = utf8.index(after: index)
+                    continue
+                }
+                let end = utf8.index(index, offsetBy: length)
+                // U+2028 and U+2029 (E2 80 A8, E2 80 A9) are escaped, as Go does for JavaScript's sake.
+                if length == 3, byte == 0xE2, utf8[utf8.index(after: index)] == 0x80,
+                    case let third = utf8[utf8.index(index, offsetBy: 2)], third == 0xA8 || third == 0xA9
+                {
+                    raw(third == 0xA8 ? "\\u2028" : "\\u2029")
+                } else {
+                    bytes.append(contentsOf: utf8[index..<end])
+                }
+                index = end
+                continue
             }
             index = utf8.index(after: index)
         }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// The length of the valid UTF-8 sequence starting at `index` (a lead byte of 0x80 or more), or 0 if there is
+    /// none: Go's `utf8.DecodeRune` rules (no overlong forms, no surrogates, nothing above U+10FFFF).
+    private func validSequenceLength<C: Collection<UInt8>>(_ utf8: C, at index: C.Index) -> Int {
+        let lead = utf8[index]
+        // The length a lead byte announces and the range its second byte must fall in.
+        let length: Int, second: ClosedRange<UInt8>
+        switch lead {
+        case 0xC2...0xDF: (length, second) = (2, 0x80...0xBF)
+        case 0xE0: (length, second) = (3, 0xA0...0xBF)
+        case 0xE1...0xEC, 0xEE...0xEF: (length, second) = (3, 0x80...0xBF)
+        case 0xED: (length, second) = (3, 0x80...0x9F)
+        case 0xF0: (length, second) = (4, 0x90...0xBF)
+        case 0xF1...0xF3: (length, second) = (4, 0x80...0xBF)
+        case 0xF4: (length, second) = (4, 0x80...0x8F)
+        default: return 0
+        }
+        var position = utf8.index(after: index)
+        for offset in 1..<length {
+            guard position != utf8.endIndex else { return 0 }
+            let byte = utf8[position]
+            guard offset == 1 ? second.contains(byte) : (0x80...0xBF).contains(byte) else { return 0 }
+            position = utf8.index(after: position)
+        }
+        return length
     }
 
     /// Go's `time.Time` in JSON: RFC 3339 in UTC with the fraction's trailing zeros removed.

@@ -3,18 +3,18 @@
 import CairnStore
 
 package enum KeysRequest: Sendable, Equatable {
-    case read(path: String, recursive: Bool, sorted: Bool, quorum: Bool)
-    case watch(path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64)
+    case read(path: StoreKey, recursive: Bool, sorted: Bool, quorum: Bool)
+    case watch(path: StoreKey, recursive: Bool, stream: Bool, sinceIndex: UInt64)
     case write(StoreCommand, noValueOnSuccess: Bool)
 
     /// - Parameters:
     ///   - method: GET, HEAD, PUT, POST or DELETE (others are refused earlier with 405).
-    ///   - keyPath: the percent-decoded path after `/v2/keys` ("" or "/..." ).
+    ///   - keyPath: the percent-decoded path after `/v2/keys` ("" or "/..."), its bytes as the client sent them.
     ///   - parameters: the decoded form body's pairs followed by the query's (Go's `r.Form` order).
     ///   - formError: Go's text for a malformed form, if any (etcd answers "Invalid POST form" with it).
     /// A TTL stays relative (`StoreCommand.ttlNanos`): the member applying the logged command turns it into an
     /// expiration with the entry's cluster time, so no member's clock decides when a key expires.
-    package static func parse(method: String, keyPath: String, parameters: [(name: String, value: String)],
+    package static func parse(method: String, keyPath: StoreKey, parameters: [(name: String, value: String)],
                               formError: String?) -> Result<KeysRequest, StoreError> {
         func fail(_ code: StoreErrorCode, _ cause: String) -> Result<KeysRequest, StoreError> {
             .failure(StoreError(code, cause, index: 0))
@@ -62,7 +62,8 @@ package enum KeysRequest: Sendable, Equatable {
                 if ttl == nil { return fail(.refreshTTLRequired, "No TTL value set") }
             }
         }
-        let path = cleanKeyPath(keyPath)
+        let path = keyPath.cleaned()
+        guard path.bytes.count <= KeySpace.keyBytesMax else { return fail(.invalidField, KeySpace.keyTooLongCause) }
         switch method {
         case "GET" where wait:
             return .success(.watch(path: path, recursive: flags["recursive"]!, stream: flags["stream"]!, sinceIndex: waitIndex ?? 0))

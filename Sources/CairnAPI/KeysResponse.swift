@@ -28,9 +28,9 @@ package enum KeysResponse {
         json.number(error.code.rawValue)
         json.raw(",\"message\":")
         json.string(error.code.message)
-        if !error.cause.isEmpty {
+        if !error.causeBytes.isEmpty {
             json.raw(",\"cause\":")
-            json.string(error.cause)
+            json.string(utf8: error.causeBytes)
         }
         json.raw(",\"index\":")
         json.number(error.index)
@@ -39,19 +39,20 @@ package enum KeysResponse {
     }
 
     static func render(_ node: NodeView, into json: inout GoJSON) {
-        renderOpening(key: node.key, value: node.isDirectory ? nil : node.value, isDirectory: node.isDirectory,
+        renderOpening(key: node.key.bytes, value: node.isDirectory ? nil : node.value, isDirectory: node.isDirectory,
                       expiration: node.expiration, ttl: node.ttl, into: &json)
         renderIndexes(modified: node.modifiedIndex, created: node.createdIndex, into: &json)
     }
 
     /// A node's fields up to its children, in Go's field order. Empty fields are left out, as Go's `omitempty` does
     /// (an event for a deleted file has neither value nor dir).
-    static func renderOpening(key: String, value: String?, isDirectory: Bool, expiration: Int64?, ttl: Int64, into json: inout GoJSON) {
-        let hasKey = key != "/"
+    static func renderOpening(key: some Collection<UInt8>, value: String?, isDirectory: Bool, expiration: Int64?, ttl: Int64,
+                              into json: inout GoJSON) {
+        let hasKey = !key.elementsEqual([StoreKey.slash]) && !key.isEmpty
         json.raw("{")
         if hasKey {
             json.raw("\"key\":")
-            json.string(key)
+            json.string(utf8: key)
         }
         if let value {
             json.raw(hasKey ? ",\"value\":" : "\"value\":")
@@ -84,26 +85,32 @@ package enum KeysResponse {
 }
 
 /// The body of a GET, produced in pieces from an immutable tree: `next(maxBytes:)` writes roughly that much and
-/// stops, so a directory with a million keys never becomes one buffer.
+/// stops, so a directory with a million keys never becomes one buffer. The walk is a loop over an explicit stack,
+/// and every node's key is written from one shared path buffer, so a deep key costs neither stack nor memory.
 package struct ListingProducer: Sendable {
     private enum Step: Sendable {
-        case open(StoreNode, recursive: Bool, first: Bool)
-        case children([StoreNode], next: Int, recursive: Bool)
+        /// A node to write, with the length of its parent's path in `path`.
+        case open(StoreNode, parentPathBytes: Int, recursive: Bool, first: Bool)
+        /// The children of a directory whose path is `pathBytes` long in `path`.
+        case children([StoreNode], next: Int, pathBytes: Int, recursive: Bool)
         case close(StoreNode)
         case text(String)
     }
 
     private var steps: [Step]
+    /// The path of the node written last: "" for the root, "/a/b" below it.
+    private var path: [UInt8]
     private let now: Int64
     /// The top node always lists its children; this decides whether their children are listed too, and so on.
     private let topRecursive: Bool
 
-    /// Children are always listed sorted by key: etcd's unsorted order is Go's random map order, which a stable
-    /// order satisfies, so `sorted=true` needs no separate path.
-    package init(node: StoreNode, recursive: Bool, now: Int64) {
+    /// `path` is the node's clean path. Children are always listed sorted by key: etcd's unsorted order is Go's
+    /// random map order, which a stable order satisfies, so `sorted=true` needs no separate path.
+    package init(node: StoreNode, path nodePath: StoreKey, recursive: Bool, now: Int64) {
         self.now = now
         topRecursive = recursive
-        steps = [.text("}\n"), .open(node, recursive: true, first: true), .text("{\"action\":\"get\",\"node\":")]
+        path = node.name.isEmpty ? [] : Array(nodePath.bytes.dropLast(node.name.count + 1))
+        steps = [.text("}\n"), .open(node, parentPathBytes: path.count, recursive: true, first: true), .text("{\"action\":\"get\",\"node\":")]
     }
 
     /// The next piece of the body, or nil when it is complete.
@@ -114,8 +121,15 @@ package struct ListingProducer: Sendable {
             switch step {
             case .text(let text):
                 json.literal(text)
-            case .open(let node, let recursive, let isTop):
-                openNode(node, into: &json)
+            case .open(let node, let parentPathBytes, let recursive, let isTop):
+                path.removeSubrange(parentPathBytes...)
+                if !node.name.isEmpty {
+                    path.append(UInt8(ascii: "/"))
+                    path.append(contentsOf: node.name)
+                }
+                KeysResponse.renderOpening(key: path, value: node.value,
+                                           isDirectory: node.isDirectory, expiration: node.expiration, ttl: node.ttlSeconds(now: now),
+                                           into: &json)
                 let listChildren = node.isDirectory && (isTop || recursive)
                 if listChildren {
                     let children = node.visibleChildren()
@@ -123,25 +137,22 @@ package struct ListingProducer: Sendable {
                     if !children.isEmpty {
                         json.raw(",\"nodes\":[")
                         steps.append(.text("]"))
-                        steps.append(.children(children, next: 0, recursive: isTop ? topRecursive : recursive))
+                        steps.append(.children(children, next: 0, pathBytes: path.count, recursive: isTop ? topRecursive : recursive))
                     }
                 } else {
                     closeNode(node, into: &json)
                 }
-            case .children(let children, let index, let recursive):
+            case .children(let children, let index, let pathBytes, let recursive):
                 if index > 0 { json.raw(",") }
-                if index + 1 < children.count { steps.append(.children(children, next: index + 1, recursive: recursive)) }
-                steps.append(.open(children[index], recursive: recursive, first: false))
+                if index + 1 < children.count {
+                    steps.append(.children(children, next: index + 1, pathBytes: pathBytes, recursive: recursive))
+                }
+                steps.append(.open(children[index], parentPathBytes: pathBytes, recursive: recursive, first: false))
             case .close(let node):
                 closeNode(node, into: &json)
             }
         }
         return json.take()
-    }
-
-    private func openNode(_ node: StoreNode, into json: inout GoJSON) {
-        KeysResponse.renderOpening(key: node.key, value: node.value, isDirectory: node.isDirectory, expiration: node.expiration,
-                                   ttl: node.ttlSeconds(now: now), into: &json)
     }
 
     private func closeNode(_ node: StoreNode, into json: inout GoJSON) {

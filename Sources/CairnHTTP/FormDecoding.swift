@@ -40,10 +40,19 @@ package enum FormDecoding {
         unescape(path.utf8, plusIsSpace: false)
     }
 
+    /// The same, keeping the decoded bytes as they are (a key's `%ff` is the byte 0xFF, not U+FFFD).
+    package static func decodePathBytes(_ path: some StringProtocol) -> Result<[UInt8], EscapeError> {
+        unescapeBytes(path.utf8, plusIsSpace: false)
+    }
+
     private static func unescape(_ bytes: some Collection<UInt8>, plusIsSpace: Bool) -> Result<String, EscapeError> {
         guard bytes.contains(where: { $0 == UInt8(ascii: "%") || ($0 == UInt8(ascii: "+") && plusIsSpace) }) else {
             return .success(String(decoding: bytes, as: UTF8.self))
         }
+        return unescapeBytes(bytes, plusIsSpace: plusIsSpace).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    private static func unescapeBytes(_ bytes: some Collection<UInt8>, plusIsSpace: Bool) -> Result<[UInt8], EscapeError> {
         let input = Array(bytes)
         var output: [UInt8] = []
         output.reserveCapacity(input.count)
@@ -64,6 +73,6 @@ package enum FormDecoding {
                 i += 1
             }
         }
-        return .success(String(decoding: output, as: UTF8.self))
+        return .success(output)
     }
 }

@@ -147,7 +147,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// Bulk frames that wait for room on the link rather than being dropped (snapshot streams).
     private var sendPaced: @Sendable (_ to: UInt64, _ frame: PeerFrame, _ queued: @escaping @Sendable (Bool) -> Void) -> Void = { _, _, queued in queued(false) }
 
-    private typealias WriteCompletion = (Result<[(event: StoreEvent, removed: [String])], StoreError>, View) -> Void
+    private typealias WriteCompletion = (Result<[(event: StoreEvent, removed: RemovedNodes)], StoreError>, View) -> Void
     private typealias ReadCompletion = (Result<View, StoreError>) -> Void
     /// This run of this member, as proposals and forwarded reads name it.
     private let requester: Requester
@@ -817,8 +817,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// Applies committed entries in order (skipping those a snapshot already holds), publishes the new root once,
     /// then wakes watchers and answers this member's writers.
     private func apply(_ entries: [Entry]) {
-        var answered: [(WriteCompletion, Result<[(event: StoreEvent, removed: [String])], StoreError>)] = []
-        var events: [(event: StoreEvent, removed: [String])] = []
+        var answered: [(WriteCompletion, Result<[(event: StoreEvent, removed: RemovedNodes)], StoreError>)] = []
+        var events: [(event: StoreEvent, removed: RemovedNodes)] = []
         for entry in entries where entry.index.value > appliedRaftIndex {
             appliedRaftIndex = entry.index.value
             appliedClusterTime = Int64(bitPattern: entry.clusterTimeNanos)
@@ -830,7 +830,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                 logger.critical("a committed entry cannot be decoded; stopping", metadata: ["index": "\(entry.index)", "error": "\(error)"])
                 fatalError("entry \(entry.index) cannot be decoded: \(error)")
             }
-            let result: Result<[(event: StoreEvent, removed: [String])], StoreError>
+            let result: Result<[(event: StoreEvent, removed: RemovedNodes)], StoreError>
             switch proposal.body {
             case .member(let change):
                 if case .bootstrap(let records) = change, !members.isLogged {
@@ -890,7 +890,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// Applies a command unless its session already has the answer; records the answer for a retry.
     /// `isReplay` marks an answer given again: nothing changed, so there is nothing to count or notify.
     private func applyOnce(_ command: StoreCommand, session: SessionRequest?)
-        -> (result: Result<[(event: StoreEvent, removed: [String])], StoreError>, isReplay: Bool)
+        -> (result: Result<[(event: StoreEvent, removed: RemovedNodes)], StoreError>, isReplay: Bool)
     {
         // Sessions idle for an hour of cluster time go, swept once per cluster-time minute (the same on every member).
         let minute: Int64 = 60_000_000_000
@@ -901,7 +901,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         guard let session, command.method != .expire else { return (Self.apply(command, to: &keySpace, at: appliedClusterTime), false) }
         switch sessions.lookup(client: session.client, request: session.request) {
         case .answered(let answer):
-            return (answer.map { [($0, [])] }, true)
+            return (answer.map { [($0, .none)] }, true)
         case .forgotten:
             let cause = "session \(session.client): request \(session.request) is older than the answers kept"
             return (.failure(StoreError(.raftInternal, cause, index: keySpace.currentIndex)), true)
@@ -914,13 +914,13 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     /// Applies one logged command: a write (one event), or the expiry of everything due by its cut-off (any number).
     private static func apply(_ command: StoreCommand, to keySpace: inout KeySpace, at time: Int64)
-        -> Result<[(event: StoreEvent, removed: [String])], StoreError>
+        -> Result<[(event: StoreEvent, removed: RemovedNodes)], StoreError>
     {
         guard command.method == .expire else { return keySpace.apply(command.resolvingTTL(at: time), now: time).map { [$0] } }
         return .success(keySpace.expire(upTo: command.expiration))
     }
 
-    package func watch(path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64,
+    package func watch(path: StoreKey, recursive: Bool, stream: Bool, sinceIndex: UInt64,
                        deliver: @escaping @Sendable (EncodedWatchEvent) -> Void,
                        registered: @escaping @Sendable (Result<WatchHub.WatcherID?, StoreError>, View) -> Void) {
         queue.async { [self] in

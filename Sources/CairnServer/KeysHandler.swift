@@ -15,10 +15,11 @@ struct KeysHandler: Sendable {
     static let formBytesMax = 10 * 1024 * 1024
 
     func handle(_ exchange: HTTPExchange, keyPath rawKeyPath: Substring) {
-        guard case .success(let keyPath) = FormDecoding.decodePath(rawKeyPath) else {
+        guard case .success(let keyBytes) = FormDecoding.decodePathBytes(rawKeyPath) else {
             return exchange.respond(status: 400, headers: HTTPHeaders([("content-type", "text/plain; charset=utf-8")]),
                                     body: Array("400 Bad Request".utf8))
         }
+        let keyPath = StoreKey(bytes: keyBytes)
         let query = FormDecoding.decode(exchange.request.rawQuery)
         let method = exchange.request.method
         let isForm = exchange.request.headers["content-type"]?.split(separator: ";").first?.trimmingASCIIWhitespace().lowercased()
@@ -37,7 +38,7 @@ struct KeysHandler: Sendable {
         }
     }
 
-    private func dispatch(_ exchange: HTTPExchange, keyPath: String, parameters: [(name: String, value: String)], formError: String?) {
+    private func dispatch(_ exchange: HTTPExchange, keyPath: StoreKey, parameters: [(name: String, value: String)], formError: String?) {
         switch KeysRequest.parse(method: exchange.request.method, keyPath: keyPath, parameters: parameters, formError: formError) {
         case .failure(let error):
             respondError(exchange, error)
@@ -86,21 +87,21 @@ struct KeysHandler: Sendable {
     }
 
     /// Answers a GET from `view`: a plain GET from the latest local root, a `quorum=true` one after ReadIndex.
-    private func read(_ exchange: HTTPExchange, path: String, recursive: Bool, view: KeySpaceNode.View) {
+    private func read(_ exchange: HTTPExchange, path: StoreKey, recursive: Bool, view: KeySpaceNode.View) {
         switch KeySpace.lookup(path, in: view.root, currentIndex: view.etcdIndex) {
         case .failure(let error):
             node.countRead(succeeded: false)
             respondError(exchange, error)
         case .success(let found):
             node.countRead(succeeded: true)
-            var producer = ListingProducer(node: found, recursive: recursive, now: node.now)
+            var producer = ListingProducer(node: found, path: path, recursive: recursive, now: node.now)
             respondStreaming(exchange, status: 200, headers: successHeaders(view, etcdIndex: view.etcdIndex), producer: &producer)
         }
     }
 
     /// Events reach the watch already encoded (once, for all its watchers) through `WatchOutput`; the client leaving
     /// frees the watch's registration, queue, timer and deflate state at once.
-    private func watch(_ exchange: HTTPExchange, path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64) {
+    private func watch(_ exchange: HTTPExchange, path: StoreKey, recursive: Bool, stream: Bool, sinceIndex: UInt64) {
         let node = self.node
         let output = WatchOutput(exchange: exchange, isStream: stream, delivery: node.watchDelivery)
         node.watch(path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex, deliver: { event in

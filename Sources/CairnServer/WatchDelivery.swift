@@ -23,7 +23,7 @@ package final class WatchDelivery: @unchecked Sendable {
     private let queue = DispatchQueue(label: "cairn.watch-delivery")
     private let counts = Mutex((encodedEvents: 0, droppedWatchers: 0))
     // Touched on `queue` only. An event is named by its index and key (one expiry removes many keys at one index).
-    private struct EventName: Hashable { var index: UInt64; var key: String }
+    private struct EventName: Hashable { var index: UInt64; var key: StoreKey }
     private var recent: [EventName: EncodedWatchEvent] = [:]
     private var recentOrder = Deque<EventName>()
     private var recentBytes = 0

@@ -12,7 +12,7 @@ extension StoreCommand {
 
     /// version u8 | method u8 | flags u8 (dir 1, recursive 2, refresh 4, TTL 8) | prevExist u8 (0 unset, 1 false, 2 true)
     /// | prevIndex u64 | expiration i64 (with flag 8: the relative TTL in nanoseconds) | path, value, prevValue (each
-    /// u32 length + UTF-8).
+    /// u32 length + bytes: the path's bytes as the client sent them, the others UTF-8).
     package func encoded() -> [UInt8] {
         var bytes: [UInt8] = [Self.encodingVersion]
         let methods: [Method] = [.put, .post, .delete, .expire]
@@ -21,9 +21,9 @@ extension StoreCommand {
         bytes.append(prevExist.map { $0 ? 2 : 1 } ?? 0)
         withUnsafeBytes(of: prevIndex.littleEndian) { bytes.append(contentsOf: $0) }
         withUnsafeBytes(of: (ttlNanos ?? expiration).littleEndian) { bytes.append(contentsOf: $0) }
-        for text in [path, value, prevValue] {
-            withUnsafeBytes(of: UInt32(text.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
-            bytes.append(contentsOf: text.utf8)
+        for field in [path.bytes, Array(value.utf8), Array(prevValue.utf8)] {
+            withUnsafeBytes(of: UInt32(field.count).littleEndian) { bytes.append(contentsOf: $0) }
+            bytes.append(contentsOf: field)
         }
         return bytes
     }
@@ -53,10 +53,13 @@ extension StoreCommand {
         prevIndex = try integer(8)
         let time = Int64(bitPattern: try integer(8))
         if flags & 8 != 0 { ttlNanos = time } else { expiration = time }
-        func text() throws(CommandDecodingError) -> String {
-            String(decoding: try take(Int(try integer(4))), as: UTF8.self)
+        func field() throws(CommandDecodingError) -> ArraySlice<UInt8> {
+            try take(Int(try integer(4)))
         }
-        path = try text()
+        func text() throws(CommandDecodingError) -> String {
+            String(decoding: try field(), as: UTF8.self)
+        }
+        path = StoreKey(bytes: Array(try field()))
         value = try text()
         prevValue = try text()
         guard offset == bytes.count else { throw .truncated }

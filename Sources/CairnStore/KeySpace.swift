@@ -4,19 +4,24 @@ import HashTreeCollections
 import HeapModule
 
 package struct KeySpace: Sendable {
+    /// The longest key path accepted, in bytes (as over HTTP/1.1, whose request line is at most 64 KiB): a bound on
+    /// the work one key can cause, far above any key etcd's users write.
+    package static let keyBytesMax = 64 * 1024
+    package static let keyTooLongCause = "key is longer than \(keyBytesMax) bytes"
+
     package private(set) var root: StoreNode
     package private(set) var currentIndex: UInt64
     private var expiries = Heap<Expiry>()
 
     private struct Expiry: Comparable, Sendable {
         var time: Int64
-        var key: String
+        var key: StoreKey
         static func < (a: Expiry, b: Expiry) -> Bool { (a.time, a.key) < (b.time, b.key) }
     }
 
     /// A fresh key space whose index starts where etcd's does after its own bootstrap writes.
     package init(initialIndex: UInt64 = 0) {
-        root = StoreNode(key: "/", value: nil, createdIndex: 0, modifiedIndex: 0, expiration: nil)
+        root = StoreNode(name: [], value: nil, createdIndex: 0, modifiedIndex: 0, expiration: nil)
         currentIndex = initialIndex
     }
 
@@ -24,10 +29,9 @@ package struct KeySpace: Sendable {
     package init(root: StoreNode, currentIndex: UInt64) {
         self.root = root
         self.currentIndex = currentIndex
-        var pending = [root]
-        while let node = pending.popLast() {
-            if let expiration = node.expiration { expiries.insert(Expiry(time: expiration, key: node.key)) }
-            pending.append(contentsOf: node.children.values)
+        var walk = SubtreeWalk(root, path: .root, sorted: false)
+        while let (node, _, path) = walk.next() {
+            if let expiration = node.expiration { expiries.insert(Expiry(time: expiration, key: StoreKey(bytes: Array(path)))) }
         }
     }
 
@@ -45,17 +49,18 @@ package struct KeySpace: Sendable {
     // MARK: - Reads
 
     /// The node at `path` with etcd's errors: a file on the way is "Not a directory", a missing node "Key not found".
-    package func lookup(_ path: String) -> Result<StoreNode, StoreError> {
+    package func lookup(_ path: StoreKey) -> Result<StoreNode, StoreError> {
         Self.lookup(path, in: root, currentIndex: currentIndex)
     }
 
     /// The same lookup in any published root (reads run on any thread against an immutable root).
-    package static func lookup(_ path: String, in root: StoreNode, currentIndex: UInt64) -> Result<StoreNode, StoreError> {
+    package static func lookup(_ path: StoreKey, in root: StoreNode, currentIndex: UInt64) -> Result<StoreNode, StoreError> {
         var node = root
-        for name in keyComponents(cleanKeyPath(path)) {
-            guard node.isDirectory else { return .failure(StoreError(.notDir, node.key, index: currentIndex)) }
+        let components = path.cleaned().components
+        for (depth, name) in components.enumerated() {
+            guard node.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[..<depth]), index: currentIndex)) }
             guard let child = node.children[name] else {
-                return .failure(StoreError(.keyNotFound, join(node.key, name), index: currentIndex))
+                return .failure(StoreError(.keyNotFound, StoreKey.path(components[...depth]), index: currentIndex))
             }
             node = child
         }
@@ -64,9 +69,12 @@ package struct KeySpace: Sendable {
 
     // MARK: - Writes
 
-    /// Applies one command at the next index. Successful writes return their event and the paths of every node
-    /// they removed (watchers on those paths are told, as etcd tells them, even when not recursive).
-    package mutating func apply(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: [String]), StoreError> {
+    /// Applies one command at the next index. Successful writes return their event and the nodes they removed
+    /// (watchers on their paths are told, as etcd tells them, even when not recursive).
+    package mutating func apply(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError> {
+        guard command.path.bytes.count <= Self.keyBytesMax else {
+            return .failure(StoreError(.invalidField, Self.keyTooLongCause, index: currentIndex))
+        }
         let expiration: Int64? = command.expiration == 0 ? nil : command.expiration
         switch command.method {
         case .put:
@@ -93,24 +101,24 @@ package struct KeySpace: Sendable {
     }
 
     /// Removes every node due at or before `time`, one event (and index) each, in expiry order.
-    package mutating func expire(upTo time: Int64) -> [(event: StoreEvent, removed: [String])] {
-        var results: [(StoreEvent, [String])] = []
+    package mutating func expire(upTo time: Int64) -> [(event: StoreEvent, removed: RemovedNodes)] {
+        var results: [(StoreEvent, RemovedNodes)] = []
         while let first = expiries.min, first.time <= time {
             expiries.removeMin()
             guard case .success(let node) = lookup(first.key), node.expiration == first.time else { continue }
             currentIndex += 1
-            var view = NodeView(key: node.key, value: nil, isDirectory: node.isDirectory, createdIndex: node.createdIndex,
+            var view = NodeView(key: first.key, value: nil, isDirectory: node.isDirectory, createdIndex: node.createdIndex,
                                 modifiedIndex: currentIndex)
             view.isDirectory = node.isDirectory
-            let removed = subtreePaths(node)
-            root = replacing(node.key, createIndex: currentIndex) { _ in nil }
-            results.append((StoreEvent(action: .expire, node: view, prevNode: NodeView(node, now: time), etcdIndex: currentIndex), removed))
+            root = replacing(first.key, createIndex: currentIndex) { _ in nil }
+            results.append((StoreEvent(action: .expire, node: view, prevNode: NodeView(node, key: first.key, now: time), etcdIndex: currentIndex),
+                            RemovedNodes(node, path: first.key)))
         }
         return results
     }
 
-    private mutating func set(_ path: String, dir: Bool, value: String, expiration: Int64?, refresh: Bool, now: Int64)
-        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    private mutating func set(_ path: StoreKey, dir: Bool, value: String, expiration: Int64?, refresh: Bool, now: Int64)
+        -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
         let existing = lookup(path)
         if case .failure(let error) = existing, error.code != .keyNotFound { return .failure(error) }
@@ -129,50 +137,50 @@ package struct KeySpace: Sendable {
             }
     }
 
-    private mutating func create(_ path: String, dir: Bool, value: String, unique: Bool, expiration: Int64?, now: Int64)
-        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    private mutating func create(_ path: StoreKey, dir: Bool, value: String, unique: Bool, expiration: Int64?, now: Int64)
+        -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
         internalCreate(path, dir: dir, value: value, unique: unique, replace: false, expiration: expiration, action: .create, now: now)
     }
 
-    private mutating func internalCreate(_ path: String, dir: Bool, value: String, unique: Bool, replace: Bool,
+    private mutating func internalCreate(_ path: StoreKey, dir: Bool, value: String, unique: Bool, replace: Bool,
                                          expiration: Int64?, action: StoreAction, now: Int64)
-        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+        -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
         let nextIndex = currentIndex + 1
         var nodePath = path
-        if unique { nodePath += "/" + zeroPadded(nextIndex) }
-        nodePath = cleanKeyPath(nodePath)
-        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
-        let components = keyComponents(nodePath)
+        if unique { nodePath.bytes += [StoreKey.slash] + Array(zeroPadded(nextIndex).utf8) }
+        nodePath = nodePath.cleaned()
+        guard !nodePath.isRoot else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
+        let components = nodePath.components
         // Every directory on the way must be a directory (missing ones are created with the new node's index).
         var walker = root
-        for name in components.dropLast() {
+        for (depth, name) in components.dropLast().enumerated() {
             guard let child = walker.children[name] else { break }
-            guard child.isDirectory else { return .failure(StoreError(.notDir, child.key, index: currentIndex)) }
+            guard child.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex)) }
             walker = child
         }
         var prevNode: NodeView?
-        var removed: [String] = []
+        var removed = RemovedNodes.none
         if case .success(let existing) = lookup(nodePath) {
             guard replace else { return .failure(StoreError(.nodeExist, nodePath, index: currentIndex)) }
             guard !existing.isDirectory else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
-            prevNode = NodeView(existing, now: now)
-            removed = [nodePath]
+            prevNode = NodeView(existing, key: nodePath, now: now)
+            removed = RemovedNodes(existing, path: nodePath)
         }
-        let node = StoreNode(key: nodePath, value: dir ? nil : value, createdIndex: nextIndex, modifiedIndex: nextIndex,
+        let node = StoreNode(name: components.last!, value: dir ? nil : value, createdIndex: nextIndex, modifiedIndex: nextIndex,
                              expiration: expiration)
         root = replacing(nodePath, createIndex: nextIndex) { _ in node }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         currentIndex = nextIndex
-        let event = StoreEvent(action: action, node: NodeView(node, now: now), prevNode: prevNode, etcdIndex: currentIndex)
+        let event = StoreEvent(action: action, node: NodeView(node, key: nodePath, now: now), prevNode: prevNode, etcdIndex: currentIndex)
         return .success((event, removed))
     }
 
-    private mutating func update(_ path: String, value: String, expiration: Int64?, refresh: Bool, now: Int64)
-        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    private mutating func update(_ path: StoreKey, value: String, expiration: Int64?, refresh: Bool, now: Int64)
+        -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
-        let nodePath: String, node: StoreNode
+        let nodePath: StoreKey, node: StoreNode
         switch writableNode(path) {
         case .failure(let error): return .failure(error)
         case .success(let found): (nodePath, node) = found
@@ -180,42 +188,42 @@ package struct KeySpace: Sendable {
         if node.isDirectory && !value.isEmpty { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
         let nextIndex = currentIndex + 1
         // etcd writes no value into a directory, so its modifiedIndex stays; the event still shows the new index.
-        let updated = StoreNode(key: nodePath, value: node.isDirectory ? nil : (refresh ? node.value : value), children: node.children,
+        let updated = StoreNode(name: node.name, value: node.isDirectory ? nil : (refresh ? node.value : value), children: node.children,
                                 createdIndex: node.createdIndex, modifiedIndex: node.isDirectory ? node.modifiedIndex : nextIndex,
                                 expiration: expiration)
         root = replacing(nodePath, createIndex: nextIndex) { _ in updated }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         currentIndex = nextIndex
-        var shown = NodeView(updated, now: now)
+        var shown = NodeView(updated, key: nodePath, now: now)
         shown.modifiedIndex = nextIndex
-        var event = StoreEvent(action: .update, node: shown, prevNode: NodeView(node, now: now), etcdIndex: currentIndex)
+        var event = StoreEvent(action: .update, node: shown, prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex)
         event.isRefresh = refresh
-        return .success((event, []))
+        return .success((event, .none))
     }
 
     private mutating func compareAndSwap(_ command: StoreCommand, expiration: Int64?, now: Int64)
-        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+        -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
-        let nodePath: String, node: StoreNode
+        let nodePath: StoreKey, node: StoreNode
         switch writableNode(command.path).flatMap({ found in comparedFile(found.path, command).map { (found.path, $0) } }) {
         case .failure(let error): return .failure(error)
         case .success(let found): (nodePath, node) = found
         }
         currentIndex += 1
-        let updated = StoreNode(key: nodePath, value: command.refresh ? node.value : command.value, createdIndex: node.createdIndex,
+        let updated = StoreNode(name: node.name, value: command.refresh ? node.value : command.value, createdIndex: node.createdIndex,
                                 modifiedIndex: currentIndex, expiration: expiration)
         root = replacing(nodePath, createIndex: currentIndex) { _ in updated }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
-        var event = StoreEvent(action: .compareAndSwap, node: NodeView(updated, now: now), prevNode: NodeView(node, now: now),
-                               etcdIndex: currentIndex)
+        var event = StoreEvent(action: .compareAndSwap, node: NodeView(updated, key: nodePath, now: now),
+                               prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex)
         event.isRefresh = command.refresh
-        return .success((event, []))
+        return .success((event, .none))
     }
 
-    private mutating func delete(_ path: String, dir: Bool, recursive: Bool, now: Int64)
-        -> Result<(event: StoreEvent, removed: [String]), StoreError>
+    private mutating func delete(_ path: StoreKey, dir: Bool, recursive: Bool, now: Int64)
+        -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
-        let nodePath: String, node: StoreNode
+        let nodePath: StoreKey, node: StoreNode
         switch writableNode(path) {
         case .failure(let error): return .failure(error)
         case .success(let found): (nodePath, node) = found
@@ -225,14 +233,14 @@ package struct KeySpace: Sendable {
             guard node.children.isEmpty || recursive else { return .failure(StoreError(.dirNotEmpty, nodePath, index: currentIndex)) }
         }
         currentIndex += 1
-        let removed = subtreePaths(node)
         root = replacing(nodePath, createIndex: currentIndex) { _ in nil }
         let view = NodeView(key: nodePath, value: nil, isDirectory: node.isDirectory, createdIndex: node.createdIndex, modifiedIndex: currentIndex)
-        return .success((StoreEvent(action: .delete, node: view, prevNode: NodeView(node, now: now), etcdIndex: currentIndex), removed))
+        return .success((StoreEvent(action: .delete, node: view, prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex),
+                         RemovedNodes(node, path: nodePath)))
     }
 
-    private mutating func compareAndDelete(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: [String]), StoreError> {
-        let nodePath = cleanKeyPath(command.path)
+    private mutating func compareAndDelete(_ command: StoreCommand, now: Int64) -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError> {
+        let nodePath = command.path.cleaned()
         let node: StoreNode
         switch comparedFile(nodePath, command) {
         case .failure(let error): return .failure(error)
@@ -241,23 +249,24 @@ package struct KeySpace: Sendable {
         currentIndex += 1
         root = replacing(nodePath, createIndex: currentIndex) { _ in nil }
         let view = NodeView(key: nodePath, value: nil, isDirectory: false, createdIndex: node.createdIndex, modifiedIndex: currentIndex)
-        return .success((StoreEvent(action: .compareAndDelete, node: view, prevNode: NodeView(node, now: now), etcdIndex: currentIndex), [nodePath]))
+        return .success((StoreEvent(action: .compareAndDelete, node: view, prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex),
+                         RemovedNodes(node, path: nodePath)))
     }
 
     // MARK: - Helpers
 
     /// The existing node a write changes in place, with its clean path; the root is read-only.
-    private func writableNode(_ path: String) -> Result<(path: String, node: StoreNode), StoreError> {
-        let nodePath = cleanKeyPath(path)
-        guard nodePath != "/" else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
+    private func writableNode(_ path: StoreKey) -> Result<(path: StoreKey, node: StoreNode), StoreError> {
+        let nodePath = path.cleaned()
+        guard !nodePath.isRoot else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
         return lookup(nodePath).map { (nodePath, $0) }
     }
 
     /// The file a compare-and-swap or compare-and-delete acts on, once its prevValue and prevIndex match.
     /// (The root has no user-visible path, so etcd names no cause for it.)
-    private func comparedFile(_ nodePath: String, _ command: StoreCommand) -> Result<StoreNode, StoreError> {
+    private func comparedFile(_ nodePath: StoreKey, _ command: StoreCommand) -> Result<StoreNode, StoreError> {
         lookup(nodePath).flatMap { node in
-            guard !node.isDirectory else { return .failure(StoreError(.notFile, nodePath == "/" ? "" : nodePath, index: currentIndex)) }
+            guard !node.isDirectory else { return .failure(StoreError(.notFile, nodePath.isRoot ? StoreKey(bytes: []) : nodePath, index: currentIndex)) }
             if let cause = compareFailure(node, prevValue: command.prevValue, prevIndex: command.prevIndex) {
                 return .failure(StoreError(.testFailed, cause, index: currentIndex))
             }
@@ -268,7 +277,8 @@ package struct KeySpace: Sendable {
     /// etcd's compare: an empty prevValue or a zero prevIndex always matches; the cause names what did not.
     private func compareFailure(_ node: StoreNode, prevValue: String, prevIndex: UInt64) -> String? {
         let indexMatch = prevIndex == 0 || node.modifiedIndex == prevIndex
-        let valueMatch = prevValue.isEmpty || node.value == prevValue
+        // Byte for byte, as Go compares strings (Swift's == would match é with e + ◌́).
+        let valueMatch = prevValue.isEmpty || node.value.map { $0.utf8.elementsEqual(prevValue.utf8) } == true
         switch (valueMatch, indexMatch) {
         case (true, true): return nil
         case (true, false): return "[\(prevIndex) != \(node.modifiedIndex)]"
@@ -278,36 +288,26 @@ package struct KeySpace: Sendable {
     }
 
     /// A new root with the node at `path` replaced by `change(old)` (nil removes it); missing directories on the way
-    /// are created with `createIndex`, as etcd's walk creates them.
-    private func replacing(_ path: String, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) -> StoreNode {
-        func rebuild(_ directory: StoreNode, _ components: ArraySlice<String>) -> StoreNode {
-            let name = components.first!
+    /// are created with `createIndex`, as etcd's walk creates them. A loop down the path, then one back up: no
+    /// recursion, however deep the key.
+    private func replacing(_ path: StoreKey, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) -> StoreNode {
+        let components = path.components
+        guard let last = components.last else { return root }
+        var directories = [root]
+        for name in components.dropLast() {
+            directories.append(directories.last!.children[name]
+                ?? StoreNode(name: name, value: nil, createdIndex: createIndex, modifiedIndex: createIndex, expiration: nil))
+        }
+        var name = last
+        var replacement = change(directories.last!.children[name])
+        while let directory = directories.popLast() {
             var children = directory.children
-            if components.count == 1 {
-                children[name] = change(children[name])
-            } else {
-                let child = children[name]
-                    ?? StoreNode(key: join(directory.key, name), value: nil, createdIndex: createIndex, modifiedIndex: createIndex, expiration: nil)
-                children[name] = rebuild(child, components.dropFirst())
-            }
-            return directory.with(children: children)
+            children[name] = replacement
+            replacement = directory.with(children: children)
+            name = directory.name
         }
-        return rebuild(root, keyComponents(path)[...])
+        return replacement!
     }
-
-    private func subtreePaths(_ node: StoreNode) -> [String] {
-        var paths: [String] = []
-        var pending = [node]
-        while let next = pending.popLast() {
-            paths.append(next.key)
-            pending.append(contentsOf: next.children.values)
-        }
-        return paths
-    }
-}
-
-func join(_ directory: String, _ name: String) -> String {
-    directory == "/" ? "/" + name : directory + "/" + name
 }
 
 /// In-order keys are the index, zero-padded to 20 digits (etcd's `%020s`).

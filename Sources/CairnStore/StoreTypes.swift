@@ -2,15 +2,15 @@
 // mirroring etcd's v2 request, event and error shapes so the API layer can render them byte for byte.
 
 /// One write, exactly as etcd's v2 server receives it after parsing (its `RequestV2`).
-package struct StoreCommand: Sendable, Equatable, Codable {
-    package enum Method: String, Sendable, Codable {
+package struct StoreCommand: Sendable, Equatable {
+    package enum Method: String, Sendable {
         case put = "PUT", post = "POST", delete = "DELETE"
         /// Removes every node whose expiration is at or before `time`; issued by the leader, so all replicas agree.
         case expire = "EXPIRE"
     }
 
     package var method: Method
-    package var path: String = "/"
+    package var path: StoreKey = .root
     package var value: String = ""
     package var dir = false
     package var prevValue: String = ""
@@ -23,9 +23,13 @@ package struct StoreCommand: Sendable, Equatable, Codable {
     package var recursive = false
     package var refresh = false
 
-    package init(method: Method, path: String = "/") {
+    package init(method: Method, path: StoreKey = .root) {
         self.method = method
         self.path = path
+    }
+
+    package init(method: Method, path: String) {
+        self.init(method: method, path: StoreKey(path))
     }
 
     /// The command with its relative TTL turned into an expiration at cluster time `now` (saturating: a TTL past
@@ -42,7 +46,7 @@ package struct StoreCommand: Sendable, Equatable, Codable {
 
 /// A node as an event or a listing shows it; the JSON layer renders exactly these fields.
 package struct NodeView: Sendable, Equatable {
-    package var key: String
+    package var key: StoreKey
     package var value: String?
     package var isDirectory: Bool
     package var expiration: Int64?
@@ -50,8 +54,8 @@ package struct NodeView: Sendable, Equatable {
     package var createdIndex: UInt64
     package var modifiedIndex: UInt64
 
-    package init(_ node: StoreNode, now: Int64) {
-        key = node.key
+    package init(_ node: StoreNode, key: StoreKey, now: Int64) {
+        self.key = key
         value = node.value
         isDirectory = node.isDirectory
         expiration = node.expiration
@@ -60,7 +64,7 @@ package struct NodeView: Sendable, Equatable {
         modifiedIndex = node.modifiedIndex
     }
 
-    package init(key: String, value: String?, isDirectory: Bool, expiration: Int64? = nil, ttl: Int64 = 0,
+    package init(key: StoreKey, value: String?, isDirectory: Bool, expiration: Int64? = nil, ttl: Int64 = 0,
                  createdIndex: UInt64, modifiedIndex: UInt64) {
         self.key = key
         self.value = value
@@ -133,12 +137,25 @@ package enum StoreErrorCode: Int, Sendable {
 
 package struct StoreError: Error, Sendable, Equatable {
     package var code: StoreErrorCode
-    package var cause: String
+    /// The cause's bytes: a key named in a cause is kept as its bytes, which need not be UTF-8.
+    package var causeBytes: [UInt8]
     package var index: UInt64
 
     package init(_ code: StoreErrorCode, _ cause: String, index: UInt64) {
+        self.init(code, causeBytes: Array(cause.utf8), index: index)
+    }
+
+    /// An error whose cause is a key, as etcd names the key it could not find, write or use as a directory.
+    package init(_ code: StoreErrorCode, _ key: StoreKey, index: UInt64) {
+        self.init(code, causeBytes: key.bytes, index: index)
+    }
+
+    package init(_ code: StoreErrorCode, causeBytes: [UInt8], index: UInt64) {
         self.code = code
-        self.cause = cause
+        self.causeBytes = causeBytes
         self.index = index
     }
+
+    /// The cause as text (bytes that are not UTF-8 show as U+FFFD).
+    package var cause: String { String(decoding: causeBytes, as: UTF8.self) }
 }

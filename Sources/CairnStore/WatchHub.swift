@@ -7,13 +7,13 @@ package final class WatchHub {
 
     private final class Watcher {
         let id: WatcherID
-        let path: String
+        let path: StoreKey
         let recursive: Bool
         let stream: Bool
         let sinceIndex: UInt64
         let deliver: (StoreEvent) -> Void
 
-        init(id: WatcherID, path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64, deliver: @escaping (StoreEvent) -> Void) {
+        init(id: WatcherID, path: StoreKey, recursive: Bool, stream: Bool, sinceIndex: UInt64, deliver: @escaping (StoreEvent) -> Void) {
             self.id = id
             self.path = path
             self.recursive = recursive
@@ -28,8 +28,11 @@ package final class WatchHub {
     private var historyBytes = 0
     /// The lowest index a watch may still ask for; below it, history is gone (etcd's error 401).
     private var oldestAnswerableIndex: UInt64 = 1
-    private var watchersByPath: [String: [WatcherID: Watcher]] = [:]
-    private var pathOfWatcher: [WatcherID: String] = [:]
+    private var watchersByPath: [StoreKey: [WatcherID: Watcher]] = [:]
+    private var pathOfWatcher: [WatcherID: StoreKey] = [:]
+    /// How many watched paths have each depth: a write looks for watchers only at depths someone watches, so a key
+    /// of n components costs a write O(n), not the O(n²) of hashing each of its ancestors' paths.
+    private var watchedPathsByDepth: [Int: Int] = [:]
     private var nextID = 0
 
     package init(historyBytesMax: Int = 64 * 1024 * 1024) {
@@ -41,9 +44,9 @@ package final class WatchHub {
     /// Registers a watch as etcd's `GET ?wait=true` does. Events already in history from `sinceIndex` (0: the next
     /// index) are delivered at once: a one-shot watch then ends; a stream gets all of them, then continues live.
     /// Returns the watcher's ID while it stays registered, nil when it already completed.
-    package func watch(path: String, recursive: Bool, stream: Bool, sinceIndex: UInt64, currentIndex: UInt64,
+    package func watch(path: StoreKey, recursive: Bool, stream: Bool, sinceIndex: UInt64, currentIndex: UInt64,
                        deliver: @escaping (StoreEvent) -> Void) -> Result<WatcherID?, StoreError> {
-        let key = cleanKeyPath(path)
+        let key = path.cleaned()
         let since = sinceIndex == 0 ? currentIndex + 1 : sinceIndex
         if since < oldestAnswerableIndex {
             return .failure(StoreError(.eventIndexCleared, "the requested history has been cleared [\(oldestAnswerableIndex)/\(since)]",
@@ -66,6 +69,7 @@ package final class WatchHub {
         }
         nextID += 1
         let watcher = Watcher(id: nextID, path: key, recursive: recursive, stream: stream, sinceIndex: nextSince, deliver: deliver)
+        if watchersByPath[key] == nil { watchedPathsByDepth[key.depth, default: 0] += 1 }
         watchersByPath[key, default: [:]][watcher.id] = watcher
         pathOfWatcher[watcher.id] = key
         return .success(watcher.id)
@@ -75,27 +79,34 @@ package final class WatchHub {
     package func remove(_ id: WatcherID) {
         guard let path = pathOfWatcher.removeValue(forKey: id) else { return }
         watchersByPath[path]?[id] = nil
-        if watchersByPath[path]?.isEmpty == true { watchersByPath[path] = nil }
+        if watchersByPath[path]?.isEmpty == true {
+            watchersByPath[path] = nil
+            let depth = path.depth
+            watchedPathsByDepth[depth] = watchedPathsByDepth[depth].flatMap { $0 > 1 ? $0 - 1 : nil }
+        }
     }
 
     /// Records an event and wakes the watchers it concerns: those on the removed paths (a deleted directory's
     /// descendants), then those on the key and each of its ancestors. Refresh events are kept but wake no one.
-    package func notify(_ event: StoreEvent, removedPaths: [String]) {
+    package func notify(_ event: StoreEvent, removedPaths: RemovedNodes) {
         record(event)
         guard !event.isRefresh, !watchersByPath.isEmpty else { return }
         var notified = Set<WatcherID>()
-        for path in removedPaths {
+        removedPaths.forEachPath(atDepthsIn: watchedPathsByDepth) { path in
             wake(event, at: path, originalPath: path == event.node.key, deleted: true, notified: &notified)
         }
-        var path = "/"
-        wake(event, at: path, originalPath: event.node.key == "/", deleted: false, notified: &notified)
-        for component in keyComponents(event.node.key) {
-            path = join(path, component)
+        var path = StoreKey.root
+        if watchedPathsByDepth[0] != nil {
+            wake(event, at: path, originalPath: event.node.key.isRoot, deleted: false, notified: &notified)
+        }
+        for (index, component) in event.node.key.components.enumerated() {
+            path.append(component)
+            guard watchedPathsByDepth[index + 1] != nil else { continue }
             wake(event, at: path, originalPath: path == event.node.key, deleted: false, notified: &notified)
         }
     }
 
-    private func wake(_ event: StoreEvent, at path: String, originalPath: Bool, deleted: Bool, notified: inout Set<WatcherID>) {
+    private func wake(_ event: StoreEvent, at path: StoreKey, originalPath: Bool, deleted: Bool, notified: inout Set<WatcherID>) {
         guard let watchers = watchersByPath[path] else { return }
         guard originalPath || !isHidden(watchPath: path, keyPath: event.node.key) else { return }
         for watcher in watchers.values.sorted(by: { $0.id < $1.id })
@@ -107,8 +118,8 @@ package final class WatchHub {
     }
 
     private func record(_ event: StoreEvent) {
-        let bytes = 128 + event.node.key.utf8.count + (event.node.value?.utf8.count ?? 0)
-            + (event.prevNode.map { $0.key.utf8.count + ($0.value?.utf8.count ?? 0) } ?? 0)
+        let bytes = 128 + event.node.key.bytes.count + (event.node.value?.utf8.count ?? 0)
+            + (event.prevNode.map { $0.key.bytes.count + ($0.value?.utf8.count ?? 0) } ?? 0)
         history.append((event, bytes))
         historyBytes += bytes
         while historyBytes > historyBytesMax, history.count > 1, let oldest = history.popFirst() {
@@ -119,10 +130,10 @@ package final class WatchHub {
 
     /// etcd's history match: the key itself, a key below it for recursive watches, or a deleted or expired directory
     /// that contained it.
-    private func historyMatches(_ event: StoreEvent, key: String, recursive: Bool) -> Bool {
+    private func historyMatches(_ event: StoreEvent, key: StoreKey, recursive: Bool) -> Bool {
         if event.node.key == key { return true }
         if recursive {
-            let prefix = key.hasSuffix("/") ? key : key + "/"
+            let prefix = key.bytes.last == StoreKey.slash ? key : StoreKey(bytes: key.bytes + [StoreKey.slash])
             if event.node.key.hasPrefix(prefix) { return true }
         }
         if event.action == .delete || event.action == .expire, let prev = event.prevNode, prev.isDirectory, key.hasPrefix(prev.key) {
@@ -131,9 +142,9 @@ package final class WatchHub {
         return false
     }
 
-    private func isHidden(watchPath: String, keyPath: String) -> Bool {
-        guard watchPath.count <= keyPath.count else { return false }
-        let after = cleanKeyPath("/" + keyPath.dropFirst(watchPath.count))
-        return after.contains("/_")
+    private func isHidden(watchPath: StoreKey, keyPath: StoreKey) -> Bool {
+        guard watchPath.bytes.count <= keyPath.bytes.count else { return false }
+        let after = StoreKey(bytes: [StoreKey.slash] + keyPath.bytes.dropFirst(watchPath.bytes.count)).cleaned()
+        return after.components.contains { $0.first == UInt8(ascii: "_") }
     }
 }

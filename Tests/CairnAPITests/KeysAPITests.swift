@@ -1,5 +1,6 @@
 // Request parsing and response rendering as etcd does them: parameter errors, Go's JSON escaping and times,
 // and listings that stream in pieces yet equal the whole.
+import CairnTestSupport
 import Testing
 @testable import CairnAPI
 @testable import CairnStore
@@ -52,10 +53,10 @@ import Testing
             _ = try space.apply(command, now: 0).get()
         }
         let node = try space.lookup("/big").get()
-        var whole = ListingProducer(node: node, recursive: true, now: 0)
+        var whole = ListingProducer(node: node, path: "/big", recursive: true, now: 0)
         let all = whole.next(maxBytes: .max)!
         #expect(whole.next(maxBytes: .max) == nil)
-        var pieces = ListingProducer(node: node, recursive: true, now: 0)
+        var pieces = ListingProducer(node: node, path: "/big", recursive: true, now: 0)
         var joined: [UInt8] = []
         var count = 0
         while let piece = pieces.next(maxBytes: 4096) {
@@ -65,5 +66,82 @@ import Testing
         }
         #expect(joined == all && count > 10)
         #expect(String(decoding: all.suffix(40), as: UTF8.self).hasSuffix("\"modifiedIndex\":2,\"createdIndex\":2}}\n") || all.last == 10)
+    }
+}
+
+/// Keys of tens of thousands of components: listed without recursion, on a member-sized stack; a key over the limit
+/// is refused with etcd's error shape before anything is proposed.
+@Suite struct DeepKeyListingTests {
+    @Test func deepChainsListRecursivelyOnAMemberSizedStack() throws {
+        nonisolated(unsafe) var bodies: [String] = []
+        onThread {
+            var space = KeySpace()
+            let key = String(repeating: "/a", count: 30_000)
+            _ = space.apply(StoreCommand(method: .put, path: key + "/leaf"), now: 0)
+            // The top levels of a recursive listing of the root: a whole one writes every key, ~900 MB.
+            var fromRoot = ListingProducer(node: space.root, path: "/", recursive: true, now: 0)
+            var listed = 0
+            while listed < 1 << 20, let piece = fromRoot.next(maxBytes: 64 * 1024) { listed += piece.count }
+            bodies.append("\(listed)")
+            let parent = StoreKey(String(repeating: "/a", count: 29_999))
+            if case .success(let node) = KeySpace.lookup(parent, in: space.root, currentIndex: 1) {
+                var listing = ListingProducer(node: node, path: parent, recursive: true, now: 0)
+                var whole: [UInt8] = []
+                while let piece = listing.next(maxBytes: 64 * 1024) { whole += piece }
+                bodies.append(String(decoding: whole, as: UTF8.self))
+            }
+        }
+        #expect(bodies.count == 2 && (Int(bodies[0]) ?? 0) >= 1 << 20)
+        let parent = String(repeating: "/a", count: 29_999)
+        #expect(bodies.last == #"{"action":"get","node":{"key":"\#(parent)","dir":true,"nodes":[{"key":"\#(parent)/a","dir":true,"#
+            + #""nodes":[{"key":"\#(parent)/a/leaf","value":"","modifiedIndex":1,"createdIndex":1}],"modifiedIndex":1,"createdIndex":1}],"#
+            + #""modifiedIndex":1,"createdIndex":1}}"# + "\n")
+    }
+
+    @Test func aKeyOverTheLimitIsRefusedAsAnInvalidField() {
+        let long = "/" + String(repeating: "k", count: KeySpace.keyBytesMax)
+        let refused = KeysRequest.parse(method: "PUT", keyPath: StoreKey(long), parameters: [], formError: nil)
+        #expect(refused == .failure(StoreError(.invalidField, "key is longer than 65536 bytes", index: 0)))
+        #expect((try? KeysRequest.parse(method: "PUT", keyPath: StoreKey(String(long.dropLast())), parameters: [], formError: nil).get()) != nil)
+        var space = KeySpace()
+        #expect(space.apply(StoreCommand(method: .put, path: long), now: 0).map(\.event)
+            == .failure(StoreError(.invalidField, "key is longer than 65536 bytes", index: 0)))
+    }
+}
+
+/// Keys are bytes; JSON shows them as Go's encoding/json does: each byte that is not UTF-8 as \ufffd.
+@Suite struct KeyBytesJSONTests {
+    func json(_ bytes: [UInt8]) -> String {
+        var json = GoJSON()
+        json.string(utf8: bytes)
+        return String(decoding: json.take(), as: UTF8.self)
+    }
+
+    @Test func invalidBytesAreWrittenAsGoWritesThem() {
+        #expect(json(Array("/u".utf8) + [0xFF]) == #""/u\ufffd""#)
+        #expect(json([0xEF, 0xBF, 0xBD]) == "\"\u{FFFD}\"", "a real U+FFFD is copied, not escaped")
+        #expect(json([0xC0, 0x80]) == #""\ufffd\ufffd""#, "an overlong form is two bad bytes")
+        #expect(json([0xED, 0xA0, 0x80]) == #""\ufffd\ufffd\ufffd""#, "so is a surrogate")
+        #expect(json([0xE2, 0x82]) == #""\ufffd\ufffd""#, "and a sequence cut short")
+        #expect(json([0xF4, 0x90, 0x80, 0x80]) == #""\ufffd\ufffd\ufffd\ufffd""#, "and anything past U+10FFFF")
+        #expect(json(Array("é€😀<\u{2028}".utf8)) == #""é€😀\u003c\u2028""#)
+    }
+
+    @Test func aDirectoryWithKeysDifferingInInvalidBytesListsBoth() throws {
+        var space = KeySpace(initialIndex: 3)
+        for (last, value) in [(UInt8(0xFF), "1"), (0xFE, "2")] {
+            guard case .write(var command, _) = try KeysRequest.parse(method: "PUT", keyPath: StoreKey(bytes: Array("/u".utf8) + [last]),
+                                                                   parameters: [], formError: nil).get() else { return }
+            command.value = value
+            _ = try space.apply(command, now: 0).get()
+        }
+        var listing = ListingProducer(node: space.root, path: .root, recursive: false, now: 0)
+        #expect(String(decoding: listing.next(maxBytes: .max) ?? [], as: UTF8.self)
+            == #"{"action":"get","node":{"dir":true,"nodes":[{"key":"/u\ufffd","value":"2","modifiedIndex":5,"createdIndex":5},"#
+            + #"{"key":"/u\ufffd","value":"1","modifiedIndex":4,"createdIndex":4}]}}"# + "\n")
+        let missing = space.lookup(StoreKey(bytes: Array("/u".utf8) + [0xFD]))
+        guard case .failure(let error) = missing else { Issue.record("found a key never written"); return }
+        #expect(String(decoding: KeysResponse.error(error), as: UTF8.self)
+            == #"{"errorCode":100,"message":"Key not found","cause":"/u\ufffd","index":5}"# + "\n")
     }
 }

@@ -208,6 +208,35 @@ func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, erro
         #expect(unpaired.contains(#""errorCode":209"#) && unpaired.contains("go together"), "\(unpaired)")
     }
 
+    /// etcd 3.4's answers, recorded with curl: `/u%ff` and `/u%fe` are two keys, each shown as "/u\ufffd".
+    @Test func keysKeepTheirBytesAsInEtcd() throws {
+        let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0"])
+        defer { _ = cairn.stop() }
+        let keys = cairn.baseURL + "/v2/keys"
+        #expect(try curl(["-X", "PUT", keys + "/u%ff", "-d", "value=1"]) == #"{"action":"set","node":{"key":"/u\ufffd","value":"1","modifiedIndex":4,"createdIndex":4}}"# + "\n")
+        #expect(try curl([keys + "/u%fe"]) == #"{"errorCode":100,"message":"Key not found","cause":"/u\ufffd","index":4}"# + "\n")
+        #expect(try curl(["-X", "PUT", keys + "/u%fe", "-d", "value=2"]) == #"{"action":"set","node":{"key":"/u\ufffd","value":"2","modifiedIndex":5,"createdIndex":5}}"# + "\n")
+        #expect(try curl([keys + "/u%ff"]).contains(#""value":"1""#))
+        #expect(try curl([keys + "/u%ff/nope"]) == #"{"errorCode":104,"message":"Not a directory","cause":"/u\ufffd","index":5}"# + "\n")
+        #expect(try curl(["-X", "PUT", keys + "/caf%C3%A9", "-d", "value=3"]).contains(#""createdIndex":6"#))
+        #expect(try curl(["-X", "PUT", keys + "/cafe%CC%81", "-d", "value=4"]).contains(#""createdIndex":7"#), "a second key, as in etcd")
+        let listing = try curl([keys + "/?sorted=true"])
+        #expect(listing.components(separatedBy: #""key":"/u\ufffd""#).count == 3 && listing.components(separatedBy: #""key":"/caf"#).count == 3,
+                "\(listing)")
+    }
+
+    /// A key of 28,000 components (a 56 KB URL) once killed every member with a stack overflow.
+    @Test func aDeepKeyIsStoredReadAndDeletedAndTheMemberLives() throws {
+        let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0"])
+        defer { _ = cairn.stop() }
+        let key = String(repeating: "/a", count: 28_000)
+        #expect(try curl(["-X", "PUT", "-o", "/dev/null", "-w", "%{http_code}", cairn.baseURL + "/v2/keys" + key, "-d", "value=1"]) == "201")
+        #expect(try curl(["-X", "PUT", "-o", "/dev/null", "-w", "%{http_code}", cairn.baseURL + "/v2/keys" + key, "-d", "value=2"]) == "200")
+        #expect(try curl([cairn.baseURL + "/v2/keys" + key]).hasSuffix(#""value":"2","modifiedIndex":5,"createdIndex":5}}"# + "\n"))
+        #expect(try curl(["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}", cairn.baseURL + "/v2/keys/a?recursive=true"]) == "200")
+        #expect(try curl([cairn.baseURL + "/health"]) == #"{"health":"true"}"#)
+    }
+
     @Test func killDuringAWriteLoadLosesNoAcknowledgedWrite() throws {
         let directory = temporaryDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

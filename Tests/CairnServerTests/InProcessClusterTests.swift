@@ -141,14 +141,14 @@ final class InProcessCluster {
     func quorumRead(_ id: UInt64, _ path: String) -> Result<String?, StoreError> {
         wait { done in
             nodes[id]!.linearizableRead { result in
-                done(result.map { view in try? KeySpace.lookup(path, in: view.root, currentIndex: view.etcdIndex).get().value })
+                done(result.map { view in try? KeySpace.lookup(StoreKey(path), in: view.root, currentIndex: view.etcdIndex).get().value })
             }
         }
     }
 
     func localValue(_ id: UInt64, _ path: String) -> String? {
         let view = nodes[id]!.view()
-        return try? KeySpace.lookup(path, in: view.root, currentIndex: view.etcdIndex).get().value
+        return try? KeySpace.lookup(StoreKey(path), in: view.root, currentIndex: view.etcdIndex).get().value
     }
 
     private func wait<T: Sendable>(_ body: (@escaping @Sendable (T) -> Void) -> Void) -> T {

@@ -46,7 +46,7 @@ final class LoneMember {
 
     func value(_ path: String) -> String? {
         let view = node.view()
-        return try? KeySpace.lookup(path, in: view.root, currentIndex: view.etcdIndex).get().value
+        return try? KeySpace.lookup(StoreKey(path), in: view.root, currentIndex: view.etcdIndex).get().value
     }
 
     var failingGauge: Double? { node.metricGauges.first { $0.0 == "cairn_storage_failing" }?.2 }

@@ -22,10 +22,9 @@ struct BytesSource: SnapshotSource {
 
 func listing(_ node: StoreNode) -> [String] {
     var lines: [String] = []
-    var pending = [node]
-    while let next = pending.popLast() {
-        lines.append("\(next.key) \(next.value ?? "<dir>") \(next.createdIndex) \(next.modifiedIndex) \(next.expiration ?? 0)")
-        pending.append(contentsOf: next.children.values.sorted { $0.key > $1.key })
+    var walk = SubtreeWalk(node, path: "/", sorted: true)
+    while let (next, _, path) = walk.next() {
+        lines.append("\(String(decoding: path, as: UTF8.self)) \(next.value ?? "<dir>") \(next.createdIndex) \(next.modifiedIndex) \(next.expiration ?? 0)")
     }
     return lines
 }
@@ -95,5 +94,49 @@ func listing(_ node: StoreNode) -> [String] {
         damaged[0] ^= 1
         var source = BytesSource(bytes: damaged)
         #expect(throws: TreeSnapshotError.badMagic) { _ = try TreeSnapshot.read(from: &source) }
+    }
+
+    /// A stream in the first format, whose records hold full paths: (kind, path, value, created, modified, expiration).
+    func pathRecordStream(_ records: [(UInt8, String, String?, UInt64, UInt64, Int64?)]) -> [UInt8] {
+        var w = ByteWriter()
+        w.raw(Array("CAIRNKV1".utf8))
+        w.u64(9)
+        for (kind, path, value, created, modified, expiration) in records {
+            w.u8(kind)
+            w.lengthPrefixed(Array(path.utf8))
+            if let value { w.lengthPrefixed(Array(value.utf8)) }
+            w.u64(created)
+            w.u64(modified)
+            if let expiration { w.u64(UInt64(bitPattern: expiration)) }
+        }
+        w.u8(0xFF)
+        w.u64(UInt64(records.count))
+        return w.bytes
+    }
+
+    @Test func snapshotsOfTheFirstFormatAreStillRead() throws {
+        var source = BytesSource(bytes: pathRecordStream([
+            (1, "/", nil, 0, 0, nil), (1, "/a", nil, 2, 2, nil), (0, "/a/b", "v", 3, 4, nil), (2, "/c", "w", 5, 5, 77),
+        ]))
+        let (root, index) = try TreeSnapshot.read(from: &source)
+        #expect(index == 9)
+        #expect(listing(root) == [" <dir> 0 0 0", "/a <dir> 2 2 0", "/a/b v 3 4 0", "/c w 5 5 77"])
+        for misplaced in ["/b/c", "a", "/a/b/c"] {
+            var bad = BytesSource(bytes: pathRecordStream([(1, "/", nil, 0, 0, nil), (1, "/a", nil, 2, 2, nil), (0, misplaced, "v", 3, 4, nil)]))
+            #expect(throws: TreeSnapshotError.self) { _ = try TreeSnapshot.read(from: &bad) }
+        }
+    }
+
+    @Test func recordsOutsideTheTreeAreDamage() throws {
+        let space = try randomSpace(seed: 5, writes: 30)
+        var sink = PieceSink()
+        try TreeSnapshot.write(root: space.root, currentIndex: space.currentIndex, to: &sink)
+        var bytes = sink.bytes
+        // The second record's depth (after magic, index and the root's 1 + 4 + 4 + 0 + 8 + 8 bytes, and its kind).
+        let depthOffset = 8 + 8 + 25 + 1
+        #expect(bytes[depthOffset] == 1)
+        bytes[depthOffset] = 2
+        var source = BytesSource(bytes: bytes)
+        #expect(throws: TreeSnapshotError.self) { _ = try TreeSnapshot.read(from: &source) }
     }
 }
