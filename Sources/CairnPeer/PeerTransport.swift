@@ -50,7 +50,7 @@ package final class PeerTransport: @unchecked Sendable {
     package let configuration: PeerTransportConfiguration
     private let queue = DispatchQueue(label: "cairn.peer")
     private let deliveryQueue: DispatchQueue
-    private let deliver: @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Void
+    private let deliver: @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Bool
     private let report: @Sendable (String) -> Void
     private var listeners: [any DispatchSourceRead] = []
     private var roundTripProbes: (any DispatchSourceTimer)?
@@ -71,11 +71,12 @@ package final class PeerTransport: @unchecked Sendable {
         var channel: PeerChannel
     }
 
-    /// `deliver` runs on `deliveryQueue` for every frame from a peer, in order per connection.
+    /// `deliver` runs on `deliveryQueue` for every frame from a peer, in order per connection; it returns false for a
+    /// frame it refuses, and the connection the frame came on is then closed (the frame is counted as refused).
     /// `report` receives one line per noteworthy event (a refused stranger, a lost connection).
     package init(configuration: PeerTransportConfiguration, deliveryQueue: DispatchQueue,
                  report: @escaping @Sendable (String) -> Void = { _ in },
-                 deliver: @escaping @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Void) {
+                 deliver: @escaping @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Bool) {
         self.configuration = configuration
         self.clusterID = configuration.clusterID
         self.deliveryQueue = deliveryQueue
@@ -215,8 +216,11 @@ package final class PeerTransport: @unchecked Sendable {
         let undelivered = connection.undeliveredBytes.add(size, ordering: .acquiringAndReleasing).newValue
         stats.withLock { $0.framesReceived += 1 }
         let resumeBelow = configuration.deliveryBytesMax / 2
-        deliveryQueue.async { [deliver, queue] in
-            deliver(from, frame)
+        deliveryQueue.async { [self] in
+            if !deliver(from, frame) {
+                stats.withLock { $0.framesRefused += 1 }
+                queue.async { socket.close(reason: "refused a frame of type \(frame.type) from member \(hex(from))") }
+            }
             // The count is shared, so a delivered frame costs no hop back to this queue; only a paused link does.
             let left = connection.undeliveredBytes.subtract(size, ordering: .acquiringAndReleasing).newValue
             if left <= resumeBelow, connection.readingPaused.compareExchange(expected: true, desired: false, ordering: .acquiringAndReleasing).exchanged {
@@ -291,6 +295,8 @@ package struct PeerTransportStats: Sendable {
     package var framesSent = 0
     package var framesDropped = 0
     package var framesReceived = 0
+    /// Frames the node refused; each closed the connection it came on.
+    package var framesRefused = 0
     package var connects = 0
     package var refusals = 0
 }

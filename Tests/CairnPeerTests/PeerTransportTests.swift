@@ -65,7 +65,7 @@ final class Member: Sendable {
         transport = PeerTransport(
             configuration: configuration, deliveryQueue: deliveryQueue ?? DispatchQueue(label: "node-\(id)"),
             report: { line in inbox.reports.withLock { $0.append(line) } },
-            deliver: { from, frame in inbox.received.withLock { $0.append((from, frame)) } })
+            deliver: { from, frame in inbox.received.withLock { $0.append((from, frame)) }; return true })
         transport.roundTripMeasured = { peer, seconds in inbox.roundTrips.withLock { $0[peer, default: []].append(seconds) } }
         try transport.start()
     }
