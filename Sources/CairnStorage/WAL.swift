@@ -246,12 +246,20 @@ package final class WAL {
     /// A record write failed part-way: bytes of entries the caller was told failed may sit past the data end,
     /// so the group-commit writer must stop rather than let a later, different batch land beside them.
     package private(set) var recordWriteFailed = false
+    /// Where the log continues while it has no segment: only after a `reset` failed part-way (or `close`).
+    private var nextIndexWithoutSegments: UInt64 = 1
 
     /// First index still in the log; `lastIndex + 1` when the log holds no entries.
     package var firstIndex: UInt64 {
-        segments.first(where: { !$0.offsets.isEmpty })?.firstIndex ?? segments.last!.firstIndex
+        segments.first(where: { !$0.offsets.isEmpty })?.firstIndex ?? segments.last?.firstIndex ?? nextIndexWithoutSegments
     }
-    package var lastIndex: UInt64 { segments.last!.lastIndex }
+    package var lastIndex: UInt64 { segments.last?.lastIndex ?? nextIndexWithoutSegments - 1 }
+
+    /// Writing needs an open segment; a failed `reset` can leave none, and then every write fails.
+    private func requireOpenSegment() throws {
+        guard segments.isEmpty else { return }
+        throw StorageError.failed(underlying: "the log has no open segment after a failed reset")
+    }
 
     private init(fs: FileSystem, directory: String, options: WALOptions, logger: @escaping @Sendable (String) -> Void) {
         self.fs = fs
@@ -270,6 +278,7 @@ package final class WAL {
     }
 
     package func close() {
+        nextIndexWithoutSegments = lastIndex + 1
         for s in segments { fs.close(s.file) }
         segments = []
     }
@@ -356,6 +365,7 @@ package final class WAL {
     /// Writes entries (which must continue the log) without syncing; `sync()` makes them durable.
     /// Entries are in memory only once their bytes are written; see `recordWriteFailed` for a failed write.
     package func append(_ entries: [LogEntryRecord]) throws {
+        try requireOpenSegment()
         var next = lastIndex + 1
         for e in entries {
             guard e.index == next else { throw StorageError.badIndex(expected: next, got: e.index) }
@@ -403,6 +413,7 @@ package final class WAL {
     /// One fdatasync covering every append since the last one.
     package func sync() throws {
         guard unsynced else { return }
+        try requireOpenSegment()
         try fs.sync(segments[segments.count - 1].file)
         unsynced = false
     }
@@ -461,6 +472,7 @@ package final class WAL {
     /// Drops every entry after `index` (a conflicting suffix) durably, before any later append is written.
     package func truncateSuffix(after index: UInt64) throws {
         guard index < lastIndex else { return }
+        try requireOpenSegment()
         guard index + 1 >= firstIndex else { throw StorageError.outOfRange(index: index, first: firstIndex, last: lastIndex) }
         while segments.count > 1 && segments[segments.count - 1].firstIndex > index {
             let s = segments.removeLast()
@@ -502,6 +514,7 @@ package final class WAL {
     /// Discards the whole log so the next entry is `nextIndex` (after installing a snapshot past the log).
     package func reset(nextIndex: UInt64) throws {
         guard nextIndex >= 1 else { throw StorageError.outOfRange(index: 0, first: firstIndex, last: lastIndex) }
+        nextIndexWithoutSegments = nextIndex
         while let s = segments.popLast() {
             fs.close(s.file)
             try fs.remove(s.file.path)

@@ -96,4 +96,23 @@ import Testing
         #expect(node.metrics.render(gauges: []).contains("cairn_entries_undecodable_total 3"))
         #expect(node.raftStatus.applied >= 5)
     }
+
+    /// The forged heartbeat left term 2^64 − 1 in the hard state, so every restart trapped: it is now damage.
+    @Test func aHardStateWithATermBeyondTheBoundIsReportedCorrupt() throws {
+        let directory = NSTemporaryDirectory() + "cairn-hugeterm-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let options = StorageOptions(wal: WALOptions(segmentBytesMax: 1 << 20))
+        do {
+            let storage = try Storage(fs: PosixFileSystem(), directory: directory, options: options, logger: { _ in })
+            try storage.saveHardState(CairnStorage.HardState(term: UInt64.max, vote: 0, commit: 0))
+            storage.close()
+        }
+        let storage = try Storage(fs: PosixFileSystem(), directory: directory, options: options, logger: { _ in })
+        defer { storage.close() }
+        #expect {
+            _ = try KeySpaceNode(clock: ClusterClock(), initialIndex: 3, storage: storage, options: KeySpaceNode.Options(id: 7, voters: [7]))
+        } throws: { error in
+            "\(error)".contains("hardstate") && "\(error)".contains("\(UInt64.max)")
+        }
+    }
 }
