@@ -11,6 +11,8 @@ package enum RaftLimits {
     package static let indexMax: UInt64 = (1 << 62) - 1
     /// The largest heartbeat tick stamp and read sequence accepted from a peer (both count up by one).
     package static let counterMax: UInt64 = (1 << 62) - 1
+    /// The latest cluster time an entry may carry: the application reads it as a signed count of nanoseconds.
+    package static let clusterTimeNanosMax = UInt64(Int64.max)
     /// The largest snapshot file offset a chunk may name.
     package static let snapshotOffsetMax: UInt64 = (1 << 62) - 1
 }
@@ -76,6 +78,9 @@ extension Message {
             // Entries follow `index` one by one, with terms that never decrease and never pass the leader's.
             guard entry.index.value == index.value + UInt64(offset) + 1 else {
                 throw InvalidMessage("entry \(offset) has index \(entry.index.value), expected \(index.value + UInt64(offset) + 1)")
+            }
+            guard entry.clusterTimeNanos <= RaftLimits.clusterTimeNanosMax else {
+                throw InvalidMessage("entry \(entry.index.value) has cluster time \(entry.clusterTimeNanos)")
             }
             guard entry.term >= previousTerm, entry.term <= term else {
                 throw InvalidMessage("entry \(entry.index.value) has term \(entry.term.value) outside \(previousTerm.value)...\(term.value)")

@@ -799,7 +799,9 @@ package final class KeySpaceNode: @unchecked Sendable {
         do {
             let proposal = try Proposal(decoding: entry.data, kind: entry.kind)
             guard case .command(let bytes) = proposal.body else { return (proposal, nil) }
-            return (proposal, try StoreCommand(decoding: bytes))
+            let command = try StoreCommand(decoding: bytes)
+            guard Proposal.isApplicable(command) else { throw TreeSnapshotError.malformed("a write with a negative TTL or expiration") }
+            return (proposal, command)
         } catch {
             metrics.count("cairn_entries_undecodable_total")
             logger.error("a committed entry cannot be decoded; applied as a no-op", metadata: ["index": "\(entry.index)", "error": "\(error)"])

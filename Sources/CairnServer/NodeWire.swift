@@ -145,12 +145,22 @@ struct Proposal: Equatable {
         }
     }
 
-    /// Whether applying this proposal could get past decoding: the envelope and the command inside it both decode.
-    /// What every member checks before a proposal reaches Raft and before an entry from a peer is logged.
+    /// Whether applying this proposal could get past decoding: the envelope and the command inside it both decode
+    /// and the command is one a member's HTTP edge could have made (`isApplicable(_:)`). What every member checks
+    /// before a proposal reaches Raft and before an entry from a peer is logged.
     static func isApplicable(_ bytes: [UInt8], kind: EntryKind) -> Bool {
         guard let proposal = try? Proposal(decoding: bytes, kind: kind) else { return false }
-        if case .command(let command) = proposal.body { return (try? StoreCommand(decoding: command)) != nil }
+        if case .command(let command) = proposal.body {
+            guard let decoded = try? StoreCommand(decoding: command) else { return false }
+            return isApplicable(decoded)
+        }
         return true
+    }
+
+    /// A write never carries a negative TTL or expiration (the HTTP edge makes TTLs of 0 or more and leaves the
+    /// expiration to apply): one that does would make times before 1970 that the key space cannot subtract from.
+    static func isApplicable(_ command: StoreCommand) -> Bool {
+        command.method == .expire || (command.expiration >= 0 && (command.ttlNanos ?? 0) >= 0)
     }
 }
 

@@ -1,6 +1,7 @@
 // A seeded mutation test of everything a peer can send: valid frames of every kind are damaged (bits flipped, bytes
 // inserted, cut, numbers replaced by extremes), re-framed with a correct checksum, then decoded and validated.
 // Each must come out as a valid input or an error, and every valid one is stepped into live Raft cores: no trap.
+import CairnAPI
 import CairnBase
 import CairnPeer
 import CairnRaft
@@ -132,6 +133,21 @@ import Testing
         }
     }
 
+    /// Applies a proposal that passed the checks as every member would, and renders what it changed.
+    static func apply(_ bytes: [UInt8], kind: EntryKind, to keySpace: inout KeySpace) {
+        guard let proposal = try? Proposal(decoding: bytes, kind: kind) else {
+            Issue.record("a checked proposal did not decode")
+            return
+        }
+        guard case .command(let encoded) = proposal.body, let command = try? StoreCommand(decoding: encoded) else { return }
+        let now: Int64 = 1_800_000_000_000_000_000
+        if command.method == .expire {
+            for (event, _) in keySpace.expire(upTo: command.expiration) { _ = KeysResponse.event(event) }
+        } else if case .success(let (event, _)) = keySpace.apply(command.resolvingTTL(at: now), now: now) {
+            _ = KeysResponse.event(event)
+        }
+    }
+
     @Test func damagedFramesDecodeToValidInputsOrErrorsAndNeverTrap() throws {
         let frames = Self.validFrames()
         var cores = Cores()
@@ -141,6 +157,7 @@ import Testing
         }
         var random = SeededRandom(seed: 0xF022)
         var accepted = 0, refused = 0
+        var keySpace = KeySpace(initialIndex: 7)
         let decoder = PeerFrameDecoder(frameBytesMax: 1 << 20)
         for n in 0..<Self.mutations {
             let original = frames[n % frames.count]
@@ -159,10 +176,12 @@ import Testing
                 case .raft(let message):
                     for entry in message.entries where entry.kind == .normal {
                         #expect(Proposal.isApplicable(entry.data, kind: .normal), "mutation \(n)")
+                        Self.apply(entry.data, kind: .normal, to: &keySpace)
                     }
                     cores.step(message)
                 case .proposal(let bytes):
                     #expect((try? Proposal(decoding: bytes)) != nil, "mutation \(n)")
+                    Self.apply(bytes, kind: .normal, to: &keySpace)
                     _ = describeLogEntry(kind: EntryKind.normal.rawValue, payload: bytes)
                 case .readIndex, .readIndexReady, .alive: break
                 }

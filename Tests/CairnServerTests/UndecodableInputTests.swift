@@ -31,10 +31,16 @@ import Testing
         // A decodable proposal claiming another member's origin is refused too.
         let forged = Proposal(origin: Requester(member: 0xBAD, incarnation: 1), sequence: 1, body: .command(StoreCommand(method: .put, path: "/x").encoded()))
         node.queue.sync { _ = node.receive(from: follower, frame: PeerFrame(type: 2, payload: forged.encoded())) }
+        // A write dated before 1970 (no HTTP edge makes one) would trap the key space's TTL arithmetic on every member.
+        var ancient = StoreCommand(method: .put, path: "/ancient")
+        ancient.expiration = Int64.min
+        let beforeTime = Proposal(origin: Requester(member: follower, incarnation: 1), sequence: 2, body: .command(ancient.encoded()))
+        node.queue.sync { _ = node.receive(from: follower, frame: PeerFrame(type: 2, payload: beforeTime.encoded())) }
         #expect(throws: Never.self) { try cluster.write(follower, "/after", "ok").get() }
         #expect(eventually { cluster.ids.allSatisfy { cluster.localValue($0, "/after") == "ok" } })
         #expect(cluster.localValue(leader, "/x") == nil)
-        #expect(node.metrics.render(gauges: []).contains("cairn_peer_frames_refused_total 5"))
+        #expect(cluster.localValue(leader, "/ancient") == nil)
+        #expect(node.metrics.render(gauges: []).contains("cairn_peer_frames_refused_total 6"))
     }
 
     @Test func aRaftAppendCarryingAnUndecodableEntryIsRefusedWhole() throws {
