@@ -27,10 +27,12 @@ package struct InvalidMessage: Error, Equatable, CustomStringConvertible {
 extension Message {
     /// Checks what the decoder cannot: ranges, consistency between fields, and entry payloads. `isValidPayload`
     /// judges a `.normal` (or `.unversioned`) entry's bytes, which belong to the application; config changes are
-    /// decoded here. Throws the first problem found.
+    /// decoded here. Entries the leader says are committed are taken as they are: they are decided, and refusing
+    /// them would only cut this member off (each member applies one it cannot decode as a no-op). Throws the first
+    /// problem found.
     package func validate(isValidPayload: ([UInt8], EntryKind) -> Bool) throws(InvalidMessage) {
         try validateRanges()
-        for (offset, entry) in entries.enumerated() {
+        for (offset, entry) in entries.enumerated() where entry.index > commit {
             switch entry.kind {
             case .noop:
                 guard entry.data.isEmpty else { throw InvalidMessage("noop entry \(entry.index) carries \(entry.data.count) bytes") }

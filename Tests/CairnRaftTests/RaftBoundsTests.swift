@@ -134,6 +134,10 @@ import Testing
         append.entries = [Entry(term: Term(5), index: LogIndex(11), clusterTimeNanos: 0, kind: .normal, data: [1])]
         #expect(throws: Never.self) { try append.validate { _, _ in true } }
         #expect(throws: InvalidMessage.self) { try append.validate { _, _ in false } }
+        // Once the leader says an entry is committed it is decided: taken as it is (applied as a no-op if it cannot be read).
+        var committed = append
+        committed.commit = LogIndex(11)
+        #expect(throws: Never.self) { try committed.validate { _, _ in false } }
         var cases: [Message] = []
         var m = append; m.entries[0].term = Term(6); cases.append(m)          // entry term after the leader's
         m = append; m.entries[0].term = Term(3); cases.append(m)              // entry term before the log term
