@@ -7,6 +7,10 @@ import CairnBase
 package enum RaftLimits {
     /// The largest term accepted from a peer or a disk; a member never campaigns past it.
     package static let termMax: UInt64 = (1 << 62) - 1
+    /// How far above its own term a member follows a message. Terms grow by one per election, so a real cluster
+    /// never jumps this far (2^32 elections); a forged message that tries to push every member to `termMax`, where
+    /// no member could campaign again, would need 2^30 of them.
+    package static let termJumpMax: UInt64 = 1 << 32
     /// The largest log index (and commit index) accepted from a peer or a disk.
     package static let indexMax: UInt64 = (1 << 62) - 1
     /// The largest heartbeat tick stamp and read sequence accepted from a peer (both count up by one).

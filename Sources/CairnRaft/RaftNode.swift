@@ -464,10 +464,11 @@ package struct RaftNode<Storage: RaftLogStorage> {
         return SnapshotMetadata(index: index, term: t, clusterTimeNanos: time, membership: membership(at: index))
     }
 
-    /// Steps a message from a peer. One out of range or inconsistent (`Message.validateRanges`) is dropped and
-    /// counted in `messagesDropped`: the caller validates first (and closes the link), this keeps the core safe anyway.
+    /// Steps a message from a peer. One out of range or inconsistent (`Message.validateRanges`), or with a term more
+    /// than `RaftLimits.termJumpMax` above this member's, is dropped and counted in `messagesDropped`: the caller
+    /// validates first (and closes the link), this keeps the core safe anyway.
     package mutating func step(_ m: Message) {
-        guard (try? m.validateRanges()) != nil, m.to == config.id else {
+        guard (try? m.validateRanges()) != nil, m.to == config.id, m.term.value - min(m.term.value, term.value) <= RaftLimits.termJumpMax else {
             messagesDropped += 1
             return
         }
