@@ -259,7 +259,9 @@ package final class PeerTransport: @unchecked Sendable {
         stats.withLock { $0.framesReceived += 1 }
         let resumeBelow = configuration.deliveryBytesMax / 2
         deliveryQueue.async { [self] in
-            if !deliver(from, frame) {
+            // Frames already handed on behind a refused one are dropped with it: the link is closing.
+            if !connection.refused.load(ordering: .acquiring), !deliver(from, frame) {
+                connection.refused.store(true, ordering: .releasing)
                 stats.withLock { $0.framesRefused += 1 }
                 queue.async { socket.close(reason: "refused a frame of type \(frame.type) from member \(hex(from))") }
             }
@@ -358,6 +360,8 @@ final class IncomingConnection: @unchecked Sendable {
     /// Bytes handed to the delivery queue and not yet delivered; reading pauses past the transport's bound.
     let undeliveredBytes = Atomic<Int>(0)
     let readingPaused = Atomic<Bool>(false)
+    /// Set when the node refused one of its frames; set on the delivery queue, read there.
+    let refused = Atomic<Bool>(false)
 
     init(socket: FramedSocket, order: UInt64) {
         self.socket = socket

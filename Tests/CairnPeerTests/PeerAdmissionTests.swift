@@ -5,6 +5,7 @@ import CairnHTTP
 import CairnTestSupport
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 @testable import CairnPeer
 
@@ -139,15 +140,22 @@ final class RawPeerClient {
     @Test func aRefusedFrameClosesItsConnection() throws {
         var configuration = PeerTransportConfiguration(clusterID: 0xC1, localID: 1, listenAddresses: [ListenAddress(host: "127.0.0.1", port: 0)])
         configuration.helloTimeoutMilliseconds = 5000
+        let delivered = Mutex<[UInt8]>([])
         let transport = PeerTransport(configuration: configuration, deliveryQueue: DispatchQueue(label: "node-1"),
-                                      deliver: { _, frame in frame.type != 66 })
+                                      deliver: { _, frame in
+                                          delivered.withLock { $0.append(frame.type) }
+                                          return frame.type != 66
+                                      })
         transport.setPeers([2: ListenAddress(host: "127.0.0.1", port: 1)])
         try transport.start()
         defer { transport.stop() }
         let peer = try RawPeerClient(transport.boundAddresses[0])
         peer.write(RawPeerClient.hello(cluster: 0xC1, from: 2, to: 1))
-        peer.write(PeerFrame(type: 7, payload: []).encoded() + PeerFrame(type: 66, payload: [1]).encoded())
+        // What follows a refused frame in the same write is dropped with it, never delivered.
+        peer.write(PeerFrame(type: 7, payload: []).encoded() + PeerFrame(type: 66, payload: [1]).encoded()
+                   + PeerFrame(type: 8, payload: []).encoded())
         #expect(peer.closedByPeer())
         #expect(transport.statistics.framesRefused == 1)
+        #expect(delivered.withLock { $0 } == [7, 66])
     }
 }

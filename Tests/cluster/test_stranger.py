@@ -150,6 +150,9 @@ def test_a_stranger_on_every_peer_port_changes_nothing(make_cluster):
         ]
         for n, data in enumerate(attacks):
             assert send_and_watch(member.peer_port, data), f"{member.name} kept the connection of attack {n}"
+        # In range but far above any real term: dropped by Raft (else no member could campaign again).
+        send_and_watch(member.peer_port, hello(cluster_id, other, target)
+                       + frame(RAFT, raft_message(HEARTBEAT, other, target, 2**62 - 1)), wait_s=0.5)
         # Damaged payloads behind a member's hello (term 0, so what survives the damage is stale and harmless);
         # some damage leaves a valid message, which is then served like any other.
         valid = [raft_message(HEARTBEAT, other, target, 0), raft_message(APPEND, other, target, 0),
