@@ -137,6 +137,22 @@ final class RawPeerClient {
         #expect(eventually { inbox.received.withLock { $0.count } == 2 })
     }
 
+    @Test func aMemberPastItsConnectionCapLosesItsOldestConnection() throws {
+        let (transport, inbox) = try member(id: 1) { $0.connectionsPerMemberMax = 3 }
+        defer { transport.stop() }
+        var connections: [RawPeerClient] = []
+        for n in 0..<4 {
+            let connection = try RawPeerClient(transport.boundAddresses[0])
+            connection.write(RawPeerClient.hello(cluster: 0xC1, from: 2, to: 1) + PeerFrame(type: 7, payload: []).encoded())
+            // Each hello is accepted before the next connection opens, so the order of acceptance is known.
+            #expect(eventually { inbox.received.withLock { $0.count } == n + 1 })
+            connections.append(connection)
+        }
+        #expect(connections[0].closedByPeer())
+        for connection in connections[1...] { connection.write(PeerFrame(type: 7, payload: []).encoded()) }
+        #expect(eventually { inbox.received.withLock { $0.count } == 7 })
+    }
+
     @Test func aRefusedFrameClosesItsConnection() throws {
         var configuration = PeerTransportConfiguration(clusterID: 0xC1, localID: 1, listenAddresses: [ListenAddress(host: "127.0.0.1", port: 0)])
         configuration.helloTimeoutMilliseconds = 5000
