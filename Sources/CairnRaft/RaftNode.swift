@@ -424,7 +424,8 @@ package struct RaftNode<Storage: RaftLogStorage> {
     /// for installing, and the leader hears once it is durable.
     @discardableResult
     package mutating func restoreSnapshot(_ metadata: SnapshotMetadata) -> Bool {
-        guard role != .leader, metadata.index > commit else { return false }
+        guard role != .leader, metadata.index > commit, metadata.index.value <= RaftLimits.indexMax,
+              metadata.term.value <= RaftLimits.termMax else { return false }
         let n = metadata.index
         if term(at: n) == metadata.term {
             // Our log agrees at the snapshot's last entry, so what follows it is kept (we may have acknowledged it).

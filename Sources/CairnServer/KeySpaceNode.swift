@@ -176,6 +176,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         if let logged { keySpace = KeySpace(initialIndex: Self.storeInitialIndex(memberCount: logged.count)) }
         let initial = initialMembership
         let snapshots = try storage.snapshots()
+        // Raft counts on from a snapshot's index: one near 2^64 (a crafted file) would overflow at the next entry.
+        if let huge = snapshots.first(where: { $0.lastIndex > RaftLimits.indexMax }) {
+            throw StorageError.corrupt(path: huge.path, offset: 0, index: huge.lastIndex, reason: "snapshot index beyond Raft's bound \(RaftLimits.indexMax)")
+        }
         if let newest = snapshots.last {
             let loaded = try Self.loadSnapshot(fs: storage.fs, path: newest.path)
             keySpace = loaded.keySpace

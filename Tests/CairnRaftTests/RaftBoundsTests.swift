@@ -127,6 +127,18 @@ import Testing
         #expect(askedAgain && !answered.contains { $0.context == 2 })
     }
 
+    /// A snapshot file's header is checksummed, not trusted: one naming an index near 2^64 is refused, not installed.
+    @Test func aSnapshotBeyondTheIndexBoundIsRefused() {
+        var c = TestCluster(size: 3)
+        c.elect(m1)
+        for index in [UInt64.max, RaftLimits.indexMax + 1] {
+            let metadata = SnapshotMetadata(index: LogIndex(index), term: Term(1), clusterTimeNanos: 0, membership: Membership(voters: [m1, m2, m3]))
+            let restored = c.nodes[m2]!.restoreSnapshot(metadata)
+            #expect(!restored)
+        }
+        #expect(c.nodes[m2]!.commit.value < 10)
+    }
+
     @Test func validationNamesWhatIsWrong() {
         var append = Message(kind: .append, from: m1, to: m2, term: Term(5))
         append.index = LogIndex(10)
