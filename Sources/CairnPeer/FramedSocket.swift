@@ -7,7 +7,9 @@ import Glibc
 final class FramedSocket: @unchecked Sendable {
     let queue: DispatchQueue
     private let fd: Int32
-    private let decoder: PeerFrameDecoder
+    /// Frames longer than this close the connection; reads take at most this much (and 64 KiB) at a time, so a
+    /// connection limited to a small frame (before its hello) never buffers more than about twice that.
+    var frameBytesMax: Int
     private let sendBytesMax: Int
     private var readSource: (any DispatchSourceRead)?
     private var writeSource: (any DispatchSourceWrite)?
@@ -34,7 +36,7 @@ final class FramedSocket: @unchecked Sendable {
         self.fd = fd
         self.queue = queue
         self.connecting = connecting
-        self.decoder = PeerFrameDecoder(frameBytesMax: frameBytesMax)
+        self.frameBytesMax = frameBytesMax
         self.sendBytesMax = sendBytesMax
     }
 
@@ -130,7 +132,7 @@ final class FramedSocket: @unchecked Sendable {
 
     private func onReadable() {
         guard !isClosed else { return }
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var buffer = [UInt8](repeating: 0, count: min(64 * 1024, PeerFrame.headerBytes + frameBytesMax))
         let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
         if n == 0 { return close(reason: "closed by peer") }
         if n < 0 {
@@ -150,6 +152,7 @@ final class FramedSocket: @unchecked Sendable {
 
     private func processInput() {
         while !isClosed, !readSuspended {
+            let decoder = PeerFrameDecoder(frameBytesMax: frameBytesMax)
             let decoded = input.withUnsafeBytes { buffer in
                 Result { () throws(PeerFrameError) in try decoder.next(UnsafeRawBufferPointer(rebasing: buffer[inputStart...])) }
             }

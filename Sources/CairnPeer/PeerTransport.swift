@@ -17,8 +17,19 @@ package struct PeerTransportConfiguration: Sendable {
     package var clusterID: UInt64
     package var localID: UInt64
     package var listenAddresses: [ListenAddress]
-    /// A frame longer than this is corruption: the connection is dropped.
-    package var frameBytesMax = 64 * 1024 * 1024
+    /// A frame longer than this is corruption: the connection is dropped. The largest a member sends is an append
+    /// holding one entry of the WAL's largest record (16 MiB) with a message's fixed fields; snapshot chunks are 1 MiB.
+    package var frameBytesMax = 17 * 1024 * 1024
+    /// Before its hello is accepted a connection may announce no frame longer than this (a hello is 25 bytes) and
+    /// reads no more than this at a time, so a stranger holds a few KiB, never a frame's worth of memory.
+    package var helloBytesMax = 4 * 1024
+    /// A connection that has not sent an accepted hello this long after it was accepted is closed.
+    package var helloTimeoutMilliseconds = 5000
+    /// Accepted connections still waiting for their hello; one past this is closed at once.
+    package var unhelloedConnectionsMax = 64
+    /// Accepted connections of one member (it dials two, and a restart leaves the old ones until they close); a
+    /// hello past this closes that member's oldest connection.
+    package var connectionsPerMemberMax = 8
     /// Unsent bytes per peer and channel; frames beyond are dropped (Raft retransmits) rather than queued forever.
     package var controlSendBytesMax = 4 * 1024 * 1024
     package var bulkSendBytesMax = 64 * 1024 * 1024
@@ -50,12 +61,16 @@ package final class PeerTransport: @unchecked Sendable {
     package let configuration: PeerTransportConfiguration
     private let queue = DispatchQueue(label: "cairn.peer")
     private let deliveryQueue: DispatchQueue
-    private let deliver: @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Void
+    private let deliver: @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Bool
     private let report: @Sendable (String) -> Void
     private var listeners: [any DispatchSourceRead] = []
     private var roundTripProbes: (any DispatchSourceTimer)?
     private var links: [LinkKey: OutgoingLink] = [:]
-    private var incoming: [ObjectIdentifier: FramedSocket] = [:]
+    private var incoming: [ObjectIdentifier: IncomingConnection] = [:]
+    /// The members that may connect (the member table, this member excepted), as last given to `setPeers`.
+    private var members: Set<UInt64> = []
+    /// Order of acceptance, so the oldest connection of a member is the one closed past `connectionsPerMemberMax`.
+    private var acceptedCount: UInt64 = 0
     private var stopped = false
     private let stats = Mutex(PeerTransportStats())
     package private(set) var boundAddresses: [ListenAddress] = []
@@ -71,11 +86,12 @@ package final class PeerTransport: @unchecked Sendable {
         var channel: PeerChannel
     }
 
-    /// `deliver` runs on `deliveryQueue` for every frame from a peer, in order per connection.
+    /// `deliver` runs on `deliveryQueue` for every frame from a peer, in order per connection; it returns false for a
+    /// frame it refuses, and the connection the frame came on is then closed (the frame is counted as refused).
     /// `report` receives one line per noteworthy event (a refused stranger, a lost connection).
     package init(configuration: PeerTransportConfiguration, deliveryQueue: DispatchQueue,
                  report: @escaping @Sendable (String) -> Void = { _ in },
-                 deliver: @escaping @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Void) {
+                 deliver: @escaping @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Bool) {
         self.configuration = configuration
         self.clusterID = configuration.clusterID
         self.deliveryQueue = deliveryQueue
@@ -117,10 +133,17 @@ package final class PeerTransport: @unchecked Sendable {
         }
     }
 
-    /// Sets the members to talk to (all but this one) and their peer addresses; links to others are closed.
+    /// Sets the members to talk to (all but this one) and their peer addresses; links to others are closed. Only
+    /// these members' hellos are accepted from then on (call it before `start` so the first connections find them).
     package func setPeers(_ peers: [UInt64: ListenAddress]) {
         queue.async { [self] in
             guard !stopped else { return }
+            members = Set(peers.keys).subtracting([configuration.localID])
+            for connection in incoming.values {
+                if let sender = connection.sender, !members.contains(sender) {
+                    connection.socket.close(reason: "member \(hex(sender)) left the cluster")
+                }
+            }
             for (key, link) in links where peers[key.peer] != link.address {
                 link.shutdown()
                 links[key] = nil
@@ -165,7 +188,7 @@ package final class PeerTransport: @unchecked Sendable {
             listeners.removeAll()
             for link in links.values { link.shutdown() }
             links.removeAll()
-            for socket in incoming.values { socket.close(reason: "transport stopped") }
+            for connection in incoming.values { connection.socket.close(reason: "transport stopped") }
             incoming.removeAll()
         }
     }
@@ -173,15 +196,29 @@ package final class PeerTransport: @unchecked Sendable {
     // MARK: - Incoming connections
 
     private func accepted(_ fd: Int32) {
+        guard !stopped else { Glibc.close(fd); return }
+        let waiting = incoming.values.count { $0.sender == nil }
+        guard waiting < configuration.unhelloedConnectionsMax else {
+            stats.withLock { $0.connectionsRefused += 1 }
+            Glibc.close(fd)
+            return
+        }
+        // Until its hello is accepted the connection may only hold a hello's worth of bytes.
         let socket = FramedSocket(
-            fd: fd, queue: queue, connecting: false, frameBytesMax: configuration.frameBytesMax,
+            fd: fd, queue: queue, connecting: false, frameBytesMax: configuration.helloBytesMax,
             sendBytesMax: 64 * 1024)
-        let connection = IncomingConnection(socket: socket)
+        acceptedCount += 1
+        let connection = IncomingConnection(socket: socket, order: acceptedCount)
         let id = ObjectIdentifier(socket)
-        incoming[id] = socket
+        incoming[id] = connection
         socket.onFrame = { [unowned self] frame in received(frame, on: connection) }
         socket.onClose = { [unowned self] _ in incoming[id] = nil }
         socket.start()
+        queue.asyncAfter(deadline: .now() + .milliseconds(configuration.helloTimeoutMilliseconds)) { [weak connection, weak self] in
+            guard let connection, connection.sender == nil, !connection.socket.isClosed else { return }
+            self?.stats.withLock { $0.connectionsRefused += 1 }
+            connection.socket.close(reason: "no hello within the timeout")
+        }
     }
 
     /// Returns false to pause reading: the node has not yet taken `deliveryBytesMax` of this connection's frames.
@@ -191,6 +228,11 @@ package final class PeerTransport: @unchecked Sendable {
             switch checkHello(frame) {
             case .success(let from):
                 connection.sender = from
+                socket.frameBytesMax = configuration.frameBytesMax
+                let same = incoming.values.filter { $0.sender == from }.sorted { $0.order < $1.order }
+                for oldest in same.prefix(max(0, same.count - configuration.connectionsPerMemberMax)) {
+                    oldest.socket.close(reason: "member \(hex(from)) has more than \(configuration.connectionsPerMemberMax) connections")
+                }
                 // The peer is up (it may have just restarted): dial it back now rather than when a backoff ends.
                 for channel in PeerChannel.allCases { links[LinkKey(peer: from, channel: channel)]?.connectNowIfDown() }
                 // The welcome names the cluster, so a joining member learns which one it joined.
@@ -199,6 +241,7 @@ package final class PeerTransport: @unchecked Sendable {
                 socket.send(PeerFrame(type: TransportFrame.welcome, payload: payload))
                 return true
             case .failure(let refusal):
+                stats.withLock { $0.connectionsRefused += 1 }
                 report("peer: refused a connection: \(refusal.reason)")
                 socket.send(PeerFrame(type: TransportFrame.refuse, payload: Array(refusal.reason.utf8)))
                 // Let the refusal reach the dialler before closing.
@@ -215,8 +258,13 @@ package final class PeerTransport: @unchecked Sendable {
         let undelivered = connection.undeliveredBytes.add(size, ordering: .acquiringAndReleasing).newValue
         stats.withLock { $0.framesReceived += 1 }
         let resumeBelow = configuration.deliveryBytesMax / 2
-        deliveryQueue.async { [deliver, queue] in
-            deliver(from, frame)
+        deliveryQueue.async { [self] in
+            // Frames already handed on behind a refused one are dropped with it: the link is closing.
+            if !connection.refused.load(ordering: .acquiring), !deliver(from, frame) {
+                connection.refused.store(true, ordering: .releasing)
+                stats.withLock { $0.framesRefused += 1 }
+                queue.async { socket.close(reason: "refused a frame of type \(frame.type) from member \(hex(from))") }
+            }
             // The count is shared, so a delivered frame costs no hop back to this queue; only a paused link does.
             let left = connection.undeliveredBytes.subtract(size, ordering: .acquiringAndReleasing).newValue
             if left <= resumeBelow, connection.readingPaused.compareExchange(expected: true, desired: false, ordering: .acquiringAndReleasing).exchanged {
@@ -251,6 +299,10 @@ package final class PeerTransport: @unchecked Sendable {
         }
         guard from != configuration.localID else {
             return .failure(HandshakeRefusal("member \(hex(from)) has this member's own ID: duplicate member IDs"))
+        }
+        // Only members of the table talk to this member; one still joining (cluster 0) must have been added first.
+        guard members.contains(from) else {
+            return .failure(HandshakeRefusal("member \(hex(from)) is not in this member's member table"))
         }
         return .success(from)
     }
@@ -291,20 +343,29 @@ package struct PeerTransportStats: Sendable {
     package var framesSent = 0
     package var framesDropped = 0
     package var framesReceived = 0
+    /// Frames the node refused; each closed the connection it came on.
+    package var framesRefused = 0
     package var connects = 0
     package var refusals = 0
+    /// Accepted connections closed before or at their hello: refused hellos, timeouts, and those past the cap.
+    package var connectionsRefused = 0
 }
 
 /// An accepted connection: who is on the other end (after hello) and how much it has handed on undelivered.
 final class IncomingConnection: @unchecked Sendable {
     let socket: FramedSocket
+    /// When it was accepted, among this transport's connections.
+    let order: UInt64
     var sender: UInt64?
     /// Bytes handed to the delivery queue and not yet delivered; reading pauses past the transport's bound.
     let undeliveredBytes = Atomic<Int>(0)
     let readingPaused = Atomic<Bool>(false)
+    /// Set when the node refused one of its frames; set on the delivery queue, read there.
+    let refused = Atomic<Bool>(false)
 
-    init(socket: FramedSocket) {
+    init(socket: FramedSocket, order: UInt64) {
         self.socket = socket
+        self.order = order
     }
 }
 

@@ -153,6 +153,8 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     private var out = Ready()
     private var lastHardState: HardState
+    /// Messages `step` refused as out of range or inconsistent.
+    package private(set) var messagesDropped = 0
 
     /// Starts (or restarts) a member from what `storage` and `hardState` hold.
     package init(config: RaftConfig, storage: Storage, hardState: HardState) {
@@ -170,7 +172,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
         var i = storage.firstIndex
         while i <= storage.lastIndex {
             let batch = storage.entries(from: i, through: storage.lastIndex, maxBytes: config.maxMessageBytes)
-            for e in batch where e.kind == .configChange { configs.append((e.index, Self.decodeMembership(e))) }
+            for e in batch where e.kind == .configChange {
+                if let membership = Self.decodeMembership(e) { configs.append((e.index, membership)) }
+            }
             i = i + UInt64(batch.count)
         }
         refreshMembership()
@@ -189,8 +193,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     package func term(at index: LogIndex) -> Term? {
         if index >= unstableOffset {
-            let i = Int(index.value - unstableOffset.value)
-            return i < unstable.count ? unstable[i].term : nil
+            // Compared before converting: an index 2^63 past the offset does not fit an Int.
+            let i = index.value - unstableOffset.value
+            return i < UInt64(unstable.count) ? unstable[Int(i)].term : nil
         }
         if let s = pendingSnapshot {
             if index < s.index { return nil }
@@ -219,14 +224,16 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     /// Appends after `index`, truncating a conflicting suffix. Entries already held with the same term are kept.
-    private mutating func appendFollowing(_ newEntries: [Entry]) {
+    /// Returns false, changing nothing, when the entries would replace a committed one or leave a gap after the log:
+    /// no leader sends that (validation refuses it first), so the message is dropped.
+    private mutating func appendFollowing(_ newEntries: [Entry]) -> Bool {
         var firstNew = 0
         while firstNew < newEntries.count, let t = term(at: newEntries[firstNew].index), t == newEntries[firstNew].term {
             firstNew += 1
         }
-        guard firstNew < newEntries.count else { return }
+        guard firstNew < newEntries.count else { return true }
         let start = newEntries[firstNew].index
-        precondition(start > commit, "truncating committed entry \(start) (commit \(commit))")
+        guard start > commit, start <= lastIndex + 1 else { return false }
         if start >= unstableOffset {
             unstable.removeSubrange(Int(start.value - unstableOffset.value)...)
         } else {
@@ -243,10 +250,11 @@ package struct RaftNode<Storage: RaftLogStorage> {
         configs.removeAll { $0.index >= start }
         var changed = configs.count != configCount
         for e in newEntries[firstNew...] where e.kind == .configChange {
-            configs.append((e.index, Self.decodeMembership(e)))
+            if let membership = Self.decodeMembership(e) { configs.append((e.index, membership)) }
             changed = true
         }
         if changed { refreshMembership() }
+        return true
     }
 
     private mutating func appendAsLeader(kind: EntryKind, data: [UInt8]) {
@@ -255,13 +263,10 @@ package struct RaftNode<Storage: RaftLogStorage> {
         out.entries.append(entry)
     }
 
-    private static func decodeMembership(_ e: Entry) -> Membership {
-        do {
-            return try ConfigChangeEntry(decoding: e.data).membership
-        } catch {
-            // Only the core writes these entries; an unreadable one means the log is corrupt.
-            preconditionFailure("unreadable config-change entry \(e.index): \(error)")
-        }
+    /// Nil for an entry that does not decode (damage on disk; validation keeps such entries out of messages): it
+    /// then changes no membership, the same on every member that holds the same bytes.
+    private static func decodeMembership(_ e: Entry) -> Membership? {
+        try? ConfigChangeEntry(decoding: e.data).membership
     }
 
     /// The membership in effect at `index` (at or after the snapshot).
@@ -419,12 +424,13 @@ package struct RaftNode<Storage: RaftLogStorage> {
     /// for installing, and the leader hears once it is durable.
     @discardableResult
     package mutating func restoreSnapshot(_ metadata: SnapshotMetadata) -> Bool {
-        guard role != .leader, metadata.index > commit else { return false }
+        guard role != .leader, metadata.index > commit, metadata.index.value <= RaftLimits.indexMax,
+              metadata.term.value <= RaftLimits.termMax else { return false }
         let n = metadata.index
         if term(at: n) == metadata.term {
             // Our log agrees at the snapshot's last entry, so what follows it is kept (we may have acknowledged it).
             if unstableOffset <= n {
-                unstable.removeFirst(min(unstable.count, Int(n.value - unstableOffset.value) + 1))
+                unstable.removeFirst(Int(min(UInt64(unstable.count), n.value - unstableOffset.value + 1)))
                 unstableOffset = n + 1
             }
             out.entries.removeAll { $0.index <= n }
@@ -459,7 +465,14 @@ package struct RaftNode<Storage: RaftLogStorage> {
         return SnapshotMetadata(index: index, term: t, clusterTimeNanos: time, membership: membership(at: index))
     }
 
+    /// Steps a message from a peer. One out of range or inconsistent (`Message.validateRanges`), or with a term more
+    /// than `RaftLimits.termJumpMax` above this member's, is dropped and counted in `messagesDropped`: the caller
+    /// validates first (and closes the link), this keeps the core safe anyway.
     package mutating func step(_ m: Message) {
+        guard (try? m.validateRanges()) != nil, m.to == config.id, m.term.value - min(m.term.value, term.value) <= RaftLimits.termJumpMax else {
+            messagesDropped += 1
+            return
+        }
         defer { check() }
         if m.term > term {
             if m.kind == .preVote { /* a pre-vote never changes our term */ }
@@ -569,7 +582,11 @@ package struct RaftNode<Storage: RaftLogStorage> {
         resetElectionTimer()
     }
 
+    /// A member at `RaftLimits.termMax` stays a follower: no term may pass the bound (nothing legitimate gets near it).
+    private var mayRaiseTerm: Bool { term.value < RaftLimits.termMax }
+
     private mutating func becomePreCandidate() {
+        guard mayRaiseTerm else { return resetElectionTimer() }
         role = .preCandidate
         leader = nil
         votesGranted = [config.id]
@@ -580,6 +597,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     private mutating func becomeCandidate(transfer: Bool = false) {
+        guard mayRaiseTerm else { return becomeFollower(term: term, leader: nil) }
         term = Term(term.value + 1)
         vote = config.id
         role = .candidate
@@ -655,7 +673,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         var acked = membership.voters.map { $0 == config.id ? tickCount : (progress[$0]?.leaseTickAcked ?? 0) }
         acked.sort(by: >)
         let start = acked[quorum - 1]
-        return start > 0 && tickCount < start + leaseTicks
+        return start > 0 && tickCount < start &+ leaseTicks && start <= tickCount
     }
 
     // MARK: Votes
@@ -698,13 +716,13 @@ package struct RaftNode<Storage: RaftLogStorage> {
         var m = m
         if m.index < commit {
             // The prefix up to our commit is settled; a delayed duplicate must not touch it.
-            let settled = Int(commit.value - m.index.value)
-            if settled >= m.entries.count {
+            let settled = commit.value - m.index.value
+            if settled >= UInt64(m.entries.count) {
                 r.index = commit
                 out.messagesAfterPersist.append(r)
                 return
             }
-            m.entries.removeFirst(settled)
+            m.entries.removeFirst(Int(settled))
             m.index = commit
             m.logTerm = term(at: commit) ?? .zero
         }
@@ -720,7 +738,10 @@ package struct RaftNode<Storage: RaftLogStorage> {
             out.messagesAfterPersist.append(r)
             return
         }
-        appendFollowing(m.entries)
+        guard appendFollowing(m.entries) else {
+            messagesDropped += 1
+            return
+        }
         let lastNew = m.index + UInt64(m.entries.count)
         commit = max(commit, min(m.commit, lastNew))
         r.index = lastNew
@@ -762,6 +783,11 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     private mutating func handleAppendResponse(_ m: Message) {
         guard role == .leader, var p = progress[m.from] else { return }
+        // An acknowledgement past the leader's log answers nothing it sent (the log does not shrink within a term).
+        guard m.index <= lastIndex else {
+            messagesDropped += 1
+            return
+        }
         p.recentActive = true
         if m.reject {
             // Stale rejections (for an index we no longer send from) are ignored.
@@ -804,7 +830,8 @@ package struct RaftNode<Storage: RaftLogStorage> {
         guard role == .leader, var p = progress[m.from] else { return }
         p.recentActive = true
         p.readSequenceAcked = max(p.readSequenceAcked, m.readSequence)
-        p.leaseTickAcked = max(p.leaseTickAcked, m.sentTick)
+        // A tick from the future was never sent by this leader: it would extend the lease past what was granted.
+        p.leaseTickAcked = max(p.leaseTickAcked, min(m.sentTick, tickCount))
         p.probeSent = false
         if p.match < lastIndex {
             // Appends may have been lost while replicating; after a few silent rounds fall back to probing.

@@ -29,9 +29,12 @@ package struct MemberID: Comparable, Hashable, Sendable, CustomStringConvertible
 package enum EntryKind: UInt8, Sendable {
     /// Appended by every new leader so it can commit entries of earlier terms (it only counts its own term).
     case noop
-    case normal
+    /// An application entry written before payloads began with a format version byte; still read from old logs.
+    case unversioned = 1
     /// A membership change; `data` is a `ConfigChangeEntry` encoding. It takes effect when appended (see RaftNode).
-    case configChange
+    case configChange = 2
+    /// An application entry (`RaftNode.propose`); its payload's first byte is the application's format version.
+    case normal = 3
 }
 
 package struct Entry: Equatable, Sendable {

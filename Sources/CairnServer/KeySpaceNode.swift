@@ -191,6 +191,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         if let logged { keySpace = KeySpace(initialIndex: Self.storeInitialIndex(memberCount: logged.count)) }
         let initial = initialMembership
         let snapshots = try storage.snapshots()
+        // Raft counts on from a snapshot's index: one near 2^64 (a crafted file) would overflow at the next entry.
+        if let huge = snapshots.first(where: { $0.lastIndex > RaftLimits.indexMax }) {
+            throw StorageError.corrupt(path: huge.path, offset: 0, index: huge.lastIndex, reason: "snapshot index beyond Raft's bound \(RaftLimits.indexMax)")
+        }
         if let newest = snapshots.last {
             let loaded = try Self.loadSnapshot(fs: storage.fs, path: newest.path)
             keySpace = loaded.keySpace
@@ -215,6 +219,11 @@ package final class KeySpaceNode: @unchecked Sendable {
             fatalError("log read failed: \(error)")
         }
         let recovered = storage.recoveredHardState
+        // Raft would trap on the `+ 1` of a term this large (one forged heartbeat used to leave one on disk).
+        guard recovered.term <= RaftLimits.termMax, recovered.commit <= RaftLimits.indexMax, log.lastIndex.value <= RaftLimits.indexMax else {
+            throw StorageError.corrupt(path: storage.directory + "/hardstate", offset: 0, index: log.lastIndex.value,
+                                       reason: "term \(recovered.term), commit \(recovered.commit) or last index \(log.lastIndex.value) is beyond Raft's bound \(RaftLimits.termMax)")
+        }
         savedHardState = CairnRaft.HardState(term: Term(recovered.term), vote: recovered.vote == 0 ? nil : MemberID(recovered.vote),
                                              commit: LogIndex(max(recovered.commit, appliedRaftIndex)))
         var config = RaftConfig(id: MemberID(options.id), voters: initialMembership.voters, randomSeed: options.id ^ UInt64(bitPattern: clock.now()))
@@ -333,8 +342,9 @@ package final class KeySpaceNode: @unchecked Sendable {
             guard wal.firstIndex == 1, wal.lastIndex >= 1 else { return [] }
             return try wal.entries(1..<(min(wal.lastIndex, 16) + 1))
         }
-        for record in records where record.kind == EntryKind.normal.rawValue {
-            if let proposal = try? Proposal(decoding: record.payload), case .member(.bootstrap(let members)) = proposal.body {
+        for record in records {
+            if let kind = EntryKind(rawValue: record.kind), let proposal = try? Proposal(decoding: record.payload, kind: kind),
+               case .member(.bootstrap(let members)) = proposal.body {
                 return members
             }
         }
@@ -534,46 +544,41 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     // MARK: - Peers
 
-    /// A frame from a peer; runs on the node queue (the transport delivers there).
-    package func receive(from peer: UInt64, frame: PeerFrame) {
+    /// A frame from a peer; runs on the node queue (the transport delivers there). Returns false, and changes
+    /// nothing, for a frame that fails `PeerInput`'s checks: the transport then closes the link it came on.
+    @discardableResult
+    package func receive(from peer: UInt64, frame: PeerFrame) -> Bool {
         dispatchPrecondition(condition: .onQueue(queue))
-        guard stalledBatch == nil else { return }
-        do {
-            switch frame.type {
-            case NodeFrame.raft:
-                let message = try Message(decoding: frame.payload)
-                guard message.from.value == peer, message.to.value == options.id else { return }
-                if let floor = voteFloor {
-                    if message.kind == .append || message.kind == .heartbeat, floor == .max { voteFloor = message.commit.value }
-                    // A member that joined with an empty disk has acknowledged nothing it still holds: it takes no
-                    // part in elections until it has applied what was committed when it first heard the leader.
-                    if message.kind == .vote || message.kind == .preVote { return }
-                }
-                raft.step(message)
-            case NodeFrame.propose:
-                route(frame.payload)
-            case NodeFrame.readIndex:
-                let (request, _) = try ReadRequest.decode(frame.payload, withIndex: false)
-                guard request.requester.member == peer, raft.role == .leader else { return }
-                nextReadRound.forwarded.append(request)
-            case NodeFrame.alive:
-                var reader = ByteReader(frame.payload)
-                let incarnation = try reader.u64()
-                if peerIncarnations.updateValue(incarnation, forKey: peer) != incarnation {
-                    raft.restartReplication(to: MemberID(peer))
-                }
-            case NodeFrame.readIndexReady:
-                let (request, index) = try ReadRequest.decode(frame.payload, withIndex: true)
-                // An answer meant for an earlier run of this member concerns a read that no longer exists.
-                guard request.requester == requester, let index else { return }
-                readRoundConfirmed(context: request.context, index: index)
-            default:
-                logger.warning("unknown peer frame", metadata: ["type": "\(frame.type)", "from": "\(hex(peer))"])
+        guard stalledBatch == nil else { return true }
+        let input: PeerInput
+        do { input = try PeerInput(frame: frame, from: peer, localID: options.id) } catch {
+            metrics.count("cairn_peer_frames_refused_total")
+            logger.warning("refused a peer frame; closing the link", metadata: ["type": "\(frame.type)", "from": "\(hex(peer))", "error": "\(error)"])
+            return false
+        }
+        switch input {
+        case .raft(let message):
+            if let floor = voteFloor {
+                if message.kind == .append || message.kind == .heartbeat, floor == .max { voteFloor = message.commit.value }
+                // A member that joined with an empty disk has acknowledged nothing it still holds: it takes no
+                // part in elections until it has applied what was committed when it first heard the leader.
+                if message.kind == .vote || message.kind == .preVote { return true }
             }
-        } catch {
-            logger.warning("malformed peer frame", metadata: ["type": "\(frame.type)", "from": "\(hex(peer))", "error": "\(error)"])
+            raft.step(message)
+        case .proposal(let bytes):
+            route(bytes)
+        case .readIndex(let request):
+            if raft.role == .leader { nextReadRound.forwarded.append(request) }
+        case .alive(let incarnation):
+            if peerIncarnations.updateValue(incarnation, forKey: peer) != incarnation {
+                raft.restartReplication(to: MemberID(peer))
+            }
+        case .readIndexReady(let request, let index):
+            // An answer meant for an earlier run of this member concerns a read that no longer exists.
+            if request.requester == requester { readRoundConfirmed(context: request.context, index: index) }
         }
         scheduleDrive()
+        return true
     }
 
     private func send(_ message: Message) {
@@ -822,14 +827,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         for entry in entries where entry.index.value > appliedRaftIndex {
             appliedRaftIndex = entry.index.value
             appliedClusterTime = Int64(bitPattern: entry.clusterTimeNanos)
-            guard entry.kind == .normal else { continue }
-            let proposal: Proposal
-            do {
-                proposal = try Proposal(decoding: entry.data)
-            } catch {
-                logger.critical("a committed entry cannot be decoded; stopping", metadata: ["index": "\(entry.index)", "error": "\(error)"])
-                fatalError("entry \(entry.index) cannot be decoded: \(error)")
-            }
+            guard entry.kind == .normal || entry.kind == .unversioned else { continue }
+            // An entry that cannot be decoded (a newer binary's, or damage that got past the checks) is a no-op on
+            // every member alike: the same bytes fail the same way everywhere, so the replicas still agree.
+            guard let (proposal, command) = decodeCommitted(entry) else { continue }
             let result: Result<[(event: StoreEvent, removed: RemovedNodes)], StoreError>
             switch proposal.body {
             case .member(let change):
@@ -841,12 +842,8 @@ package final class KeySpaceNode: @unchecked Sendable {
                 members.apply(change)
                 membersDirty = true
                 result = .success([])
-            case .command(let bytes):
-                let command: StoreCommand
-                do { command = try StoreCommand(decoding: bytes) } catch {
-                    logger.critical("a committed command cannot be decoded; stopping", metadata: ["index": "\(entry.index)", "error": "\(error)"])
-                    fatalError("entry \(entry.index) cannot be decoded: \(error)")
-                }
+            case .command:
+                guard let command else { continue }
                 let isReplay: Bool
                 (result, isReplay) = applyOnce(command, session: proposal.session)
                 if !isReplay {
@@ -884,6 +881,22 @@ package final class KeySpaceNode: @unchecked Sendable {
                 if read.index <= appliedRaftIndex { readers.removeValue(forKey: read.context)?(.success(view)) } else { waiting.append(read) }
             }
             readsAwaitingApply = waiting
+        }
+    }
+
+    /// A committed entry's proposal and, for a command, the command; nil (logged and counted) when either cannot be
+    /// decoded, and the entry is then applied as a no-op.
+    private func decodeCommitted(_ entry: Entry) -> (Proposal, StoreCommand?)? {
+        do {
+            let proposal = try Proposal(decoding: entry.data, kind: entry.kind)
+            guard case .command(let bytes) = proposal.body else { return (proposal, nil) }
+            let command = try StoreCommand(decoding: bytes)
+            guard Proposal.isApplicable(command) else { throw TreeSnapshotError.malformed("a write with a negative TTL or expiration") }
+            return (proposal, command)
+        } catch {
+            metrics.count("cairn_entries_undecodable_total")
+            logger.error("a committed entry cannot be decoded; applied as a no-op", metadata: ["index": "\(entry.index)", "error": "\(error)"])
+            return nil
         }
     }
 

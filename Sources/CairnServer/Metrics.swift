@@ -151,6 +151,8 @@ package final class ServerMetrics: Sendable {
     package static let counterHelp: [String: String] = [
         "etcd_server_proposals_failed_total": "The total number of failed proposals seen.",
         "cairn_storage_failures_total": "Times this member's storage failed (a full disk, an I/O error, no descriptor left) and it began retrying.",
+        "cairn_entries_undecodable_total": "Committed entries that could not be decoded and were applied as no-ops.",
+        "cairn_peer_frames_refused_total": "Peer frames refused by validation (the link they came on was closed).",
     ]
 
     /// Values read from the node at scrape time that only grow (the rest are gauges).

@@ -1,6 +1,7 @@
 // What members say to each other beyond the transport's handshake: Raft messages, proposals forwarded to the
 // leader, and ReadIndex requests a follower asks the leader to confirm. Every decode checks every length.
 import CairnBase
+import CairnPeer
 import CairnRaft
 import CairnStore
 
@@ -60,12 +61,17 @@ struct ReadRequest: Equatable {
 
 /// A log entry's payload: which run of which member proposed it and under which sequence number (so that run can
 /// answer its client when the entry is applied), the client's session if it named one, then what it changes: the
-/// key space (a command) or the member table.
+/// key space (a command) or the member table. Encoded behind a format version byte (`formatVersion`); entries of
+/// kind `.unversioned`, from logs written before the byte existed, hold the same layout without it.
 struct Proposal: Equatable {
     enum Body: Equatable {
         case command([UInt8])
         case member(MemberChange)
     }
+
+    /// The first byte of every `.normal` entry's payload and of every forwarded proposal. A member meeting a
+    /// version it does not know (a newer binary's entry) applies the entry as a no-op rather than guess.
+    static let formatVersion: UInt8 = 1
 
     var origin: Requester
     var sequence: UInt64
@@ -74,6 +80,7 @@ struct Proposal: Equatable {
 
     func encoded() -> [UInt8] {
         var writer = ByteWriter(capacity: 48)
+        writer.u8(Self.formatVersion)
         writer.u64(origin.member)
         writer.u64(origin.incarnation)
         writer.u64(sequence)
@@ -102,13 +109,34 @@ struct Proposal: Equatable {
         self.body = body
     }
 
+    /// Decodes a versioned proposal (a forwarded one, or a `.normal` entry's payload).
     init(decoding bytes: [UInt8]) throws {
+        try self.init(decoding: bytes, versioned: true)
+    }
+
+    /// Decodes a log entry's payload; throws for kinds that hold no proposal.
+    init(decoding bytes: [UInt8], kind: EntryKind) throws {
+        guard kind == .normal || kind == .unversioned else { throw TreeSnapshotError.malformed("a \(kind) entry holds no proposal") }
+        try self.init(decoding: bytes, versioned: kind == .normal)
+    }
+
+    private init(decoding bytes: [UInt8], versioned: Bool) throws {
         var reader = ByteReader(bytes)
+        if versioned {
+            let version = try reader.u8()
+            guard version == Self.formatVersion else { throw TreeSnapshotError.malformed("proposal format version \(version)") }
+        }
         origin = Requester(member: try reader.u64(), incarnation: try reader.u64())
         sequence = try reader.u64()
-        if try reader.u8() == 1 {
-            let client = String(decoding: try reader.lengthPrefixed(), as: UTF8.self)
-            session = SessionRequest(client: client, request: try reader.u64())
+        switch try reader.u8() {
+        case 0: break
+        case 1:
+            let client = try reader.lengthPrefixed()
+            guard !client.isEmpty, client.count <= ClientSessions.clientNameBytesMax else {
+                throw TreeSnapshotError.malformed("session client name of \(client.count) bytes")
+            }
+            session = SessionRequest(client: String(decoding: client, as: UTF8.self), request: try reader.u64())
+        case let flag: throw TreeSnapshotError.malformed("proposal session flag \(flag)")
         }
         switch try reader.u8() {
         case 0: body = .command(reader.rest())
@@ -116,13 +144,31 @@ struct Proposal: Equatable {
         case let kind: throw TreeSnapshotError.malformed("proposal body kind \(kind)")
         }
     }
+
+    /// Whether applying this proposal could get past decoding: the envelope and the command inside it both decode
+    /// and the command is one a member's HTTP edge could have made (`isApplicable(_:)`). What every member checks
+    /// before a proposal reaches Raft and before an entry from a peer is logged.
+    static func isApplicable(_ bytes: [UInt8], kind: EntryKind) -> Bool {
+        guard let proposal = try? Proposal(decoding: bytes, kind: kind) else { return false }
+        if case .command(let command) = proposal.body {
+            guard let decoded = try? StoreCommand(decoding: command) else { return false }
+            return isApplicable(decoded)
+        }
+        return true
+    }
+
+    /// A write never carries a negative TTL or expiration (the HTTP edge makes TTLs of 0 or more and leaves the
+    /// expiration to apply): one that does would make times before 1970 that the key space cannot subtract from.
+    static func isApplicable(_ command: StoreCommand) -> Bool {
+        command.method == .expire || (command.expiration >= 0 && (command.ttlNanos ?? 0) >= 0)
+    }
 }
 
 /// A log entry as one readable line, for `cairn storage dump`.
 package func describeLogEntry(kind: UInt8, payload: [UInt8]) -> String {
     guard let entryKind = EntryKind(rawValue: kind) else { return "unknown kind, \(payload.count) bytes" }
-    guard entryKind == .normal else { return "\(entryKind)" }
-    guard let proposal = try? Proposal(decoding: payload) else { return "\(payload.count) bytes (undecodable)" }
+    guard entryKind == .normal || entryKind == .unversioned else { return "\(entryKind)" }
+    guard let proposal = try? Proposal(decoding: payload, kind: entryKind) else { return "\(payload.count) bytes (undecodable)" }
     var text = "from \(hex(proposal.origin.member))/\(hex(proposal.origin.incarnation))#\(proposal.sequence) "
     if let session = proposal.session { text += "session \(session.client.debugDescription)#\(session.request) " }
     guard case .command(let bytes) = proposal.body, let command = try? StoreCommand(decoding: bytes) else {
@@ -141,4 +187,59 @@ package func describeLogEntry(kind: UInt8, payload: [UInt8]) -> String {
     if command.expiration != 0 { text += " expiration=\(command.expiration)" }
     if let ttl = command.ttlNanos { text += " ttl=\(ttl / 1_000_000_000)s" }
     return text
+}
+
+/// A peer's frame, decoded and checked whole before anything acts on it: the one place where what a peer sends is
+/// judged. A frame that fails is refused (the caller counts it and closes the link); nothing in it reaches Raft.
+enum PeerInput {
+    case raft(Message)
+    /// A follower's proposal for the leader to append, already known to decode (its bytes, as logged).
+    case proposal([UInt8])
+    case readIndex(ReadRequest)
+    case readIndexReady(ReadRequest, index: UInt64)
+    case alive(incarnation: UInt64)
+
+    init(frame: PeerFrame, from peer: UInt64, localID: UInt64) throws(InvalidMessage) {
+        switch frame.type {
+        case NodeFrame.raft:
+            let message: Message
+            do { message = try Message(decoding: frame.payload) } catch { throw InvalidMessage("Raft message: \(error)") }
+            guard message.from.value == peer, message.to.value == localID else {
+                throw InvalidMessage("Raft message from \(message.from) to \(message.to) on the link from \(hex(peer))")
+            }
+            try message.validate(isValidPayload: Proposal.isApplicable)
+            self = .raft(message)
+        case NodeFrame.propose:
+            guard let proposal = try? Proposal(decoding: frame.payload), Proposal.isApplicable(frame.payload, kind: .normal) else {
+                throw InvalidMessage("forwarded proposal of \(frame.payload.count) bytes cannot be decoded")
+            }
+            guard proposal.origin.member == peer else {
+                throw InvalidMessage("proposal of member \(hex(proposal.origin.member)) forwarded by \(hex(peer))")
+            }
+            self = .proposal(frame.payload)
+        case NodeFrame.readIndex, NodeFrame.readIndexReady:
+            let withIndex = frame.type == NodeFrame.readIndexReady
+            guard frame.payload.count == (withIndex ? 32 : 24),
+                  let (request, index) = try? ReadRequest.decode(frame.payload, withIndex: withIndex) else {
+                throw InvalidMessage("read request of \(frame.payload.count) bytes")
+            }
+            if let index {
+                guard index <= RaftLimits.indexMax else { throw InvalidMessage("read index \(index) is beyond \(RaftLimits.indexMax)") }
+                self = .readIndexReady(request, index: index)
+            } else {
+                guard request.requester.member == peer else {
+                    throw InvalidMessage("read of member \(hex(request.requester.member)) forwarded by \(hex(peer))")
+                }
+                self = .readIndex(request)
+            }
+        case NodeFrame.alive:
+            var reader = ByteReader(frame.payload)
+            guard frame.payload.count == 8, let incarnation = try? reader.u64() else {
+                throw InvalidMessage("alive frame of \(frame.payload.count) bytes")
+            }
+            self = .alive(incarnation: incarnation)
+        default:
+            throw InvalidMessage("unknown peer frame type \(frame.type)")
+        }
+    }
 }

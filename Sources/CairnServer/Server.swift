@@ -103,8 +103,12 @@ package final class Server: @unchecked Sendable {
                          sendPaced: { to, frame, queued in
                              transport.sendPaced(to: to, channel: .bulk, frame: frame, queuedBytesMax: KeySpaceNode.snapshotQueuedBytesMax, done: queued)
                          })
-            try transport.start()
+            // The members first: a hello is accepted only from a member the transport knows.
             transport.setPeers(addresses)
+            do { try transport.start() } catch {
+                transport.stop()
+                throw error
+            }
             self.transport = transport
         }
     }

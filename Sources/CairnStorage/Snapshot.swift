@@ -165,7 +165,9 @@ package final class SnapshotReader {
             let trailer = try fs.read(file, at: trailerOffset, count: SnapshotFormat.trailerBytes)
             bodyBytes = trailer.readLE(UInt64.self, at: 0)
             expectedCRC = trailer.readLE(UInt32.self, at: 8)
-            guard Array(trailer[12..<20]) == SnapshotFormat.endMagic, bodyStart + bodyBytes == trailerOffset else {
+            // Compared by subtraction: a damaged length near 2^64 must not overflow the sum (trailerOffset >= bodyStart
+            // by the size check above).
+            guard Array(trailer[12..<20]) == SnapshotFormat.endMagic, bodyBytes == trailerOffset - bodyStart else {
                 throw damaged(trailerOffset, "snapshot trailer is damaged or the body length disagrees with the file size")
             }
         } catch {

@@ -250,12 +250,20 @@ package final class WAL {
     package private(set) var recordWriteFailed = false
     /// Where a log reopened with no segment left on disk starts (a reset or suffix truncation that failed part-way).
     private var nextIndexWhenEmpty: UInt64 = 1
+    /// Where the log continues while it has no segment: only after a `reset` failed part-way (or `close`).
+    private var nextIndexWithoutSegments: UInt64 = 1
 
     /// First index still in the log; `lastIndex + 1` when the log holds no entries.
     package var firstIndex: UInt64 {
-        segments.first(where: { !$0.offsets.isEmpty })?.firstIndex ?? segments.last!.firstIndex
+        segments.first(where: { !$0.offsets.isEmpty })?.firstIndex ?? segments.last?.firstIndex ?? nextIndexWithoutSegments
     }
-    package var lastIndex: UInt64 { segments.last!.lastIndex }
+    package var lastIndex: UInt64 { segments.last?.lastIndex ?? nextIndexWithoutSegments - 1 }
+
+    /// Writing needs an open segment; a failed `reset` can leave none, and then every write fails.
+    private func requireOpenSegment() throws {
+        guard segments.isEmpty else { return }
+        throw StorageError.failed(underlying: "the log has no open segment after a failed reset")
+    }
 
     private init(fs: FileSystem, directory: String, options: WALOptions, logger: @escaping @Sendable (String) -> Void) {
         self.fs = fs
@@ -274,6 +282,7 @@ package final class WAL {
     }
 
     package func close() {
+        nextIndexWithoutSegments = lastIndex + 1
         for s in segments { fs.close(s.file) }
         segments = []
     }
@@ -362,6 +371,7 @@ package final class WAL {
     /// Writes entries (which must continue the log) without syncing; `sync()` makes them durable.
     /// Entries are in memory only once their bytes are written; see `recordWriteFailed` for a failed write.
     package func append(_ entries: [LogEntryRecord]) throws {
+        try requireOpenSegment()
         var next = lastIndex + 1
         for e in entries {
             guard e.index == next else { throw StorageError.badIndex(expected: next, got: e.index) }
@@ -409,6 +419,7 @@ package final class WAL {
     /// One fdatasync covering every append since the last one.
     package func sync() throws {
         guard unsynced else { return }
+        try requireOpenSegment()
         try fs.sync(segments[segments.count - 1].file)
         segments[segments.count - 1].durableEnd = segments[segments.count - 1].endOffset
         unsynced = false
@@ -487,6 +498,7 @@ package final class WAL {
     /// Drops every entry after `index` (a conflicting suffix) durably, before any later append is written.
     package func truncateSuffix(after index: UInt64) throws {
         guard index < lastIndex else { return }
+        try requireOpenSegment()
         guard index + 1 >= firstIndex else { throw StorageError.outOfRange(index: index, first: firstIndex, last: lastIndex) }
         nextIndexWhenEmpty = index + 1
         while segments.count > 1 && segments[segments.count - 1].firstIndex > index {
@@ -530,6 +542,7 @@ package final class WAL {
     package func reset(nextIndex: UInt64) throws {
         guard nextIndex >= 1 else { throw StorageError.outOfRange(index: 0, first: firstIndex, last: lastIndex) }
         nextIndexWhenEmpty = nextIndex
+        nextIndexWithoutSegments = nextIndex
         while let s = segments.popLast() {
             fs.close(s.file)
             try fs.remove(s.file.path)

@@ -203,7 +203,8 @@ var arguments = CommandLine.arguments.dropFirst().map { argument in
 // Like etcd, every member flag can come from the environment (`ETCD_NAME`, `ETCD_INITIAL_CLUSTER`, ...), as container
 // images and unit files written for etcd set them; a flag on the command line wins.
 if arguments.first != "storage", arguments.first != "snapshot" {
-    let given = Set(arguments.compactMap { $0.hasPrefix("--") ? String($0.dropFirst(2).split(separator: "=")[0]) : nil })
+    // `--` alone names no flag (and has nothing to split).
+    let given = Set(arguments.compactMap { $0.hasPrefix("--") ? String($0.dropFirst(2).prefix { $0 != "=" }) : nil })
     for flag in Serve.flagNames where !given.contains(flag) {
         let variable = "ETCD_" + String(flag.uppercased().map { $0 == "-" ? "_" : $0 })
         if let value = getenv(variable) { arguments += ["--" + flag, String(cString: value)] }
