@@ -14,7 +14,9 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
     let configuration: HTTPServerConfiguration
     let handler: any HTTPHandler
     private let fd: Int32
-    private unowned let server: HTTPServer
+    /// Weak: a server dropped without `shutdown` must not be reached by a connection's last events.
+    private weak var server: HTTPServer?
+    let gauges: HTTPServerGauges
     /// Names the connection to its queue's deadline sweep.
     private var token: UInt64 = 0
     /// Made in `init`; nil only until then.
@@ -64,6 +66,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         self.id = id
         self.fd = fd
         self.server = server
+        self.gauges = server.gauges
         self.ioQueue = ioQueue
         self.configuration = configuration
         self.handler = handler
@@ -72,10 +75,10 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
                                 onWritable: { [weak self] in self?.flushNow() })
     }
 
-    var gauges: HTTPServerGauges { server.gauges }
-
     /// Starts reading; called once, on the queue.
     func start() {
+        // A shutdown may have closed it while the start was on its way.
+        guard !isClosed else { return }
         let now = monotonicNanoseconds()
         lastReadNanos = now
         lastWriteNanos = now
@@ -552,7 +555,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         self.exchange = nil
         exchange?.transportClosed()
         if case .http2(let session) = mode { session.closeAll() }
-        server.connectionClosed(self)
+        server?.connectionClosed(self)
     }
 }
 

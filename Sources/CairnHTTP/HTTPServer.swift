@@ -28,6 +28,13 @@ package final class HTTPServer: @unchecked Sendable {
         ioQueues = (0..<max(1, configuration.eventLoopCount)).map { IOQueue(label: "cairn-http-\($0)") }
     }
 
+    deinit {
+        // A listener left reading with nobody to accept would fire forever.
+        ioQueues[0].sync {
+            for listener in listeners { listener.stop() }
+        }
+    }
+
     /// Binds every address; throws (and binds nothing) if any fails.
     package func start() throws {
         signal(SIGPIPE, SIG_IGN)
@@ -158,7 +165,7 @@ private final class Listener: @unchecked Sendable {
     /// With no descriptor left, the listener stops reading this long (a level-triggered source would otherwise fire
     /// again at once on EMFILE), then tries again; connections wait in the kernel's backlog meanwhile.
     static let exhaustedPauseNanos: UInt64 = 100_000_000
-    private unowned let server: HTTPServer
+    private weak var server: HTTPServer?
     private let ioQueue: IOQueue
     /// Made in `init`; nil only until then.
     private var sources: SocketSources?
@@ -180,7 +187,7 @@ private final class Listener: @unchecked Sendable {
     }
 
     private func onReadable() {
-        guard let sources, !server.acceptPending(sources.fd) else { return }
+        guard let sources, let server, !server.acceptPending(sources.fd) else { return }
         sources.setReading(false)
         ioQueue.queue.asyncAfter(deadline: .now() + .nanoseconds(Int(Self.exhaustedPauseNanos))) { [weak self] in
             guard let self, !isStopped else { return }
