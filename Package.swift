@@ -40,8 +40,7 @@ let package = Package(
         .systemLibrary(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
-        .systemLibrary(name: "CEpoll"),
-        .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib", "CEpoll"]),
+        .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib"]),
         .target(name: "CairnPeer", dependencies: ["CairnHTTP", "CairnBase"]),
         .target(
             name: "CairnServer",

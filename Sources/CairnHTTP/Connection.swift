@@ -1,8 +1,8 @@
-// One client connection: non-blocking socket I/O on its event loop's thread, timeouts, backpressure, and HTTP/1.1.
+// One client connection: non-blocking socket I/O from Dispatch sources on its serial queue, timeouts, backpressure, HTTP/1.1.
 // The first bytes decide the protocol: the HTTP/2 preface hands the connection to nghttp2, anything else is HTTP/1.1.
 import Glibc
 
-final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket {
+final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline {
     private enum Mode {
         case detecting
         case http1
@@ -10,22 +10,26 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
     }
 
     let id: Int
-    let loop: EventLoop
+    let ioQueue: IOQueue
     let configuration: HTTPServerConfiguration
     let handler: any HTTPHandler
     private let fd: Int32
-    private unowned let server: HTTPServer
+    /// Weak: a server dropped without `shutdown` must not be reached by a connection's last events.
+    private weak var server: HTTPServer?
+    let gauges: HTTPServerGauges
+    /// Names the connection to its queue's deadline sweep.
     private var token: UInt64 = 0
+    /// Made in `init`; nil only until then.
+    private var sources: SocketSources?
 
-    // Everything below is touched on the loop's thread only.
+    // Everything below is touched on the queue only.
     private var mode = Mode.detecting
-    /// Received bytes not yet consumed are `input[inputStart...]`. Reads land in the loop's scratch buffer first,
+    /// Received bytes not yet consumed are `input[inputStart...]`. Reads land in the queue's scratch buffer first,
     /// so an idle connection holds no read buffer of its own.
     private var input: [UInt8] = []
     private var inputStart = 0
     private var output: [UInt8] = []
     private var outputStart = 0
-    private var interest = SocketInterest.none
     /// The client sent its FIN: nothing more to read, and level-triggered readiness would repeat it forever.
     private var inputEnded = false
     private var flushScheduled = false
@@ -51,43 +55,36 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
     private var headStartNanos: UInt64?
     /// In-flight requests are cut off here once a shutdown's grace period ends.
     private var drainDeadline = UInt64.max
-    /// The loop calls `deadlinePassed` from here on; the real deadline may since have moved later.
+    /// The queue calls `deadlinePassed` from here on; the real deadline may since have moved later.
     private(set) var deadline: UInt64 = .max
 
     private var inputBytesMax: Int { configuration.http1.headerBytesMax + 64 * 1024 }
     private var pendingOutput: Int { output.count - outputStart }
     var pendingOutputBytes: Int { pendingOutput }
 
-    init(id: Int, fd: Int32, server: HTTPServer, loop: EventLoop, configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
+    init(id: Int, fd: Int32, server: HTTPServer, ioQueue: IOQueue, configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
         self.id = id
         self.fd = fd
         self.server = server
-        self.loop = loop
+        self.gauges = server.gauges
+        self.ioQueue = ioQueue
         self.configuration = configuration
         self.handler = handler
         self.parser = HTTP1RequestParser(limits: configuration.http1)
+        sources = SocketSources(fd: fd, queue: ioQueue.queue, onReadable: { [weak self] in self?.onReadable() },
+                                onWritable: { [weak self] in self?.flushNow() })
     }
 
-    var gauges: HTTPServerGauges { server.gauges }
-
-    /// Starts reading; called once, on the loop's thread.
+    /// Starts reading; called once, on the queue.
     func start() {
+        // A shutdown may have closed it while the start was on its way.
+        guard !isClosed else { return }
         let now = monotonicNanoseconds()
         lastReadNanos = now
         lastWriteNanos = now
-        interest = SocketInterest(readable: true, writable: false)
-        token = loop.register(fd, interest: interest, socket: self)
+        token = ioQueue.add(self)
+        sources?.setReading(true)
         rearmTimer()
-    }
-
-    func socketReady(_ events: UInt32) {
-        if interest.readable, events & (EventLoop.readableEvents | EventLoop.failureEvents) != 0 {
-            onReadable()
-        } else if events & EventLoop.failureEvents != 0 {
-            // Reset or gone both ways while reading is paused: nothing more can be sent, and the report would repeat.
-            return close()
-        }
-        if !isClosed, events & EventLoop.writableEvents != 0 { flushNow() }
     }
 
     // MARK: - Reading
@@ -101,7 +98,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
         }
         var sawEOF = false
         var reads = 0
-        let readScratch = loop.readScratch
+        let readScratch = ioQueue.readScratch
         while reads < 4, input.count - inputStart < inputBytesMax {
             reads += 1
             let room = min(readScratch.count, inputBytesMax - (input.count - inputStart))
@@ -140,14 +137,12 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
     }
 
     /// Reading stops while the input buffer is full or while output is backed up (the client is not reading);
-    /// writability matters only while output waits. The loop is told only of changes: most events change nothing.
+    /// the write source runs only while output waits. Only changes reach Dispatch: most events change nothing.
     private func updateInterest() {
-        guard !isClosed else { return }
+        guard !isClosed, let sources else { return }
         let pauseReading = input.count - inputStart >= inputBytesMax || pendingOutput > configuration.outputBytesHigh
-        let wanted = SocketInterest(readable: !pauseReading && !inputEnded, writable: pendingOutput > 0)
-        guard wanted != interest else { return }
-        interest = wanted
-        loop.setInterest(token, fd: fd, wanted)
+        sources.setReading(!pauseReading && !inputEnded)
+        sources.setWriting(pendingOutput > 0)
     }
 
     private func peerClosed() {
@@ -296,7 +291,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
             needsProcessing = true
             return
         }
-        let exchange = HTTPExchange(request: head, transport: self, loop: loop, requestBodyBytesMax: configuration.http1.bodyBytesMax,
+        let exchange = HTTPExchange(request: head, transport: self, ioQueue: ioQueue, requestBodyBytesMax: configuration.http1.bodyBytesMax,
                                     gauges: gauges)
         self.exchange = exchange
         exchangeWantsBody = false
@@ -423,7 +418,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
     // MARK: - Writing
 
     /// Queues bytes for the socket. Inside a socket event they are written together when the event's work is done;
-    /// otherwise (a handler answering later) at the end of the loop's current turn.
+    /// otherwise (a handler answering later) in a block queued behind the queue's current work, which serves every
+    /// answer this connection gets meanwhile.
     func send(_ bytes: [UInt8]) {
         guard !isClosed, !bytes.isEmpty else { return }
         if outputStart == output.count {
@@ -433,7 +429,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
         output.append(contentsOf: bytes)
         if !inSocketEvent, !flushScheduled {
             flushScheduled = true
-            loop.execute { [self] in
+            ioQueue.execute { [self] in
                 flushScheduled = false
                 flushNow()
             }
@@ -508,10 +504,10 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
 
     private func rearmTimer() {
         guard !isClosed, let deadline = currentDeadline() else { return }
-        // Deadlines mostly move later; the loop then calls early and this re-arms, so activity costs no bookkeeping.
+        // Deadlines mostly move later; the sweep then calls early and this re-arms, so activity costs no bookkeeping.
         if deadline < self.deadline {
             self.deadline = deadline
-            loop.deadlineChanged(deadline)
+            ioQueue.deadlineChanged(deadline)
         }
     }
 
@@ -553,13 +549,13 @@ final class Connection: @unchecked Sendable, ExchangeTransport, EventLoopSocket 
     func close() {
         guard !isClosed else { return }
         isClosed = true
-        loop.unregister(token, fd: fd)
-        Glibc.close(fd)
+        ioQueue.remove(token)
+        sources?.cancel()
         let exchange = self.exchange
         self.exchange = nil
         exchange?.transportClosed()
         if case .http2(let session) = mode { session.closeAll() }
-        server.connectionClosed(self)
+        server?.connectionClosed(self)
     }
 }
 

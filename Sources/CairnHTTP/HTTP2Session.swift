@@ -382,7 +382,7 @@ final class HTTP2Stream: ExchangeTransport {
             session.reset(id)
             return
         }
-        let exchange = HTTPExchange(request: head, transport: self, loop: connection.loop,
+        let exchange = HTTPExchange(request: head, transport: self, ioQueue: connection.ioQueue,
                                     requestBodyBytesMax: connection.configuration.http1.bodyBytesMax, gauges: connection.gauges)
         self.exchange = exchange
         connection.handler.handle(exchange)

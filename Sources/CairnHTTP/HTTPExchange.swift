@@ -2,7 +2,7 @@
 // Bodies flow piece by piece in both directions; gzip (both ways) is applied here, once for HTTP/1.1 and HTTP/2.
 
 package protocol HTTPHandler: Sendable {
-    /// Called on the connection's event loop thread as soon as a request head has arrived; the body follows on demand.
+    /// Called on the connection's queue as soon as a request head has arrived; the body follows on demand.
     func handle(_ exchange: HTTPExchange)
 }
 
@@ -13,7 +13,7 @@ package enum BodyPart: Sendable {
     case failed(HTTPError)
 }
 
-/// What carries one exchange: an HTTP/1.1 connection or an HTTP/2 stream. Called on the connection's loop only.
+/// What carries one exchange: an HTTP/1.1 connection or an HTTP/2 stream. Called on the connection's queue only.
 protocol ExchangeTransport: AnyObject {
     func exchangeWantsBody(_ exchange: HTTPExchange)
     func exchange(_ exchange: HTTPExchange, sendHead status: Int, headers: HTTPHeaders, contentLength: Int?)
@@ -30,10 +30,10 @@ package final class HTTPExchange: @unchecked Sendable {
     /// Bodies smaller than this are sent uncompressed even when the client accepts gzip.
     package static let gzipBytesMin = 1024
 
-    private let loop: EventLoop
+    private let ioQueue: IOQueue
     private weak var transport: (any ExchangeTransport)?
 
-    // State below is touched on the loop's thread only.
+    // State below is touched on the connection's queue only.
     private var bodyReader: (@Sendable (BodyPart) -> Void)?
     private var bodyInflater: GzipDecompressor?
     private var bodyFinished = false
@@ -52,11 +52,11 @@ package final class HTTPExchange: @unchecked Sendable {
     private(set) var isClosed = false
     let requestBodyBytesMax: Int
 
-    init(request: HTTPRequestHead, transport: any ExchangeTransport, loop: EventLoop, requestBodyBytesMax: Int,
+    init(request: HTTPRequestHead, transport: any ExchangeTransport, ioQueue: IOQueue, requestBodyBytesMax: Int,
          gauges: HTTPServerGauges) {
         self.request = request
         self.transport = transport
-        self.loop = loop
+        self.ioQueue = ioQueue
         self.requestBodyBytesMax = requestBodyBytesMax
         self.gauges = gauges
         gauges.exchangesChanged(by: 1)
@@ -66,19 +66,19 @@ package final class HTTPExchange: @unchecked Sendable {
         gauges.exchangesChanged(by: -1)
     }
 
-    /// Runs `work` at once on the loop's thread (a handler answering from `handle`), else hops there.
-    private func onLoop(_ work: @escaping @Sendable () -> Void) {
-        if loop.isCurrent { work() } else { loop.execute(work) }
+    /// Runs `work` at once when on the connection's queue (a handler answering from `handle`), else hops there.
+    private func onQueue(_ work: @escaping @Sendable () -> Void) {
+        if ioQueue.isCurrent { work() } else { ioQueue.execute(work) }
     }
 
-    /// Runs `work` on the exchange's loop thread, where the exchange's calls take effect in order: a handler keeps
+    /// Runs `work` on the exchange's queue, where the exchange's calls take effect in order: a handler keeps
     /// state there that needs no lock of its own.
-    package func run(_ work: @escaping @Sendable () -> Void) { onLoop(work) }
+    package func run(_ work: @escaping @Sendable () -> Void) { onQueue(work) }
 
     /// Cuts the response off: the connection closes (HTTP/1.1) or the stream is reset (HTTP/2), so the client sees
     /// an incomplete response rather than a complete one. For a watcher too slow to keep up.
     package func abort() {
-        onLoop { [self] in
+        onQueue { [self] in
             guard !isClosed else { return }
             if !responseFinished { transport?.exchangeAborted(self) }
             transportClosed()
@@ -87,10 +87,10 @@ package final class HTTPExchange: @unchecked Sendable {
 
     // MARK: - Request body
 
-    /// Asks for the next piece of the request body; `reader` is called once, on the connection's loop.
+    /// Asks for the next piece of the request body; `reader` is called once, on the connection's queue.
     /// Call again from the reader to continue: the connection reads from the socket only as fast as this is called.
     package func readBody(_ reader: @escaping @Sendable (BodyPart) -> Void) {
-        onLoop { [self] in
+        onQueue { [self] in
             if bodyFinished {
                 reader(.end)
                 return
@@ -165,7 +165,7 @@ package final class HTTPExchange: @unchecked Sendable {
 
     /// Sends a complete response. Bodies of at least `gzipBytesMin` bytes are compressed when the client accepts gzip.
     package func respond(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
-        onLoop { [self] in
+        onQueue { [self] in
             guard !responseStarted, !isClosed else { return }
             responseStarted = true
             responseStatus = status
@@ -185,7 +185,7 @@ package final class HTTPExchange: @unchecked Sendable {
     /// Starts a response whose body follows in pieces (`write`, then `finish`); it is compressed when the client accepts
     /// gzip, unless its length is given (the pieces must then add up to `contentLength`).
     package func startResponse(status: Int, headers: HTTPHeaders = HTTPHeaders(), contentLength: Int? = nil) {
-        onLoop { [self] in
+        onQueue { [self] in
             guard !responseStarted, !isClosed else { return }
             responseStarted = true
             responseStatus = status
@@ -202,7 +202,7 @@ package final class HTTPExchange: @unchecked Sendable {
     /// Sends a piece of the body. `whenReady` runs once the connection can take more (at once if it already can):
     /// a producer that waits for it never makes the server buffer more than its output bound.
     package func write(_ bytes: [UInt8], whenReady: (@Sendable () -> Void)? = nil) {
-        onLoop { [self] in
+        onQueue { [self] in
             guard responseStarted, !responseFinished, !isClosed else { return }
             if !isHead, !bytes.isEmpty {
                 let encoded = compresses ? startedCompressor().compress(bytes, finish: false) : bytes
@@ -216,7 +216,7 @@ package final class HTTPExchange: @unchecked Sendable {
 
     /// Ends a response started with `startResponse`.
     package func finish() {
-        onLoop { [self] in
+        onQueue { [self] in
             guard responseStarted, !responseFinished, !isClosed else { return }
             if compresses, !isHead {
                 transport?.exchange(self, sendBody: startedCompressor().compress([], finish: true))
@@ -250,7 +250,7 @@ package final class HTTPExchange: @unchecked Sendable {
     /// Runs `observer` once with the status when the response has gone out whole (a watch when its event or timeout
     /// ends it), or when the server answered on its own; never for a client that left first. One observer per exchange.
     package func onResponse(_ observer: @escaping @Sendable (Int) -> Void) {
-        onLoop { [self] in
+        onQueue { [self] in
             precondition(responseObserver == nil, "onResponse called twice")
             if responseFinished { observer(responseStatus) } else if !isClosed { responseObserver = observer }
         }
@@ -258,7 +258,7 @@ package final class HTTPExchange: @unchecked Sendable {
 
     /// Runs `handler` once if the client goes away before the response is finished (a waiting watch frees itself).
     package func onClose(_ handler: @escaping @Sendable () -> Void) {
-        onLoop { [self] in
+        onQueue { [self] in
             if isClosed { handler() } else if !responseFinished { closeHandlers.append(handler) }
         }
     }

@@ -1,4 +1,4 @@
-// The listening side: sockets on every configured address, accepted on the first event loop and spread over all of them,
+// The listening side: sockets on every configured address, accepted on the first I/O queue and spread over all of them,
 // limits, shutdown. It knows nothing of etcd; a handler receives each exchange.
 import Dispatch
 import Glibc
@@ -7,8 +7,8 @@ import Synchronization
 package final class HTTPServer: @unchecked Sendable {
     package let configuration: HTTPServerConfiguration
     private let handler: any HTTPHandler
-    private let loops: [EventLoop]
-    /// Touched on the first loop's thread only, like the accepting it does.
+    private let ioQueues: [IOQueue]
+    /// Touched on the first queue only, like the accepting it does.
     private var listeners: [Listener] = []
     private let state = Mutex(State())
 
@@ -25,11 +25,14 @@ package final class HTTPServer: @unchecked Sendable {
     package init(configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
         self.configuration = configuration
         self.handler = handler
-        loops = (0..<max(1, configuration.eventLoopCount)).map { EventLoop(name: "cairn-http-\($0)") }
+        ioQueues = (0..<max(1, configuration.eventLoopCount)).map { IOQueue(label: "cairn-http-\($0)") }
     }
 
     deinit {
-        for loop in loops { loop.stop() }
+        // A listener left reading with nobody to accept would fire forever.
+        ioQueues[0].sync {
+            for listener in listeners { listener.stop() }
+        }
     }
 
     /// Binds every address; throws (and binds nothing) if any fails.
@@ -48,10 +51,10 @@ package final class HTTPServer: @unchecked Sendable {
         }
         boundAddresses.append(contentsOf: opened.map(\.1))
         let fds = opened.map(\.0)
-        onAcceptLoop { [self] in
+        ioQueues[0].sync {
             for fd in fds {
-                let listener = Listener(fd: fd, server: self, loop: loops[0])
-                listener.token = loops[0].register(fd, interest: SocketInterest(readable: true, writable: false), socket: listener)
+                let listener = Listener(fd: fd, server: self, ioQueue: ioQueues[0])
+                listener.start()
                 listeners.append(listener)
             }
         }
@@ -61,17 +64,6 @@ package final class HTTPServer: @unchecked Sendable {
 
     /// What this server's connections hold now, for tests and diagnosis.
     package let gauges = HTTPServerGauges()
-
-    /// Runs `work` on the first loop, which owns the listeners, and returns once it has run.
-    private func onAcceptLoop(_ work: @escaping @Sendable () -> Void) {
-        if loops[0].isCurrent { return work() }
-        let done = DispatchSemaphore(value: 0)
-        loops[0].execute {
-            work()
-            done.signal()
-        }
-        done.wait()
-    }
 
     /// Accepts up to 64 waiting connections; false when descriptors ran out (the listener then pauses).
     fileprivate func acceptPending(_ listener: Int32) -> Bool {
@@ -87,7 +79,7 @@ package final class HTTPServer: @unchecked Sendable {
                 let id = state.nextID
                 state.nextID += 1
                 let connection = Connection(
-                    id: id, fd: fd, server: self, loop: loops[id % loops.count], configuration: configuration, handler: handler)
+                    id: id, fd: fd, server: self, ioQueue: ioQueues[id % ioQueues.count], configuration: configuration, handler: handler)
                 state.connections[id] = connection
                 return connection
             }
@@ -95,7 +87,7 @@ package final class HTTPServer: @unchecked Sendable {
                 refuse(fd)
                 continue
             }
-            if connection.loop.isCurrent { connection.start() } else { connection.loop.execute { connection.start() } }
+            if connection.ioQueue.isCurrent { connection.start() } else { connection.ioQueue.execute { connection.start() } }
         }
         return true
     }
@@ -122,11 +114,8 @@ package final class HTTPServer: @unchecked Sendable {
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the grace period), then close everything.
     /// `completion` runs once every connection is closed.
     package func shutdown(completion: @escaping @Sendable () -> Void) {
-        onAcceptLoop { [self] in
-            for listener in listeners {
-                loops[0].unregister(listener.token, fd: listener.fd)
-                close(listener.fd)
-            }
+        ioQueues[0].sync {
+            for listener in listeners { listener.stop() }
             listeners.removeAll()
         }
         let open: [Connection] = state.withLock { state in
@@ -143,7 +132,7 @@ package final class HTTPServer: @unchecked Sendable {
             return
         }
         let grace = monotonicNanoseconds() + UInt64(configuration.shutdownGraceSeconds) * 1_000_000_000
-        for connection in open { connection.loop.execute { connection.drain(deadline: grace) } }
+        for connection in open { connection.ioQueue.execute { connection.drain(deadline: grace) } }
     }
 }
 
@@ -171,32 +160,38 @@ package final class HTTPServerGauges: Sendable {
     func gzipStreamsChanged(by delta: Int) { counts.withLock { $0.gzipStreams += delta } }
 }
 
-/// A listening socket on the first loop: readable means connections are waiting.
-private final class Listener: EventLoopSocket {
-    /// With no descriptor left, the listener stops asking for readiness this long (a level-triggered listener would
-    /// otherwise spin on EMFILE), then tries again; connections wait in the kernel's backlog meanwhile.
+/// A listening socket on the first queue: its read source fires while connections are waiting.
+private final class Listener: @unchecked Sendable {
+    /// With no descriptor left, the listener stops reading this long (a level-triggered source would otherwise fire
+    /// again at once on EMFILE), then tries again; connections wait in the kernel's backlog meanwhile.
     static let exhaustedPauseNanos: UInt64 = 100_000_000
-    let fd: Int32
-    var token: UInt64 = 0
-    private unowned let server: HTTPServer
-    private unowned let loop: EventLoop
-    private(set) var deadline: UInt64 = .max
+    private weak var server: HTTPServer?
+    private let ioQueue: IOQueue
+    /// Made in `init`; nil only until then.
+    private var sources: SocketSources?
+    private var isStopped = false
 
-    init(fd: Int32, server: HTTPServer, loop: EventLoop) {
-        self.fd = fd
+    init(fd: Int32, server: HTTPServer, ioQueue: IOQueue) {
         self.server = server
-        self.loop = loop
+        self.ioQueue = ioQueue
+        sources = SocketSources(fd: fd, queue: ioQueue.queue, onReadable: { [weak self] in self?.onReadable() })
     }
 
-    func socketReady(_ events: UInt32) {
-        guard !server.acceptPending(fd) else { return }
-        loop.setInterest(token, fd: fd, .none)
-        deadline = monotonicNanoseconds() + Self.exhaustedPauseNanos
-        loop.deadlineChanged(deadline)
+    /// Starts accepting; on the queue.
+    func start() { sources?.setReading(true) }
+
+    /// Stops accepting and closes the socket; on the queue.
+    func stop() {
+        isStopped = true
+        sources?.cancel()
     }
 
-    func deadlinePassed() {
-        deadline = .max
-        loop.setInterest(token, fd: fd, SocketInterest(readable: true, writable: false))
+    private func onReadable() {
+        guard let sources, let server, !server.acceptPending(sources.fd) else { return }
+        sources.setReading(false)
+        ioQueue.queue.asyncAfter(deadline: .now() + .nanoseconds(Int(Self.exhaustedPauseNanos))) { [weak self] in
+            guard let self, !isStopped else { return }
+            self.sources?.setReading(true)
+        }
     }
 }

@@ -22,7 +22,7 @@ package struct HTTPServerConfiguration: Sendable {
     package var writeStallTimeoutSeconds = 60
     /// In-flight requests get this long to finish after a shutdown begins; then their connections are closed.
     package var shutdownGraceSeconds = 10
-    /// Connections are spread over this many event loops, each one thread: one per core (more only adds switches).
+    /// Connections are spread over this many serial I/O queues: one per core (more only adds switches).
     package var eventLoopCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     package var listenBacklog: Int32 = 1024
 
