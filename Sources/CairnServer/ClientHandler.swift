@@ -30,12 +30,14 @@ package struct ClientHandler: HTTPHandler {
     let keys: KeysHandler
 
     let members: MembersHandler
+    let console: ConsoleHandler
 
     package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false) {
         self.member = member
         self.node = node
         keys = KeysHandler(node: node, linearizableReads: linearizableReads)
         members = MembersHandler(node: node, token: token)
+        console = ConsoleHandler(member: member, node: node)
     }
 
     package func handle(_ exchange: HTTPExchange) {
@@ -55,6 +57,9 @@ package struct ClientHandler: HTTPHandler {
         if path == "/v2/keys" || path.hasPrefix("/v2/keys/") {
             guard allow(exchange, ["HEAD", "GET", "PUT", "POST", "DELETE"], allowHeadForGet: false) else { return }
             return keys.handle(exchange, keyPath: path.dropFirst("/v2/keys".count))
+        }
+        if path == "/ui" || path.hasPrefix("/ui/") {
+            return console.handle(exchange, path: path)
         }
         switch path {
         case "/version":
