@@ -17,7 +17,7 @@ function h(tag, attrs, ...children) {
     if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
     else if (value !== false && value != null) el.setAttribute(name, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child != null && child !== false) el.append(child instanceof Node ? child : String(child));
   }
   return el;
@@ -164,7 +164,7 @@ function showKeys(path) {
       const form = { value: value.value };
       if (ttl.value) form.ttl = ttl.value;
       const ok = await write(() => call(keyURL(node.key, { prevIndex }), { method: "PUT", form }),
-        (answer) => `Saved ${node.key} at index ${answer.body.node.modifiedIndex}.`);
+        (answer) => `Saved ${node.key} at index ${answer.body.node.modifiedIndex}.`, prevIndex);
       if (ok) editor.replaceChildren();
     } },
     h("label", {}, `Edit ${node.key} (as of index ${prevIndex})`, value), h("label", {}, "TTL (s)", ttl),
@@ -176,11 +176,11 @@ function showKeys(path) {
   async function remove(node) {
     if (!confirm(`Delete ${node.key}${node.dir ? " and everything under it" : ""}?`)) return;
     const params = node.dir ? { dir: "true", recursive: "true" } : { prevIndex: node.modifiedIndex };
-    await write(() => call(keyURL(node.key, params), { method: "DELETE" }), () => `Deleted ${node.key}.`);
+    await write(() => call(keyURL(node.key, params), { method: "DELETE" }), () => `Deleted ${node.key}.`, node.modifiedIndex);
   }
 
   /** Runs a write and reports it; a failed compare says who won, and the user's text stays in the form. */
-  async function write(send, success) {
+  async function write(send, success, prevIndex) {
     let answer;
     try { answer = await send(); } catch (error) { say(message, "The request failed: " + error.message, true); return false; }
     if (answer.status === 200 || answer.status === 201) {
@@ -189,8 +189,10 @@ function showKeys(path) {
       return true;
     }
     if (answer.body && answer.body.errorCode === 101) {
-      say(message, "Conflict: another client changed this key since you opened it (" + answer.body.cause +
-        "). Your change was not saved; the list shows the current value: edit it again.", true);
+      const now = answer.headers.get("X-Etcd-Index");
+      say(message, `Conflict: another client changed this key after you opened it at index ${prevIndex} (the member ` +
+        `answered ${answer.body.cause}, at index ${now}). Your change was not saved. The page shows the current value ` +
+        "and your text stays in the form: press Edit to start again from the current value.", true);
       await load().catch(() => {});
     } else {
       say(message, errorText(answer), true);
@@ -380,7 +382,17 @@ function drawChart(chart) {
   line.setAttribute("stroke", "#2f6fdb");
   line.setAttribute("stroke-width", "1.5");
   line.setAttribute("vector-effect", "non-scaling-stroke");
-  svg.append(line);
+  const base = document.createElementNS(svgNS, "line");
+  for (const [name, value] of [["x1", 0], ["y1", height], ["x2", width], ["y2", height], ["stroke", "#dde1e8"]]) base.setAttribute(name, value);
+  svg.append(base, line);
+  if (points.length) {
+    const [ago, v] = points[points.length - 1];
+    const dot = document.createElementNS(svgNS, "circle");
+    for (const [name, value] of [["cx", width * (1 - ago / spanS)], ["cy", height * (1 - v / top)], ["r", 2.5], ["fill", "#2f6fdb"]]) {
+      dot.setAttribute(name, value);
+    }
+    svg.append(dot);
+  }
   const latest = points.length ? points[points.length - 1][1] : null;
   const shown = latest == null ? "–" : (latest < 10 ? latest.toFixed(2) : latest.toFixed(0)) + chart.unit;
   return h("div", { class: "chart", id: "chart-" + chart.id }, h("span", { class: "now" }, shown), h("div", {}, chart.title), svg,
