@@ -84,7 +84,15 @@ function say(element, text, isError) {
 
 function showKeys(path) {
   const state = { path, index: 0, stopped: false, controller: null };
-  leave = () => { state.stopped = true; if (state.controller) state.controller.abort(); };
+  // A hidden page (another tab, or kept in the back-forward cache) lets its watch go: a browser gives a member only
+  // 6 connections, and each watching page holds one. It resumes from the last index when shown again.
+  const onVisibility = () => { if (document.hidden && state.controller) state.controller.abort(); };
+  document.addEventListener("visibilitychange", onVisibility);
+  leave = () => {
+    state.stopped = true;
+    document.removeEventListener("visibilitychange", onVisibility);
+    if (state.controller) state.controller.abort();
+  };
   const live = h("span", { id: "live", class: "live" }, "connecting");
   const message = h("div", { id: "message", class: "message", role: "status" });
   const listing = h("div", { id: "listing" });
@@ -204,6 +212,11 @@ function showKeys(path) {
   async function watch() {
     let pauseMs = 250;
     while (!state.stopped) {
+      if (document.hidden) {
+        setLive(false, "paused while hidden");
+        await untilVisible();
+        continue;
+      }
       state.controller = new AbortController();
       try {
         const params = { wait: "true", recursive: "true", waitIndex: state.index + 1 };
@@ -221,7 +234,7 @@ function showKeys(path) {
         pauseMs = 250;
       } catch (error) {
         if (state.stopped) return;
-        if (error.name === "TimeoutError") continue;
+        if (error.name === "TimeoutError" || document.hidden) continue;
         setLive(false, "reconnecting");
         await sleep(pauseMs);
         pauseMs = Math.min(pauseMs * 2, watchRetryMsMax);
@@ -231,6 +244,18 @@ function showKeys(path) {
 
   load().then(() => { setLive(true, "live"); watch(); },
     (error) => { setLive(false, "offline"); say(message, "Could not read " + path + ": " + error.message, true); watch(); });
+}
+
+function untilVisible() {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (document.hidden) return;
+      document.removeEventListener("visibilitychange", check);
+      resolve();
+    };
+    document.addEventListener("visibilitychange", check);
+    check();
+  });
 }
 
 function crumbs(path) {

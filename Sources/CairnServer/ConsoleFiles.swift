@@ -50,7 +50,7 @@ dd { margin: 0; font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
 .hint { color: var(--muted); font-size: 12px; }
 
 """##),
-        "console.js": ConsoleFile(contentType: "text/javascript; charset=utf-8", etag: #""5b1cb154a2a9b6a6""#, text: ##"""
+        "console.js": ConsoleFile(contentType: "text/javascript; charset=utf-8", etag: #""5bb3aa438bc4babd""#, text: ##"""
 // The Cairn web console: browse and edit v2 keys (compare-and-swap edits, live through a watch), see the members and
 // charts from /metrics. Plain DOM code without dependencies; user data only ever reaches the page as text nodes.
 "use strict";
@@ -137,7 +137,15 @@ function say(element, text, isError) {
 
 function showKeys(path) {
   const state = { path, index: 0, stopped: false, controller: null };
-  leave = () => { state.stopped = true; if (state.controller) state.controller.abort(); };
+  // A hidden page (another tab, or kept in the back-forward cache) lets its watch go: a browser gives a member only
+  // 6 connections, and each watching page holds one. It resumes from the last index when shown again.
+  const onVisibility = () => { if (document.hidden && state.controller) state.controller.abort(); };
+  document.addEventListener("visibilitychange", onVisibility);
+  leave = () => {
+    state.stopped = true;
+    document.removeEventListener("visibilitychange", onVisibility);
+    if (state.controller) state.controller.abort();
+  };
   const live = h("span", { id: "live", class: "live" }, "connecting");
   const message = h("div", { id: "message", class: "message", role: "status" });
   const listing = h("div", { id: "listing" });
@@ -257,6 +265,11 @@ function showKeys(path) {
   async function watch() {
     let pauseMs = 250;
     while (!state.stopped) {
+      if (document.hidden) {
+        setLive(false, "paused while hidden");
+        await untilVisible();
+        continue;
+      }
       state.controller = new AbortController();
       try {
         const params = { wait: "true", recursive: "true", waitIndex: state.index + 1 };
@@ -274,7 +287,7 @@ function showKeys(path) {
         pauseMs = 250;
       } catch (error) {
         if (state.stopped) return;
-        if (error.name === "TimeoutError") continue;
+        if (error.name === "TimeoutError" || document.hidden) continue;
         setLive(false, "reconnecting");
         await sleep(pauseMs);
         pauseMs = Math.min(pauseMs * 2, watchRetryMsMax);
@@ -284,6 +297,18 @@ function showKeys(path) {
 
   load().then(() => { setLive(true, "live"); watch(); },
     (error) => { setLive(false, "offline"); say(message, "Could not read " + path + ": " + error.message, true); watch(); });
+}
+
+function untilVisible() {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (document.hidden) return;
+      document.removeEventListener("visibilitychange", check);
+      resolve();
+    };
+    document.addEventListener("visibilitychange", check);
+    check();
+  });
 }
 
 function crumbs(path) {

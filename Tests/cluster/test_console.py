@@ -21,8 +21,13 @@ OUTPUT_DIR = os.environ.get("CONSOLE_OUTPUT_DIR") or os.path.join(
 @pytest.fixture(scope="module")
 def console(request):
     """(cluster, follower index, leader index, driver): one cluster and one browser for every test of this file."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    if not os.access(CHROMEDRIVER, os.X_OK):
+        pytest.fail("no chromedriver: scripts/install-deps chromium chromium-driver (scripts/test does)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("no selenium: python3 -m pip install selenium (scripts/test does)")
 
     c = Cluster(3)
     driver = None
@@ -216,6 +221,15 @@ def test_a_member_is_added_and_removed_from_the_page_after_a_confirmation(consol
     wait_until(driver, "the removal confirmed", lambda d: text_of(d, "#message") == f"Removed member {added}.")
     members = c[leader].request("GET", "/v2/members").json["members"]
     assert sorted(m["name"] for m in members) == sorted(m.name for m in c.members[:3]), members
+
+
+def test_pages_left_behind_give_back_their_watch_connections(console):
+    """A browser opens at most 6 connections to a member; a page left for another (kept in the back-forward cache)
+    must not keep its watch's, or the seventh page never loads."""
+    c, follower, _, driver = console
+    for k in range(8):
+        driver.get(f"{c[follower].client_url}/ui/?visit={k}#/keys/config")
+        wait_until(driver, f"visit {k}: the watch is live", lambda d: text_of(d, "#live") == "live")
 
 
 def test_the_watch_resumes_after_the_member_serving_the_page_restarts(console):
