@@ -50,7 +50,7 @@ dd { margin: 0; font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
 .hint { color: var(--muted); font-size: 12px; }
 
 """##),
-        "console.js": ConsoleFile(contentType: "text/javascript; charset=utf-8", etag: #""5bb3aa438bc4babd""#, text: ##"""
+        "console.js": ConsoleFile(contentType: "text/javascript; charset=utf-8", etag: #""b9247d6bf8d369f5""#, text: ##"""
 // The Cairn web console: browse and edit v2 keys (compare-and-swap edits, live through a watch), see the members and
 // charts from /metrics. Plain DOM code without dependencies; user data only ever reaches the page as text nodes.
 "use strict";
@@ -136,7 +136,7 @@ function say(element, text, isError) {
 // ---------------------------------------------------------------------------------------------------------- keys
 
 function showKeys(path) {
-  const state = { path, index: 0, stopped: false, controller: null };
+  const state = { path, index: 0, stale: false, stopped: false, controller: null };
   // A hidden page (another tab, or kept in the back-forward cache) lets its watch go: a browser gives a member only
   // 6 connections, and each watching page holds one. It resumes from the last index when shown again.
   const onVisibility = () => { if (document.hidden && state.controller) state.controller.abort(); };
@@ -158,6 +158,7 @@ function showKeys(path) {
     const answer = await call(keyURL(path, { sorted: "true" }));
     const index = Number(answer.headers.get("X-Etcd-Index"));
     if (Number.isFinite(index) && index > state.index) state.index = index;
+    state.stale = false;
     if (state.stopped) return;
     if (answer.status === 200) render(answer.body.node);
     else if (answer.body && answer.body.errorCode === 100) render(null);
@@ -271,14 +272,19 @@ function showKeys(path) {
         continue;
       }
       state.controller = new AbortController();
+      // A member that is down refuses at once; a watch still open after a second is taken as established.
+      const establishedTimer = setTimeout(() => setLive(true, "live"), 1000);
       try {
+        if (state.stale) await load(); // the last read failed: the page may not show the last event yet
         const params = { wait: "true", recursive: "true", waitIndex: state.index + 1 };
         const answer = await call(keyURL(path, params), { timeoutMs: watchMs, signal: state.controller.signal });
         if (state.stopped) return;
         if (answer.status === 200 && answer.body && answer.body.node) {
           state.index = Math.max(state.index, answer.body.node.modifiedIndex);
+          state.stale = true;
           await load();
         } else if (answer.body && answer.body.errorCode === 401) {
+          state.stale = true;
           await load(); // the index fell out of the member's event history: the re-read gives a current one
         } else if (answer.status !== 200) {
           throw new Error(errorText(answer));
@@ -291,12 +297,19 @@ function showKeys(path) {
         setLive(false, "reconnecting");
         await sleep(pauseMs);
         pauseMs = Math.min(pauseMs * 2, watchRetryMsMax);
+      } finally {
+        clearTimeout(establishedTimer);
       }
     }
   }
 
   load().then(() => { setLive(true, "live"); watch(); },
-    (error) => { setLive(false, "offline"); say(message, "Could not read " + path + ": " + error.message, true); watch(); });
+    (error) => {
+      setLive(false, "offline");
+      say(message, "Could not read " + path + ": " + error.message, true);
+      state.stale = true;
+      watch();
+    });
 }
 
 function untilVisible() {

@@ -129,7 +129,7 @@ def test_the_members_view_names_every_member_and_the_leader(console):
     def listed(d):
         rows = {m.name: text_of(d, f'tr[data-member="{m.name}"]') for m in c.members}
         healthy = all(text_of(d, f'tr[data-member="{m.name}"] td.healthy') == "healthy" for m in c.members)
-        return healthy and rows
+        return healthy and all(rows.values()) and rows
 
     rows = wait_until(driver, "every member, healthy", listed)
     for m in c.members:
