@@ -32,12 +32,14 @@ package struct ClientHandler: HTTPHandler {
     let members: MembersHandler
     /// `GET /cairn/snapshot`: one at a time.
     let backups = BackupSlots()
+    let console: ConsoleHandler
 
     package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false) {
         self.member = member
         self.node = node
         keys = KeysHandler(node: node, linearizableReads: linearizableReads)
         members = MembersHandler(node: node, token: token)
+        console = ConsoleHandler(member: member, node: node)
     }
 
     package func handle(_ exchange: HTTPExchange) {
@@ -57,6 +59,9 @@ package struct ClientHandler: HTTPHandler {
         if path == "/v2/keys" || path.hasPrefix("/v2/keys/") {
             guard allow(exchange, ["HEAD", "GET", "PUT", "POST", "DELETE"], allowHeadForGet: false) else { return }
             return keys.handle(exchange, keyPath: path.dropFirst("/v2/keys".count))
+        }
+        if path == "/ui" || path.hasPrefix("/ui/") {
+            return console.handle(exchange, path: path)
         }
         switch path {
         case "/version":
