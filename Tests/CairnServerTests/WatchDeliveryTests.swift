@@ -163,6 +163,8 @@ extension [UInt8] {
         #expect(eventually { member.node.watcherCount == 0 })
         #expect(idle.readUntilClosed(), "the client sees its connection closed")
         #expect(throws: Never.self) { try member.cluster.write(member.leader, "/big", "after").get() }
-        #expect(eventually { member.http.gauges.exchangesLive == 0 })
+        // Events already handed to the delivery queue still name the watch until that queue has encoded them (seconds
+        // of 256 KiB values in a debug build); then nothing keeps the exchange.
+        #expect(eventually(seconds: 60) { member.http.gauges.exchangesLive == 0 }, "\(member.http.gauges.exchangesLive) exchanges kept")
     }
 }
