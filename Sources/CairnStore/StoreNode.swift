@@ -49,9 +49,11 @@ package final class StoreNode: Sendable {
     /// Seconds left before expiry, rounded up as etcd does (0 when permanent or already due).
     package func ttlSeconds(now: Int64) -> Int64 {
         guard let expiration else { return 0 }
-        let left = expiration - now
+        // Saturating: an expiration read from a log or snapshot is not trusted to sit near `now`.
+        let (left, overflow) = expiration.subtractingReportingOverflow(now)
+        if overflow { return expiration > now ? Int64.max / 1_000_000_000 : 0 }
         guard left > 0 else { return 0 }
-        return (left + 999_999_999) / 1_000_000_000
+        return left / 1_000_000_000 + (left % 1_000_000_000 == 0 ? 0 : 1)
     }
 }
 

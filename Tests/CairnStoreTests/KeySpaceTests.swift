@@ -70,6 +70,17 @@ func delete(_ path: String, recursive: Bool = false, dir: Bool = false, prevValu
         #expect(try space.apply(command, now: 0).get().event.node.key == "/queue/00000000000000000007")
     }
 
+    /// An expiration from a damaged log or a forged entry may sit anywhere: the TTL shown saturates, never traps.
+    @Test func ttlOfAnExpirationFarFromNowSaturates() {
+        func node(expiring expiration: Int64) -> StoreNode {
+            StoreNode(name: [], value: "v", createdIndex: 1, modifiedIndex: 1, expiration: expiration)
+        }
+        #expect(node(expiring: .min).ttlSeconds(now: .max) == 0)
+        #expect(node(expiring: .max).ttlSeconds(now: .min) == Int64.max / 1_000_000_000)
+        #expect(node(expiring: .max).ttlSeconds(now: 0) == Int64.max / 1_000_000_000 + 1)
+        #expect(node(expiring: 1_000_000_000).ttlSeconds(now: 0) == 1)
+    }
+
     @Test func ttlExpiresByClusterTimeOnly() throws {
         var space = KeySpace()
         _ = try space.apply(put("/t", "v", expiration: 5_000_000_000), now: 1_000_000_000).get()
