@@ -87,10 +87,6 @@ package enum Socket {
         }
     }
 
-    /// Accepts one pending connection as a non-blocking socket with Nagle off, or nil when none is pending.
-    package static func accept(_ listener: Int32) -> Int32? {
-        if case .accepted(let fd) = tryAccept(listener) { fd } else { nil }
-    }
 
     package enum AcceptResult {
         case accepted(Int32)
@@ -101,6 +97,7 @@ package enum Socket {
         case none
     }
 
+    /// Accepts one pending connection as a non-blocking socket with Nagle off.
     package static func tryAccept(_ listener: Int32) -> AcceptResult {
         let fd = Glibc.accept(listener, nil, nil)
         guard fd >= 0 else {

@@ -115,9 +115,9 @@ package final class PeerTransport: @unchecked Sendable {
             for (fd, address) in opened {
                 boundAddresses.append(address)
                 let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-                source.setEventHandler { [unowned self] in
-                    while let client = Socket.accept(fd) { accepted(client) }
-                }
+                // The handler holds its source until `stop` cancels it (cancelling releases the handler).
+                nonisolated(unsafe) let listener = source
+                source.setEventHandler { [unowned self] in acceptPending(fd, listener: listener) }
                 source.setCancelHandler { close(fd) }
                 source.resume()
                 listeners.append(source)
@@ -194,6 +194,25 @@ package final class PeerTransport: @unchecked Sendable {
     }
 
     // MARK: - Incoming connections
+
+    /// Out of descriptors, a listener stops reading this long: its level-triggered source would otherwise fire again
+    /// at once and spin. Connections wait in the kernel's backlog meanwhile.
+    static let exhaustedPauseMilliseconds = 100
+
+    private func acceptPending(_ fd: Int32, listener: any DispatchSourceRead) {
+        while true {
+            switch Socket.tryAccept(fd) {
+            case .accepted(let client): accepted(client)
+            case .none: return
+            case .exhausted:
+                listener.suspend()
+                // The block holds the source, so a suspended source is never released (libdispatch forbids that).
+                nonisolated(unsafe) let paused = listener
+                queue.asyncAfter(deadline: .now() + .milliseconds(Self.exhaustedPauseMilliseconds)) { paused.resume() }
+                return
+            }
+        }
+    }
 
     private func accepted(_ fd: Int32) {
         guard !stopped else { Glibc.close(fd); return }
