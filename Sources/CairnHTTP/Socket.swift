@@ -12,11 +12,17 @@ package struct SocketError: Error, CustomStringConvertible {
 package struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     package var host: String
     package var port: UInt16
+    /// An `https://` URL: connections on it speak TLS.
+    package var usesTLS: Bool
 
-    package init(host: String, port: UInt16) {
+    package init(host: String, port: UInt16, usesTLS: Bool = false) {
         self.host = host
         self.port = port
+        self.usesTLS = usesTLS
     }
+
+    /// The address as a URL, as the flags give it.
+    package var url: String { (usesTLS ? "https://" : "http://") + description }
 
     package var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }

@@ -1,0 +1,184 @@
+// One TLS session over a non-blocking socket, driven by its owner's Dispatch sources: handshake, read, write.
+// OpenSSL reads and writes the descriptor itself (SSL_set_fd) rather than memory BIOs: readiness of the socket is then
+// exactly what OpenSSL waits for (WANT_READ is the read source, WANT_WRITE the write source), no second pair of
+// buffers holds ciphertext, and OpenSSL holds at most one record (16 KiB and its overhead) each way, released when idle
+// (SSL_MODE_RELEASE_BUFFERS). A record longer than TLS allows is refused by OpenSSL with an alert.
+import COpenSSL
+import Glibc
+
+package final class TLSStream {
+    package enum ReadResult: Equatable {
+        case bytes(Int)
+        /// Nothing now: wait for readability (or writability when `waitsForWritable`).
+        case wouldBlock
+        /// The peer closed (with or without close_notify).
+        case ended
+        case failed(String)
+    }
+
+    package enum WriteResult: Equatable {
+        case wrote(Int)
+        case wouldBlock
+        case failed(String)
+    }
+
+    private let ssl: OpaquePointer
+    private let allowedCommonName: String?
+    package private(set) var isHandshaking = true
+    /// The last call stopped because OpenSSL must write first (a handshake message, a ticket): wait for writability.
+    package private(set) var waitsForWritable = false
+    /// The protocol chosen by ALPN (`h2`, `http/1.1`), once the handshake is done.
+    package private(set) var negotiatedProtocol: String?
+
+    /// Nil when OpenSSL cannot make a session (out of memory).
+    init?(context: OpaquePointer, fd: Int32, accepting: Bool, serverName: String?, verifiesServer: Bool, allowedCommonName: String?) {
+        guard let ssl = SSL_new(context) else { return nil }
+        self.ssl = ssl
+        self.allowedCommonName = allowedCommonName
+        guard SSL_set_fd(ssl, fd) == 1 else {
+            SSL_free(ssl)
+            return nil
+        }
+        if accepting {
+            SSL_set_accept_state(ssl)
+        } else {
+            SSL_set_connect_state(ssl)
+            if let serverName {
+                let isAddress = serverName.contains(":") || serverName.allSatisfy { $0 == "." || $0.isNumber }
+                // A name goes in SNI; an address is checked against the certificate's IP entries instead.
+                if !isAddress { _ = cairn_SSL_set_tlsext_host_name(ssl, serverName) }
+                if verifiesServer {
+                    if isAddress {
+                        _ = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName)
+                    } else {
+                        _ = SSL_set1_host(ssl, serverName)
+                    }
+                }
+            }
+        }
+    }
+
+    deinit { SSL_free(ssl) }
+
+    /// Decrypted bytes OpenSSL holds that the socket will not announce again.
+    package var hasBufferedInput: Bool { SSL_pending(ssl) > 0 }
+
+    /// Whether the handshake reused an earlier session.
+    package var resumedSession: Bool { cairn_SSL_session_reused(ssl) == 1 }
+
+    /// Reads up to `buffer.count` decrypted bytes, finishing the handshake first.
+    package func read(into buffer: UnsafeMutableRawBufferPointer) -> ReadResult {
+        if isHandshaking {
+            if let blocked = continueHandshake() { return blocked == .wouldBlock ? .wouldBlock : .failed(blocked.reason) }
+        }
+        ERR_clear_error()
+        let n = SSL_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count))
+        if n > 0 {
+            waitsForWritable = false
+            return .bytes(Int(n))
+        }
+        switch outcome(of: n) {
+        case .wouldBlock: return .wouldBlock
+        case .ended: return .ended
+        case .failed(let reason): return .failed(reason)
+        }
+    }
+
+    /// Writes from `buffer`, finishing the handshake first. A retry after `.wouldBlock` must offer the same bytes
+    /// again at its start (they may have moved: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+    package func write(_ buffer: UnsafeRawBufferPointer) -> WriteResult {
+        if isHandshaking {
+            if let blocked = continueHandshake() { return blocked == .wouldBlock ? .wouldBlock : .failed(blocked.reason) }
+        }
+        guard !buffer.isEmpty else { return .wrote(0) }
+        ERR_clear_error()
+        let n = SSL_write(ssl, buffer.baseAddress, Int32(clamping: buffer.count))
+        if n > 0 {
+            waitsForWritable = false
+            return .wrote(Int(n))
+        }
+        switch outcome(of: n) {
+        case .wouldBlock: return .wouldBlock
+        case .ended: return .failed("the peer closed the connection")
+        case .failed(let reason): return .failed(reason)
+        }
+    }
+
+    /// Sends close_notify if the socket takes it now; never waits (the connection is closing anyway).
+    package func closeNotify() {
+        guard !isHandshaking else { return }
+        ERR_clear_error()
+        _ = SSL_shutdown(ssl)
+        ERR_clear_error()
+    }
+
+    private enum Blocked: Equatable {
+        case wouldBlock
+        case failed(String)
+        var reason: String { if case .failed(let reason) = self { reason } else { "" } }
+    }
+
+    /// Nil once the handshake is done (and the peer's certificate, if any, accepted).
+    private func continueHandshake() -> Blocked? {
+        ERR_clear_error()
+        let status = SSL_do_handshake(ssl)
+        guard status == 1 else {
+            switch outcome(of: status) {
+            case .wouldBlock: return .wouldBlock
+            case .ended: return .failed("the peer closed the connection during the TLS handshake")
+            case .failed(let reason): return .failed("TLS handshake: \(reason)")
+            }
+        }
+        isHandshaking = false
+        waitsForWritable = false
+        if let allowedCommonName, peerCommonName() != allowedCommonName {
+            return .failed("TLS handshake: the peer's certificate does not name \(allowedCommonName) as its CN")
+        }
+        var selected: UnsafePointer<UInt8>?
+        var length: UInt32 = 0
+        SSL_get0_alpn_selected(ssl, &selected, &length)
+        if let selected, length > 0 {
+            negotiatedProtocol = String(decoding: UnsafeBufferPointer(start: selected, count: Int(length)), as: UTF8.self)
+        }
+        return nil
+    }
+
+    private enum Outcome {
+        case wouldBlock
+        case ended
+        case failed(String)
+    }
+
+    private func outcome(of status: Int32) -> Outcome {
+        let savedErrno = errno
+        switch SSL_get_error(ssl, status) {
+        case SSL_ERROR_WANT_READ:
+            waitsForWritable = false
+            return .wouldBlock
+        case SSL_ERROR_WANT_WRITE:
+            waitsForWritable = true
+            return .wouldBlock
+        case SSL_ERROR_ZERO_RETURN:
+            return .ended
+        case SSL_ERROR_SYSCALL:
+            if savedErrno == EAGAIN || savedErrno == EWOULDBLOCK || savedErrno == EINTR { return .wouldBlock }
+            if savedErrno == 0 { return .ended }
+            return .failed(String(cString: strerror(savedErrno)))
+        default:
+            return .failed(drainOpenSSLErrors())
+        }
+    }
+
+    /// The common name of the peer's certificate (the first, if several), or nil without one.
+    package func peerCommonName() -> String? {
+        guard let certificate = SSL_get1_peer_certificate(ssl) else { return nil }
+        defer { X509_free(certificate) }
+        guard let subject = X509_get_subject_name(certificate) else { return nil }
+        let index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1)
+        guard index >= 0, let entry = X509_NAME_get_entry(subject, index), let data = X509_NAME_ENTRY_get_data(entry) else { return nil }
+        guard let bytes = ASN1_STRING_get0_data(data) else { return nil }
+        let count = Int(ASN1_STRING_length(data))
+        guard count >= 0 else { return nil }
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self)
+    }
+}

@@ -1,0 +1,167 @@
+// The server over TLS on loopback: curl by HTTP/1.1 and by ALPN's h2, client certificates (missing, untrusted,
+// expired, revoked), hostile handshakes (garbage, stalled, oversized record), resumption, and certificate rotation.
+import CairnTestSupport
+import Foundation
+import Glibc
+import Testing
+@testable import CairnHTTP
+
+@Suite(.serialized) struct TLSServerTests {
+    static func path(_ name: String) -> String { TestCertificates.path(name) }
+
+    static func serverTLS(clientCertificates: Bool = false, certificate: String = path("server.crt"), key: String = path("server.key"),
+                          reloadMilliseconds: Int = 2000) throws -> TLSContext {
+        var configuration = TLSConfiguration(certificateFile: certificate, keyFile: key)
+        configuration.offersHTTP = true
+        configuration.reloadCheckIntervalMilliseconds = reloadMilliseconds
+        if clientCertificates {
+            configuration.trustedCAFile = path("ca.crt")
+            configuration.requiresClientCertificate = true
+            configuration.revocationListFile = path("ca.crl")
+        }
+        return try TLSContext(configuration: configuration, role: .accepting)
+    }
+
+    static func server(_ tls: TLSContext, configure: (inout HTTPServerConfiguration) -> Void = { _ in }) throws -> TestServer {
+        try TestServer {
+            $0.addresses = [ListenAddress(host: "127.0.0.1", port: 0, usesTLS: true)]
+            $0.tls = tls
+            configure(&$0)
+        }
+    }
+
+    /// curl's exit status and output (the body, then the HTTP version on its own line).
+    static func curl(_ port: UInt16, _ options: [String]) throws -> (status: Int32, output: String) {
+        let result = try run(["curl", "-s", "--max-time", "10", "--cacert", path("ca.crt"), "-w", "\n%{http_version}"] + options
+            + ["https://127.0.0.1:\(port)/hello"])
+        return (result.status, String(decoding: result.output, as: UTF8.self))
+    }
+
+    @Test func curlGetsHTTP1AndHTTP2ByALPN() throws {
+        let server = try Self.server(Self.serverTLS())
+        defer { server.stop() }
+        #expect(try Self.curl(server.port, ["--http1.1"]).output == "GET /hello\n1.1")
+        #expect(try Self.curl(server.port, ["--http2"]).output == "GET /hello\n2")
+    }
+
+    @Test func clientCertificateRequiredTrustedCurrentAndUnrevoked() throws {
+        let server = try Self.server(Self.serverTLS(clientCertificates: true))
+        defer { server.stop() }
+        func certificate(_ name: String) -> [String] { ["--cert", Self.path("\(name).crt"), "--key", Self.path("\(name).key")] }
+        let good = try Self.curl(server.port, certificate("client"))
+        #expect(good.output == "GET /hello\n2")
+        #expect(try Self.curl(server.port, []).status != 0)
+        for refused in ["untrusted", "expired", "revoked"] {
+            #expect(try Self.curl(server.port, certificate(refused)).status != 0, "\(refused) certificate accepted")
+        }
+        #expect(eventually { server.server.connectionCount == 0 })
+    }
+
+    @Test(arguments: [
+        RawRequest("plain HTTP", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        RawRequest("a handshake record of garbage", "\u{16}\u{03}\u{01}\u{00}\u{10}0123456789abcdef"),
+    ])
+    func garbageHandshakeIsClosed(_ request: RawRequest) throws {
+        let server = try Self.server(Self.serverTLS())
+        defer { server.stop() }
+        let client = try RawClient(port: server.port)
+        client.send(request.text)
+        _ = client.readToEnd()
+        #expect(client.isClosedByPeer())
+        #expect(eventually { server.server.connectionCount == 0 })
+    }
+
+    @Test func recordLongerThanTLSAllowsIsClosed() throws {
+        let server = try Self.server(Self.serverTLS())
+        defer { server.stop() }
+        let client = try RawClient(port: server.port)
+        // A handshake record announcing 65535 bytes: TLS allows 16 KiB plus 2 KiB of expansion.
+        client.send([0x16, 0x03, 0x03, 0xFF, 0xFF] + [UInt8](repeating: 1, count: 20_000))
+        _ = client.readToEnd()
+        #expect(client.isClosedByPeer())
+        #expect(eventually { server.server.connectionCount == 0 })
+    }
+
+    @Test func stalledHandshakeIsClosedAtItsDeadline() throws {
+        let server = try Self.server(Self.serverTLS()) { $0.tlsHandshakeTimeoutSeconds = 1 }
+        defer { server.stop() }
+        let client = try RawClient(port: server.port)
+        // The start of a record header, then nothing: the server must not wait for the rest forever.
+        client.send([0x16, 0x03, 0x01])
+        #expect(client.isClosedByPeer())
+        #expect(eventually { server.server.connectionCount == 0 })
+    }
+
+    @Test func sessionResumesFromATicket() throws {
+        let server = try Self.server(Self.serverTLS())
+        defer { server.stop() }
+        let session = NSTemporaryDirectory() + "cairn-tls-session-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: session) }
+        let connect = ["openssl", "s_client", "-connect", "127.0.0.1:\(server.port)", "-tls1_2", "-CAfile", Self.path("ca.crt")]
+        let first = try run(connect + ["-sess_out", session])
+        let second = try run(connect + ["-sess_in", session])
+        #expect(String(decoding: first.output, as: UTF8.self).contains("New, TLSv1.2"))
+        #expect(String(decoding: second.output, as: UTF8.self).contains("Reused, TLSv1.2"))
+    }
+
+    @Test func rotatedCertificateServesNewHandshakesWhileOldConnectionsStay() throws {
+        let directory = NSTemporaryDirectory() + "cairn-tls-rotate-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func install(_ name: String) throws {
+            for suffix in ["crt", "key"] {
+                // Written beside and renamed into place, as deployment tools do, so no handshake sees half a file.
+                let data = try Data(contentsOf: URL(fileURLWithPath: Self.path("\(name).\(suffix)")))
+                try data.write(to: URL(fileURLWithPath: "\(directory)/tls.\(suffix)"), options: .atomic)
+            }
+        }
+        try install("server")
+        let server = try Self.server(Self.serverTLS(certificate: "\(directory)/tls.crt", key: "\(directory)/tls.key", reloadMilliseconds: 0))
+        defer { server.stop() }
+        let before = try TLSTestClient(port: server.port)
+        #expect(before.serverCommonName == "server")
+        #expect(before.get("/one") == "GET /one")
+        try install("server2")
+        let after = try TLSTestClient(port: server.port)
+        #expect(after.serverCommonName == "server-rotated")
+        #expect(before.get("/two") == "GET /two")
+        #expect(after.get("/three") == "GET /three")
+    }
+}
+
+/// A blocking TLS client over a loopback socket (10 s receive timeout), trusting the test CA.
+final class TLSTestClient {
+    private let raw: RawClient
+    private let stream: TLSStream
+    let serverCommonName: String?
+
+    init(port: UInt16) throws {
+        raw = try RawClient(port: port)
+        var configuration = TLSConfiguration(certificateFile: TestCertificates.path("client.crt"), keyFile: TestCertificates.path("client.key"))
+        configuration.trustedCAFile = TestCertificates.path("ca.crt")
+        let context = try TLSContext(configuration: configuration, role: .dialling)
+        stream = try #require(context.makeSession(fd: raw.fd, serverName: "127.0.0.1"))
+        // On a blocking socket the handshake completes (or fails) within the first write.
+        guard case .wrote = stream.write(UnsafeRawBufferPointer(start: nil, count: 0)) else { throw TLSError("handshake failed") }
+        serverCommonName = stream.peerCommonName()
+    }
+
+    /// The body of a keep-alive GET's answer (the test handler's are short and sized by Content-Length).
+    func get(_ path: String) -> String? {
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        guard case .wrote(request.count) = request.withUnsafeBytes({ stream.write($0) }) else { return nil }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        for _ in 0..<100 {
+            guard case .bytes(let n) = buffer.withUnsafeMutableBytes({ stream.read(into: $0) }) else { return nil }
+            received += buffer[0..<n]
+            let text = String(decoding: received, as: UTF8.self)
+            guard let split = text.range(of: "\r\n\r\n"),
+                  let lengthLine = text[..<split.lowerBound].split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+                  let length = Int(lengthLine.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) else { continue }
+            let body = text[split.upperBound...]
+            if body.utf8.count >= length { return String(body) }
+        }
+        return nil
+    }
+}
