@@ -167,6 +167,7 @@ package enum BackupDownload {
     /// every checksum of the copy; returns what it holds. `url` is one of the member's client URLs.
     package static func save(from url: String, to path: String, fs: FileSystem, timeoutSeconds: Int = 60) throws -> BackupContents {
         let endpoint = try URLList.parse(url, flag: "endpoints")[0]
+        guard !endpoint.usesTLS else { throw BackupError.download("\(url): cairn snapshot save does not speak TLS yet; use an http:// client URL") }
         let partial = path + ".part"
         let fd = try connect(endpoint, timeoutSeconds: timeoutSeconds)
         defer { Glibc.close(fd) }

@@ -29,6 +29,14 @@ package final class Server: @unchecked Sendable {
     /// the data from the leader. A restarted member is whatever its data directory says, and refuses other flags.
     package init(configuration: ServerConfiguration) throws {
         self.configuration = configuration
+        // TLS files are checked before the data directory is locked: a bad one changes nothing.
+        var httpConfiguration = HTTPServerConfiguration(addresses: configuration.listenClientURLs)
+        let tlsLogger = Logger(label: "cairn.tls")
+        if let tls = try configuration.clientTLS.configuration(
+            urls: configuration.listenClientURLs, dataDirectory: configuration.dataDirectory,
+            cipherSuites: configuration.cipherSuites, minimumVersion: configuration.tlsMinimumVersion) {
+            httpConfiguration.tls = try TLSContext(configuration: tls, role: .accepting) { tlsLogger.notice("\($0)") }
+        }
         let clock = ClusterClock()
         let bootstrap = try configuration.bootstrap ?? ClusterBootstrap(
             initialCluster: configuration.initialCluster, name: configuration.name,
@@ -71,7 +79,7 @@ package final class Server: @unchecked Sendable {
         let member = MemberInfo(
             id: localID, name: configuration.name, peerURLs: configuration.initialAdvertisePeerURLs,
             clientURLs: configuration.advertiseClientURLs, startTime: clock.now())
-        http = HTTPServer(configuration: HTTPServerConfiguration(addresses: configuration.listenClientURLs),
+        http = HTTPServer(configuration: httpConfiguration,
                           handler: ClientHandler(member: member, node: node, token: configuration.initialClusterToken,
                                                  linearizableReads: configuration.linearizableReads))
         if joining && fresh {
@@ -137,7 +145,7 @@ package final class Server: @unchecked Sendable {
         node.awaitRecovery()
         try http.start()
         logger.info(
-            "serving client requests on \(http.boundAddresses.map { "http://\($0)" }.joined(separator: ","))",
+            "serving client requests on \(http.boundAddresses.map(\.url).joined(separator: ","))",
             metadata: ["name": "\(configuration.name)"])
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)
