@@ -38,7 +38,7 @@ package struct TLSConfiguration: Sendable {
 
 package struct TLSError: Error, CustomStringConvertible {
     package var description: String
-    init(_ description: String) { self.description = description }
+    package init(_ description: String) { self.description = description }
 
     /// `what` followed by OpenSSL's queued errors (which are cleared).
     static func openSSL(_ what: String) -> TLSError { TLSError("\(what): \(drainOpenSSLErrors())") }

@@ -129,11 +129,12 @@ package final class TLSStream {
             case .failed(let reason): return .failed("TLS handshake: \(reason)")
             }
         }
-        isHandshaking = false
-        waitsForWritable = false
+        // Still handshaking until the name is checked: a refused peer never counts as connected.
         if let allowedCommonName, peerCommonName() != allowedCommonName {
             return .failed("TLS handshake: the peer's certificate does not name \(allowedCommonName) as its CN")
         }
+        isHandshaking = false
+        waitsForWritable = false
         var selected: UnsafePointer<UInt8>?
         var length: UInt32 = 0
         SSL_get0_alpn_selected(ssl, &selected, &length)

@@ -1,6 +1,8 @@
 // Member-to-member messaging: each member dials every other member twice (a control channel for heartbeats,
 // votes and reads, a bulk channel for appends and snapshot chunks), so a heartbeat never waits behind data.
 // A connection opens with a hello naming cluster and members; a stranger is refused with a reason, never served.
+// On https:// peer URLs the TLS handshake comes first: with peer client-certificate auth, a peer without a trusted
+// certificate is dropped there, before any frame is read.
 // Control links time round trips with a probe the accepting side echoes at once.
 import CairnHTTP
 import Dispatch
@@ -39,6 +41,10 @@ package struct PeerTransportConfiguration: Sendable {
     package var reconnectDelayMillisecondsMax = 2000
     /// How often each control link times a round trip (and once as soon as it is welcomed).
     package var roundTripProbeIntervalMilliseconds = 1000
+    /// Serves the `https://` listen addresses (the handshake must finish within `helloTimeoutMilliseconds`).
+    package var acceptingTLS: TLSContext?
+    /// Dials members whose peer URL is `https://`, presenting this member's certificate.
+    package var diallingTLS: TLSContext?
 
     package init(clusterID: UInt64, localID: UInt64, listenAddresses: [ListenAddress]) {
         self.clusterID = clusterID
@@ -100,11 +106,14 @@ package final class PeerTransport: @unchecked Sendable {
     }
 
     package func start() throws {
+        if configuration.acceptingTLS == nil, let address = configuration.listenAddresses.first(where: \.usesTLS) {
+            throw TLSError("\(address.url) needs a peer certificate and key")
+        }
         var opened: [(Int32, ListenAddress)] = []
         do {
             for address in configuration.listenAddresses {
                 for (fd, port) in try Socket.listen(address, backlog: 128) {
-                    opened.append((fd, ListenAddress(host: address.host, port: port)))
+                    opened.append((fd, ListenAddress(host: address.host, port: port, usesTLS: address.usesTLS)))
                 }
             }
         } catch {
@@ -117,7 +126,8 @@ package final class PeerTransport: @unchecked Sendable {
                 let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
                 // The handler holds its source until `stop` cancels it (cancelling releases the handler).
                 nonisolated(unsafe) let listener = source
-                source.setEventHandler { [unowned self] in acceptPending(fd, listener: listener) }
+                let tls = address.usesTLS ? configuration.acceptingTLS : nil
+                source.setEventHandler { [unowned self] in acceptPending(fd, tls: tls, listener: listener) }
                 source.setCancelHandler { close(fd) }
                 source.resume()
                 listeners.append(source)
@@ -199,10 +209,10 @@ package final class PeerTransport: @unchecked Sendable {
     /// at once and spin. Connections wait in the kernel's backlog meanwhile.
     static let exhaustedPauseMilliseconds = 100
 
-    private func acceptPending(_ fd: Int32, listener: any DispatchSourceRead) {
+    private func acceptPending(_ fd: Int32, tls: TLSContext?, listener: any DispatchSourceRead) {
         while true {
             switch Socket.tryAccept(fd) {
-            case .accepted(let client): accepted(client)
+            case .accepted(let client): accepted(client, tls: tls)
             case .none: return
             case .exhausted:
                 listener.suspend()
@@ -214,24 +224,31 @@ package final class PeerTransport: @unchecked Sendable {
         }
     }
 
-    private func accepted(_ fd: Int32) {
+    private func accepted(_ fd: Int32, tls: TLSContext?) {
         guard !stopped else { Glibc.close(fd); return }
         let waiting = incoming.values.count { $0.sender == nil }
-        guard waiting < configuration.unhelloedConnectionsMax else {
+        let session = tls?.makeSession(fd: fd)
+        guard waiting < configuration.unhelloedConnectionsMax, tls == nil || session != nil else {
             stats.withLock { $0.connectionsRefused += 1 }
             Glibc.close(fd)
             return
         }
         // Until its hello is accepted the connection may only hold a hello's worth of bytes.
         let socket = FramedSocket(
-            fd: fd, queue: queue, connecting: false, frameBytesMax: configuration.helloBytesMax,
+            stream: SocketStream(fd: fd, tls: session), queue: queue, connecting: false, frameBytesMax: configuration.helloBytesMax,
             sendBytesMax: 64 * 1024)
         acceptedCount += 1
         let connection = IncomingConnection(socket: socket, order: acceptedCount)
         let id = ObjectIdentifier(socket)
         incoming[id] = connection
         socket.onFrame = { [unowned self] frame in received(frame, on: connection) }
-        socket.onClose = { [unowned self] _ in incoming[id] = nil }
+        socket.onClose = { [unowned self, unowned socket] reason in
+            incoming[id] = nil
+            if socket.failedHandshake {
+                stats.withLock { $0.connectionsRefused += 1 }
+                report("peer: refused a connection: \(reason)")
+            }
+        }
         socket.start()
         queue.asyncAfter(deadline: .now() + .milliseconds(configuration.helloTimeoutMilliseconds)) { [weak connection, weak self] in
             guard let connection, connection.sender == nil, !connection.socket.isClosed else { return }
@@ -337,6 +354,18 @@ package final class PeerTransport: @unchecked Sendable {
 
     var transportQueue: DispatchQueue { queue }
 
+    /// A connection under way to `address`, through TLS for an `https://` one; nil when it cannot start.
+    func dial(_ address: ListenAddress) -> SocketStream? {
+        guard let fd = try? Socket.connect(address) else { return nil }
+        guard address.usesTLS else { return SocketStream(fd: fd, tls: nil) }
+        guard let tls = configuration.diallingTLS, let session = tls.makeSession(fd: fd, serverName: address.host) else {
+            report("peer: cannot dial \(address.url) without a peer certificate (--peer-cert-file, --peer-key-file or --peer-auto-tls)")
+            Glibc.close(fd)
+            return nil
+        }
+        return SocketStream(fd: fd, tls: session)
+    }
+
     func linkRefused(peer: UInt64, reason: String) {
         stats.withLock { $0.refusals += 1 }
         report("peer: member \(hex(peer)) refused this member: \(reason)")
@@ -419,9 +448,9 @@ final class OutgoingLink: @unchecked Sendable {
         // A retry timer may fire after the link came up another way.
         guard !isShutDown, socket == nil else { return }
         let configuration = transport.configuration
-        guard let fd = try? Socket.connect(address) else { return retryLater() }
+        guard let stream = transport.dial(address) else { return retryLater() }
         let socket = FramedSocket(
-            fd: fd, queue: transport.transportQueue, connecting: true, frameBytesMax: configuration.frameBytesMax,
+            stream: stream, queue: transport.transportQueue, connecting: true, frameBytesMax: configuration.frameBytesMax,
             sendBytesMax: channel == .control ? configuration.controlSendBytesMax : configuration.bulkSendBytesMax)
         self.socket = socket
         socket.send(transport.helloFrame(to: peer, channel: channel))

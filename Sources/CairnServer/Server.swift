@@ -19,6 +19,8 @@ package final class Server: @unchecked Sendable {
     private let peerLogger = Logger(label: "cairn.peer")
     /// Started once the member table lists another member (a lone member binds no peer port).
     private var transport: PeerTransport?
+    /// From the peer TLS flags: contexts to accept members with and to dial them with; nil in the clear.
+    private let peerTLS: (accepting: TLSContext, dialling: TLSContext)?
     private let transportLock = Mutex(())
 
     /// Opens (and locks) the data directory and recovers the key space from it.
@@ -36,6 +38,16 @@ package final class Server: @unchecked Sendable {
             urls: configuration.listenClientURLs, dataDirectory: configuration.dataDirectory,
             cipherSuites: configuration.cipherSuites, minimumVersion: configuration.tlsMinimumVersion) {
             httpConfiguration.tls = try TLSContext(configuration: tls, role: .accepting) { tlsLogger.notice("\($0)") }
+        }
+        if var tls = try configuration.peerTLS.configuration(
+            urls: configuration.listenPeerURLs, dataDirectory: configuration.dataDirectory,
+            cipherSuites: configuration.cipherSuites, minimumVersion: configuration.tlsMinimumVersion) {
+            let accepting = try TLSContext(configuration: tls, role: .accepting) { tlsLogger.notice("peer \($0)") }
+            // The allowed CN is what this member asks of those who dial it.
+            tls.allowedCommonName = nil
+            peerTLS = (accepting, try TLSContext(configuration: tls, role: .dialling) { tlsLogger.notice("peer \($0)") })
+        } else {
+            peerTLS = nil
         }
         let clock = ClusterClock()
         let bootstrap = try configuration.bootstrap ?? ClusterBootstrap(
@@ -96,8 +108,11 @@ package final class Server: @unchecked Sendable {
         try transportLock.withLock { _ in
             if let transport { return transport.setPeers(addresses) }
             let node = self.node, storage = self.storage, peerLogger = self.peerLogger
+            var transportConfiguration = PeerTransportConfiguration(clusterID: clusterID, localID: node.id, listenAddresses: configuration.listenPeerURLs)
+            transportConfiguration.acceptingTLS = peerTLS?.accepting
+            transportConfiguration.diallingTLS = peerTLS?.dialling
             let transport = PeerTransport(
-                configuration: PeerTransportConfiguration(clusterID: clusterID, localID: node.id, listenAddresses: configuration.listenPeerURLs),
+                configuration: transportConfiguration,
                 deliveryQueue: node.queue, report: { peerLogger.notice("\($0)") },
                 deliver: { from, frame in node.receive(from: from, frame: frame) })
             transport.learnedClusterID = { learned in
