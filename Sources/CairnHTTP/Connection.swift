@@ -110,14 +110,16 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
                 input.append(contentsOf: UnsafeRawBufferPointer(rebasing: readScratch[0..<n]))
                 lastReadNanos = monotonicNanoseconds()
                 if headStartNanos == nil, parser.isBetweenRequests, exchange == nil { headStartNanos = lastReadNanos }
-                if n < room { break reading }
+                // OpenSSL returns one record per read: only a plain socket's short read means it is drained.
+                if n < room, stream.tls == nil { break reading }
             case .ended:
                 sawEOF = true
                 inputEnded = true
                 break reading
             case .wouldBlock:
                 break reading
-            case .failed:
+            case .failed(let reason):
+                if stream.isHandshaking { configuration.tls?.handshakeRefused(fd: stream.fd, reason: reason) }
                 close()
                 return
             }
@@ -535,6 +537,10 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         guard !isClosed else { return }
         guard let deadline = currentDeadline() else { return }
         if monotonicNanoseconds() >= deadline {
+            if stream.isHandshaking {
+                configuration.tls?.handshakeRefused(
+                    fd: stream.fd, reason: "TLS handshake not finished within \(configuration.tlsHandshakeTimeoutSeconds) s")
+            }
             if headStartNanos != nil, exchange == nil, pendingOutput == 0, case .http1 = mode {
                 sendError(HTTPError(408, "request head not received in time"))
                 flushNow()

@@ -137,6 +137,23 @@ package enum Socket {
         return fd
     }
 
+    /// The address at the other end of a connected socket, as "host:port" ("unknown" if the socket has none).
+    package static func peerAddress(_ fd: Int32) -> String {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var port = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let status = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address -> Int32 in
+                guard getpeername(fd, address, &length) == 0 else { return -1 }
+                return getnameinfo(address, length, &host, socklen_t(host.count), &port, socklen_t(port.count), NI_NUMERICHOST | NI_NUMERICSERV)
+            }
+        }
+        guard status == 0 else { return "unknown" }
+        let name = String(cString: host), service = String(cString: port)
+        return name.contains(":") ? "[\(name)]:\(service)" : "\(name):\(service)"
+    }
+
     /// The error a finished non-blocking connect left on the socket (0 when it connected).
     package static func pendingError(_ fd: Int32) -> Int32 {
         var error: Int32 = 0

@@ -65,11 +65,15 @@ package final class TLSContext: @unchecked Sendable {
 
     /// Sessions a server remembers for resumption (TLS 1.2 session IDs; tickets need no memory on the server).
     package static let sessionCacheEntriesMax = 10_000
+    /// Refused handshakes reported per second at most; the rest are counted in the next report, so garbage from the
+    /// network cannot flood the log.
+    package static let refusalReportsPerSecondMax = 10
 
     package let configuration: TLSConfiguration
     package let role: Role
     private let report: @Sendable (String) -> Void
     private let state: Mutex<State>
+    private let refusals = Mutex((windowNanos: UInt64(0), reported: 0, suppressed: 0))
 
     private struct State: @unchecked Sendable {
         var context: OpaquePointer
@@ -82,6 +86,8 @@ package final class TLSContext: @unchecked Sendable {
         self.configuration = configuration
         self.role = role
         self.report = report
+        // OpenSSL writes to the socket with write(2), not send(MSG_NOSIGNAL): a peer gone must not kill the process.
+        signal(SIGPIPE, SIG_IGN)
         let stamps = FileStamp.of(Self.files(configuration))
         let context = try Self.makeContext(configuration, role: role)
         state = Mutex(State(context: context, stamps: stamps, checkedNanos: monotonicNanoseconds()))
@@ -98,6 +104,28 @@ package final class TLSContext: @unchecked Sendable {
         defer { SSL_CTX_free(context) }
         return TLSStream(context: context, fd: fd, accepting: role == .accepting, serverName: serverName,
                          verifiesServer: configuration.trustedCAFile != nil, allowedCommonName: configuration.allowedCommonName)
+    }
+
+    /// Reports a handshake refused (an untrusted certificate, garbage, a timeout) with the peer's address, as etcd
+    /// logs "rejected connection".
+    package func handshakeRefused(fd: Int32, reason: String) {
+        let now = monotonicNanoseconds()
+        let suppressed: Int? = refusals.withLock { window in
+            if now - window.windowNanos >= 1_000_000_000 {
+                window.windowNanos = now
+                window.reported = 0
+            }
+            guard window.reported < Self.refusalReportsPerSecondMax else {
+                window.suppressed += 1
+                return nil
+            }
+            window.reported += 1
+            defer { window.suppressed = 0 }
+            return window.suppressed
+        }
+        guard let suppressed else { return }
+        let more = suppressed > 0 ? " (and \(suppressed) more not reported)" : ""
+        report("tls: rejected connection from \(Socket.peerAddress(fd)): \(reason)\(more)")
     }
 
     /// The context to start a handshake with, referenced for the caller (free it); rebuilt first if its files changed.

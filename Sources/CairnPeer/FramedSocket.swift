@@ -70,6 +70,9 @@ final class FramedSocket: @unchecked Sendable {
         }
     }
 
+    /// Connecting, or still in its TLS handshake: no frame has gone out yet.
+    var isHandshaking: Bool { connecting || stream.isHandshaking }
+
     /// Bytes queued and not yet written.
     var pendingBytes: Int { output.count - outputStart }
 

@@ -241,12 +241,14 @@ package final class PeerTransport: @unchecked Sendable {
         let connection = IncomingConnection(socket: socket, order: acceptedCount)
         let id = ObjectIdentifier(socket)
         incoming[id] = connection
+        // Read now: the descriptor is closed by the time a refused handshake is reported.
+        let remote = tls == nil ? "" : Socket.peerAddress(fd)
         socket.onFrame = { [unowned self] frame in received(frame, on: connection) }
         socket.onClose = { [unowned self, unowned socket] reason in
             incoming[id] = nil
             if socket.failedHandshake {
                 stats.withLock { $0.connectionsRefused += 1 }
-                report("peer: refused a connection: \(reason)")
+                report("peer: refused a connection from \(remote): \(reason)")
             }
         }
         socket.start()
@@ -482,6 +484,11 @@ final class OutgoingLink: @unchecked Sendable {
             return true
         }
         socket.onSent = { [unowned self] in pumpPaced() }
+        // A member that takes the connection but never finishes the TLS handshake must not hold the link forever.
+        transport.transportQueue.asyncAfter(deadline: .now() + .milliseconds(configuration.helloTimeoutMilliseconds)) { [weak socket] in
+            guard let socket, !socket.isClosed, socket.isHandshaking else { return }
+            socket.close(reason: "TLS handshake not finished within \(configuration.helloTimeoutMilliseconds) ms")
+        }
         socket.onClose = { [unowned self] _ in
             self.socket = nil
             isWelcomed = false

@@ -1,8 +1,10 @@
 // The server over TLS on loopback: curl by HTTP/1.1 and by ALPN's h2, client certificates (missing, untrusted,
 // expired, revoked), hostile handshakes (garbage, stalled, oversized record), resumption, and certificate rotation.
+import CairnBase
 import CairnTestSupport
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 @testable import CairnHTTP
 
@@ -10,7 +12,7 @@ import Testing
     static func path(_ name: String) -> String { TestCertificates.path(name) }
 
     static func serverTLS(clientCertificates: Bool = false, certificate: String = path("server.crt"), key: String = path("server.key"),
-                          reloadMilliseconds: Int = 2000) throws -> TLSContext {
+                          reloadMilliseconds: Int = 2000, reports: ReportLog? = nil) throws -> TLSContext {
         var configuration = TLSConfiguration(certificateFile: certificate, keyFile: key)
         configuration.offersHTTP = true
         configuration.reloadCheckIntervalMilliseconds = reloadMilliseconds
@@ -19,7 +21,7 @@ import Testing
             configuration.requiresClientCertificate = true
             configuration.revocationListFile = path("ca.crl")
         }
-        return try TLSContext(configuration: configuration, role: .accepting)
+        return try TLSContext(configuration: configuration, role: .accepting) { line in reports?.lines.withLock { $0.append(line) } }
     }
 
     static func server(_ tls: TLSContext, configure: (inout HTTPServerConfiguration) -> Void = { _ in }) throws -> TestServer {
@@ -62,13 +64,15 @@ import Testing
         RawRequest("a handshake record of garbage", "\u{16}\u{03}\u{01}\u{00}\u{10}0123456789abcdef"),
     ])
     func garbageHandshakeIsClosed(_ request: RawRequest) throws {
-        let server = try Self.server(Self.serverTLS())
+        let reports = ReportLog()
+        let server = try Self.server(Self.serverTLS(reports: reports))
         defer { server.stop() }
         let client = try RawClient(port: server.port)
         client.send(request.text)
         _ = client.readToEnd()
         #expect(client.isClosedByPeer())
         #expect(eventually { server.server.connectionCount == 0 })
+        #expect(reports.lines.withLock { $0.contains { $0.hasPrefix("tls: rejected connection from 127.0.0.1:") } })
     }
 
     @Test func recordLongerThanTLSAllowsIsClosed() throws {
@@ -83,13 +87,34 @@ import Testing
     }
 
     @Test func stalledHandshakeIsClosedAtItsDeadline() throws {
-        let server = try Self.server(Self.serverTLS()) { $0.tlsHandshakeTimeoutSeconds = 1 }
+        let reports = ReportLog()
+        let server = try Self.server(Self.serverTLS(reports: reports)) { $0.tlsHandshakeTimeoutSeconds = 1 }
         defer { server.stop() }
         let client = try RawClient(port: server.port)
         // The start of a record header, then nothing: the server must not wait for the rest forever.
         client.send([0x16, 0x03, 0x01])
         #expect(client.isClosedByPeer())
         #expect(eventually { server.server.connectionCount == 0 })
+        #expect(reports.lines.withLock { $0.contains { $0.hasSuffix("TLS handshake not finished within 1 s") } })
+    }
+
+    /// Bodies of many records both ways, so writes stop half-way (WANT_WRITE) and reads leave records in OpenSSL.
+    @Test(arguments: ["--http1.1", "--http2"])
+    func largeBodiesBothWays(_ version: String) throws {
+        let server = try Self.server(Self.serverTLS())
+        defer { server.stop() }
+        let upload = NSTemporaryDirectory() + "cairn-tls-upload-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: upload) }
+        let bytes = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try Data(bytes).write(to: URL(fileURLWithPath: upload))
+        var crc = CRC32C()
+        crc.update(bytes)
+        let base = ["curl", "-s", "--max-time", "30", "--cacert", Self.path("ca.crt"), version]
+        let counted = try run(base + ["--data-binary", "@\(upload)", "https://127.0.0.1:\(server.port)/count"])
+        #expect(String(decoding: counted.output, as: UTF8.self) == "bytes=\(8 << 20) crc=\(crc.value)")
+        let streamed = try run(base + ["https://127.0.0.1:\(server.port)/stream?bytes=\(20 << 20)"]).output
+        #expect(streamed.count == 20 << 20)
+        #expect(streamed.enumerated().allSatisfy { $0.element == UInt8($0.offset % 251) })
     }
 
     @Test func sessionResumesFromATicket() throws {
@@ -127,6 +152,11 @@ import Testing
         #expect(before.get("/two") == "GET /two")
         #expect(after.get("/three") == "GET /three")
     }
+}
+
+/// What a TLS context reported (refused handshakes, reloads).
+final class ReportLog: Sendable {
+    let lines = Mutex<[String]>([])
 }
 
 /// A blocking TLS client over a loopback socket (10 s receive timeout), trusting the test CA.

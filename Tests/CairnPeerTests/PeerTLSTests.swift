@@ -52,6 +52,21 @@ import Testing
         #expect(frames.filter { $0.frame.type == 2 }.map { String(decoding: $0.frame.payload, as: UTF8.self) } == (0..<50).map { "control \($0)" })
     }
 
+    /// A port that takes the connection and never answers the ClientHello: the link gives up and dials again.
+    @Test func dialledHandshakeThatStallsIsRetried() throws {
+        let silent = try #require(try Socket.listen(ListenAddress(host: "127.0.0.1", port: 0), backlog: 16).first)
+        defer { close(silent.fd) }
+        var configuration = PeerTransportConfiguration(clusterID: 0xC1, localID: 1, listenAddresses: [])
+        configuration.diallingTLS = try Self.tls(.dialling)
+        configuration.helloTimeoutMilliseconds = 100
+        let transport = PeerTransport(configuration: configuration, deliveryQueue: DispatchQueue(label: "node-1"), deliver: { _, _ in true })
+        defer { transport.stop() }
+        try transport.start()
+        transport.setPeers([2: ListenAddress(host: "127.0.0.1", port: silent.port, usesTLS: true)])
+        // Two channels, each connected (the kernel completes TCP without an accept), timed out and connected again.
+        #expect(eventually(seconds: 10) { transport.statistics.connects >= 4 })
+    }
+
     /// Each claims to be member 2 (in the table) and sends a hello and a proposal: none may reach the node.
     @Test(arguments: ["untrusted", "othercn", "plain"])
     func strangerIsDroppedInTheHandshake(_ certificate: String) throws {
@@ -73,6 +88,6 @@ import Testing
         #expect(eventually { transport.statistics.connectionsRefused == 1 })
         #expect(transport.statistics.framesReceived == 0)
         #expect(inbox.received.withLock { $0.isEmpty })
-        #expect(inbox.reports.withLock { $0.contains { $0.contains("refused a connection: TLS handshake") } })
+        #expect(inbox.reports.withLock { $0.contains { $0.contains("refused a connection from 127.0.0.1:") && $0.contains("TLS handshake") } })
     }
 }
