@@ -232,3 +232,65 @@ def test_certificate_rotation_while_a_client_stays_connected():
             proc.wait(timeout=10)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+
+
+def readme_block(name: str) -> str:
+    """The indented block after `<!-- secure-a-cluster: NAME -->` in the README, dedented."""
+    with open(README) as f:
+        lines = f.read().split("\n")
+    start = lines.index(f"<!-- secure-a-cluster: {name} -->") + 1
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("    "):
+            break
+        block.append(line[4:])
+    return "\n".join(block) + "\n"
+
+
+@pytest.mark.skipif(is_etcd(), reason="the README starts cairn")
+def test_readme_secure_a_cluster_commands_run():
+    """The README's commands as written, with its ports (2379-2384) swapped for free ones and its binary for the
+    one under test; each client command must succeed but the one marked refused."""
+    import re
+
+    ports = dict(zip(range(2379, 2385), free_ports(6)))
+
+    def adapt(text):
+        text = re.sub(r"\b(23(79|8[0-4]))\b", lambda m: str(ports[int(m.group(1))]), text)
+        return text.replace("b=.build/release/cairn", f"b={server_command()[0]}")
+
+    root = tempfile.mkdtemp(prefix="cairn-tls-readme-")
+    members = None
+    try:
+        subprocess.run(["bash", "-euo", "pipefail", "-c", readme_block("certificates")], cwd=root, check=True,
+                       capture_output=True, timeout=60)
+        members = subprocess.Popen(["bash", "-euo", "pipefail", "-c", adapt(readme_block("members"))], cwd=root,
+                                   start_new_session=True)
+        members.wait(timeout=10)
+        ready = ["curl", "-s", "--cacert", "ca.crt", "--cert", "client.crt", "--key", "client.key",
+                 f"https://{HOST}:{ports[2379]}/health"]
+        deadline = time.monotonic() + 30
+        while subprocess.run(ready, cwd=root, capture_output=True, text=True).stdout != '{"health":"true"}':
+            assert time.monotonic() < deadline, "the README's cluster did not become healthy"
+            time.sleep(0.2)
+        outputs = []
+        for line in adapt(readme_block("clients")).strip().split("\n"):
+            result = subprocess.run(["bash", "-c", line], cwd=root, capture_output=True, text=True, timeout=20)
+            if "# refused" in line:
+                assert result.returncode != 0, (line, result)
+            else:
+                assert result.returncode == 0, (line, result)
+            outputs.append(result.stdout)
+        assert f'"clientURLs":["https://{HOST}:{ports[2379]}"]' in outputs[0]
+        assert '"value":"1"' in outputs[2]
+        assert outputs[3].strip() == "1"
+    finally:
+        if members is not None:
+            try:
+                os.killpg(members.pid, 9)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(root, ignore_errors=True)
