@@ -126,7 +126,11 @@ package final class TLSStream {
             switch outcome(of: status) {
             case .wouldBlock: return .wouldBlock
             case .ended: return .failed("the peer closed the connection during the TLS handshake")
-            case .failed(let reason): return .failed("TLS handshake: \(reason)")
+            case .failed(let reason):
+                // OpenSSL's reason is "certificate verify failed"; the verifier says which check failed.
+                let verdict = SSL_get_verify_result(ssl)
+                let detail = verdict == X509_V_OK ? "" : " (\(String(cString: X509_verify_cert_error_string(verdict))))"
+                return .failed("TLS handshake: \(reason)\(detail)")
             }
         }
         // Still handshaking until the name is checked: a refused peer never counts as connected.

@@ -47,7 +47,8 @@ import Testing
     }
 
     @Test func clientCertificateRequiredTrustedCurrentAndUnrevoked() throws {
-        let server = try Self.server(Self.serverTLS(clientCertificates: true))
+        let reports = ReportLog()
+        let server = try Self.server(Self.serverTLS(clientCertificates: true, reports: reports))
         defer { server.stop() }
         func certificate(_ name: String) -> [String] { ["--cert", Self.path("\(name).crt"), "--key", Self.path("\(name).key")] }
         let good = try Self.curl(server.port, certificate("client"))
@@ -57,6 +58,11 @@ import Testing
             #expect(try Self.curl(server.port, certificate(refused)).status != 0, "\(refused) certificate accepted")
         }
         #expect(eventually { server.server.connectionCount == 0 })
+        // The log says which check failed.
+        for verdict in ["peer did not return a certificate", "(unable to get local issuer certificate)", "(certificate has expired)",
+                        "(certificate revoked)"] {
+            #expect(reports.lines.withLock { $0.contains { $0.hasSuffix(verdict) } }, "\(verdict)")
+        }
     }
 
     @Test(arguments: [
