@@ -123,6 +123,27 @@ import Testing
         #expect(streamed.enumerated().allSatisfy { $0.element == UInt8($0.offset % 251) })
     }
 
+    @Test func cipherSuitesByGoNameAndMinimumVersion() throws {
+        var configuration = TLSConfiguration(certificateFile: Self.path("server.crt"), keyFile: Self.path("server.key"))
+        configuration.offersHTTP = true
+        // Go also names this suite without "_SHA256".
+        configuration.cipherSuites = ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305"]
+        let tls12 = try Self.server(TLSContext(configuration: configuration, role: .accepting))
+        defer { tls12.stop() }
+        let suiteTLS12 = ["--tls-max", "1.2", "--ciphers"]
+        #expect(try Self.curl(tls12.port, suiteTLS12 + ["ECDHE-ECDSA-AES128-GCM-SHA256"]).output == "GET /hello\n2")
+        #expect(try Self.curl(tls12.port, suiteTLS12 + ["ECDHE-ECDSA-CHACHA20-POLY1305"]).output == "GET /hello\n2")
+        #expect(try Self.curl(tls12.port, suiteTLS12 + ["ECDHE-ECDSA-AES256-GCM-SHA384"]).status != 0)
+        configuration.cipherSuites = ["TLS_NO_SUCH_SUITE"]
+        #expect(throws: TLSError.self) { try TLSContext(configuration: configuration, role: .accepting) }
+        configuration.cipherSuites = []
+        configuration.minimumVersion = .tls13
+        let tls13 = try Self.server(TLSContext(configuration: configuration, role: .accepting))
+        defer { tls13.stop() }
+        #expect(try Self.curl(tls13.port, ["--tls-max", "1.2"]).status != 0)
+        #expect(try Self.curl(tls13.port, []).output == "GET /hello\n2")
+    }
+
     @Test func sessionResumesFromATicket() throws {
         let server = try Self.server(Self.serverTLS())
         defer { server.stop() }
