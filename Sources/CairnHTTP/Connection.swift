@@ -305,7 +305,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         if let expect = headers["expect"], expect.lowercased() != "100-continue" {
             return sendError(HTTPError(417, "unsupported expectation"))
         }
-        if framing == .none, headers.listContains("upgrade", token: "h2c"), headers.listContains("connection", token: "http2-settings"),
+        // h2c is HTTP/2 in the clear: over TLS the header is ignored (RFC 7540 §3.2), HTTP/2 comes by ALPN there.
+        if framing == .none, stream.tls == nil, headers.listContains("upgrade", token: "h2c"), headers.listContains("connection", token: "http2-settings"),
             let settings = headers["http2-settings"].flatMap(Base64URL.decode)
         {
             send(Array("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".utf8))

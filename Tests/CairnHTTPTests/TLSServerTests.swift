@@ -156,6 +156,15 @@ import Testing
         #expect(String(decoding: second.output, as: UTF8.self).contains("Reused, TLSv1.2"))
     }
 
+    @Test func h2cUpgradeIsIgnoredOverTLS() throws {
+        let server = try Self.server(Self.serverTLS())
+        defer { server.stop() }
+        let client = try TLSTestClient(port: server.port)
+        let upgrade = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+        #expect(client.get("/upgrade", headers: upgrade) == "GET /upgrade")
+        #expect(client.get("/after") == "GET /after")
+    }
+
     @Test func rotatedCertificateServesNewHandshakesWhileOldConnectionsStay() throws {
         let directory = NSTemporaryDirectory() + "cairn-tls-rotate-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -204,8 +213,8 @@ final class TLSTestClient {
     }
 
     /// The body of a keep-alive GET's answer (the test handler's are short and sized by Content-Length).
-    func get(_ path: String) -> String? {
-        let request = Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+    func get(_ path: String, headers: String = "") -> String? {
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\(headers)\r\n".utf8)
         guard case .wrote(request.count) = request.withUnsafeBytes({ stream.write($0) }) else { return nil }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)
