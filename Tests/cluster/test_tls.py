@@ -294,3 +294,42 @@ def test_readme_secure_a_cluster_commands_run():
             except ProcessLookupError:
                 pass
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_three_members_over_peer_auto_tls_replicate():
+    """`--peer-auto-tls`: each member makes a self-signed certificate; the peer links are encrypted, unverified."""
+    root = tempfile.mkdtemp(prefix="cairn-tls-auto-")
+    procs = []
+    try:
+        ports = free_ports(6)
+        clients, peers = ports[:3], ports[3:]
+        initial = ",".join(f"a{i}=https://{HOST}:{p}" for i, p in enumerate(peers))
+        binary, etcd = server_command()
+        for i in range(3):
+            command = [binary, "--name", f"a{i}", "--data-dir", os.path.join(root, f"a{i}"),
+                       "--listen-client-urls", f"http://{HOST}:{clients[i]}", "--advertise-client-urls", f"http://{HOST}:{clients[i]}",
+                       "--listen-peer-urls", f"https://{HOST}:{peers[i]}", "--initial-advertise-peer-urls", f"https://{HOST}:{peers[i]}",
+                       "--initial-cluster", initial, "--initial-cluster-token", "auto-tls", "--peer-auto-tls"]
+            with open(os.path.join(root, f"a{i}.log"), "wb") as log:
+                procs.append(subprocess.Popen(command + (["--enable-v2=true"] if etcd else []), stdout=log, stderr=subprocess.STDOUT))
+        env = dict(os.environ, ETCDCTL_API="2")
+
+        def etcdctl(i, *args):
+            return subprocess.run(["etcdctl", "--endpoints", f"http://{HOST}:{clients[i]}", *args], capture_output=True,
+                                  text=True, timeout=10, env=env)
+
+        deadline = time.monotonic() + 30
+        while etcdctl(0, "set", "/auto", "tls").returncode != 0:
+            assert time.monotonic() < deadline, "no write within 30 s over peer auto TLS"
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while [etcdctl(i, "get", "/auto").stdout.strip() for i in (1, 2)] != ["tls", "tls"]:
+            assert time.monotonic() < deadline, "not replicated"
+            time.sleep(0.1)
+        for i in range(3):
+            assert os.path.exists(os.path.join(root, f"a{i}", "fixtures", "peer", "cert.pem"))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
