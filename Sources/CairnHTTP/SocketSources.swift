@@ -8,6 +8,7 @@ package final class SocketSources: @unchecked Sendable {
     private let queue: DispatchQueue
     private let onReadable: @Sendable () -> Void
     private let onWritable: @Sendable () -> Void
+    private let onClosed: @Sendable () -> Void
 
     // Touched on `queue` only.
     private var readSource: (any DispatchSourceRead)?
@@ -21,12 +22,14 @@ package final class SocketSources: @unchecked Sendable {
     private var sourcesOpen = 0
 
     /// The handlers run on `queue`; they should hold their owner weakly (the sources live until `cancel`).
+    /// `onClosed` runs once the descriptor is closed.
     package init(fd: Int32, queue: DispatchQueue, onReadable: @escaping @Sendable () -> Void,
-                 onWritable: @escaping @Sendable () -> Void = {}) {
+                 onWritable: @escaping @Sendable () -> Void = {}, onClosed: @escaping @Sendable () -> Void = {}) {
         self.fd = fd
         self.queue = queue
         self.onReadable = onReadable
         self.onWritable = onWritable
+        self.onClosed = onClosed
     }
 
     /// Turns reading on or off (on `queue`). Off, a level-triggered source cannot repeat an end of input or a full
@@ -67,17 +70,18 @@ package final class SocketSources: @unchecked Sendable {
         source.setEventHandler(handler: handler)
         source.setCancelHandler { [self] in
             sourcesOpen -= 1
-            if sourcesOpen == 0 { Glibc.close(fd) }
+            if sourcesOpen == 0 { closeDescriptor() }
         }
     }
 
-    /// Stops both sources and closes the descriptor once Dispatch has let go of it (at once if no source was made).
-    /// `shutdown` first, so the client sees the end now rather than after the cancel handlers run.
+    /// Stops both sources and closes the descriptor once Dispatch has let go of it (at once if no source was made);
+    /// the close sends the FIN. No `shutdown` before it: that raises EPOLLHUP at once, and libdispatch's epoll
+    /// backend then handles the hang-up on its event thread while this queue removes the same registration. That
+    /// race crashed members in `_dispatch_unote_unregister_muxed` and lost other sockets' events
+    /// (swift-corelibs-libdispatch issues 833, 949); `SocketSourcesTests` churns sockets to catch it.
     package func cancel() {
         guard !isCancelled else { return }
         isCancelled = true
-        // A listening socket stops taking connections; a connected one sends its FIN after what is queued.
-        Glibc.shutdown(fd, Int32(SHUT_RDWR))
         // A suspended source must be resumed to be cancelled (and Dispatch traps on releasing a suspended one).
         if let readSource {
             if !isReading { readSource.resume() }
@@ -89,6 +93,11 @@ package final class SocketSources: @unchecked Sendable {
         }
         isReading = false
         isWriting = false
-        if sourcesOpen == 0 { Glibc.close(fd) }
+        if sourcesOpen == 0 { closeDescriptor() }
+    }
+
+    private func closeDescriptor() {
+        Glibc.close(fd)
+        onClosed()
     }
 }
