@@ -119,7 +119,10 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
             case .wouldBlock:
                 break reading
             case .failed(let reason):
-                if stream.isHandshaking { configuration.tls?.handshakeRefused(fd: stream.fd, reason: reason) }
+                if stream.isHandshaking {
+                    configuration.tls?.handshakeRefused(fd: stream.fd, reason: reason)
+                    stream.discardReceived()
+                }
                 close()
                 return
             }

@@ -48,4 +48,20 @@ package final class SocketStream {
 
     /// Ends a TLS session politely if the socket has room; nothing for a plain socket.
     package func closeNotify() { tls?.closeNotify() }
+
+    /// Bytes discarded at most, already received, before closing a connection refused in its TLS handshake.
+    package static let refusalDrainBytesMax = 64 * 1024
+
+    /// Reads and drops what the peer already sent (up to `refusalDrainBytesMax`), so the close sends a FIN, not a
+    /// reset that could destroy the alert on its way: a plain HTTP request on a TLS port gets an empty reply, as
+    /// from etcd.
+    package func discardReceived() {
+        var scratch = [UInt8](repeating: 0, count: 16 * 1024)
+        var discarded = 0
+        while discarded < Self.refusalDrainBytesMax {
+            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            guard n > 0 else { return }
+            discarded += n
+        }
+    }
 }
