@@ -44,8 +44,12 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let arguments = ["--listen-client-urls", "https://127.0.0.1:0", "--auto-tls", "--data-dir", directory]
         var cairn = try RunningCairn(arguments)
-        #expect(try curl(["-k", cairn.baseURL + "/health"]) == #"{"health":"true"}"#)
-        let certificate = try Data(contentsOf: URL(fileURLWithPath: directory + "/fixtures/client/cert.pem"))
+        // Trusted as its own CA, it names the listen host: curl checks 127.0.0.1 against it.
+        let generated = directory + "/fixtures/client/cert.pem"
+        #expect(try curl(["--cacert", generated, cairn.baseURL + "/health"]) == #"{"health":"true"}"#)
+        let certificate = try Data(contentsOf: URL(fileURLWithPath: generated))
+        let keyMode = try FileManager.default.attributesOfItem(atPath: directory + "/fixtures/client/key.pem")[.posixPermissions] as? Int
+        #expect(keyMode == 0o600)
         #expect(cairn.stop() == 0)
         cairn = try RunningCairn(arguments)
         defer { _ = cairn.stop() }
