@@ -22,7 +22,7 @@ package enum SelfSignedCertificate {
         defer { X509_free(x509) }
         let subject = X509_get_subject_name(x509)
         let altNames = hosts.map { host in
-            host.contains(":") || host.allSatisfy({ $0 == "." || $0.isNumber }) ? "IP:\(host)" : "DNS:\(host)"
+            isAddressLiteral(host) ? "IP:\(host)" : "DNS:\(host)"
         }.joined(separator: ",")
         guard X509_set_version(x509, 2) == 1,
               ASN1_INTEGER_set(X509_get_serialNumber(x509), Int.random(in: 1...Int(Int32.max))) == 1,

@@ -24,6 +24,9 @@ package struct TLSConfiguration: Sendable {
     package var minimumVersion = TLSVersion.tls12
     /// `--peer-cert-allowed-cn`: the peer's certificate must carry this common name.
     package var allowedCommonName: String?
+    /// `--client-cert-allowed-hostname`, `--peer-cert-allowed-hostname`: the peer's certificate must name this host (or
+    /// address) among its subject alternative names, as Go's `VerifyHostname` checks.
+    package var allowedHostname: String?
     /// Offer `h2` and `http/1.1` by ALPN (client port); the peer port speaks its own protocol and offers none.
     package var offersHTTP = false
     /// The files are looked at no more often than this, and only when a handshake starts; new handshakes then use
@@ -103,7 +106,8 @@ package final class TLSContext: @unchecked Sendable {
         let context = currentContext()
         defer { SSL_CTX_free(context) }
         return TLSStream(context: context, fd: fd, accepting: role == .accepting, serverName: serverName,
-                         verifiesServer: configuration.trustedCAFile != nil, allowedCommonName: configuration.allowedCommonName)
+                         verifiesServer: configuration.trustedCAFile != nil, allowedCommonName: configuration.allowedCommonName,
+                         allowedHostname: configuration.allowedHostname)
     }
 
     /// Reports a handshake refused (an untrusted certificate, garbage, a timeout) with the peer's address, as etcd

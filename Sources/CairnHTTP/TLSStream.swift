@@ -24,6 +24,7 @@ package final class TLSStream {
 
     private let ssl: OpaquePointer
     private let allowedCommonName: String?
+    private let allowedHostname: String?
     package private(set) var isHandshaking = true
     /// The last call stopped because OpenSSL must write first (a handshake message, a ticket): wait for writability.
     package private(set) var waitsForWritable = false
@@ -31,10 +32,12 @@ package final class TLSStream {
     package private(set) var negotiatedProtocol: String?
 
     /// Nil when OpenSSL cannot make a session (out of memory).
-    init?(context: OpaquePointer, fd: Int32, accepting: Bool, serverName: String?, verifiesServer: Bool, allowedCommonName: String?) {
+    init?(context: OpaquePointer, fd: Int32, accepting: Bool, serverName: String?, verifiesServer: Bool, allowedCommonName: String?,
+          allowedHostname: String?) {
         guard let ssl = SSL_new(context) else { return nil }
         self.ssl = ssl
         self.allowedCommonName = allowedCommonName
+        self.allowedHostname = allowedHostname
         guard SSL_set_fd(ssl, fd) == 1 else {
             SSL_free(ssl)
             return nil
@@ -44,7 +47,7 @@ package final class TLSStream {
         } else {
             SSL_set_connect_state(ssl)
             if let serverName {
-                let isAddress = serverName.contains(":") || serverName.allSatisfy { $0 == "." || $0.isNumber }
+                let isAddress = isAddressLiteral(serverName)
                 // A name goes in SNI; an address is checked against the certificate's IP entries instead.
                 if !isAddress { _ = cairn_SSL_set_tlsext_host_name(ssl, serverName) }
                 if verifiesServer {
@@ -137,6 +140,9 @@ package final class TLSStream {
         if let allowedCommonName, peerCommonName() != allowedCommonName {
             return .failed("TLS handshake: the peer's certificate does not name \(allowedCommonName) as its CN")
         }
+        if let allowedHostname, !peerCertificateNames(allowedHostname) {
+            return .failed("TLS handshake: the peer's certificate does not name the host \(allowedHostname)")
+        }
         isHandshaking = false
         waitsForWritable = false
         var selected: UnsafePointer<UInt8>?
@@ -174,6 +180,14 @@ package final class TLSStream {
         }
     }
 
+    /// Whether the peer's certificate names `host` (a DNS name, or an IP address) in its subject alternative names.
+    private func peerCertificateNames(_ host: String) -> Bool {
+        guard let certificate = SSL_get1_peer_certificate(ssl) else { return false }
+        defer { X509_free(certificate) }
+        if isAddressLiteral(host) { return X509_check_ip_asc(certificate, host, 0) == 1 }
+        return X509_check_host(certificate, host, host.utf8.count, UInt32(X509_CHECK_FLAG_NEVER_CHECK_SUBJECT), nil) == 1
+    }
+
     /// The common name of the peer's certificate (the first, if several), or nil without one.
     package func peerCommonName() -> String? {
         guard let certificate = SSL_get1_peer_certificate(ssl) else { return nil }
@@ -186,4 +200,9 @@ package final class TLSStream {
         guard count >= 0 else { return nil }
         return String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self)
     }
+}
+
+/// An IPv4 or IPv6 literal (checked against a certificate's IP entries), as opposed to a host name.
+func isAddressLiteral(_ host: String) -> Bool {
+    host.contains(":") || (!host.isEmpty && host.allSatisfy { $0 == "." || ("0"..."9").contains($0) })
 }

@@ -43,8 +43,9 @@ package final class Server: @unchecked Sendable {
             urls: configuration.listenPeerURLs, dataDirectory: configuration.dataDirectory,
             cipherSuites: configuration.cipherSuites, minimumVersion: configuration.tlsMinimumVersion) {
             let accepting = try TLSContext(configuration: tls, role: .accepting) { tlsLogger.notice("peer \($0)") }
-            // The allowed CN is what this member asks of those who dial it.
+            // The allowed CN and host are what this member asks of those who dial it.
             tls.allowedCommonName = nil
+            tls.allowedHostname = nil
             peerTLS = (accepting, try TLSContext(configuration: tls, role: .dialling) { tlsLogger.notice("peer \($0)") })
         } else {
             peerTLS = nil

@@ -21,6 +21,8 @@ package struct TLSFlags: Sendable {
     package var revocationListFile: String?
     /// `--peer-cert-allowed-cn` (peers only).
     package var allowedCommonName: String?
+    /// `--client-cert-allowed-hostname` / `--peer-cert-allowed-hostname`.
+    package var allowedHostname: String?
 
     package init(side: Side) { self.side = side }
 
@@ -53,6 +55,7 @@ package struct TLSFlags: Sendable {
         configuration.requiresClientCertificate = clientCertificateAuth
         configuration.revocationListFile = revocationListFile
         configuration.allowedCommonName = allowedCommonName
+        configuration.allowedHostname = allowedHostname
         configuration.cipherSuites = cipherSuites
         configuration.minimumVersion = minimumVersion
         configuration.offersHTTP = side == .client

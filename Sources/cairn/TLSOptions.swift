@@ -31,6 +31,10 @@ struct TLSOptions: ParsableArguments {
     var peerCertAllowedCN = ""
     @Option(name: .customLong("peer-crl-file"), help: "Path to the peer certificate revocation list file.")
     var peerCRLFile = ""
+    @Option(name: .customLong("client-cert-allowed-hostname"), help: "Allowed TLS hostname for client cert authentication.")
+    var clientCertAllowedHostname = ""
+    @Option(name: .customLong("peer-cert-allowed-hostname"), help: "Allowed TLS hostname for inter peer authentication.")
+    var peerCertAllowedHostname = ""
     @Option(name: .customLong("cipher-suites"), help: "Comma-separated list of supported TLS cipher suites between client/server and peers (empty for OpenSSL's defaults).")
     var cipherSuites = ""
     @Option(name: .customLong("tls-min-version"), help: "Minimum TLS version supported: TLS1.2 or TLS1.3.")
@@ -40,7 +44,8 @@ struct TLSOptions: ParsableArguments {
     static let booleanFlagNames = ["client-cert-auth", "auto-tls", "peer-client-cert-auth", "peer-auto-tls"]
     static let flagNames = booleanFlagNames + [
         "cert-file", "key-file", "trusted-ca-file", "client-crl-file", "peer-cert-file", "peer-key-file", "peer-trusted-ca-file",
-        "peer-cert-allowed-cn", "peer-crl-file", "cipher-suites", "tls-min-version",
+        "peer-cert-allowed-cn", "peer-crl-file", "client-cert-allowed-hostname", "peer-cert-allowed-hostname", "cipher-suites",
+        "tls-min-version",
     ]
 
     func apply(to configuration: inout ServerConfiguration) throws {
@@ -66,6 +71,8 @@ struct TLSOptions: ParsableArguments {
         configuration.peerTLS.autoTLS = try boolean(peerAutoTLS, "peer-auto-tls")
         configuration.peerTLS.allowedCommonName = path(peerCertAllowedCN)
         configuration.peerTLS.revocationListFile = path(peerCRLFile)
+        configuration.clientTLS.allowedHostname = path(clientCertAllowedHostname)
+        configuration.peerTLS.allowedHostname = path(peerCertAllowedHostname)
         configuration.cipherSuites = cipherSuites.split(separator: ",").map { String($0.trimmingASCIIWhitespace()) }
         guard let version = TLSVersion(rawValue: tlsMinVersion) else {
             throw ValidationError("--tls-min-version must be TLS1.2 or TLS1.3, not \"\(tlsMinVersion)\"")

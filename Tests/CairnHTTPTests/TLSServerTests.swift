@@ -156,6 +156,19 @@ import Testing
         #expect(String(decoding: second.output, as: UTF8.self).contains("Reused, TLSv1.2"))
     }
 
+    /// `--client-cert-allowed-hostname`: the client's certificate (SANs 127.0.0.1 and localhost) must name the host.
+    @Test(arguments: [("localhost", true), ("127.0.0.1", true), ("other.example", false), ("10.0.0.1", false)])
+    func clientCertificateMustNameTheAllowedHost(_ host: String, accepted: Bool) throws {
+        var configuration = TLSConfiguration(certificateFile: Self.path("server.crt"), keyFile: Self.path("server.key"))
+        configuration.trustedCAFile = Self.path("ca.crt")
+        configuration.requiresClientCertificate = true
+        configuration.allowedHostname = host
+        let server = try Self.server(TLSContext(configuration: configuration, role: .accepting))
+        defer { server.stop() }
+        let result = try Self.curl(server.port, ["--http1.1", "--cert", Self.path("client.crt"), "--key", Self.path("client.key")])
+        #expect((result.output == "GET /hello\n1.1") == accepted, "\(result)")
+    }
+
     @Test func h2cUpgradeIsIgnoredOverTLS() throws {
         let server = try Self.server(Self.serverTLS())
         defer { server.stop() }
