@@ -24,7 +24,6 @@ package final class TLSStream {
 
     private let ssl: OpaquePointer
     private let allowedCommonName: String?
-    private let allowedHostname: String?
     package private(set) var isHandshaking = true
     /// The last call stopped because OpenSSL must write first (a handshake message, a ticket): wait for writability.
     package private(set) var waitsForWritable = false
@@ -37,13 +36,23 @@ package final class TLSStream {
         guard let ssl = SSL_new(context) else { return nil }
         self.ssl = ssl
         self.allowedCommonName = allowedCommonName
-        self.allowedHostname = allowedHostname
         guard SSL_set_fd(ssl, fd) == 1 else {
             SSL_free(ssl)
             return nil
         }
         if accepting {
             SSL_set_accept_state(ssl)
+            if let allowedHostname {
+                // Checked by the verifier, as Go's VerifyHostname checks it (SANs only), so a mismatch fails the
+                // handshake with a bad_certificate alert as etcd's does.
+                let parameters = SSL_get0_param(ssl)
+                X509_VERIFY_PARAM_set_hostflags(parameters, UInt32(X509_CHECK_FLAG_NEVER_CHECK_SUBJECT))
+                if isAddressLiteral(allowedHostname) {
+                    _ = X509_VERIFY_PARAM_set1_ip_asc(parameters, allowedHostname)
+                } else {
+                    _ = X509_VERIFY_PARAM_set1_host(parameters, allowedHostname, allowedHostname.utf8.count)
+                }
+            }
         } else {
             SSL_set_connect_state(ssl)
             if let serverName {
@@ -140,9 +149,7 @@ package final class TLSStream {
         if let allowedCommonName, peerCommonName() != allowedCommonName {
             return .failed("TLS handshake: the peer's certificate does not name \(allowedCommonName) as its CN")
         }
-        if let allowedHostname, !peerCertificateNames(allowedHostname) {
-            return .failed("TLS handshake: the peer's certificate does not name the host \(allowedHostname)")
-        }
+
         isHandshaking = false
         waitsForWritable = false
         var selected: UnsafePointer<UInt8>?
@@ -178,14 +185,6 @@ package final class TLSStream {
         default:
             return .failed(drainOpenSSLErrors())
         }
-    }
-
-    /// Whether the peer's certificate names `host` (a DNS name, or an IP address) in its subject alternative names.
-    private func peerCertificateNames(_ host: String) -> Bool {
-        guard let certificate = SSL_get1_peer_certificate(ssl) else { return false }
-        defer { X509_free(certificate) }
-        if isAddressLiteral(host) { return X509_check_ip_asc(certificate, host, 0) == 1 }
-        return X509_check_host(certificate, host, host.utf8.count, UInt32(X509_CHECK_FLAG_NEVER_CHECK_SUBJECT), nil) == 1
     }
 
     /// The common name of the peer's certificate (the first, if several), or nil without one.
