@@ -10,10 +10,14 @@ package enum TLSVersion: String, Sendable, CaseIterable {
 }
 
 package struct TLSConfiguration: Sendable {
-    package var certificateFile: String
-    package var keyFile: String
+    /// This side's certificate and key: required to accept; a dialler without them shows no client certificate.
+    package var certificateFile: String?
+    package var keyFile: String?
     /// Peers' certificates must chain to this CA (accepting: with `requiresClientCertificate`; dialling: always).
     package var trustedCAFile: String?
+    /// Dialling without `trustedCAFile`: check the server against the system's CAs (as etcdctl does) rather than not
+    /// at all (as members with `--peer-auto-tls` do).
+    package var trustsSystemCAs = false
     /// `--client-cert-auth`: a client without a certificate from the trusted CA fails the handshake.
     package var requiresClientCertificate = false
     /// Certificates this list revokes fail the handshake.
@@ -33,7 +37,7 @@ package struct TLSConfiguration: Sendable {
     /// the new pair, connections already made keep theirs.
     package var reloadCheckIntervalMilliseconds = 2000
 
-    package init(certificateFile: String, keyFile: String) {
+    package init(certificateFile: String?, keyFile: String?) {
         self.certificateFile = certificateFile
         self.keyFile = keyFile
     }
@@ -106,7 +110,7 @@ package final class TLSContext: @unchecked Sendable {
         let context = currentContext()
         defer { SSL_CTX_free(context) }
         return TLSStream(context: context, fd: fd, accepting: role == .accepting, serverName: serverName,
-                         verifiesServer: configuration.trustedCAFile != nil, allowedCommonName: configuration.allowedCommonName,
+                         verifiesServer: configuration.trustedCAFile != nil || configuration.trustsSystemCAs, allowedCommonName: configuration.allowedCommonName,
                          allowedHostname: configuration.allowedHostname)
     }
 
@@ -151,7 +155,7 @@ package final class TLSContext: @unchecked Sendable {
                         state.context = fresh
                         state.stamps = stamps
                     }
-                    report("tls: reloaded \(configuration.certificateFile) and \(configuration.keyFile)")
+                    report("tls: reloaded \(Self.files(configuration).joined(separator: ", "))")
                 } catch {
                     // A half-written pair fails to load; the old one serves until the files make sense again.
                     report("tls: keeping the previous certificate: \(error)")
@@ -165,7 +169,7 @@ package final class TLSContext: @unchecked Sendable {
     }
 
     private static func files(_ configuration: TLSConfiguration) -> [String] {
-        [configuration.certificateFile, configuration.keyFile] + [configuration.trustedCAFile, configuration.revocationListFile].compactMap { $0 }
+        [configuration.certificateFile, configuration.keyFile, configuration.trustedCAFile, configuration.revocationListFile].compactMap { $0 }
     }
 
     private static func makeContext(_ configuration: TLSConfiguration, role: Role) throws(TLSError) -> OpaquePointer {
@@ -187,14 +191,19 @@ package final class TLSContext: @unchecked Sendable {
         guard cairn_SSL_CTX_set_min_proto_version(context, minimum) == 1 else { throw TLSError.openSSL("minimum TLS version") }
         _ = cairn_SSL_CTX_set_mode(context)
         cairn_SSL_CTX_set_options(context)
-        guard SSL_CTX_use_certificate_chain_file(context, configuration.certificateFile) == 1 else {
-            throw TLSError.openSSL("cannot load the certificate \(configuration.certificateFile)")
-        }
-        guard SSL_CTX_use_PrivateKey_file(context, configuration.keyFile, SSL_FILETYPE_PEM) == 1 else {
-            throw TLSError.openSSL("cannot load the key \(configuration.keyFile)")
-        }
-        guard SSL_CTX_check_private_key(context) == 1 else {
-            throw TLSError.openSSL("the key \(configuration.keyFile) does not match the certificate \(configuration.certificateFile)")
+        switch (configuration.certificateFile, configuration.keyFile) {
+        case (let certificate?, let key?):
+            guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
+                throw TLSError.openSSL("cannot load the certificate \(certificate)")
+            }
+            guard SSL_CTX_use_PrivateKey_file(context, key, SSL_FILETYPE_PEM) == 1 else { throw TLSError.openSSL("cannot load the key \(key)") }
+            guard SSL_CTX_check_private_key(context) == 1 else {
+                throw TLSError.openSSL("the key \(key) does not match the certificate \(certificate)")
+            }
+        case (nil, nil) where role == .dialling:
+            break
+        default:
+            throw TLSError("a TLS \(role == .accepting ? "server needs" : "client certificate needs") both a certificate and a key file")
         }
         if !configuration.cipherSuites.isEmpty {
             var names: [String] = []
@@ -236,7 +245,10 @@ package final class TLSContext: @unchecked Sendable {
             _ = SSL_CTX_set_session_id_context(context, contextID, UInt32(contextID.count))
             if configuration.offersHTTP { cairn_SSL_CTX_select_http_alpn(context) }
         case .dialling:
-            if configuration.trustedCAFile != nil { SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil) }
+            if configuration.trustedCAFile == nil, configuration.trustsSystemCAs, SSL_CTX_set_default_verify_paths(context) != 1 {
+                throw TLSError.openSSL("cannot load the system's CA certificates")
+            }
+            if configuration.trustedCAFile != nil || configuration.trustsSystemCAs { SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil) }
         }
     }
 }

@@ -39,6 +39,27 @@ import Testing
         #expect(try curl(ca + ["--cert", Self.path("revoked.crt"), "--key", Self.path("revoked.key"), cairn.baseURL + "/health"]).hasPrefix("curl: ("))
     }
 
+    @Test func snapshotSaveOverTLSWithAClientCertificate() throws {
+        let cairn = try RunningCairn([
+            "--listen-client-urls", "https://127.0.0.1:0", "--cert-file", Self.path("server.crt"), "--key-file", Self.path("server.key"),
+            "--client-cert-auth", "--trusted-ca-file", Self.path("ca.crt"),
+        ])
+        defer { _ = cairn.stop() }
+        let file = temporaryDataDirectory() + ".snapshot"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        func save(_ options: [String]) throws -> (status: Int32, output: String) {
+            try runToExit(cairnBinary, ["snapshot", "save", file, "--endpoints", cairn.baseURL] + options)
+        }
+        let client = ["--cert", Self.path("client.crt"), "--key", Self.path("client.key")]
+        let saved = try save(["--cacert", Self.path("ca.crt")] + client)
+        #expect(saved.status == 0 && saved.output.hasPrefix("Snapshot saved at \(file)"), "\(saved)")
+        // Without the CA the member's certificate is checked against the system's CAs, and refused.
+        let untrusted = try save(client)
+        #expect(untrusted.status != 0 && untrusted.output.contains("certificate verify failed"), "\(untrusted)")
+        let anonymous = try save(["--cacert", Self.path("ca.crt")])
+        #expect(anonymous.status != 0 && anonymous.output.contains("no backup saved"), "\(anonymous)")
+    }
+
     @Test func autoTLSMakesAndReusesASelfSignedCertificate() throws {
         let directory = temporaryDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
