@@ -116,10 +116,10 @@ package final class TLSContext: @unchecked Sendable {
 
     /// Reports a handshake refused (an untrusted certificate, garbage, a timeout) with the peer's address, as etcd
     /// logs "rejected connection".
-    package func handshakeRefused(fd: Int32, reason: String) {
-        let now = monotonicNanoseconds()
+    package func handshakeRefused(fd: Int32, reason: String, now: UInt64 = monotonicNanoseconds()) {
         let suppressed: Int? = refusals.withLock { window in
-            if now - window.windowNanos >= 1_000_000_000 {
+            // Another queue may have read a later clock and taken the lock first: never subtract past zero.
+            if now >= window.windowNanos, now - window.windowNanos >= 1_000_000_000 {
                 window.windowNanos = now
                 window.reported = 0
             }
@@ -140,7 +140,9 @@ package final class TLSContext: @unchecked Sendable {
     private func currentContext() -> OpaquePointer {
         let now = monotonicNanoseconds()
         let due = state.withLock { state -> [FileStamp]? in
-            guard now - state.checkedNanos >= UInt64(max(0, configuration.reloadCheckIntervalMilliseconds)) * 1_000_000 else { return nil }
+            // Another queue may have read a later clock and checked first: never subtract past zero.
+            guard now >= state.checkedNanos,
+                  now - state.checkedNanos >= UInt64(max(0, configuration.reloadCheckIntervalMilliseconds)) * 1_000_000 else { return nil }
             state.checkedNanos = now
             return state.stamps
         }

@@ -144,6 +144,18 @@ import Testing
         #expect(try Self.curl(tls13.port, []).output == "GET /hello\n2")
     }
 
+    @Test func refusedHandshakesAreReportedAtMostTenASecond() throws {
+        let reports = ReportLog()
+        let tls = try Self.serverTLS(reports: reports)
+        let start = monotonicNanoseconds()
+        for _ in 0..<25 { tls.handshakeRefused(fd: -1, reason: "garbage", now: start) }
+        #expect(reports.lines.withLock { $0.count } == TLSContext.refusalReportsPerSecondMax)
+        // A queue that read the clock before another took the lock comes in with an earlier time: no trap.
+        tls.handshakeRefused(fd: -1, reason: "garbage", now: start - 1)
+        tls.handshakeRefused(fd: -1, reason: "garbage", now: start + 1_000_000_000)
+        #expect(reports.lines.withLock { $0.last } == "tls: rejected connection from unknown: garbage (and 16 more not reported)")
+    }
+
     @Test func sessionResumesFromATicket() throws {
         let server = try Self.server(Self.serverTLS())
         defer { server.stop() }
