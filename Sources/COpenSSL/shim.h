@@ -60,3 +60,25 @@ static inline const char *cairn_openssl_cipher_name(const char *standard) {
     SSL_CTX_free(all);
     return found;
 }
+
+/// A verify callback for `--peer-cert-allowed-cn`: the leaf certificate's first CN must equal the NUL-terminated name
+/// stored as the SSL's app data (ex_data index 0), so a wrong name fails the handshake with a bad_certificate alert.
+static int cairn_verify_allowed_cn(int ok, X509_STORE_CTX *store) {
+    if (!ok || X509_STORE_CTX_get_error_depth(store) != 0) return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    const char *allowed = ssl == NULL ? NULL : SSL_get_ex_data(ssl, 0);
+    if (allowed == NULL) return ok;
+    char name[256];
+    X509 *certificate = X509_STORE_CTX_get_current_cert(store);
+    int length = certificate == NULL ? -1 : X509_NAME_get_text_by_NID(X509_get_subject_name(certificate), NID_commonName, name, sizeof name);
+    if (length < 0 || (size_t)length != strlen(allowed) || strcmp(name, allowed) != 0) {
+        X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    return 1;
+}
+/// Requires the peer's certificate CN to be `allowed` (kept alive by the caller as long as the SSL).
+static inline void cairn_SSL_require_cn(SSL *ssl, const char *allowed) {
+    SSL_set_ex_data(ssl, 0, (void *)allowed);
+    SSL_set_verify(ssl, SSL_get_verify_mode(ssl), cairn_verify_allowed_cn);
+}

@@ -23,7 +23,8 @@ package final class TLSStream {
     }
 
     private let ssl: OpaquePointer
-    private let allowedCommonName: String?
+    /// `--peer-cert-allowed-cn`, as the C string OpenSSL's verify callback reads for as long as the session lives.
+    private let allowedCommonName: UnsafeMutablePointer<CChar>?
     package private(set) var isHandshaking = true
     /// The last call stopped because OpenSSL must write first (a handshake message, a ticket): wait for writability.
     package private(set) var waitsForWritable = false
@@ -35,13 +36,15 @@ package final class TLSStream {
           allowedHostname: String?) {
         guard let ssl = SSL_new(context) else { return nil }
         self.ssl = ssl
-        self.allowedCommonName = allowedCommonName
+        self.allowedCommonName = accepting ? allowedCommonName.flatMap { strdup($0) } : nil
         guard SSL_set_fd(ssl, fd) == 1 else {
             SSL_free(ssl)
+            free(self.allowedCommonName)
             return nil
         }
         if accepting {
             SSL_set_accept_state(ssl)
+            if let allowedCommonName = self.allowedCommonName { cairn_SSL_require_cn(ssl, allowedCommonName) }
             if let allowedHostname {
                 // Checked by the verifier, as Go's VerifyHostname checks it (SANs only), so a mismatch fails the
                 // handshake with a bad_certificate alert as etcd's does.
@@ -70,7 +73,10 @@ package final class TLSStream {
         }
     }
 
-    deinit { SSL_free(ssl) }
+    deinit {
+        SSL_free(ssl)
+        free(allowedCommonName)
+    }
 
     /// Decrypted bytes OpenSSL holds that the socket will not announce again.
     package var hasBufferedInput: Bool { SSL_pending(ssl) > 0 }
@@ -141,15 +147,14 @@ package final class TLSStream {
             case .failed(let reason):
                 // OpenSSL's reason is "certificate verify failed"; the verifier says which check failed.
                 let verdict = SSL_get_verify_result(ssl)
-                let detail = verdict == X509_V_OK ? "" : " (\(String(cString: X509_verify_cert_error_string(verdict))))"
+                let detail = switch Int32(truncatingIfNeeded: verdict) {
+                case X509_V_OK: ""
+                case X509_V_ERR_APPLICATION_VERIFICATION: " (the certificate's CN is not the one allowed)"
+                default: " (\(String(cString: X509_verify_cert_error_string(verdict))))"
+                }
                 return .failed("TLS handshake: \(reason)\(detail)")
             }
         }
-        // Still handshaking until the name is checked: a refused peer never counts as connected.
-        if let allowedCommonName, peerCommonName() != allowedCommonName {
-            return .failed("TLS handshake: the peer's certificate does not name \(allowedCommonName) as its CN")
-        }
-
         isHandshaking = false
         waitsForWritable = false
         var selected: UnsafePointer<UInt8>?
@@ -187,7 +192,8 @@ package final class TLSStream {
         }
     }
 
-    /// The common name of the peer's certificate (the first, if several), or nil without one.
+    /// The common name of the peer's certificate (the first, if several), or nil without one: what a client
+    /// certificate names its user by.
     package func peerCommonName() -> String? {
         guard let certificate = SSL_get1_peer_certificate(ssl) else { return nil }
         defer { X509_free(certificate) }

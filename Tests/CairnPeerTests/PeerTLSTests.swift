@@ -89,5 +89,8 @@ import Testing
         #expect(transport.statistics.framesReceived == 0)
         #expect(inbox.received.withLock { $0.isEmpty })
         #expect(inbox.reports.withLock { $0.contains { $0.contains("refused a connection from 127.0.0.1:") && $0.contains("TLS handshake") } })
+        if certificate == "othercn" {
+            #expect(inbox.reports.withLock { $0.contains { $0.hasSuffix("(the certificate's CN is not the one allowed)") } })
+        }
     }
 }
