@@ -105,13 +105,14 @@ package final class TLSContext: @unchecked Sendable {
     }
 
     /// A session over the connected socket `fd`, with the current certificate (nil if OpenSSL has no memory for it).
-    /// `serverName`: the host dialled, checked against the peer's certificate when a CA is configured.
-    package func makeSession(fd: Int32, serverName: String? = nil) -> TLSStream? {
+    /// `serverName`: the host dialled, checked against the peer's certificate when a CA is configured; `resuming`: a
+    /// session from an earlier connection to it.
+    package func makeSession(fd: Int32, serverName: String? = nil, resuming: TLSSession? = nil) -> TLSStream? {
         let context = currentContext()
         defer { SSL_CTX_free(context) }
         return TLSStream(context: context, fd: fd, accepting: role == .accepting, serverName: serverName,
                          verifiesServer: configuration.trustedCAFile != nil || configuration.trustsSystemCAs, allowedCommonName: configuration.allowedCommonName,
-                         allowedHostname: configuration.allowedHostname)
+                         allowedHostname: configuration.allowedHostname, resuming: role == .dialling ? resuming : nil)
     }
 
     /// Reports a handshake refused (an untrusted certificate, garbage, a timeout) with the peer's address, as etcd

@@ -31,9 +31,9 @@ package final class TLSStream {
     /// The protocol chosen by ALPN (`h2`, `http/1.1`), once the handshake is done.
     package private(set) var negotiatedProtocol: String?
 
-    /// Nil when OpenSSL cannot make a session (out of memory).
+    /// Nil when OpenSSL cannot make a session (out of memory). A dialler `resuming` a session offers it to the server.
     init?(context: OpaquePointer, fd: Int32, accepting: Bool, serverName: String?, verifiesServer: Bool, allowedCommonName: String?,
-          allowedHostname: String?) {
+          allowedHostname: String?, resuming: TLSSession?) {
         guard let ssl = SSL_new(context) else { return nil }
         self.ssl = ssl
         self.allowedCommonName = accepting ? allowedCommonName.flatMap { strdup($0) } : nil
@@ -58,6 +58,7 @@ package final class TLSStream {
             }
         } else {
             SSL_set_connect_state(ssl)
+            if let resuming { _ = SSL_set_session(ssl, resuming.session) }
             if let serverName {
                 let isAddress = isAddressLiteral(serverName)
                 // A name goes in SNI; an address is checked against the certificate's IP entries instead.
@@ -83,6 +84,16 @@ package final class TLSStream {
 
     /// Whether the handshake reused an earlier session.
     package var resumedSession: Bool { cairn_SSL_session_reused(ssl) == 1 }
+
+    /// The session a later connection to the same server may resume (nil until the server sent a ticket).
+    package func resumableSession() -> TLSSession? {
+        guard !isHandshaking, let session = SSL_get1_session(ssl) else { return nil }
+        guard SSL_SESSION_is_resumable(session) == 1 else {
+            SSL_SESSION_free(session)
+            return nil
+        }
+        return TLSSession(session)
+    }
 
     /// Reads up to `buffer.count` decrypted bytes, finishing the handshake first.
     package func read(into buffer: UnsafeMutableRawBufferPointer) -> ReadResult {
@@ -205,6 +216,15 @@ package final class TLSStream {
         guard count >= 0 else { return nil }
         return String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self)
     }
+}
+
+/// A dialler's TLS session kept to resume the next connection to the same server with (one reference, freed here).
+package final class TLSSession: @unchecked Sendable {
+    let session: OpaquePointer
+
+    init(_ session: OpaquePointer) { self.session = session }
+
+    deinit { SSL_SESSION_free(session) }
 }
 
 /// An IPv4 or IPv6 literal (checked against a certificate's IP entries), as opposed to a host name.

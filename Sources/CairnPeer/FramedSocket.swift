@@ -70,6 +70,10 @@ final class FramedSocket: @unchecked Sendable {
         }
     }
 
+    /// A TLS session the next connection to the same member may resume; whether this one resumed one.
+    var resumableSession: TLSSession? { stream.tls?.resumableSession() }
+    var resumedSession: Bool { stream.tls?.resumedSession ?? false }
+
     /// Connecting, or still in its TLS handshake: no frame has gone out yet.
     var isHandshaking: Bool { connecting || stream.isHandshaking }
 

@@ -356,16 +356,17 @@ package final class PeerTransport: @unchecked Sendable {
 
     var transportQueue: DispatchQueue { queue }
 
-    /// A connection under way to `address`, through TLS for an `https://` one; nil when it cannot start.
-    func dial(_ address: ListenAddress) -> SocketStream? {
+    /// A connection under way to `address`, through TLS for an `https://` one (resuming `session` if the member
+    /// still takes it); nil when it cannot start.
+    func dial(_ address: ListenAddress, resuming session: TLSSession?) -> SocketStream? {
         guard let fd = try? Socket.connect(address) else { return nil }
         guard address.usesTLS else { return SocketStream(fd: fd, tls: nil) }
-        guard let tls = configuration.diallingTLS, let session = tls.makeSession(fd: fd, serverName: address.host) else {
+        guard let tls = configuration.diallingTLS, let stream = tls.makeSession(fd: fd, serverName: address.host, resuming: session) else {
             report("peer: cannot dial \(address.url) without a peer certificate (--peer-cert-file, --peer-key-file or --peer-auto-tls)")
             Glibc.close(fd)
             return nil
         }
-        return SocketStream(fd: fd, tls: session)
+        return SocketStream(fd: fd, tls: stream)
     }
 
     func linkRefused(peer: UInt64, reason: String) {
@@ -387,6 +388,10 @@ package final class PeerTransport: @unchecked Sendable {
     func linkConnected() {
         stats.withLock { $0.connects += 1 }
     }
+
+    func linkWelcomed(resumedTLS: Bool) {
+        if resumedTLS { stats.withLock { $0.tlsSessionsResumed += 1 } }
+    }
 }
 
 package struct PeerTransportStats: Sendable {
@@ -399,6 +404,8 @@ package struct PeerTransportStats: Sendable {
     package var refusals = 0
     /// Accepted connections closed before or at their hello: refused hellos, timeouts, and those past the cap.
     package var connectionsRefused = 0
+    /// Dialled TLS connections that resumed the session of an earlier one (no certificate exchange).
+    package var tlsSessionsResumed = 0
 }
 
 /// An accepted connection: who is on the other end (after hello) and how much it has handed on undelivered.
@@ -437,6 +444,8 @@ final class OutgoingLink: @unchecked Sendable {
     private var isShutDown = false
     /// Probes wait for the welcome, so none of them times the connect and the handshake.
     private var isWelcomed = false
+    /// The last TLS session with this member, offered when dialling it again.
+    private var tlsSession: TLSSession?
 
     init(peer: UInt64, channel: PeerChannel, address: ListenAddress, transport: PeerTransport) {
         self.peer = peer
@@ -450,7 +459,7 @@ final class OutgoingLink: @unchecked Sendable {
         // A retry timer may fire after the link came up another way.
         guard !isShutDown, socket == nil else { return }
         let configuration = transport.configuration
-        guard let stream = transport.dial(address) else { return retryLater() }
+        guard let stream = transport.dial(address, resuming: tlsSession) else { return retryLater() }
         let socket = FramedSocket(
             stream: stream, queue: transport.transportQueue, connecting: true, frameBytesMax: configuration.frameBytesMax,
             sendBytesMax: channel == .control ? configuration.controlSendBytesMax : configuration.bulkSendBytesMax)
@@ -469,6 +478,7 @@ final class OutgoingLink: @unchecked Sendable {
                     self.socket?.close(reason: "welcomed into another cluster")
                 } else {
                     isWelcomed = true
+                    transport.linkWelcomed(resumedTLS: self.socket?.resumedSession ?? false)
                     probeRoundTrip()
                 }
             }
@@ -489,7 +499,9 @@ final class OutgoingLink: @unchecked Sendable {
             guard let socket, !socket.isClosed, socket.isHandshaking else { return }
             socket.close(reason: "TLS handshake not finished within \(configuration.helloTimeoutMilliseconds) ms")
         }
-        socket.onClose = { [unowned self] _ in
+        socket.onClose = { [unowned self, unowned socket] _ in
+            // Read before the session goes: by now the member has sent its tickets (they come with the first answers).
+            if let session = socket.resumableSession { tlsSession = session }
             self.socket = nil
             isWelcomed = false
             failPaced()

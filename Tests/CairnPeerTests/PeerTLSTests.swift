@@ -52,6 +52,25 @@ import Testing
         #expect(frames.filter { $0.frame.type == 2 }.map { String(decoding: $0.frame.payload, as: UTF8.self) } == (0..<50).map { "control \($0)" })
     }
 
+    @Test func aDroppedLinkResumesItsTLSSession() throws {
+        let (a, _) = try member(id: 1), (b, bInbox) = try member(id: 2)
+        defer { a.stop(); b.stop() }
+        a.setPeers([2: b.boundAddresses[0]])
+        b.setPeers([1: a.boundAddresses[0]])
+        // A frame through each of a's links: a has read from both since b took its hello (and sent its tickets).
+        for channel in PeerChannel.allCases {
+            #expect(eventually(seconds: 10) {
+                a.send(to: 2, channel: channel, frame: PeerFrame(type: 1, payload: [channel.rawValue]))
+                return bInbox.received.withLock { $0.contains { $0.frame.payload == [channel.rawValue] } }
+            })
+        }
+        #expect(a.statistics.tlsSessionsResumed == 0)
+        // b drops member 1's connections (and takes it back at once): a dials again with the sessions it kept.
+        b.setPeers([:])
+        b.setPeers([1: a.boundAddresses[0]])
+        #expect(eventually(seconds: 10) { a.statistics.tlsSessionsResumed >= 1 }, "\(a.statistics)")
+    }
+
     /// A port that takes the connection and never answers the ClientHello: the link gives up and dials again.
     @Test func dialledHandshakeThatStallsIsRetried() throws {
         let silent = try #require(try Socket.listen(ListenAddress(host: "127.0.0.1", port: 0), backlog: 16).first)
