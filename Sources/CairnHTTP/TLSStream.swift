@@ -1,4 +1,6 @@
-// One TLS session over a non-blocking socket, driven by its owner's Dispatch sources: handshake, read, write.
+// One TLS session over a non-blocking socket, driven by its owner's Dispatch sources: handshake, read, write,
+// with the peer's certificate checked (CA, CRL, allowed CN or host) before any application byte moves.
+//
 // OpenSSL reads and writes the descriptor itself (SSL_set_fd) rather than memory BIOs: readiness of the socket is then
 // exactly what OpenSSL waits for (WANT_READ is the read source, WANT_WRITE the write source), no second pair of
 // buffers holds ciphertext, and OpenSSL holds at most one record (16 KiB and its overhead) each way, released when idle
