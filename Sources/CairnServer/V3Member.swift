@@ -1,0 +1,61 @@
+// The v3 side of one member: the MVCC key space its log's v3 entries build, every lease's deadline, the watchers
+// and the answers waiting for this member's proposers. Owned by KeySpaceNode and touched on its queue only.
+import CairnMVCC
+
+struct V3Member {
+    var space = MVCCKeySpace()
+    /// Every lease's deadline in cluster time, renewed by each grant and keep-alive entry at the entry's time on
+    /// every member (a follower answers TimeToLive from it). Only a leader proposes revokes from it, and only once it
+    /// has given every lease its full TTL again in its own term (`leasesPromotedTerm`), as etcd's Promote does.
+    var leaseClock = LeaseClock()
+    var leasesPromotedTerm: UInt64 = 0
+    /// Revokes this leader proposed for expired leases and not yet applied.
+    var revokesPending: Set<Int64> = []
+    var watches = V3Watches()
+    /// Where each watcher's answers go, by watch ID.
+    var watchSinks: [Int64: @Sendable (V3WatchDelivery) -> Void] = [:]
+    var nextWatchID: Int64 = 1
+    /// Outcomes of this member's v3 proposals, by proposal sequence, until their completions take them.
+    var results: [UInt64: Result<MVCCResult, MVCCError>] = [:]
+    /// etcd's minimum lease TTL (seconds): 1.5 election timeouts, rounded up.
+    let minimumLeaseTTL: Int64
+
+    init(minimumLeaseTTL: Int64) { self.minimumLeaseTTL = minimumLeaseTTL }
+
+    /// Applies a logged command at the entry's cluster time; lease deadlines follow grants, keep-alives and revokes.
+    mutating func apply(_ command: MVCCCommand, at time: Int64) -> Result<MVCCResult, MVCCError> {
+        let result = space.apply(command, minimumLeaseTTL: minimumLeaseTTL)
+        switch result {
+        case .success(.leaseGranted(let lease, _)), .success(.leaseKeptAlive(let lease, _)):
+            leaseClock.renew(lease, now: time)
+        default:
+            break
+        }
+        if case .revokeLease(let id) = command {
+            leaseClock.forget(id)
+            revokesPending.remove(id)
+        }
+        return result
+    }
+
+    /// A key space from a snapshot: every lease gets its full TTL from the snapshot's time.
+    mutating func restore(_ loaded: MVCCKeySpace, at time: Int64) {
+        space = loaded
+        leaseClock.promote(loaded.leases, now: time, extraNanos: 0)
+        leasesPromotedTerm = 0
+        revokesPending = []
+    }
+
+    /// Hands the watchers' answers to their sinks; a cancelled watcher's sink goes with its last answer.
+    mutating func send(_ deliveries: [V3WatchDelivery]) {
+        for delivery in deliveries {
+            watchSinks[delivery.watchID]?(delivery)
+            if delivery.canceled { watchSinks[delivery.watchID] = nil }
+        }
+    }
+
+    /// Replays history to every watcher still behind, a bounded batch each per round, until all are synced.
+    mutating func catchUpWatchers() {
+        while !watches.unsynced.isEmpty { send(watches.catchUp(in: space)) }
+    }
+}

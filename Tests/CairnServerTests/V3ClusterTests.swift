@@ -1,0 +1,102 @@
+// The v3 key space in whole members: writes through the log from any member, applied on every member alike, kept
+// in snapshots a lagging follower installs, and leases expired by the leader with their keys in one revision.
+import CairnAPI
+import CairnMVCC
+import CairnTestSupport
+import Dispatch
+import Foundation
+import Synchronization
+import Testing
+@testable import CairnServer
+
+extension InProcessCluster {
+    func v3(_ id: UInt64, _ command: MVCCCommand) -> Result<MVCCResult, V3Error> {
+        let outcome = Mutex<Result<MVCCResult, V3Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        nodes[id]!.proposeV3(command) { result, _ in
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        return outcome.withLock { $0! }
+    }
+
+    func v3Put(_ id: UInt64, _ key: String, _ value: String, lease: Int64 = 0) -> Result<MVCCResult, V3Error> {
+        var request = PutRequest(key: Array(key.utf8), value: Array(value.utf8))
+        request.lease = lease
+        return v3(id, .put(request))
+    }
+
+    /// The value member `id` has applied for `key` (its published view, no round trip).
+    func v3Value(_ id: UInt64, _ key: String) -> String? {
+        nodes[id]!.view().mvcc.get(Array(key.utf8)).map { String(decoding: $0.value, as: UTF8.self) }
+    }
+}
+
+@Suite(.serialized) struct V3ClusterTests {
+    @Test func anyMemberTakesV3WritesAndEveryMemberAppliesThem() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        for (n, id) in cluster.ids.enumerated() {
+            guard case .success(.put(let answer)) = cluster.v3Put(id, "k\(n)", "from-\(n)") else {
+                Issue.record("v3 put through \(id) failed")
+                continue
+            }
+            #expect(answer.revision == Int64(n) + 2)
+        }
+        let txn = TxnRequest(compare: [Compare(.single(Array("k0".utf8)), .value(Array("from-0".utf8)), .equal)],
+                             success: [.deleteRange(DeleteRangeRequest(range: .single(Array("k1".utf8))))])
+        guard case .success(.txn(let answer)) = cluster.v3(cluster.followers(of: leader)[0], .txn(txn)) else {
+            Issue.record("txn failed")
+            return
+        }
+        #expect(answer.succeeded && answer.revision == 5)
+        #expect(cluster.v3Put(leader, "", "x") == .failure(V3Error(MVCCError.emptyKey)), "the key space's error comes back")
+        #expect(eventually { cluster.ids.allSatisfy { cluster.nodes[$0]!.view().mvcc.revision == 5 } })
+        for id in cluster.ids {
+            #expect(cluster.v3Value(id, "k0") == "from-0" && cluster.v3Value(id, "k1") == nil && cluster.v3Value(id, "k2") == "from-2")
+        }
+    }
+
+    @Test func aFollowerBehindTheCompactedLogGetsTheV3KeySpaceBySnapshot() throws {
+        let cluster = try InProcessCluster(size: 3, snapshotCount: 20)
+        let leader = try #require(cluster.awaitLeader())
+        let behind = cluster.followers(of: leader)[0]
+        guard case .success(.leaseGranted(let lease, _)) = cluster.v3(leader, .grantLease(id: 7, ttl: 3600)) else {
+            Issue.record("grant failed")
+            return
+        }
+        cluster.links.isolate(behind, from: cluster.ids)
+        for n in 0..<120 { _ = try cluster.v3Put(leader, "s/\(n % 30)", "v\(n)", lease: n == 119 ? lease.id : 0).get() }
+        _ = try cluster.v3(leader, .compact(revision: 50)).get()
+        #expect(eventually { (try? FileManager.default.contentsOfDirectory(atPath: cluster.directory + "/\(leader)"))?
+            .filter { $0.hasSuffix(".snap") }.count == 2 })
+        cluster.links.heal()
+        #expect(eventually(seconds: 10) { cluster.v3Value(behind, "s/29") == "v119" })
+        let space = cluster.nodes[behind]!.view().mvcc
+        #expect(space.revision == 121 && space.compactedRevision == 50)
+        #expect(space.get(Array("s/0".utf8), at: 100)?.value == Array("v90".utf8), "history after the compaction is kept")
+        #expect(space.leases[7]?.keys.map(\.description) == ["s/29"], "the lease and its key came with it")
+    }
+
+    @Test func aLeaseExpiresOnTheLeaderByTheClusterClockWithItsKeysInOneRevision() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        let follower = cluster.followers(of: leader)[0]
+        // Granted through a follower: the grant is forwarded and the leader keeps its deadline.
+        guard case .success(.leaseGranted(let lease, _)) = cluster.v3(follower, .grantLease(id: 42, ttl: 1)) else {
+            Issue.record("grant failed")
+            return
+        }
+        _ = try cluster.v3Put(follower, "a", "1", lease: lease.id).get()
+        _ = try cluster.v3Put(follower, "b", "2", lease: lease.id).get()
+        _ = try cluster.v3Put(follower, "c", "3").get()
+        #expect(eventually(seconds: 10) { cluster.ids.allSatisfy { cluster.nodes[$0]!.view().mvcc.leases[42] == nil } })
+        for id in cluster.ids {
+            let space = cluster.nodes[id]!.view().mvcc
+            #expect(space.get(Array("a".utf8)) == nil && space.get(Array("b".utf8)) == nil && cluster.v3Value(id, "c") == "3")
+            #expect(space.revision == 5, "both keys deleted in one revision (the puts took 2 to 4)")
+        }
+        #expect(cluster.v3(follower, .keepAliveLease(id: 42)) == .failure(V3Error(MVCCError.leaseNotFound)))
+    }
+}
