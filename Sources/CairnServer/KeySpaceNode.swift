@@ -86,7 +86,7 @@ package final class KeySpaceNode: @unchecked Sendable {
     private let logger = Logger(label: "cairn.node")
     private var keySpace: KeySpace
     /// The v3 side: its key space, lease deadlines, watchers and answers (KeySpaceNode+V3.swift).
-    var v3: V3Member
+    var v3: V3State
     private var sessions = ClientSessions()
     private var members: MemberTable
     /// The cluster's first configuration: from the log when it says, else from the flags (empty when joining).
@@ -188,7 +188,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         requester = Requester(member: options.id, incarnation: random.next())
         hub = WatchHub(historyBytesMax: options.historyBytesMax)
         keySpace = KeySpace(initialIndex: initialIndex)
-        v3 = V3Member(minimumLeaseTTL: Self.minimumLeaseTTL(options))
+        v3 = V3State(minimumLeaseTTL: Self.minimumLeaseTTL(options))
         // A restart without snapshots takes the initial members from the log's first member entry, not from the flags
         // (which change as members come and go): Raft's initial configuration and the store's first index follow it.
         let logged = try Self.loggedInitialMembers(storage.writer)

@@ -73,7 +73,8 @@ package final class Server: @unchecked Sendable {
             clientURLs: configuration.advertiseClientURLs, startTime: clock.now())
         http = HTTPServer(configuration: HTTPServerConfiguration(addresses: configuration.listenClientURLs),
                           handler: ClientHandler(member: member, node: node, token: configuration.initialClusterToken,
-                                                 linearizableReads: configuration.linearizableReads))
+                                                 linearizableReads: configuration.linearizableReads,
+                                                 requestBytesMax: configuration.maxRequestBytes))
         if joining && fresh {
             // Until the cluster's table arrives, the members named on the command line are who to talk to.
             try startTransport(clusterID: 0, peers: bootstrap.members.map(MemberRecord.init))

@@ -17,6 +17,8 @@ package struct ServerConfiguration: Sendable {
     package var snapshotCount = 100_000
     /// Every GET confirms leadership (ReadIndex) as `quorum=true` does, not only those that ask.
     package var linearizableReads = false
+    /// etcd's `--max-request-bytes`: the largest v3 request taken (its encoding), 1.5 MiB by default.
+    package var maxRequestBytes = V3Handler.requestBytesMaxDefault
     /// Watch history kept for resuming watchers, in bytes (etcd keeps 1,000 events whatever their size).
     package var watchHistoryBytesMax = 64 * 1024 * 1024
     /// The validated initial membership and the IDs derived from it.

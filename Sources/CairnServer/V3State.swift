@@ -2,7 +2,7 @@
 // and the answers waiting for this member's proposers. Owned by KeySpaceNode and touched on its queue only.
 import CairnMVCC
 
-struct V3Member {
+struct V3State {
     var space = MVCCKeySpace()
     /// Every lease's deadline in cluster time, renewed by each grant and keep-alive entry at the entry's time on
     /// every member (a follower answers TimeToLive from it). Only a leader proposes revokes from it, and only once it
