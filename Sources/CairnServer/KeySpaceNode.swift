@@ -315,6 +315,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", Double(s.applied)),
             ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", Double(s.pendingProposals)),
             ("etcd_debugging_store_watchers", "Count of currently active watchers.", Double(watcherCount)),
+            ("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", Double(v3WatcherCount)),
             ("cairn_raft_term", "The Raft term this member is in.", Double(s.term)),
             ("cairn_raft_apply_lag_entries", "Committed entries this member has not applied yet.", Double(s.commit &- min(s.commit, s.applied))),
             ("cairn_raft_voters", "Voters in Raft's configuration as this member sees it.", Double(s.voters.count)),

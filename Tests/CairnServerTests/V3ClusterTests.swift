@@ -99,4 +99,25 @@ extension InProcessCluster {
         }
         #expect(cluster.v3(follower, .keepAliveLease(id: 42)) == .failure(V3Error(MVCCError.leaseNotFound)))
     }
+
+    @Test func aNewLeaderGivesEveryLeaseItsFullTTLBeforeExpiringAny() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        let granted = Mutex<Int64>(0)
+        let done = DispatchSemaphore(value: 0)
+        cluster.nodes[leader]!.proposeV3(.grantLease(id: 42, ttl: 5)) { _, view in
+            granted.withLock { $0 = view.clusterTimeNanos }
+            done.signal()
+        }
+        done.wait()
+        let grantTime = granted.withLock { $0 }
+        cluster.links.isolate(leader, from: cluster.ids)
+        let newLeader = try #require(cluster.awaitLeader(excluding: [leader]))
+        let node = cluster.nodes[newLeader]!
+        #expect(eventually { node.queue.sync { node.v3.leasesPromotedTerm == node.raft.term.value } })
+        // As a follower it had the lease due at grant + 5 s; promoted an election timeout or more later, it is not.
+        let dueLater = node.queue.sync { node.v3.leaseClock.expired(now: grantTime + 5_000_000_000).isEmpty }
+        #expect(dueLater, "the lease's deadline moved past its first holder's")
+        #expect(node.view().mvcc.leases[42] != nil)
+    }
 }

@@ -81,6 +81,13 @@ private func post(_ cairn: RunningCairn, _ path: String, _ body: String) throws 
                                   "-d", #"{"create_request":{"key":"\#(b("w"))","start_revision":1}}"#]).split(separator: "\n")
             .filter { $0.hasPrefix("{") }
         #expect(cancelled.last?.hasSuffix(#""raft_term":"1"},"canceled":true,"compact_revision":"3"}}"#) == true, "\(cancelled)")
+        // The clients went away: their watchers went with them.
+        var freed = false
+        for _ in 0..<50 where !freed {
+            freed = try curl([cairn.baseURL + "/metrics"]).contains("\netcd_debugging_mvcc_watcher_total 0.0\n")
+            if !freed { usleep(100_000) }
+        }
+        #expect(freed)
     }
 
     @Test func statusAndMembersDescribeTheMember() throws {
