@@ -38,12 +38,24 @@ struct V3State {
         return result
     }
 
-    /// A key space from a snapshot: every lease gets its full TTL from the snapshot's time.
+    /// A key space from a snapshot: every lease gets its full TTL from the snapshot's time. Watchers get the changes
+    /// the snapshot brought when the new key space still holds them, else etcd's cancel with the compacted revision.
     mutating func restore(_ loaded: MVCCKeySpace, at time: Int64) {
+        let before = space.revision
         space = loaded
         leaseClock.promote(loaded.leases, now: time, extraNanos: 0)
         leasesPromotedTerm = 0
         revokesPending = []
+        guard watches.count > 0 else { return }
+        guard before + 1 >= loaded.compactedRevision, before <= loaded.revision else {
+            for id in watchSinks.keys.sorted() {
+                watches.cancel(id)
+                send([V3WatchDelivery(watchID: id, revision: 0, canceled: true, compactRevision: loaded.compactedRevision)])
+            }
+            return
+        }
+        send(watches.applied(since: before, in: space))
+        catchUpWatchers()
     }
 
     /// Hands the watchers' answers to their sinks; a cancelled watcher's sink goes with its last answer.

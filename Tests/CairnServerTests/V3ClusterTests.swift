@@ -66,9 +66,19 @@ extension InProcessCluster {
             Issue.record("grant failed")
             return
         }
+        // A watcher on the follower that falls behind: the snapshot skips history it needs, so it is cancelled.
+        let delivered = Mutex<[V3WatchDelivery]>([])
+        let created = DispatchSemaphore(value: 0)
+        cluster.nodes[behind]!.watchV3(V3WatchRequest(range: .prefix(Array("s/".utf8))), deliver: { delivery in
+            delivered.withLock { $0.append(delivery) }
+        }, created: { _, _ in created.signal() })
+        created.wait()
         cluster.links.isolate(behind, from: cluster.ids)
-        for n in 0..<120 { _ = try cluster.v3Put(leader, "s/\(n % 30)", "v\(n)", lease: n == 119 ? lease.id : 0).get() }
-        _ = try cluster.v3(leader, .compact(revision: 50)).get()
+        for n in 0..<120 {
+            _ = try cluster.v3Put(leader, "s/\(n % 30)", "v\(n)", lease: n == 119 ? lease.id : 0).get()
+            // Compacted well before the snapshots the follower can get: the history its watcher needs is gone.
+            if n == 60 { _ = try cluster.v3(leader, .compact(revision: 50)).get() }
+        }
         #expect(eventually { (try? FileManager.default.contentsOfDirectory(atPath: cluster.directory + "/\(leader)"))?
             .filter { $0.hasSuffix(".snap") }.count == 2 })
         cluster.links.heal()
@@ -77,6 +87,10 @@ extension InProcessCluster {
         #expect(space.revision == 121 && space.compactedRevision == 50)
         #expect(space.get(Array("s/0".utf8), at: 100)?.value == Array("v90".utf8), "history after the compaction is kept")
         #expect(space.leases[7]?.keys.map(\.description) == ["s/29"], "the lease and its key came with it")
+        let files = try FileManager.default.contentsOfDirectory(atPath: cluster.directory + "/\(behind)")
+        #expect(files.contains { $0.hasSuffix(".snap") }, "\(files)")
+        #expect(delivered.withLock { $0.map { "\($0.revision) \($0.canceled)" } } == ["0 true"])
+        #expect(cluster.nodes[behind]!.v3WatcherCount == 0)
     }
 
     @Test func aLeaseExpiresOnTheLeaderByTheClusterClockWithItsKeysInOneRevision() throws {
