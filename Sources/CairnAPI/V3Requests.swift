@@ -137,6 +137,31 @@ package struct V3Fields {
         return number
     }
 
+    /// A uint64 (member IDs), as a number or a string.
+    package func uint64(_ name: String) throws(V3Error) -> UInt64 {
+        guard let value = field(name) else { return 0 }
+        let text: String
+        switch value {
+        case .number(let number): text = number
+        case .string(let string): text = string
+        default: throw Self.typeError("uint64", value)
+        }
+        guard let number = UInt64(text) else { throw V3Error(.invalidArgument, "json: cannot unmarshal \(text) into Go value of type uint64") }
+        return number
+    }
+
+    /// A repeated string.
+    package func strings(_ name: String) throws(V3Error) -> [String] {
+        guard let value = field(name) else { return [] }
+        guard case .array(let elements) = value else { throw Self.typeError("[]string", value) }
+        var result: [String] = []
+        for element in elements {
+            guard case .string(let text) = element else { throw Self.typeError("string", element) }
+            result.append(text)
+        }
+        return result
+    }
+
     package func bool(_ name: String) throws(V3Error) -> Bool {
         guard let value = field(name) else { return false }
         guard case .bool(let flag) = value else { throw Self.typeError("bool", value) }

@@ -91,21 +91,28 @@ extension V3JSON {
         return json.take()
     }
 
-    package static func memberList(_ header: V3Header, _ members: [V3Member]) -> [UInt8] {
+    /// The member list, and first the member just added when there is one (`cluster/member/add`). List, update,
+    /// remove and promote answer with the list alone.
+    package static func memberList(_ header: V3Header, _ members: [V3Member], added: V3Member? = nil) -> [UInt8] {
         var json = GoJSON()
         var o = V3Object(taking: &json)
         Self.header(&o, header)
+        if let added { o.object("member") { memberFields(&$0, added) } }
         o.array("members", members) { json, member in
             var m = V3Object(taking: &json)
-            m.int64("ID", member.id)
-            m.string("name", member.name)
-            m.array("peerURLs", member.peerURLs) { $0.string($1) }
-            m.array("clientURLs", member.clientURLs) { $0.string($1) }
-            m.bool("isLearner", member.isLearner)
+            memberFields(&m, member)
             m.finish(into: &json)
         }
         o.finish(into: &json)
         return json.take()
+    }
+
+    private static func memberFields(_ m: inout V3Object, _ member: V3Member) {
+        m.int64("ID", member.id)
+        m.string("name", member.name)
+        m.array("peerURLs", member.peerURLs) { $0.string($1) }
+        m.array("clientURLs", member.clientURLs) { $0.string($1) }
+        m.bool("isLearner", member.isLearner)
     }
 }
 

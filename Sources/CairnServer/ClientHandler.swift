@@ -40,7 +40,7 @@ package struct ClientHandler: HTTPHandler {
         self.member = member
         self.node = node
         keys = KeysHandler(node: node, linearizableReads: linearizableReads)
-        v3 = V3Handler(node: node, member: member, requestBytesMax: requestBytesMax)
+        v3 = V3Handler(node: node, member: member, token: token, requestBytesMax: requestBytesMax)
         members = MembersHandler(node: node, token: token)
         console = ConsoleHandler(member: member, node: node)
     }

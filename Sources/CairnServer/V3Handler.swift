@@ -12,7 +12,9 @@ package struct V3Handler: Sendable {
         case leaseTimeToLive = "lease/timetolive", leaseLeases = "lease/leases"
         // etcd's additional bindings for three lease calls (etcd3gw uses them).
         case leaseRevokeAlias = "kv/lease/revoke", leaseTimeToLiveAlias = "kv/lease/timetolive", leaseLeasesAlias = "kv/lease/leases"
-        case watch = "watch", status = "maintenance/status", memberList = "cluster/member/list"
+        case watch = "watch", status = "maintenance/status"
+        case memberList = "cluster/member/list", memberAdd = "cluster/member/add", memberRemove = "cluster/member/remove"
+        case memberUpdate = "cluster/member/update", memberPromote = "cluster/member/promote"
     }
 
     /// etcd's default `--max-request-bytes`: 1.5 MiB.
@@ -22,6 +24,8 @@ package struct V3Handler: Sendable {
 
     let node: KeySpaceNode
     let member: MemberInfo
+    /// Added members get IDs derived from their peer URLs and this token, as `/v2/members` gives them.
+    let token: String
     /// etcd's `--max-request-bytes`: a request whose encoding is longer is refused with "request is too large".
     let requestBytesMax: Int
 
@@ -124,13 +128,8 @@ package struct V3Handler: Sendable {
                                   raftAppliedIndex: raft.applied, errors: raft.storageFailure.map { [$0] } ?? [], dbSizeInUse: size,
                                   isLearner: raft.learners.contains(node.id))
             json(exchange, V3JSON.status(header(view, revision: view.mvcc.revision), status))
-        case .memberList:
-            let view = node.view(), learners = Set(node.raftStatus.learners)
-            let members = node.memberTable.sorted.map {
-                V3Member(id: $0.id, name: $0.name, peerURLs: $0.peerURLs, clientURLs: $0.clientURLs, isLearner: learners.contains($0.id))
-            }
-            // etcd's member list header carries no revision.
-            json(exchange, V3JSON.memberList(header(view, revision: 0), members))
+        case .memberList, .memberAdd, .memberRemove, .memberUpdate, .memberPromote:
+            try members(exchange, endpoint, fields)
         case .watch:
             break
         }
@@ -179,7 +178,7 @@ package struct V3Handler: Sendable {
 
     static let jsonHeaders = ClientHandler.corsHeaders(contentType: "application/json")
 
-    private func json(_ exchange: HTTPExchange, _ body: [UInt8]) {
+    func json(_ exchange: HTTPExchange, _ body: [UInt8]) {
         exchange.respond(status: 200, headers: Self.jsonHeaders, body: body)
     }
 

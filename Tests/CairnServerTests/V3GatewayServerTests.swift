@@ -99,6 +99,30 @@ private func post(_ cairn: RunningCairn, _ path: String, _ body: String) throws 
         #expect(members.contains(#""name":"solo","peerURLs":["http://127.0.0.1:2380"]"#), "\(members)")
     }
 
+    @Test func membersAreAddedThroughTheGatewayWithEtcdsChecks() throws {
+        let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0", "--name", "solo"])
+        defer { _ = cairn.stop() }
+        // Until the member has logged the initial member table (just after it starts serving), changes wait.
+        var added = ""
+        for _ in 0..<50 {
+            added = try post(cairn, "/v3/cluster/member/add", #"{"peerURLs":["http://127.0.0.1:9"]}"#)
+            if !added.hasSuffix(" 503") { break }
+            usleep(100_000)
+        }
+        #expect(added.contains(#""member":{"ID":""#) && added.contains(#""peerURLs":["http://127.0.0.1:9"]},"members":[{"#) && added.hasSuffix(" 200"), "\(added)")
+        let id = try #require(added.split(separator: "\"").dropFirst(added.split(separator: "\"").firstIndex(of: "member")! + 4).first)
+        #expect(try post(cairn, "/v3/cluster/member/add", #"{"peerURLs":["http://127.0.0.1:9"]}"#)
+            == #"{"error":"etcdserver: Peer URLs already exists","message":"etcdserver: Peer URLs already exists","code":9} 412"#)
+        #expect(try post(cairn, "/v3/cluster/member/promote", #"{"ID":"\#(id)"}"#).contains(#""code":9} 412"#),
+                "Cairn promotes members itself: a learner is not in sync yet, a voter is no learner")
+        #expect(try post(cairn, "/v3/cluster/member/update", #"{"ID":"5","peerURLs":["http://127.0.0.1:10"]}"#)
+            == #"{"error":"etcdserver: member not found","message":"etcdserver: member not found","code":5} 404"#)
+        // As etcd: with a member that never started, the started ones are no quorum, and that is checked first.
+        #expect(try post(cairn, "/v3/cluster/member/remove", #"{"ID":"5"}"#)
+            == #"{"error":"etcdserver: re-configuration failed due to not enough started members","message":"etcdserver: re-configuration failed due to not enough started members","code":2} 500"#)
+        #expect(try post(cairn, "/v3/cluster/member/add", #"{"peerURLs":["http://127.0.0.1:9"],"isLearner":true}"#).hasSuffix(#""code":12} 501"#))
+    }
+
     @Test func theV3KeySpaceSurvivesRestartsThroughSnapshots() throws {
         let directory = temporaryDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -23,7 +23,8 @@ def b(text):
     return b64encode(text.encode()).decode()
 
 
-# (path, JSON body as text). Kept in order: each case sees the state the earlier ones left.
+# (path, JSON body as text). Kept in order: each case sees the state the earlier ones left. {self_id} and {self_peer}
+# stand for the member's own ID and peer URL.
 CASES = [
     ("/v3/kv/range", "{}"),
     ("/v3/kv/range", ""),
@@ -84,6 +85,13 @@ CASES = [
     ("/v3/kv/range", json.dumps({"key": b("leased")})),
     ("/v3/lease/revoke", json.dumps({"ID": 1001})),
     ("/v3/cluster/member/list", "{}"),
+    ("/v3/cluster/member/add", "{}"),
+    ("/v3/cluster/member/add", '{"peerURLs":["notaurl"]}'),
+    ("/v3/cluster/member/add", '{"peerURLs":["{self_peer}"]}'),
+    ("/v3/cluster/member/remove", "{}"),
+    ("/v3/cluster/member/update", '{"ID":"5","peerURLs":["http://127.0.0.1:2"]}'),
+    ("/v3/cluster/member/promote", '{"ID":"{self_id}"}'),
+    ("/v3/cluster/member/promote", '{"ID":"5"}'),
     ("/v3/maintenance/status", "{}"),
     ("/v3/kv/nothing", "{}"),
     ("/v3alpha/kv/range", "{}"),
@@ -148,7 +156,10 @@ def normalise(text):
 
 def run(url):
     answers = []
+    [me] = json.loads(request(url, "/v3/cluster/member/list", "{}")[2])["members"]
     for path, body in CASES:
+        if body:
+            body = body.replace("{self_id}", me["ID"]).replace("{self_peer}", me["peerURLs"][0])
         method = "POST"
         if path.startswith("GET "):
             method, path = "GET", path[4:]
