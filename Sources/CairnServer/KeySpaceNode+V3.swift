@@ -49,7 +49,8 @@ extension KeySpaceNode {
         guard raft.role == .leader, entryTerm == term, v3.leasesPromotedTerm != term else { return }
         v3.leasesPromotedTerm = term
         v3.revokesPending = []
-        v3.leaseClock.promote(v3.space.leases, now: appliedClusterTime,
+        let leases = v3.space.leases
+        v3.leaseClock.promote(leases, now: appliedClusterTime,
                               extraNanos: Int64(options.electionTimeoutMilliseconds) * 1_000_000)
     }
 
@@ -59,6 +60,26 @@ extension KeySpaceNode {
         for id in v3.leaseClock.expired(now: now) where !v3.revokesPending.contains(id) {
             v3.revokesPending.insert(id)
             submit(.mvcc(MVCCCommand.revokeLease(id: id).encoded())) { [self] _, _ in v3.revokesPending.remove(id) }
+        }
+    }
+
+    /// On the leader's 500 ms timer: the compaction `--auto-compaction-*` asks for now, if any, one at a time.
+    func proposeCompactionIfDue() {
+        // Read before `autoCompaction` is modified: one access to `v3` at a time.
+        let revision = v3.space.revision, now = self.now
+        guard raft.role == .leader, !v3.compactionPending, let due = v3.autoCompaction?.due(now: now, revision: revision) else { return }
+        v3.compactionPending = true
+        let sequence = nextSequence
+        submit(.mvcc(MVCCCommand.compact(revision: due).encoded())) { [self] result, _ in
+            v3.compactionPending = false
+            let done: Bool
+            switch (result, v3.results.removeValue(forKey: sequence)) {
+            // Already compacted that far counts as done, as in etcd.
+            case (.success, .success?), (.success, .failure(.compacted)?): done = true
+            default: done = false
+            }
+            let finished = self.now
+            v3.autoCompaction?.compacted(due, succeeded: done, now: finished)
         }
     }
 
@@ -79,7 +100,8 @@ extension KeySpaceNode {
         queue.async { [self] in
             let id = v3.nextWatchID
             do throws(V3Watches.CreateError) {
-                let cancelled = try v3.watches.create(id, request, in: v3.space)
+                let space = v3.space
+                let cancelled = try v3.watches.create(id, request, in: space)
                 v3.nextWatchID += 1
                 created(.success(id), v3.space.revision)
                 if let cancelled { return deliver(cancelled) }
@@ -103,7 +125,9 @@ extension KeySpaceNode {
     /// After an applied batch: the changes since `revision` to the synced watchers, then history to those behind.
     func deliverV3Watches(since revision: Int64) {
         guard v3.watches.count > 0 else { return }
-        v3.send(v3.watches.applied(since: revision, in: v3.space))
+        let space = v3.space
+        let deliveries = v3.watches.applied(since: revision, in: space)
+        v3.send(deliveries)
         v3.catchUpWatchers()
     }
 

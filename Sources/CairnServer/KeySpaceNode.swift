@@ -59,6 +59,8 @@ package final class KeySpaceNode: @unchecked Sendable {
         package var electionTimeoutMilliseconds = 1000
         package var snapshotCount = 100_000
         package var historyBytesMax = 64 * 1024 * 1024
+        /// The v3 key space's automatic compaction, proposed by the leader (nil: none).
+        package var autoCompaction: AutoCompaction.Mode?
         /// How long a write or a `quorum=true` read waits for its entry or read index before failing.
         package var requestTimeoutMilliseconds = 7000
 
@@ -188,7 +190,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         requester = Requester(member: options.id, incarnation: random.next())
         hub = WatchHub(historyBytesMax: options.historyBytesMax)
         keySpace = KeySpace(initialIndex: initialIndex)
-        v3 = V3State(minimumLeaseTTL: Self.minimumLeaseTTL(options))
+        v3 = V3State(minimumLeaseTTL: Self.minimumLeaseTTL(options), autoCompaction: options.autoCompaction.map(AutoCompaction.init))
         // A restart without snapshots takes the initial members from the log's first member entry, not from the flags
         // (which change as members come and go): Raft's initial configuration and the store's first index follow it.
         let logged = try Self.loggedInitialMembers(storage.writer)
@@ -271,6 +273,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         expiry.setEventHandler { [unowned self] in
             proposeExpiryIfDue()
             proposeLeaseRevokesIfDue()
+            proposeCompactionIfDue()
         }
         expiry.resume()
         timers = [tick, expiry]

@@ -64,6 +64,7 @@ package final class Server: @unchecked Sendable {
         // etcd's request timeout: 5 s plus two election timeouts.
         options.requestTimeoutMilliseconds = 5000 + 2 * configuration.electionTimeoutMilliseconds
         options.historyBytesMax = configuration.watchHistoryBytesMax
+        options.autoCompaction = configuration.autoCompaction
         // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write; a joiner
         // learns the count from the log's first member entry.
         node = try KeySpaceNode(clock: clock, initialIndex: KeySpaceNode.storeInitialIndex(memberCount: initialMembers.count), storage: storage,

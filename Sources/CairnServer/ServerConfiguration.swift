@@ -1,6 +1,7 @@
 // What a member is told on its command line, already validated: etcd's flags as values.
 // URL lists are checked here so a typo fails at start-up with the flag's name, never later.
 import CairnHTTP
+import CairnMVCC
 
 package struct ServerConfiguration: Sendable {
     package var name = "default"
@@ -19,6 +20,8 @@ package struct ServerConfiguration: Sendable {
     package var linearizableReads = false
     /// etcd's `--max-request-bytes`: the largest v3 request taken (its encoding), 1.5 MiB by default.
     package var maxRequestBytes = V3Handler.requestBytesMaxDefault
+    /// etcd's `--auto-compaction-mode` and `--auto-compaction-retention`; nil: no automatic compaction (etcd's default).
+    package var autoCompaction: AutoCompaction.Mode?
     /// Watch history kept for resuming watchers, in bytes (etcd keeps 1,000 events whatever their size).
     package var watchHistoryBytesMax = 64 * 1024 * 1024
     /// The validated initial membership and the IDs derived from it.

@@ -19,8 +19,14 @@ struct V3State {
     var results: [UInt64: Result<MVCCResult, MVCCError>] = [:]
     /// etcd's minimum lease TTL (seconds): 1.5 election timeouts, rounded up.
     let minimumLeaseTTL: Int64
+    /// `--auto-compaction-*`, consulted by the leader; a compaction it proposed is pending until applied.
+    var autoCompaction: AutoCompaction?
+    var compactionPending = false
 
-    init(minimumLeaseTTL: Int64) { self.minimumLeaseTTL = minimumLeaseTTL }
+    init(minimumLeaseTTL: Int64, autoCompaction: AutoCompaction?) {
+        self.minimumLeaseTTL = minimumLeaseTTL
+        self.autoCompaction = autoCompaction
+    }
 
     /// Applies a logged command at the entry's cluster time; lease deadlines follow grants, keep-alives and revokes.
     mutating func apply(_ command: MVCCCommand, at time: Int64) -> Result<MVCCResult, MVCCError> {

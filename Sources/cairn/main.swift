@@ -88,6 +88,12 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "Log level: debug, info, warn, error.")
     var logLevel = "info"
 
+    @Option(name: .customLong("auto-compaction-mode"), help: "Interpret 'auto-compaction-retention' one of: periodic|revision.")
+    var autoCompactionMode = "periodic"
+
+    @Option(name: .customLong("auto-compaction-retention"), help: "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.")
+    var autoCompactionRetention = "0"
+
     @Option(name: .customLong("max-request-bytes"), help: "Maximum client request size in bytes the server will accept (v3).")
     var maxRequestBytes = 1024 * 1024 + 512 * 1024
 
@@ -133,6 +139,11 @@ struct Serve: ParsableCommand {
         configuration.snapshotCount = snapshotCount
         configuration.linearizableReads = linearizableReads
         configuration.maxRequestBytes = maxRequestBytes
+        do {
+            configuration.autoCompaction = try AutoCompactionFlags.parse(mode: autoCompactionMode, retention: autoCompactionRetention)
+        } catch {
+            throw ValidationError(error.description)
+        }
         return configuration
     }
 
@@ -140,7 +151,7 @@ struct Serve: ParsableCommand {
     static let flagNames = [
         "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls", "initial-advertise-peer-urls",
         "initial-cluster", "initial-cluster-state", "initial-cluster-token", "heartbeat-interval", "election-timeout",
-        "snapshot-count", "enable-v2", "log-level", "max-request-bytes",
+        "snapshot-count", "enable-v2", "log-level", "max-request-bytes", "auto-compaction-mode", "auto-compaction-retention",
     ]
 
     static let logLevels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning, "error": .error]

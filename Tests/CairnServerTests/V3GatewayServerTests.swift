@@ -1,6 +1,7 @@
 // The v3 JSON gateway of a running member, over HTTP as clients reach it: key-value calls with etcd's answers and
 // errors, the request bound, leases that expire with their keys, watch streams, status and members, and the v3 key
 // space kept across restarts through snapshots.
+import CairnMVCC
 import Foundation
 import Testing
 @testable import CairnServer
@@ -121,6 +122,35 @@ private func post(_ cairn: RunningCairn, _ path: String, _ body: String) throws 
         #expect(try post(cairn, "/v3/cluster/member/remove", #"{"ID":"5"}"#)
             == #"{"error":"etcdserver: re-configuration failed due to not enough started members","message":"etcdserver: re-configuration failed due to not enough started members","code":2} 500"#)
         #expect(try post(cairn, "/v3/cluster/member/add", #"{"peerURLs":["http://127.0.0.1:9"],"isLearner":true}"#).hasSuffix(#""code":12} 501"#))
+    }
+
+    @Test func theLeaderCompactsByItselfWithAutoCompaction() throws {
+        let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0", "--auto-compaction-mode", "periodic",
+                                      "--auto-compaction-retention", "1s"])
+        defer { _ = cairn.stop() }
+        for value in ["1", "2", "3"] { _ = try post(cairn, "/v3/kv/put", #"{"key":"\#(b("c"))","value":"\#(b(value))"}"#) }
+        var compacted = false
+        for _ in 0..<100 where !compacted {
+            usleep(100_000)
+            compacted = try post(cairn, "/v3/kv/range", #"{"key":"\#(b("c"))","revision":2}"#).contains("required revision has been compacted")
+        }
+        #expect(compacted, "a second of history is kept, then the leader compacts")
+        #expect(try post(cairn, "/v3/kv/range", #"{"key":"\#(b("c"))"}"#).contains(#""value":"\#(b("3"))""#))
+    }
+
+    @Test(arguments: [("periodic", "1", AutoCompaction.Mode.periodic(retentionNanos: 3_600_000_000_000)),
+                      ("periodic", "1h30m", .periodic(retentionNanos: 5_400_000_000_000)),
+                      ("periodic", "500ms", .periodic(retentionNanos: 500_000_000)),
+                      ("revision", "1000", .revision(retention: 1000))])
+    func autoCompactionFlagsReadAsEtcdReadsThem(mode: String, retention: String, expected: AutoCompaction.Mode) throws {
+        #expect(try AutoCompactionFlags.parse(mode: mode, retention: retention) == expected)
+    }
+
+    @Test func badAutoCompactionFlagsAreRefused() throws {
+        #expect(try AutoCompactionFlags.parse(mode: "periodic", retention: "0") == nil)
+        for (mode, retention) in [("periodic", "5x"), ("periodic", "-1"), ("revision", "1h"), ("sometimes", "1"), ("periodic", "1e300")] {
+            #expect(throws: ConfigurationError.self) { try AutoCompactionFlags.parse(mode: mode, retention: retention) }
+        }
     }
 
     @Test func theV3KeySpaceSurvivesRestartsThroughSnapshots() throws {
