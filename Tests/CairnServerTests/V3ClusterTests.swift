@@ -134,4 +134,25 @@ extension InProcessCluster {
         #expect(dueLater, "the lease's deadline moved past its first holder's")
         #expect(node.view().mvcc.leases[42] != nil)
     }
+
+    @Test func aWatchOnAFollowerSeesWritesMadeThroughTheLeader() throws {
+        let cluster = try InProcessCluster(size: 3)
+        let leader = try #require(cluster.awaitLeader())
+        let follower = cluster.followers(of: leader)[0]
+        let delivered = Mutex<[V3WatchDelivery]>([])
+        let created = DispatchSemaphore(value: 0)
+        var request = V3WatchRequest(range: .prefix(Array("f/".utf8)))
+        request.prevKV = true
+        cluster.nodes[follower]!.watchV3(request, deliver: { delivery in delivered.withLock { $0.append(delivery) } },
+                                         created: { _, _ in created.signal() })
+        created.wait()
+        _ = try cluster.v3Put(leader, "f/a", "1").get()
+        _ = try cluster.v3Put(leader, "f/a", "2").get()
+        _ = try cluster.v3Put(leader, "g", "outside").get()
+        _ = try cluster.v3(leader, .deleteRange(DeleteRangeRequest(range: .prefix(Array("f/".utf8))))).get()
+        #expect(eventually { delivered.withLock { $0.count } == 3 })
+        let events = delivered.withLock { $0 }.flatMap(\.events)
+        #expect(events.map(\.type) == [.put, .put, .delete])
+        #expect(events[1].prevKV?.value == Array("1".utf8) && events[2].kv.modRevision == 5)
+    }
 }
