@@ -122,6 +122,18 @@ extension KeySpaceNode {
 
     var v3WatcherCount: Int { queue.sync { v3.watches.count } }
 
+    /// etcd's progress notification: every interval, an empty answer at the current revision to each synced watcher
+    /// that asked for them.
+    func notifyWatchProgressIfDue() {
+        let now = clock.now()
+        if v3.progressNotifiedNanos == 0 { v3.progressNotifiedNanos = now }
+        guard now - v3.progressNotifiedNanos >= Int64(options.watchProgressNotifyIntervalMilliseconds) * 1_000_000 else { return }
+        v3.progressNotifiedNanos = now
+        let space = v3.space
+        let notifications = v3.watches.progress(in: space)
+        v3.send(notifications)
+    }
+
     /// After an applied batch: the changes since `revision` to the synced watchers, then history to those behind.
     func deliverV3Watches(since revision: Int64) {
         guard v3.watches.count > 0 else { return }

@@ -61,6 +61,8 @@ package final class KeySpaceNode: @unchecked Sendable {
         package var historyBytesMax = 64 * 1024 * 1024
         /// The v3 key space's automatic compaction, proposed by the leader (nil: none).
         package var autoCompaction: AutoCompaction.Mode?
+        /// How often v3 watchers that asked for progress notifications get one (etcd's default: 10 minutes).
+        package var watchProgressNotifyIntervalMilliseconds = 600_000
         /// How long a write or a `quorum=true` read waits for its entry or read index before failing.
         package var requestTimeoutMilliseconds = 7000
 
@@ -274,6 +276,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             proposeExpiryIfDue()
             proposeLeaseRevokesIfDue()
             proposeCompactionIfDue()
+            notifyWatchProgressIfDue()
         }
         expiry.resume()
         timers = [tick, expiry]

@@ -65,6 +65,7 @@ package final class Server: @unchecked Sendable {
         options.requestTimeoutMilliseconds = 5000 + 2 * configuration.electionTimeoutMilliseconds
         options.historyBytesMax = configuration.watchHistoryBytesMax
         options.autoCompaction = configuration.autoCompaction
+        options.watchProgressNotifyIntervalMilliseconds = configuration.watchProgressNotifyIntervalMilliseconds
         // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write; a joiner
         // learns the count from the log's first member entry.
         node = try KeySpaceNode(clock: clock, initialIndex: KeySpaceNode.storeInitialIndex(memberCount: initialMembers.count), storage: storage,

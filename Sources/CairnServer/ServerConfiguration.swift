@@ -22,6 +22,8 @@ package struct ServerConfiguration: Sendable {
     package var maxRequestBytes = V3Handler.requestBytesMaxDefault
     /// etcd's `--auto-compaction-mode` and `--auto-compaction-retention`; nil: no automatic compaction (etcd's default).
     package var autoCompaction: AutoCompaction.Mode?
+    /// etcd's `--experimental-watch-progress-notify-interval`.
+    package var watchProgressNotifyIntervalMilliseconds = 600_000
     /// Watch history kept for resuming watchers, in bytes (etcd keeps 1,000 events whatever their size).
     package var watchHistoryBytesMax = 64 * 1024 * 1024
     /// The validated initial membership and the IDs derived from it.

@@ -22,6 +22,8 @@ struct V3State {
     /// `--auto-compaction-*`, consulted by the leader; a compaction it proposed is pending until applied.
     var autoCompaction: AutoCompaction?
     var compactionPending = false
+    /// When watchers were last sent progress notifications (this process's clock; 0: not yet).
+    var progressNotifiedNanos: Int64 = 0
 
     init(minimumLeaseTTL: Int64, autoCompaction: AutoCompaction?) {
         self.minimumLeaseTTL = minimumLeaseTTL

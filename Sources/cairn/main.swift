@@ -94,6 +94,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("auto-compaction-retention"), help: "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.")
     var autoCompactionRetention = "0"
 
+    @Option(name: .customLong("experimental-watch-progress-notify-interval"), help: "Duration of periodic watch progress notifications.")
+    var watchProgressNotifyInterval = "10m0s"
+
     @Option(name: .customLong("max-request-bytes"), help: "Maximum client request size in bytes the server will accept (v3).")
     var maxRequestBytes = 1024 * 1024 + 512 * 1024
 
@@ -139,6 +142,10 @@ struct Serve: ParsableCommand {
         configuration.snapshotCount = snapshotCount
         configuration.linearizableReads = linearizableReads
         configuration.maxRequestBytes = maxRequestBytes
+        guard let progressNanos = parseGoDurationNanos(watchProgressNotifyInterval), progressNanos >= 1_000_000 else {
+            throw ValidationError("--experimental-watch-progress-notify-interval must be a duration of 1ms or more (\"10m\", \"30s\")")
+        }
+        configuration.watchProgressNotifyIntervalMilliseconds = Int(progressNanos / 1_000_000)
         do {
             configuration.autoCompaction = try AutoCompactionFlags.parse(mode: autoCompactionMode, retention: autoCompactionRetention)
         } catch {
@@ -152,6 +159,7 @@ struct Serve: ParsableCommand {
         "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls", "initial-advertise-peer-urls",
         "initial-cluster", "initial-cluster-state", "initial-cluster-token", "heartbeat-interval", "election-timeout",
         "snapshot-count", "enable-v2", "log-level", "max-request-bytes", "auto-compaction-mode", "auto-compaction-retention",
+        "experimental-watch-progress-notify-interval",
     ]
 
     static let logLevels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning, "error": .error]

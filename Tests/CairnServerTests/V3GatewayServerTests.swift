@@ -91,6 +91,19 @@ private func post(_ cairn: RunningCairn, _ path: String, _ body: String) throws 
         #expect(freed)
     }
 
+    @Test func aWatcherThatAsksGetsProgressNotifications() throws {
+        let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0", "--experimental-watch-progress-notify-interval", "300ms"])
+        defer { _ = cairn.stop() }
+        _ = try post(cairn, "/v3/kv/put", #"{"key":"\#(b("p"))","value":"\#(b("1"))"}"#)
+        let lines = try curl(["-N", "--max-time", "2", "-X", "POST", cairn.baseURL + "/v3/watch",
+                              "-d", #"{"create_request":{"key":"\#(b("p"))","progress_notify":true}}"#]).split(separator: "\n").filter { $0.hasPrefix("{") }
+        #expect(lines.count >= 2, "\(lines)")
+        #expect(lines.dropFirst().allSatisfy { $0.hasSuffix(#""revision":"2","raft_term":"1"}}}"#) }, "\(lines)")
+        let quiet = try curl(["-N", "--max-time", "1", "-X", "POST", cairn.baseURL + "/v3/watch",
+                              "-d", #"{"create_request":{"key":"\#(b("p"))"}}"#]).split(separator: "\n").filter { $0.hasPrefix("{") }
+        #expect(quiet.count == 1, "a watcher that did not ask gets none")
+    }
+
     @Test func statusAndMembersDescribeTheMember() throws {
         let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0", "--name", "solo"])
         defer { _ = cairn.stop() }
