@@ -106,7 +106,7 @@ extension KeySpaceNode {
                 created(.success(id), v3.space.revision)
                 if let cancelled { return deliver(cancelled) }
                 v3.watchSinks[id] = deliver
-                v3.catchUpWatchers()
+                catchUpV3Watchers()
             } catch {
                 created(.failure(V3Error(.resourceExhausted, "etcdserver: too many watchers (\(V3Watches.watchersMax))")), v3.space.revision)
             }
@@ -140,7 +140,23 @@ extension KeySpaceNode {
         let space = v3.space
         let deliveries = v3.watches.applied(since: revision, in: space)
         v3.send(deliveries)
-        v3.catchUpWatchers()
+        catchUpV3Watchers()
+    }
+
+    /// One round of history for each watcher still behind (at most `V3Watches.catchUpRevisionsMax` revisions each),
+    /// then the next round queued behind whatever else waits: a watcher replaying a long history never holds the
+    /// node's queue for more than a round, and a watcher that does not read is cut off by its output bound meanwhile.
+    func catchUpV3Watchers() {
+        guard !v3.watches.unsynced.isEmpty else { return }
+        let space = v3.space
+        let deliveries = v3.watches.catchUp(in: space)
+        v3.send(deliveries)
+        guard !v3.watches.unsynced.isEmpty, !v3.catchUpScheduled else { return }
+        v3.catchUpScheduled = true
+        queue.async { [self] in
+            v3.catchUpScheduled = false
+            catchUpV3Watchers()
+        }
     }
 
     // MARK: - Snapshot section

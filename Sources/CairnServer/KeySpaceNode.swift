@@ -1166,6 +1166,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         appliedRaftIndex = metadata.index.value
         appliedClusterTime = Int64(bitPattern: metadata.clusterTimeNanos)
         v3.restore(loaded.mvcc, at: appliedClusterTime)
+        catchUpV3Watchers()
         snapshotIndex = appliedRaftIndex
         log.applySnapshot(metadata)
         publish()

@@ -24,6 +24,8 @@ struct V3State {
     var compactionPending = false
     /// When watchers were last sent progress notifications (this process's clock; 0: not yet).
     var progressNotifiedNanos: Int64 = 0
+    /// A round of history replay is queued for the watchers still behind.
+    var catchUpScheduled = false
 
     init(minimumLeaseTTL: Int64, autoCompaction: AutoCompaction?) {
         self.minimumLeaseTTL = minimumLeaseTTL
@@ -46,8 +48,9 @@ struct V3State {
         return result
     }
 
-    /// A key space from a snapshot: every lease gets its full TTL from the snapshot's time. Watchers get the changes
-    /// the snapshot brought when the new key space still holds them, else etcd's cancel with the compacted revision.
+    /// A key space from a snapshot: every lease gets its full TTL from the snapshot's time. Synced watchers get the
+    /// changes the snapshot brought when the new key space still holds them, else etcd's cancel with the compacted
+    /// revision (the caller then catches up those still behind).
     mutating func restore(_ loaded: MVCCKeySpace, at time: Int64) {
         let before = space.revision
         space = loaded
@@ -63,7 +66,6 @@ struct V3State {
             return
         }
         send(watches.applied(since: before, in: space))
-        catchUpWatchers()
     }
 
     /// Hands the watchers' answers to their sinks; a cancelled watcher's sink goes with its last answer.
@@ -72,10 +74,5 @@ struct V3State {
             watchSinks[delivery.watchID]?(delivery)
             if delivery.canceled { watchSinks[delivery.watchID] = nil }
         }
-    }
-
-    /// Replays history to every watcher still behind, a bounded batch each per round, until all are synced.
-    mutating func catchUpWatchers() {
-        while !watches.unsynced.isEmpty { send(watches.catchUp(in: space)) }
     }
 }

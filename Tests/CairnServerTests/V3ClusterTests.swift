@@ -155,4 +155,23 @@ extension InProcessCluster {
         #expect(events.map(\.type) == [.put, .put, .delete])
         #expect(events[1].prevKV?.value == Array("1".utf8) && events[2].kv.modRevision == 5)
     }
+
+    @Test func aWatcherReplayingALongHistoryGetsItInRoundsThenLiveChanges() throws {
+        let cluster = try InProcessCluster(size: 1)
+        let leader = try #require(cluster.awaitLeader())
+        for n in 0..<1_200 { _ = try cluster.v3Put(leader, "h/\(n % 10)", "v\(n)").get() }
+        let delivered = Mutex<[V3WatchDelivery]>([])
+        let created = DispatchSemaphore(value: 0)
+        var request = V3WatchRequest(range: .prefix(Array("h/".utf8)))
+        request.startRevision = 2
+        cluster.nodes[leader]!.watchV3(request, deliver: { delivery in delivered.withLock { $0.append(delivery) } },
+                                       created: { _, _ in created.signal() })
+        created.wait()
+        #expect(eventually { delivered.withLock { $0.flatMap(\.events).count } == 1_200 })
+        _ = try cluster.v3Put(leader, "h/live", "x").get()
+        #expect(eventually { delivered.withLock { $0.flatMap(\.events).count } == 1_201 })
+        let all = delivered.withLock { $0 }
+        #expect(all.count == 3, "two rounds of history (1,000 revisions at most each), then the live change")
+        #expect(all.flatMap(\.events).map(\.kv.modRevision) == Array(2...1_202))
+    }
 }
