@@ -40,7 +40,10 @@ let package = Package(
         .systemLibrary(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib"]),
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]),
+        .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib", "COpenSSL"]),
         .target(name: "CairnPeer", dependencies: ["CairnHTTP", "CairnBase"]),
         .target(
             name: "CairnServer",

@@ -1,5 +1,5 @@
-// One client connection: non-blocking socket I/O from Dispatch sources on its serial queue, timeouts, backpressure, HTTP/1.1.
-// The first bytes decide the protocol: the HTTP/2 preface hands the connection to nghttp2, anything else is HTTP/1.1.
+// One client connection: non-blocking socket I/O (plain or TLS) from Dispatch sources on its serial queue, timeouts,
+// backpressure, HTTP/1.1. ALPN's `h2` or the HTTP/2 preface hands the connection to nghttp2, anything else is HTTP/1.1.
 import Glibc
 
 final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline {
@@ -13,7 +13,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
     let ioQueue: IOQueue
     let configuration: HTTPServerConfiguration
     let handler: any HTTPHandler
-    private let fd: Int32
+    private let stream: SocketStream
     /// Weak: a server dropped without `shutdown` must not be reached by a connection's last events.
     private weak var server: HTTPServer?
     let gauges: HTTPServerGauges
@@ -34,6 +34,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
     private var inputEnded = false
     private var flushScheduled = false
     private var inSocketEvent = false
+    /// A read is queued for input OpenSSL decrypted ahead, which the read source will not announce.
+    private var bufferedReadScheduled = false
     private var closeWhenFlushed = false
     private(set) var isClosed = false
     private var isDraining = false
@@ -62,17 +64,17 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
     private var pendingOutput: Int { output.count - outputStart }
     var pendingOutputBytes: Int { pendingOutput }
 
-    init(id: Int, fd: Int32, server: HTTPServer, ioQueue: IOQueue, configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
+    init(id: Int, stream: SocketStream, server: HTTPServer, ioQueue: IOQueue, configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
         self.id = id
-        self.fd = fd
+        self.stream = stream
         self.server = server
         self.gauges = server.gauges
         self.ioQueue = ioQueue
         self.configuration = configuration
         self.handler = handler
         self.parser = HTTP1RequestParser(limits: configuration.http1)
-        sources = SocketSources(fd: fd, queue: ioQueue.queue, onReadable: { [weak self] in self?.onReadable() },
-                                onWritable: { [weak self] in self?.flushNow() })
+        sources = SocketSources(fd: stream.fd, queue: ioQueue.queue, onReadable: { [weak self] in self?.onReadable() },
+                                onWritable: { [weak self] in self?.onWritable() })
     }
 
     /// Starts reading; called once, on the queue.
@@ -99,23 +101,28 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         var sawEOF = false
         var reads = 0
         let readScratch = ioQueue.readScratch
-        while reads < 4, input.count - inputStart < inputBytesMax {
+        reading: while reads < 4, input.count - inputStart < inputBytesMax {
             reads += 1
             let room = min(readScratch.count, inputBytesMax - (input.count - inputStart))
-            let n = Glibc.read(fd, readScratch.baseAddress, room)
-            let readErrno = errno
-            if n > 0 {
+            switch stream.read(into: UnsafeMutableRawBufferPointer(rebasing: readScratch[0..<room])) {
+            case .bytes(let n):
                 compactInput()
                 input.append(contentsOf: UnsafeRawBufferPointer(rebasing: readScratch[0..<n]))
                 lastReadNanos = monotonicNanoseconds()
                 if headStartNanos == nil, parser.isBetweenRequests, exchange == nil { headStartNanos = lastReadNanos }
-                if n < room { break }
-            } else if n == 0 {
+                // OpenSSL returns one record per read: only a plain socket's short read means it is drained.
+                if n < room, stream.tls == nil { break reading }
+            case .ended:
                 sawEOF = true
                 inputEnded = true
-                break
-            } else {
-                if readErrno == EAGAIN || readErrno == EWOULDBLOCK || readErrno == EINTR { break }
+                break reading
+            case .wouldBlock:
+                break reading
+            case .failed(let reason):
+                if stream.isHandshaking {
+                    configuration.tls?.handshakeRefused(fd: stream.fd, reason: reason)
+                    stream.discardReceived()
+                }
                 close()
                 return
             }
@@ -142,7 +149,20 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         guard !isClosed, let sources else { return }
         let pauseReading = input.count - inputStart >= inputBytesMax || pendingOutput > configuration.outputBytesHigh
         sources.setReading(!pauseReading && !inputEnded)
-        sources.setWriting(pendingOutput > 0)
+        sources.setWriting(pendingOutput > 0 || stream.waitsForWritable)
+        if sources.isReading, stream.hasBufferedInput, !bufferedReadScheduled {
+            bufferedReadScheduled = true
+            ioQueue.execute { [weak self] in
+                self?.bufferedReadScheduled = false
+                self?.onReadable()
+            }
+        }
+    }
+
+    /// The socket has room: a TLS handshake or read that had to write goes on, then queued output goes out.
+    private func onWritable() {
+        if stream.waitsForWritable { onReadable() }
+        flushNow()
     }
 
     private func peerClosed() {
@@ -171,6 +191,11 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
             guard !isClosed else { return }
             switch mode {
             case .detecting:
+                if stream.tls?.negotiatedProtocol == "h2" {
+                    startHTTP2(upgrade: nil)
+                    needsProcessing = true
+                    continue
+                }
                 let available = input.count - inputStart
                 let compared = min(available, Self.http2Preface.count)
                 if compared == 0 { return }
@@ -283,7 +308,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         if let expect = headers["expect"], expect.lowercased() != "100-continue" {
             return sendError(HTTPError(417, "unsupported expectation"))
         }
-        if framing == .none, headers.listContains("upgrade", token: "h2c"), headers.listContains("connection", token: "http2-settings"),
+        // h2c is HTTP/2 in the clear: over TLS the header is ignored (RFC 7540 §3.2), HTTP/2 comes by ALPN there.
+        if framing == .none, stream.tls == nil, headers.listContains("upgrade", token: "h2c"), headers.listContains("connection", token: "http2-settings"),
             let settings = headers["http2-settings"].flatMap(Base64URL.decode)
         {
             send(Array("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".utf8))
@@ -441,17 +467,14 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         guard !isClosed else { return }
         let wasAbove = pendingOutput >= configuration.outputBytesHigh
         while outputStart < output.count {
-            let n = output.withUnsafeBytes { buffer in
-                Glibc.send(fd, buffer.baseAddress! + outputStart, output.count - outputStart, Int32(MSG_NOSIGNAL))
-            }
-            if n > 0 {
-                outputStart += n
-                lastWriteNanos = monotonicNanoseconds()
-            } else {
-                if n < 0, errno == EINTR { continue }
-                if n < 0, errno != EAGAIN, errno != EWOULDBLOCK { return close() }
+            let written = output.withUnsafeBytes { stream.write(UnsafeRawBufferPointer(rebasing: $0[outputStart...])) }
+            guard case .wrote(let n) = written else {
+                if case .failed = written { return close() }
                 break
             }
+            if n == 0 { break }
+            outputStart += n
+            lastWriteNanos = monotonicNanoseconds()
         }
         if outputStart == output.count {
             output.removeAll(keepingCapacity: output.capacity <= 1024 * 1024)
@@ -488,6 +511,8 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
 
     private func protocolDeadline() -> UInt64? {
         let second: UInt64 = 1_000_000_000
+        // Reads during the handshake move no application byte, so `lastReadNanos` is still the accept time.
+        if stream.isHandshaking { return lastReadNanos + UInt64(configuration.tlsHandshakeTimeoutSeconds) * second }
         if pendingOutput > 0 { return lastWriteNanos + UInt64(configuration.writeStallTimeoutSeconds) * second }
         switch mode {
         case .http2(let session):
@@ -516,6 +541,10 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         guard !isClosed else { return }
         guard let deadline = currentDeadline() else { return }
         if monotonicNanoseconds() >= deadline {
+            if stream.isHandshaking {
+                configuration.tls?.handshakeRefused(
+                    fd: stream.fd, reason: "TLS handshake not finished within \(configuration.tlsHandshakeTimeoutSeconds) s")
+            }
             if headStartNanos != nil, exchange == nil, pendingOutput == 0, case .http1 = mode {
                 sendError(HTTPError(408, "request head not received in time"))
                 flushNow()
@@ -550,48 +579,12 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         guard !isClosed else { return }
         isClosed = true
         ioQueue.remove(token)
+        stream.closeNotify()
         sources?.cancel()
         let exchange = self.exchange
         self.exchange = nil
         exchange?.transportClosed()
         if case .http2(let session) = mode { session.closeAll() }
         server?.connectionClosed(self)
-    }
-}
-
-/// Writes a lowercased header name as Go does (`x-etcd-index` → `X-Etcd-Index`): clients compare recorded answers.
-private func appendCanonicalHeaderName(_ lowercased: String, to bytes: inout [UInt8]) {
-    var upper = true
-    for byte in lowercased.utf8 {
-        bytes.append(upper && byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z") ? byte - 32 : byte)
-        upper = byte == UInt8(ascii: "-")
-    }
-}
-
-/// The base64url alphabet without padding, used by the HTTP2-Settings header (RFC 7540 §3.2.1).
-enum Base64URL {
-    static func decode(_ text: String) -> [UInt8]? {
-        var bits: UInt32 = 0
-        var bitCount = 0
-        var output: [UInt8] = []
-        for byte in text.utf8 {
-            let value: UInt8
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = byte - UInt8(ascii: "A")
-            case UInt8(ascii: "a")...UInt8(ascii: "z"): value = byte - UInt8(ascii: "a") + 26
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = byte - UInt8(ascii: "0") + 52
-            case UInt8(ascii: "-"), UInt8(ascii: "+"): value = 62
-            case UInt8(ascii: "_"), UInt8(ascii: "/"): value = 63
-            case UInt8(ascii: "="): continue
-            default: return nil
-            }
-            bits = bits << 6 | UInt32(value)
-            bitCount += 6
-            if bitCount >= 8 {
-                bitCount -= 8
-                output.append(UInt8(truncatingIfNeeded: bits >> UInt32(bitCount)))
-            }
-        }
-        return output
     }
 }

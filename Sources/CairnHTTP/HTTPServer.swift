@@ -38,11 +38,14 @@ package final class HTTPServer: @unchecked Sendable {
     /// Binds every address; throws (and binds nothing) if any fails.
     package func start() throws {
         signal(SIGPIPE, SIG_IGN)
+        if configuration.tls == nil, let address = configuration.addresses.first(where: \.usesTLS) {
+            throw TLSError("\(address.url) needs a certificate and key")
+        }
         var opened: [(Int32, ListenAddress)] = []
         do {
             for address in configuration.addresses {
                 for (fd, port) in try Socket.listen(address, backlog: configuration.listenBacklog) {
-                    opened.append((fd, ListenAddress(host: address.host, port: port)))
+                    opened.append((fd, ListenAddress(host: address.host, port: port, usesTLS: address.usesTLS)))
                 }
             }
         } catch {
@@ -50,10 +53,10 @@ package final class HTTPServer: @unchecked Sendable {
             throw error
         }
         boundAddresses.append(contentsOf: opened.map(\.1))
-        let fds = opened.map(\.0)
+        let sockets = opened.map { (fd: $0.0, tls: $0.1.usesTLS ? configuration.tls : nil) }
         ioQueues[0].sync {
-            for fd in fds {
-                let listener = Listener(fd: fd, server: self, ioQueue: ioQueues[0])
+            for (fd, tls) in sockets {
+                let listener = Listener(fd: fd, tls: tls, server: self, ioQueue: ioQueues[0])
                 listener.start()
                 listeners.append(listener)
             }
@@ -66,7 +69,7 @@ package final class HTTPServer: @unchecked Sendable {
     package let gauges = HTTPServerGauges()
 
     /// Accepts up to 64 waiting connections; false when descriptors ran out (the listener then pauses).
-    fileprivate func acceptPending(_ listener: Int32) -> Bool {
+    fileprivate func acceptPending(_ listener: Int32, tls: TLSContext?) -> Bool {
         for _ in 0..<64 {
             let fd: Int32
             switch Socket.tryAccept(listener) {
@@ -74,17 +77,24 @@ package final class HTTPServer: @unchecked Sendable {
             case .none: return true
             case .exhausted: return false
             }
+            let session = tls?.makeSession(fd: fd)
+            if tls != nil, session == nil {
+                close(fd)
+                continue
+            }
+            let stream = SocketStream(fd: fd, tls: session)
             let admitted: Connection? = state.withLock { state in
                 guard !state.isShuttingDown, state.connections.count < configuration.connectionsMax else { return nil }
                 let id = state.nextID
                 state.nextID += 1
                 let connection = Connection(
-                    id: id, fd: fd, server: self, ioQueue: ioQueues[id % ioQueues.count], configuration: configuration, handler: handler)
+                    id: id, stream: stream, server: self, ioQueue: ioQueues[id % ioQueues.count], configuration: configuration, handler: handler)
                 state.connections[id] = connection
                 return connection
             }
             guard let connection = admitted else {
-                refuse(fd)
+                // A TLS client would not understand a plain answer.
+                if tls == nil { refuse(fd) } else { close(fd) }
                 continue
             }
             if connection.ioQueue.isCurrent { connection.start() } else { connection.ioQueue.execute { connection.start() } }
@@ -167,12 +177,15 @@ private final class Listener: @unchecked Sendable {
     static let exhaustedPauseNanos: UInt64 = 100_000_000
     private weak var server: HTTPServer?
     private let ioQueue: IOQueue
+    /// Nil for a plain listener.
+    private let tls: TLSContext?
     /// Made in `init`; nil only until then.
     private var sources: SocketSources?
     private var isStopped = false
 
-    init(fd: Int32, server: HTTPServer, ioQueue: IOQueue) {
+    init(fd: Int32, tls: TLSContext?, server: HTTPServer, ioQueue: IOQueue) {
         self.server = server
+        self.tls = tls
         self.ioQueue = ioQueue
         sources = SocketSources(fd: fd, queue: ioQueue.queue, onReadable: { [weak self] in self?.onReadable() })
     }
@@ -187,7 +200,7 @@ private final class Listener: @unchecked Sendable {
     }
 
     private func onReadable() {
-        guard let sources, let server, !server.acceptPending(sources.fd) else { return }
+        guard let sources, let server, !server.acceptPending(sources.fd, tls: tls) else { return }
         sources.setReading(false)
         ioQueue.queue.asyncAfter(deadline: .now() + .nanoseconds(Int(Self.exhaustedPauseNanos))) { [weak self] in
             guard let self, !isStopped else { return }

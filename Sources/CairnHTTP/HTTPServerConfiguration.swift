@@ -25,6 +25,10 @@ package struct HTTPServerConfiguration: Sendable {
     /// Connections are spread over this many serial I/O queues: one per core (more only adds switches).
     package var eventLoopCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     package var listenBacklog: Int32 = 1024
+    /// Serves the `https://` addresses; required when any address uses TLS.
+    package var tls: TLSContext?
+    /// A TLS handshake must finish within this long of the accept (a stalled client cannot hold a slot).
+    package var tlsHandshakeTimeoutSeconds = 10
 
     package init(addresses: [ListenAddress]) {
         self.addresses = addresses

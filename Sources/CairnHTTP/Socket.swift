@@ -12,11 +12,17 @@ package struct SocketError: Error, CustomStringConvertible {
 package struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     package var host: String
     package var port: UInt16
+    /// An `https://` URL: connections on it speak TLS.
+    package var usesTLS: Bool
 
-    package init(host: String, port: UInt16) {
+    package init(host: String, port: UInt16, usesTLS: Bool = false) {
         self.host = host
         self.port = port
+        self.usesTLS = usesTLS
     }
+
+    /// The address as a URL, as the flags give it.
+    package var url: String { (usesTLS ? "https://" : "http://") + description }
 
     package var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
@@ -129,6 +135,23 @@ package enum Socket {
             throw error
         }
         return fd
+    }
+
+    /// The address at the other end of a connected socket, as "host:port" ("unknown" if the socket has none).
+    package static func peerAddress(_ fd: Int32) -> String {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var port = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let status = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address -> Int32 in
+                guard getpeername(fd, address, &length) == 0 else { return -1 }
+                return getnameinfo(address, length, &host, socklen_t(host.count), &port, socklen_t(port.count), NI_NUMERICHOST | NI_NUMERICSERV)
+            }
+        }
+        guard status == 0 else { return "unknown" }
+        let name = String(cString: host), service = String(cString: port)
+        return name.contains(":") ? "[\(name)]:\(service)" : "\(name):\(service)"
     }
 
     /// The error a finished non-blocking connect left on the socket (0 when it connected).

@@ -1,12 +1,13 @@
-// One peer TCP connection carrying frames, on a serial queue: non-blocking reads and writes, a bounded send
-// buffer, and a single close path. Dialled and accepted connections are the same object once connected.
+// One peer TCP connection carrying frames, plain or over TLS, on a serial queue: non-blocking reads and writes, a
+// bounded send buffer, and a single close path. Dialled and accepted connections are the same object once connected.
 import CairnHTTP
 import Dispatch
 import Glibc
 
 final class FramedSocket: @unchecked Sendable {
     let queue: DispatchQueue
-    private let fd: Int32
+    private let stream: SocketStream
+    private var fd: Int32 { stream.fd }
     /// Frames longer than this close the connection; reads take at most this much (and 64 KiB) at a time, so a
     /// connection limited to a small frame (before its hello) never buffers more than about twice that.
     var frameBytesMax: Int
@@ -22,6 +23,10 @@ final class FramedSocket: @unchecked Sendable {
     private var outputStart = 0
     private var connecting: Bool
     private(set) var isClosed = false
+    /// Closed because the TLS handshake failed (an untrusted certificate, garbage): no frame was read.
+    private(set) var failedHandshake = false
+    /// A read is queued for input OpenSSL decrypted ahead, which the read source will not announce.
+    private var bufferedReadScheduled = false
 
     /// Called on `queue` for each frame received, in order. Returning false pauses reading until `resumeReading`.
     var onFrame: (PeerFrame) -> Bool = { _ in true }
@@ -32,8 +37,8 @@ final class FramedSocket: @unchecked Sendable {
     /// Called on `queue` after queued bytes went out, so a paced sender can queue more.
     var onSent: () -> Void = {}
 
-    init(fd: Int32, queue: DispatchQueue, connecting: Bool, frameBytesMax: Int, sendBytesMax: Int) {
-        self.fd = fd
+    init(stream: SocketStream, queue: DispatchQueue, connecting: Bool, frameBytesMax: Int, sendBytesMax: Int) {
+        self.stream = stream
         self.queue = queue
         self.connecting = connecting
         self.frameBytesMax = frameBytesMax
@@ -65,6 +70,13 @@ final class FramedSocket: @unchecked Sendable {
         }
     }
 
+    /// A TLS session the next connection to the same member may resume; whether this one resumed one.
+    var resumableSession: TLSSession? { stream.tls?.resumableSession() }
+    var resumedSession: Bool { stream.tls?.resumedSession ?? false }
+
+    /// Connecting, or still in its TLS handshake: no frame has gone out yet.
+    var isHandshaking: Bool { connecting || stream.isHandshaking }
+
     /// Bytes queued and not yet written.
     var pendingBytes: Int { output.count - outputStart }
 
@@ -90,6 +102,17 @@ final class FramedSocket: @unchecked Sendable {
         readSuspended = false
         readSource?.resume()
         processInput()
+        readBufferedInput()
+    }
+
+    /// OpenSSL may hold decrypted input past what one read took; no read event will announce it.
+    private func readBufferedInput() {
+        guard !isClosed, !readSuspended, !bufferedReadScheduled, stream.hasBufferedInput else { return }
+        bufferedReadScheduled = true
+        queue.async { [self] in
+            bufferedReadScheduled = false
+            onReadable()
+        }
     }
 
     private func onWritable() {
@@ -101,25 +124,24 @@ final class FramedSocket: @unchecked Sendable {
             readSource?.resume()
             onConnected()
         }
+        // A TLS handshake or read that had to write goes on now.
+        if stream.waitsForWritable { onReadable() }
         flush()
     }
 
     private func flush() {
         guard !isClosed, !connecting else { return }
         let before = outputStart
-        while outputStart < output.count {
-            let n = output.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + outputStart, output.count - outputStart, Int32(MSG_NOSIGNAL)) }
-            if n > 0 {
-                outputStart += n
-            } else if n < 0, errno == EINTR {
-                continue
-            } else if n < 0, errno == EAGAIN || errno == EWOULDBLOCK {
+        // A dialled TLS socket starts its handshake here, with the hello waiting behind it.
+        while outputStart < output.count || stream.isHandshaking {
+            let written = output.withUnsafeBytes { stream.write(UnsafeRawBufferPointer(rebasing: $0[outputStart...])) }
+            guard case .wrote(let n) = written, n > 0 else {
+                if case .failed(let reason) = written { return fail(reason) }
                 break
-            } else {
-                return close(reason: "send: \(String(cString: strerror(errno)))")
             }
+            outputStart += n
         }
-        let wantsWrite = outputStart < output.count
+        let wantsWrite = outputStart < output.count || stream.waitsForWritable
         if wantsWrite, !writeResumed {
             writeSource?.resume()
             writeResumed = true
@@ -133,11 +155,15 @@ final class FramedSocket: @unchecked Sendable {
     private func onReadable() {
         guard !isClosed else { return }
         var buffer = [UInt8](repeating: 0, count: min(64 * 1024, PeerFrame.headerBytes + frameBytesMax))
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        if n == 0 { return close(reason: "closed by peer") }
-        if n < 0 {
-            if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
-            return close(reason: "read: \(String(cString: strerror(errno)))")
+        let n: Int
+        switch buffer.withUnsafeMutableBytes({ stream.read(into: $0) }) {
+        case .bytes(let count): n = count
+        case .wouldBlock:
+            // The handshake may have written or finished: queued output (the hello) can go now.
+            if !connecting { flush() }
+            return
+        case .ended: return close(reason: stream.isHandshaking ? "closed by peer during the TLS handshake" : "closed by peer")
+        case .failed(let reason): return fail(reason)
         }
         if inputStart == input.count {
             input.removeAll(keepingCapacity: input.capacity <= 1024 * 1024)
@@ -148,6 +174,13 @@ final class FramedSocket: @unchecked Sendable {
         }
         input.append(contentsOf: buffer[0..<n])
         processInput()
+        readBufferedInput()
+    }
+
+    /// A read or write failed: during the handshake that is a refused TLS peer.
+    private func fail(_ reason: String) {
+        failedHandshake = stream.isHandshaking
+        close(reason: reason)
     }
 
     private func processInput() {
@@ -172,6 +205,7 @@ final class FramedSocket: @unchecked Sendable {
     func close(reason: String) {
         guard !isClosed else { return }
         isClosed = true
+        stream.closeNotify()
         if readSuspended { readSource?.resume() }
         if !writeResumed { writeSource?.resume() }
         readSource?.cancel()

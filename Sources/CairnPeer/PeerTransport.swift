@@ -1,6 +1,8 @@
 // Member-to-member messaging: each member dials every other member twice (a control channel for heartbeats,
 // votes and reads, a bulk channel for appends and snapshot chunks), so a heartbeat never waits behind data.
 // A connection opens with a hello naming cluster and members; a stranger is refused with a reason, never served.
+// On https:// peer URLs the TLS handshake comes first: with peer client-certificate auth, a peer without a trusted
+// certificate is dropped there, before any frame is read.
 // Control links time round trips with a probe the accepting side echoes at once.
 import CairnHTTP
 import Dispatch
@@ -39,6 +41,10 @@ package struct PeerTransportConfiguration: Sendable {
     package var reconnectDelayMillisecondsMax = 2000
     /// How often each control link times a round trip (and once as soon as it is welcomed).
     package var roundTripProbeIntervalMilliseconds = 1000
+    /// Serves the `https://` listen addresses (the handshake must finish within `helloTimeoutMilliseconds`).
+    package var acceptingTLS: TLSContext?
+    /// Dials members whose peer URL is `https://`, presenting this member's certificate.
+    package var diallingTLS: TLSContext?
 
     package init(clusterID: UInt64, localID: UInt64, listenAddresses: [ListenAddress]) {
         self.clusterID = clusterID
@@ -100,11 +106,14 @@ package final class PeerTransport: @unchecked Sendable {
     }
 
     package func start() throws {
+        if configuration.acceptingTLS == nil, let address = configuration.listenAddresses.first(where: \.usesTLS) {
+            throw TLSError("\(address.url) needs a peer certificate and key")
+        }
         var opened: [(Int32, ListenAddress)] = []
         do {
             for address in configuration.listenAddresses {
                 for (fd, port) in try Socket.listen(address, backlog: 128) {
-                    opened.append((fd, ListenAddress(host: address.host, port: port)))
+                    opened.append((fd, ListenAddress(host: address.host, port: port, usesTLS: address.usesTLS)))
                 }
             }
         } catch {
@@ -117,7 +126,8 @@ package final class PeerTransport: @unchecked Sendable {
                 let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
                 // The handler holds its source until `stop` cancels it (cancelling releases the handler).
                 nonisolated(unsafe) let listener = source
-                source.setEventHandler { [unowned self] in acceptPending(fd, listener: listener) }
+                let tls = address.usesTLS ? configuration.acceptingTLS : nil
+                source.setEventHandler { [unowned self] in acceptPending(fd, tls: tls, listener: listener) }
                 source.setCancelHandler { close(fd) }
                 source.resume()
                 listeners.append(source)
@@ -199,10 +209,10 @@ package final class PeerTransport: @unchecked Sendable {
     /// at once and spin. Connections wait in the kernel's backlog meanwhile.
     static let exhaustedPauseMilliseconds = 100
 
-    private func acceptPending(_ fd: Int32, listener: any DispatchSourceRead) {
+    private func acceptPending(_ fd: Int32, tls: TLSContext?, listener: any DispatchSourceRead) {
         while true {
             switch Socket.tryAccept(fd) {
-            case .accepted(let client): accepted(client)
+            case .accepted(let client): accepted(client, tls: tls)
             case .none: return
             case .exhausted:
                 listener.suspend()
@@ -214,24 +224,33 @@ package final class PeerTransport: @unchecked Sendable {
         }
     }
 
-    private func accepted(_ fd: Int32) {
+    private func accepted(_ fd: Int32, tls: TLSContext?) {
         guard !stopped else { Glibc.close(fd); return }
         let waiting = incoming.values.count { $0.sender == nil }
-        guard waiting < configuration.unhelloedConnectionsMax else {
+        let session = tls?.makeSession(fd: fd)
+        guard waiting < configuration.unhelloedConnectionsMax, tls == nil || session != nil else {
             stats.withLock { $0.connectionsRefused += 1 }
             Glibc.close(fd)
             return
         }
         // Until its hello is accepted the connection may only hold a hello's worth of bytes.
         let socket = FramedSocket(
-            fd: fd, queue: queue, connecting: false, frameBytesMax: configuration.helloBytesMax,
+            stream: SocketStream(fd: fd, tls: session), queue: queue, connecting: false, frameBytesMax: configuration.helloBytesMax,
             sendBytesMax: 64 * 1024)
         acceptedCount += 1
         let connection = IncomingConnection(socket: socket, order: acceptedCount)
         let id = ObjectIdentifier(socket)
         incoming[id] = connection
+        // Read now: the descriptor is closed by the time a refused handshake is reported.
+        let remote = tls == nil ? "" : Socket.peerAddress(fd)
         socket.onFrame = { [unowned self] frame in received(frame, on: connection) }
-        socket.onClose = { [unowned self] _ in incoming[id] = nil }
+        socket.onClose = { [unowned self, unowned socket] reason in
+            incoming[id] = nil
+            if socket.failedHandshake {
+                stats.withLock { $0.connectionsRefused += 1 }
+                report("peer: refused a connection from \(remote): \(reason)")
+            }
+        }
         socket.start()
         queue.asyncAfter(deadline: .now() + .milliseconds(configuration.helloTimeoutMilliseconds)) { [weak connection, weak self] in
             guard let connection, connection.sender == nil, !connection.socket.isClosed else { return }
@@ -337,6 +356,19 @@ package final class PeerTransport: @unchecked Sendable {
 
     var transportQueue: DispatchQueue { queue }
 
+    /// A connection under way to `address`, through TLS for an `https://` one (resuming `session` if the member
+    /// still takes it); nil when it cannot start.
+    func dial(_ address: ListenAddress, resuming session: TLSSession?) -> SocketStream? {
+        guard let fd = try? Socket.connect(address) else { return nil }
+        guard address.usesTLS else { return SocketStream(fd: fd, tls: nil) }
+        guard let tls = configuration.diallingTLS, let stream = tls.makeSession(fd: fd, serverName: address.host, resuming: session) else {
+            report("peer: cannot dial \(address.url) without a peer certificate (--peer-cert-file, --peer-key-file or --peer-auto-tls)")
+            Glibc.close(fd)
+            return nil
+        }
+        return SocketStream(fd: fd, tls: stream)
+    }
+
     func linkRefused(peer: UInt64, reason: String) {
         stats.withLock { $0.refusals += 1 }
         report("peer: member \(hex(peer)) refused this member: \(reason)")
@@ -356,6 +388,10 @@ package final class PeerTransport: @unchecked Sendable {
     func linkConnected() {
         stats.withLock { $0.connects += 1 }
     }
+
+    func linkWelcomed(resumedTLS: Bool) {
+        if resumedTLS { stats.withLock { $0.tlsSessionsResumed += 1 } }
+    }
 }
 
 package struct PeerTransportStats: Sendable {
@@ -368,6 +404,8 @@ package struct PeerTransportStats: Sendable {
     package var refusals = 0
     /// Accepted connections closed before or at their hello: refused hellos, timeouts, and those past the cap.
     package var connectionsRefused = 0
+    /// Dialled TLS connections that resumed the session of an earlier one (no certificate exchange).
+    package var tlsSessionsResumed = 0
 }
 
 /// An accepted connection: who is on the other end (after hello) and how much it has handed on undelivered.
@@ -406,6 +444,8 @@ final class OutgoingLink: @unchecked Sendable {
     private var isShutDown = false
     /// Probes wait for the welcome, so none of them times the connect and the handshake.
     private var isWelcomed = false
+    /// The last TLS session with this member, offered when dialling it again.
+    private var tlsSession: TLSSession?
 
     init(peer: UInt64, channel: PeerChannel, address: ListenAddress, transport: PeerTransport) {
         self.peer = peer
@@ -419,9 +459,9 @@ final class OutgoingLink: @unchecked Sendable {
         // A retry timer may fire after the link came up another way.
         guard !isShutDown, socket == nil else { return }
         let configuration = transport.configuration
-        guard let fd = try? Socket.connect(address) else { return retryLater() }
+        guard let stream = transport.dial(address, resuming: tlsSession) else { return retryLater() }
         let socket = FramedSocket(
-            fd: fd, queue: transport.transportQueue, connecting: true, frameBytesMax: configuration.frameBytesMax,
+            stream: stream, queue: transport.transportQueue, connecting: true, frameBytesMax: configuration.frameBytesMax,
             sendBytesMax: channel == .control ? configuration.controlSendBytesMax : configuration.bulkSendBytesMax)
         self.socket = socket
         socket.send(transport.helloFrame(to: peer, channel: channel))
@@ -438,6 +478,7 @@ final class OutgoingLink: @unchecked Sendable {
                     self.socket?.close(reason: "welcomed into another cluster")
                 } else {
                     isWelcomed = true
+                    transport.linkWelcomed(resumedTLS: self.socket?.resumedSession ?? false)
                     probeRoundTrip()
                 }
             }
@@ -453,7 +494,14 @@ final class OutgoingLink: @unchecked Sendable {
             return true
         }
         socket.onSent = { [unowned self] in pumpPaced() }
-        socket.onClose = { [unowned self] _ in
+        // A member that takes the connection but never finishes the TLS handshake must not hold the link forever.
+        transport.transportQueue.asyncAfter(deadline: .now() + .milliseconds(configuration.helloTimeoutMilliseconds)) { [weak socket] in
+            guard let socket, !socket.isClosed, socket.isHandshaking else { return }
+            socket.close(reason: "TLS handshake not finished within \(configuration.helloTimeoutMilliseconds) ms")
+        }
+        socket.onClose = { [unowned self, unowned socket] _ in
+            // Read before the session goes: by now the member has sent its tickets (they come with the first answers).
+            if let session = socket.resumableSession { tlsSession = session }
             self.socket = nil
             isWelcomed = false
             failPaced()

@@ -164,22 +164,47 @@ package enum Restore {
 
 package enum BackupDownload {
     /// Downloads a member's backup over HTTP into `path` (through `path.part`, synced, then renamed), after checking
-    /// every checksum of the copy; returns what it holds. `url` is one of the member's client URLs.
-    package static func save(from url: String, to path: String, fs: FileSystem, timeoutSeconds: Int = 60) throws -> BackupContents {
+    /// every checksum of the copy; returns what it holds. `url` is one of the member's client URLs; an `https://` one
+    /// is reached with `tls` (the CA to trust and the client certificate to show, as etcdctl's flags give them).
+    package static func save(from url: String, to path: String, fs: FileSystem, timeoutSeconds: Int = 60,
+                             tls: TLSConfiguration? = nil) throws -> BackupContents {
         let endpoint = try URLList.parse(url, flag: "endpoints")[0]
         let partial = path + ".part"
         let fd = try connect(endpoint, timeoutSeconds: timeoutSeconds)
         defer { Glibc.close(fd) }
+        var session: TLSStream?
+        if endpoint.usesTLS {
+            var system = TLSConfiguration(certificateFile: nil, keyFile: nil)
+            system.trustsSystemCAs = true
+            let context = try TLSContext(configuration: tls ?? system, role: .dialling)
+            guard let made = context.makeSession(fd: fd, serverName: endpoint.host) else {
+                throw BackupError.download("\(endpoint): cannot start a TLS session")
+            }
+            session = made
+        }
+        let stream = SocketStream(fd: fd, tls: session)
+        /// Bytes read into `buffer`: 0 at the end of the answer; a timeout or a TLS failure is an error.
+        func receive(_ buffer: inout [UInt8]) throws -> Int {
+            switch buffer.withUnsafeMutableBytes({ stream.read(into: $0) }) {
+            case .bytes(let n): return n
+            case .ended: return 0
+            case .wouldBlock: throw BackupError.download("\(endpoint): no answer within \(timeoutSeconds) s")
+            case .failed(let reason): throw BackupError.download("\(endpoint): \(reason)")
+            }
+        }
         let request = Array("GET /cairn/snapshot HTTP/1.1\r\nHost: \(endpoint)\r\nConnection: close\r\n\r\n".utf8)
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
-            throw BackupError.download("\(endpoint): could not send the request")
+        // On a blocking socket a write (the TLS handshake first) completes or fails whole.
+        switch request.withUnsafeBytes({ stream.write($0) }) {
+        case .wrote(request.count): break
+        case .failed(let reason): throw BackupError.download("\(endpoint): could not send the request: \(reason)")
+        default: throw BackupError.download("\(endpoint): could not send the request")
         }
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var received: [UInt8] = []
         var headEnd: Int?
         while headEnd == nil {
             guard received.count < 64 * 1024 else { throw BackupError.download("\(endpoint): the answer's head is too long") }
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = try receive(&buffer)
             guard n > 0 else { throw BackupError.download("\(endpoint): the connection ended before the answer's head") }
             received += buffer[0..<n]
             headEnd = firstRange(of: [13, 10, 13, 10], in: received)
@@ -195,8 +220,7 @@ package enum BackupDownload {
         }.first
         guard status == 200, let length else {
             while body.count < 64 * 1024 {
-                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                guard n > 0 else { break }
+                guard let n = try? receive(&buffer), n > 0 else { break }
                 body += buffer[0..<n]
             }
             throw BackupError.download("\(endpoint) answered \(status): \(String(decoding: body.prefix(500), as: UTF8.self))")
@@ -212,7 +236,7 @@ package enum BackupDownload {
                     written += UInt64(body.count)
                 }
                 if written == length { break }
-                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                let n = try receive(&buffer)
                 guard n > 0 else { throw BackupError.download("\(endpoint): the stream ended after \(written) of \(length) bytes") }
                 body = Array(buffer[0..<n])
             }

@@ -19,6 +19,8 @@ package final class Server: @unchecked Sendable {
     private let peerLogger = Logger(label: "cairn.peer")
     /// Started once the member table lists another member (a lone member binds no peer port).
     private var transport: PeerTransport?
+    /// From the peer TLS flags: contexts to accept members with and to dial them with; nil in the clear.
+    private let peerTLS: (accepting: TLSContext, dialling: TLSContext)?
     private let transportLock = Mutex(())
 
     /// Opens (and locks) the data directory and recovers the key space from it.
@@ -29,6 +31,25 @@ package final class Server: @unchecked Sendable {
     /// the data from the leader. A restarted member is whatever its data directory says, and refuses other flags.
     package init(configuration: ServerConfiguration) throws {
         self.configuration = configuration
+        // TLS files are checked before the data directory is locked: a bad one changes nothing.
+        var httpConfiguration = HTTPServerConfiguration(addresses: configuration.listenClientURLs)
+        let tlsLogger = Logger(label: "cairn.tls")
+        if let tls = try configuration.clientTLS.configuration(
+            urls: configuration.listenClientURLs, dataDirectory: configuration.dataDirectory,
+            cipherSuites: configuration.cipherSuites, minimumVersion: configuration.tlsMinimumVersion) {
+            httpConfiguration.tls = try TLSContext(configuration: tls, role: .accepting) { tlsLogger.notice("\($0)") }
+        }
+        if var tls = try configuration.peerTLS.configuration(
+            urls: configuration.listenPeerURLs, dataDirectory: configuration.dataDirectory,
+            cipherSuites: configuration.cipherSuites, minimumVersion: configuration.tlsMinimumVersion) {
+            let accepting = try TLSContext(configuration: tls, role: .accepting) { tlsLogger.notice("peer \($0)") }
+            // The allowed CN and host are what this member asks of those who dial it.
+            tls.allowedCommonName = nil
+            tls.allowedHostname = nil
+            peerTLS = (accepting, try TLSContext(configuration: tls, role: .dialling) { tlsLogger.notice("peer \($0)") })
+        } else {
+            peerTLS = nil
+        }
         let clock = ClusterClock()
         let bootstrap = try configuration.bootstrap ?? ClusterBootstrap(
             initialCluster: configuration.initialCluster, name: configuration.name,
@@ -73,7 +94,7 @@ package final class Server: @unchecked Sendable {
         let member = MemberInfo(
             id: localID, name: configuration.name, peerURLs: configuration.initialAdvertisePeerURLs,
             clientURLs: configuration.advertiseClientURLs, startTime: clock.now())
-        http = HTTPServer(configuration: HTTPServerConfiguration(addresses: configuration.listenClientURLs),
+        http = HTTPServer(configuration: httpConfiguration,
                           handler: ClientHandler(member: member, node: node, token: configuration.initialClusterToken,
                                                  linearizableReads: configuration.linearizableReads,
                                                  requestBytesMax: configuration.maxRequestBytes))
@@ -91,8 +112,11 @@ package final class Server: @unchecked Sendable {
         try transportLock.withLock { _ in
             if let transport { return transport.setPeers(addresses) }
             let node = self.node, storage = self.storage, peerLogger = self.peerLogger
+            var transportConfiguration = PeerTransportConfiguration(clusterID: clusterID, localID: node.id, listenAddresses: configuration.listenPeerURLs)
+            transportConfiguration.acceptingTLS = peerTLS?.accepting
+            transportConfiguration.diallingTLS = peerTLS?.dialling
             let transport = PeerTransport(
-                configuration: PeerTransportConfiguration(clusterID: clusterID, localID: node.id, listenAddresses: configuration.listenPeerURLs),
+                configuration: transportConfiguration,
                 deliveryQueue: node.queue, report: { peerLogger.notice("\($0)") },
                 deliver: { from, frame in node.receive(from: from, frame: frame) })
             transport.learnedClusterID = { learned in
@@ -140,7 +164,7 @@ package final class Server: @unchecked Sendable {
         node.awaitRecovery()
         try http.start()
         logger.info(
-            "serving client requests on \(http.boundAddresses.map { "http://\($0)" }.joined(separator: ","))",
+            "serving client requests on \(http.boundAddresses.map(\.url).joined(separator: ","))",
             metadata: ["name": "\(configuration.name)"])
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)

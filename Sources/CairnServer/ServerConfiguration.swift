@@ -28,6 +28,14 @@ package struct ServerConfiguration: Sendable {
     package var watchHistoryBytesMax = 64 * 1024 * 1024
     /// The validated initial membership and the IDs derived from it.
     package var bootstrap: ClusterBootstrap?
+    /// `--cert-file` and the rest: TLS on the client URLs.
+    package var clientTLS = TLSFlags(side: .client)
+    /// `--peer-cert-file` and the rest: TLS between members.
+    package var peerTLS = TLSFlags(side: .peer)
+    /// `--cipher-suites`: TLS 1.2 suites for both sides, by their Go names; empty for OpenSSL's defaults.
+    package var cipherSuites: [String] = []
+    /// `--tls-min-version`.
+    package var tlsMinimumVersion = TLSVersion.tls12
 
     package init() {}
 }
@@ -38,7 +46,7 @@ package struct ConfigurationError: Error, CustomStringConvertible {
 }
 
 package enum URLList {
-    /// Parses a comma-separated list of `http://host:port` URLs, as etcd's URL flags take them.
+    /// Parses a comma-separated list of `http://host:port` and `https://host:port` URLs, as etcd's URL flags take them.
     package static func parse(_ text: String, flag: String) throws(ConfigurationError) -> [ListenAddress] {
         var addresses: [ListenAddress] = []
         for item in text.split(separator: ",", omittingEmptySubsequences: false) {
@@ -51,9 +59,9 @@ package enum URLList {
 
     private static func parseOne(_ url: String, flag: String) throws(ConfigurationError) -> ListenAddress {
         func bad(_ why: String) -> ConfigurationError { ConfigurationError("--\(flag): invalid URL \"\(url)\": \(why)") }
-        if url.hasPrefix("https://") { throw bad("TLS is not supported yet; use http://") }
-        guard url.hasPrefix("http://") else { throw bad("expected http://host:port") }
-        var rest = url.dropFirst("http://".count)
+        let usesTLS = url.hasPrefix("https://")
+        guard usesTLS || url.hasPrefix("http://") else { throw bad("expected http://host:port or https://host:port") }
+        var rest = url.dropFirst(usesTLS ? "https://".count : "http://".count)
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard !rest.contains("/"), !rest.contains("?"), !rest.contains("#") else { throw bad("a listen URL has no path") }
         let host: Substring
@@ -72,6 +80,6 @@ package enum URLList {
         }
         guard !host.isEmpty else { throw bad("missing host") }
         guard let port = UInt16(portText), String(port) == portText else { throw bad("port must be a number from 0 to 65535") }
-        return ListenAddress(host: String(host), port: port)
+        return ListenAddress(host: String(host), port: port, usesTLS: usesTLS)
     }
 }

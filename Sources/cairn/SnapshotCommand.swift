@@ -1,5 +1,6 @@
 // `cairn snapshot save|restore|status`: etcdctl's backup commands, for Cairn's snapshot files.
 import ArgumentParser
+import CairnHTTP
 import CairnServer
 import CairnStorage
 
@@ -19,11 +20,24 @@ struct SnapshotCommand: ParsableCommand {
         @Option(help: "Client URLs of members to ask, tried in order (comma-separated).")
         var endpoints = "http://127.0.0.1:2379"
 
+        @Option(help: "For https:// endpoints: the CA bundle to verify the member's certificate with (etcdctl's --cacert; default: the system's).")
+        var cacert: String?
+
+        @Option(help: "For https:// endpoints: the client certificate to show (etcdctl's --cert).")
+        var cert: String?
+
+        @Option(help: "For https:// endpoints: the client certificate's key (etcdctl's --key).")
+        var key: String?
+
         func run() throws {
+            guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key must be given together") }
+            var tls = TLSConfiguration(certificateFile: cert, keyFile: key)
+            tls.trustedCAFile = cacert
+            tls.trustsSystemCAs = true
             var failures: [String] = []
             for endpoint in endpoints.split(separator: ",") {
                 do {
-                    let saved = try BackupDownload.save(from: String(endpoint), to: file, fs: PosixFileSystem())
+                    let saved = try BackupDownload.save(from: String(endpoint), to: file, fs: PosixFileSystem(), tls: tls)
                     print("Snapshot saved at \(file) (index \(saved.header.lastIndex), term \(saved.header.lastTerm), \(saved.bytes) bytes)")
                     return
                 } catch {

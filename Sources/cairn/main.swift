@@ -61,6 +61,8 @@ struct Serve: ParsableCommand {
 
     @OptionGroup var member: MemberFlags
 
+    @OptionGroup var tls: TLSOptions
+
     @Option(name: .customLong("listen-client-urls"), help: "URLs to listen on for client traffic.")
     var listenClientURLs = "http://127.0.0.1:2379"
 
@@ -151,6 +153,7 @@ struct Serve: ParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
+        try tls.apply(to: &configuration)
         return configuration
     }
 
@@ -160,7 +163,7 @@ struct Serve: ParsableCommand {
         "initial-cluster", "initial-cluster-state", "initial-cluster-token", "heartbeat-interval", "election-timeout",
         "snapshot-count", "enable-v2", "log-level", "max-request-bytes", "auto-compaction-mode", "auto-compaction-retention",
         "experimental-watch-progress-notify-interval",
-    ]
+    ] + TLSOptions.flagNames
 
     static let logLevels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning, "error": .error]
 
@@ -223,6 +226,9 @@ struct StorageCommand: ParsableCommand {
 /// `-flag` becomes `--flag`, as Go's flag package treats them alike.
 var arguments = CommandLine.arguments.dropFirst().map { argument in
     argument.hasPrefix("-") && !argument.hasPrefix("--") && argument.count > 2 ? "-" + argument : argument
+}.map { argument in
+    // Go's boolean flags stand alone (`--auto-tls`); ArgumentParser's options want a value.
+    TLSOptions.booleanFlagNames.contains(where: { argument == "--" + $0 }) ? argument + "=true" : argument
 }
 // Like etcd, every member flag can come from the environment (`ETCD_NAME`, `ETCD_INITIAL_CLUSTER`, ...), as container
 // images and unit files written for etcd set them; a flag on the command line wins.
