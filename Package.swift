@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "CairnServer",
             dependencies: [
-                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnStorage", "CairnRaft", "CairnBase",
+                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]),
@@ -71,7 +71,7 @@ let package = Package(
         .target(name: "CairnTestSupport", dependencies: ["CMalloc"], path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnPeerTests", dependencies: ["CairnPeer", "CairnHTTP", "CairnBase", "CairnTestSupport"]),
-        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP", "CairnStorage", "CairnStore", "CairnRaft", "CairnPeer", "CairnBase", "CairnTestSupport"]),
+        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP", "CairnStorage", "CairnStore", "CairnMVCC", "CairnRaft", "CairnPeer", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnBase"]),
     ],
     swiftLanguageModes: [.v6]

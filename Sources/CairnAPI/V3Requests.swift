@@ -46,7 +46,8 @@ package struct V3Error: Error, Equatable, Sendable {
         case .leaseNotFound: self.init(.notFound, error.description)
         case .leaseExists: self.init(.failedPrecondition, error.description)
         case .noSpace: self.init(.resourceExhausted, error.description)
-        case .keyNotFound, .leaseTTLTooLarge, .emptyKey, .valueProvided, .leaseProvided, .tooManyOps, .duplicateKey:
+        case .leaseTTLTooLarge: self.init(.outOfRange, error.description)
+        case .keyNotFound, .emptyKey, .valueProvided, .leaseProvided, .tooManyOps, .duplicateKey:
             self.init(.invalidArgument, error.description)
         }
     }
@@ -62,7 +63,8 @@ package struct V3Fields {
         } catch {
             throw V3Error(.invalidArgument, error.description)
         }
-        guard case .object = value else { throw Self.typeError("object", value) }
+        // The gateway reads the body into a map first (Go's words for the type are kept).
+        guard case .object = value else { throw Self.typeError("map[string]json.RawMessage", value) }
     }
 
     init(_ value: JSONValue) throws(V3Error) {
@@ -124,8 +126,40 @@ package struct V3Fields {
         case .string(let string): text = string
         default: throw Self.typeError("int64", value)
         }
-        guard let number = Int64(text) else { throw V3Error(.invalidArgument, "json: invalid use of ,string struct tag, trying to unmarshal \"\(text)\" into int64") }
+        guard let number = Int64(text) else {
+            // jsonpb reads a quoted int64 as the JSON number inside the quotes.
+            guard let first = text.first else { throw V3Error(.invalidArgument, "unexpected end of JSON input") }
+            if first != "-" && !("0"..."9").contains(first) {
+                throw V3Error(.invalidArgument, "invalid character '\(first)' looking for beginning of value")
+            }
+            throw V3Error(.invalidArgument, "json: invalid use of ,string struct tag, trying to unmarshal \"\(text)\" into int64")
+        }
         return number
+    }
+
+    /// A uint64 (member IDs), as a number or a string.
+    package func uint64(_ name: String) throws(V3Error) -> UInt64 {
+        guard let value = field(name) else { return 0 }
+        let text: String
+        switch value {
+        case .number(let number): text = number
+        case .string(let string): text = string
+        default: throw Self.typeError("uint64", value)
+        }
+        guard let number = UInt64(text) else { throw V3Error(.invalidArgument, "json: cannot unmarshal \(text) into Go value of type uint64") }
+        return number
+    }
+
+    /// A repeated string.
+    package func strings(_ name: String) throws(V3Error) -> [String] {
+        guard let value = field(name) else { return [] }
+        guard case .array(let elements) = value else { throw Self.typeError("[]string", value) }
+        var result: [String] = []
+        for element in elements {
+            guard case .string(let text) = element else { throw Self.typeError("string", element) }
+            result.append(text)
+        }
+        return result
     }
 
     package func bool(_ name: String) throws(V3Error) -> Bool {
@@ -146,6 +180,18 @@ package struct V3Fields {
             throw V3Error(.invalidArgument, "unknown value \(text) for enum \(name)")
         default: throw Self.typeError("enum", value)
         }
+    }
+
+    /// A repeated enum, each by name or number.
+    func enumerations<T>(_ name: String, _ cases: [(String, T)]) throws(V3Error) -> [T] {
+        guard let value = field(name) else { return [] }
+        guard case .array(let elements) = value else { throw Self.typeError("[]enum", value) }
+        var result: [T] = []
+        for element in elements {
+            let one = try V3Fields(.object([("v", element)])).enumeration("v", cases)
+            if let one { result.append(one) }
+        }
+        return result
     }
 
     func objects(_ name: String) throws(V3Error) -> [V3Fields] {
@@ -245,5 +291,23 @@ extension V3Fields {
             }
         }
         return result
+    }
+}
+
+// MARK: - Watch
+
+extension V3Fields {
+    /// The `create_request` of a watch stream's request (nil when the body holds none): key and range as a range
+    /// request has them, a start revision, NOPUT/NODELETE filters, prev_kv and progress_notify.
+    package func watchCreateRequest() throws(V3Error) -> V3WatchRequest? {
+        guard let create = try object("create_request") else { return nil }
+        var request = V3WatchRequest(range: try create.keyRange())
+        request.startRevision = try create.int64("start_revision")
+        request.prevKV = try create.bool("prev_kv")
+        request.progressNotify = try create.bool("progress_notify")
+        for filter in try create.enumerations("filters", [("NOPUT", 0), ("NODELETE", 1)]) {
+            if filter == 0 { request.noPut = true } else { request.noDelete = true }
+        }
+        return request
     }
 }

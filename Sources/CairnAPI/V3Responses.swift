@@ -34,7 +34,7 @@ struct V3Object {
         swap(&json, &buffer)
     }
 
-    private mutating func name(_ name: StaticString) {
+    mutating func nameField(_ name: StaticString) {
         if !first { json.raw(",") }
         first = false
         json.raw("\"")
@@ -44,7 +44,7 @@ struct V3Object {
 
     mutating func int64<T: BinaryInteger>(_ field: StaticString, _ value: T) {
         guard value != 0 else { return }
-        name(field)
+        nameField(field)
         json.raw("\"")
         json.number(value)
         json.raw("\"")
@@ -52,19 +52,19 @@ struct V3Object {
 
     mutating func bytes(_ field: StaticString, _ value: [UInt8]) {
         guard !value.isEmpty else { return }
-        name(field)
+        nameField(field)
         V3JSON.base64(&json, value)
     }
 
     mutating func bool(_ field: StaticString, _ value: Bool) {
         guard value else { return }
-        name(field)
+        nameField(field)
         json.raw("true")
     }
 
     /// A nested message, written by `body` into the same buffer (always written: a set message is never omitted).
     mutating func object(_ field: StaticString, _ body: (inout V3Object) -> Void) {
-        name(field)
+        nameField(field)
         var inner = V3Object(taking: &json)
         body(&inner)
         inner.finish(into: &json)
@@ -73,7 +73,7 @@ struct V3Object {
     /// A repeated field; left out when empty.
     mutating func array<T>(_ field: StaticString, _ items: [T], _ body: (inout GoJSON, T) -> Void) {
         guard !items.isEmpty else { return }
-        name(field)
+        nameField(field)
         json.raw("[")
         for (index, item) in items.enumerated() {
             if index > 0 { json.raw(",") }
@@ -122,7 +122,7 @@ package enum V3JSON {
         object.finish(into: &json)
     }
 
-    private static func keyValueMembers(_ object: inout V3Object, _ kv: KeyValue) {
+    static func keyValueMembers(_ object: inout V3Object, _ kv: KeyValue) {
         object.bytes("key", kv.key)
         object.int64("create_revision", kv.createRevision)
         object.int64("mod_revision", kv.modRevision)

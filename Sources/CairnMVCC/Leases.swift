@@ -65,11 +65,12 @@ package struct LeaseClock: Sendable {
 
     package mutating func forget(_ id: Int64) { deadlines[id] = nil }
 
-    /// Seconds left, rounded up as etcd's TimeToLive answers (0 once due; -1 for a lease this clock does not know).
+    /// Whole seconds left, truncated as etcd's TimeToLive answers (`int64(l.Remaining().Seconds())`: a 5 s lease
+    /// asked at once says 4); 0 once due; -1 for a lease this clock does not know.
     package func remainingSeconds(_ id: Int64, now: Int64) -> Int64 {
         guard let deadline = deadlines[id] else { return -1 }
         let left = deadline - now
-        return left <= 0 ? 0 : left / 1_000_000_000 + (left % 1_000_000_000 == 0 ? 0 : 1)
+        return left <= 0 ? 0 : left / 1_000_000_000
     }
 
     /// The leases due at `now`, lowest ID first, so every leader proposes revokes in the same order.

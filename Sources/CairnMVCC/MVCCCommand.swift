@@ -10,6 +10,8 @@ package enum MVCCCommand: Sendable, Equatable {
     case compact(revision: Int64)
     case grantLease(id: Int64, ttl: Int64)
     case revokeLease(id: Int64)
+    /// A keep-alive goes through the log so it reaches the leader from any member; applying it changes nothing.
+    case keepAliveLease(id: Int64)
 }
 
 /// What applying a command gives back, for the API layer to answer with.
@@ -20,6 +22,7 @@ package enum MVCCResult: Sendable, Equatable {
     case compacted(revision: Int64)
     case leaseGranted(Lease, revision: Int64)
     case leaseRevoked(revision: Int64)
+    case leaseKeptAlive(Lease, revision: Int64)
 }
 
 extension MVCCKeySpace {
@@ -36,6 +39,9 @@ extension MVCCKeySpace {
             case .grantLease(let id, let ttl):
                 return .success(.leaseGranted(try grantLease(id: id, ttl: ttl, minimumTTL: minimumLeaseTTL), revision: revision))
             case .revokeLease(let id): return .success(.leaseRevoked(revision: try revokeLease(id: id)))
+            case .keepAliveLease(let id):
+                guard let lease = leases[id] else { throw MVCCError.leaseNotFound }
+                return .success(.leaseKeptAlive(lease, revision: revision))
             }
         } catch {
             return .failure(error)
@@ -86,6 +92,9 @@ extension MVCCCommand {
         case .revokeLease(let id):
             writer.u8(6)
             writer.u64(UInt64(bitPattern: id))
+        case .keepAliveLease(let id):
+            writer.u8(7)
+            writer.u64(UInt64(bitPattern: id))
         }
         return writer.bytes
     }
@@ -102,6 +111,7 @@ extension MVCCCommand {
             case 4: self = .compact(revision: Int64(bitPattern: try reader.u64()))
             case 5: self = .grantLease(id: Int64(bitPattern: try reader.u64()), ttl: Int64(bitPattern: try reader.u64()))
             case 6: self = .revokeLease(id: Int64(bitPattern: try reader.u64()))
+            case 7: self = .keepAliveLease(id: Int64(bitPattern: try reader.u64()))
             case let kind: throw MVCCCommandError.malformed("command kind \(kind)")
             }
             guard reader.isAtEnd else { throw MVCCCommandError.malformed("\(reader.remaining) bytes after the command") }

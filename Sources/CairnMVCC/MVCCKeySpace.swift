@@ -21,9 +21,9 @@ package struct MVCCKeySpace: Sendable {
     /// The revision of the last change (etcd's header revision); 1 in a new key space, as in etcd.
     package private(set) var revision: Int64 = 1
     /// Reads and watches before this revision are refused.
-    package private(set) var compactedRevision: Int64 = 0
+    package internal(set) var compactedRevision: Int64 = 0
     /// Key and value bytes of every kept version, for `--quota-backend-bytes`.
-    package private(set) var historyBytes = 0
+    package internal(set) var historyBytes = 0
     var latest = PersistentSortedMap<ByteKey, KeyValue>()
     var history = PersistentSortedMap<HistoryKey, KeyValue>()
     var changes = PersistentSortedMap<Revision, ByteKey>()

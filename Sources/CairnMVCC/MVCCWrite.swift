@@ -177,7 +177,8 @@ extension MVCCKeySpace {
     /// Grants lease `id` (chosen by the proposer: apply must not draw randomness) for `ttl` seconds, raised to
     /// `minimumTTL` as etcd's lessor does.
     package mutating func grantLease(id: Int64, ttl: Int64, minimumTTL: Int64) throws(MVCCError) -> Lease {
-        if id <= 0 { throw .leaseNotFound }
+        // The proposer draws an ID for 0; any other, negative ones too, is taken as etcd takes it.
+        if id == 0 { throw .leaseNotFound }
         if ttl > LeaseTable.ttlSecondsMax { throw .leaseTTLTooLarge }
         if leases[id] != nil { throw .leaseExists }
         let lease = Lease(id: id, ttl: max(ttl, minimumTTL))

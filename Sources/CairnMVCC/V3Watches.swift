@@ -23,6 +23,14 @@ package struct V3WatchDelivery: Sendable, Equatable {
     package var events: [Event] = []
     package var canceled = false
     package var compactRevision: Int64 = 0
+
+    package init(watchID: Int64, revision: Int64, events: [Event] = [], canceled: Bool = false, compactRevision: Int64 = 0) {
+        self.watchID = watchID
+        self.revision = revision
+        self.events = events
+        self.canceled = canceled
+        self.compactRevision = compactRevision
+    }
 }
 
 package struct V3Watches: Sendable {

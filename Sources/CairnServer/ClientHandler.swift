@@ -28,16 +28,19 @@ package struct ClientHandler: HTTPHandler {
     let member: MemberInfo
     let node: KeySpaceNode
     let keys: KeysHandler
+    let v3: V3Handler
 
     let members: MembersHandler
     /// `GET /cairn/snapshot`: one at a time.
     let backups = BackupSlots()
     let console: ConsoleHandler
 
-    package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false) {
+    package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false,
+                 requestBytesMax: Int = V3Handler.requestBytesMaxDefault) {
         self.member = member
         self.node = node
         keys = KeysHandler(node: node, linearizableReads: linearizableReads)
+        v3 = V3Handler(node: node, member: member, token: token, requestBytesMax: requestBytesMax)
         members = MembersHandler(node: node, token: token)
         console = ConsoleHandler(member: member, node: node)
     }
@@ -59,6 +62,9 @@ package struct ClientHandler: HTTPHandler {
         if path == "/v2/keys" || path.hasPrefix("/v2/keys/") {
             guard allow(exchange, ["HEAD", "GET", "PUT", "POST", "DELETE"], allowHeadForGet: false) else { return }
             return keys.handle(exchange, keyPath: path.dropFirst("/v2/keys".count))
+        }
+        if let endpoint = V3Handler.endpointPath(path) {
+            return v3.handle(exchange, endpointPath: endpoint)
         }
         if path == "/ui" || path.hasPrefix("/ui/") {
             return console.handle(exchange, path: path)

@@ -4,6 +4,7 @@
 // leadership with ReadIndex (no log write) and wait only until the applied index reaches the read index.
 // TTLs and expiry follow the cluster time carried in the entries, never this machine's wall clock.
 import CairnBase
+import CairnMVCC
 import CairnPeer
 import CairnRaft
 import CairnStorage
@@ -18,6 +19,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// What a read sees: an immutable root and the indexes it reflects.
     package struct View: Sendable {
         package var root: StoreNode
+        /// The v3 key space, beside the v2 one (separate, as in etcd).
+        package var mvcc = MVCCKeySpace()
         package var etcdIndex: UInt64
         package var raftIndex: UInt64
         package var raftTerm: UInt64
@@ -56,6 +59,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         package var electionTimeoutMilliseconds = 1000
         package var snapshotCount = 100_000
         package var historyBytesMax = 64 * 1024 * 1024
+        /// The v3 key space's automatic compaction, proposed by the leader (nil: none).
+        package var autoCompaction: AutoCompaction.Mode?
+        /// How often v3 watchers that asked for progress notifications get one (etcd's default: 10 minutes).
+        package var watchProgressNotifyIntervalMilliseconds = 600_000
         /// How long a write or a `quorum=true` read waits for its entry or read index before failing.
         package var requestTimeoutMilliseconds = 7000
 
@@ -77,11 +84,13 @@ package final class KeySpaceNode: @unchecked Sendable {
     private let persistQueue = DispatchQueue(label: "cairn.persist")
     private let snapshotQueue = DispatchQueue(label: "cairn.snapshot")
     private let membersObserverQueue = DispatchQueue(label: "cairn.members")
-    private let clock: ClusterClock
+    let clock: ClusterClock
     private let storage: Storage
-    private let options: Options
+    let options: Options
     private let logger = Logger(label: "cairn.node")
     private var keySpace: KeySpace
+    /// The v3 side: its key space, lease deadlines, watchers and answers (KeySpaceNode+V3.swift).
+    var v3: V3State
     private var sessions = ClientSessions()
     private var members: MemberTable
     /// The cluster's first configuration: from the log when it says, else from the flags (empty when joining).
@@ -94,10 +103,10 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// Watch events are encoded and handed out there, off this queue; `hub` only collects the watchers to wake here.
     package let watchDelivery = WatchDelivery()
     private var watchersWoken: [@Sendable (EncodedWatchEvent) -> Void] = []
-    private var raft: RaftNode<RaftLog>
+    var raft: RaftNode<RaftLog>
     private let log: RaftLog
     private var appliedRaftIndex: UInt64
-    private var appliedClusterTime: Int64 = 0
+    private(set) var appliedClusterTime: Int64 = 0
     private var snapshotIndex: UInt64
     private var snapshotInProgress = false
     /// Backups waiting for the next snapshot to be written.
@@ -147,13 +156,13 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// Bulk frames that wait for room on the link rather than being dropped (snapshot streams).
     private var sendPaced: @Sendable (_ to: UInt64, _ frame: PeerFrame, _ queued: @escaping @Sendable (Bool) -> Void) -> Void = { _, _, queued in queued(false) }
 
-    private typealias WriteCompletion = (Result<[(event: StoreEvent, removed: RemovedNodes)], StoreError>, View) -> Void
+    typealias WriteCompletion = (Result<[(event: StoreEvent, removed: RemovedNodes)], StoreError>, View) -> Void
     private typealias ReadCompletion = (Result<View, StoreError>) -> Void
     /// This run of this member, as proposals and forwarded reads name it.
-    private let requester: Requester
-    private var nextSequence: UInt64 = 1
+    let requester: Requester
+    private(set) var nextSequence: UInt64 = 1
     /// This member's proposals awaiting their entry's application, by sequence; the deque orders their deadlines.
-    private var writers: [UInt64: WriteCompletion] = [:]
+    private(set) var writers: [UInt64: WriteCompletion] = [:]
     private var writerDeadlines: Deque<(sequence: UInt64, deadline: Int64)> = []
     /// Proposals made while no leader is known; sent when one is.
     private var unsent: [[UInt8]] = []
@@ -183,6 +192,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         requester = Requester(member: options.id, incarnation: random.next())
         hub = WatchHub(historyBytesMax: options.historyBytesMax)
         keySpace = KeySpace(initialIndex: initialIndex)
+        v3 = V3State(minimumLeaseTTL: Self.minimumLeaseTTL(options), autoCompaction: options.autoCompaction.map(AutoCompaction.init))
         // A restart without snapshots takes the initial members from the log's first member entry, not from the flags
         // (which change as members come and go): Raft's initial configuration and the store's first index follow it.
         let logged = try Self.loggedInitialMembers(storage.writer)
@@ -202,6 +212,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             members = loaded.members
             appliedRaftIndex = loaded.header.lastIndex
             appliedClusterTime = Int64(bitPattern: loaded.header.clusterTimeNanos)
+            v3.restore(loaded.mvcc, at: appliedClusterTime)
         } else {
             appliedRaftIndex = 0
         }
@@ -232,7 +243,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         raft = RaftNode(config: config, storage: log, hardState: savedHardState)
         if options.voters.isEmpty && appliedRaftIndex == 0 && log.lastIndex == .zero { voteFloor = .max }
         publishedMembers = Mutex(members)
-        published = Mutex(View(root: keySpace.root, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex,
+        published = Mutex(View(root: keySpace.root, mvcc: v3.space, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex,
                                raftTerm: recovered.term, clusterTimeNanos: appliedClusterTime, appliedAtNanos: clock.now()))
     }
 
@@ -261,7 +272,12 @@ package final class KeySpaceNode: @unchecked Sendable {
         // etcd checks for expired keys every 500 ms; so does the leader, through a logged expire command.
         let expiry = DispatchSource.makeTimerSource(queue: queue)
         expiry.schedule(deadline: .now() + .milliseconds(500), repeating: .milliseconds(500))
-        expiry.setEventHandler { [unowned self] in proposeExpiryIfDue() }
+        expiry.setEventHandler { [unowned self] in
+            proposeExpiryIfDue()
+            proposeLeaseRevokesIfDue()
+            proposeCompactionIfDue()
+            notifyWatchProgressIfDue()
+        }
         expiry.resume()
         timers = [tick, expiry]
     }
@@ -305,6 +321,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", Double(s.applied)),
             ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", Double(s.pendingProposals)),
             ("etcd_debugging_store_watchers", "Count of currently active watchers.", Double(watcherCount)),
+            ("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", Double(v3WatcherCount)),
             ("cairn_raft_term", "The Raft term this member is in.", Double(s.term)),
             ("cairn_raft_apply_lag_entries", "Committed entries this member has not applied yet.", Double(s.commit &- min(s.commit, s.applied))),
             ("cairn_raft_voters", "Voters in Raft's configuration as this member sees it.", Double(s.voters.count)),
@@ -355,7 +372,7 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     /// A snapshot file's key space and sessions; its body checksum is checked before any of it is used.
     static func loadSnapshot(fs: FileSystem, path: String)
-        throws -> (keySpace: KeySpace, sessions: ClientSessions, members: MemberTable, header: SnapshotHeader)
+        throws -> (keySpace: KeySpace, sessions: ClientSessions, members: MemberTable, mvcc: MVCCKeySpace, header: SnapshotHeader)
     {
         let reader = try SnapshotReader(fs: fs, path: path)
         defer { reader.close() }
@@ -363,10 +380,12 @@ package final class KeySpaceNode: @unchecked Sendable {
         let (root, index) = try TreeSnapshot.read(from: &source)
         let sessions = try ClientSessions.read(from: &source)
         let members = try MemberTable.read(from: &source)
-        guard source.isDrained, try reader.next() == nil else {
-            throw StorageError.corrupt(path: path, offset: 0, index: reader.header.lastIndex, reason: "bytes after the member table")
+        // Snapshots written before v3 end here: they load with an empty v3 key space.
+        let mvcc = try source.isAtEnd() ? MVCCKeySpace() : try Self.readMVCCSection(from: &source)
+        guard try source.isAtEnd() else {
+            throw StorageError.corrupt(path: path, offset: 0, index: reader.header.lastIndex, reason: "bytes after the v3 key space")
         }
-        return (KeySpace(root: root, currentIndex: index), sessions, members, reader.header)
+        return (KeySpace(root: root, currentIndex: index), sessions, members, mvcc, reader.header)
     }
 
     private static func header(fs: FileSystem, path: String) throws -> SnapshotHeader {
@@ -397,7 +416,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         submit(.command(command.encoded()), session: session, completion: completion)
     }
 
-    private func submit(_ body: Proposal.Body, session: SessionRequest? = nil, completion: @escaping WriteCompletion) {
+    func submit(_ body: Proposal.Body, session: SessionRequest? = nil, completion: @escaping WriteCompletion) {
         if let failure = storageUnavailable() { return completion(.failure(failure), view()) }
         let sequence = nextSequence
         nextSequence += 1
@@ -824,9 +843,11 @@ package final class KeySpaceNode: @unchecked Sendable {
     private func apply(_ entries: [Entry]) {
         var answered: [(WriteCompletion, Result<[(event: StoreEvent, removed: RemovedNodes)], StoreError>)] = []
         var events: [(event: StoreEvent, removed: RemovedNodes)] = []
+        let v3RevisionBefore = v3.space.revision
         for entry in entries where entry.index.value > appliedRaftIndex {
             appliedRaftIndex = entry.index.value
             appliedClusterTime = Int64(bitPattern: entry.clusterTimeNanos)
+            promoteLeasesIfLeading(entryTerm: entry.term.value)
             guard entry.kind == .normal || entry.kind == .unversioned else { continue }
             // An entry that cannot be decoded (a newer binary's, or damage that got past the checks) is a no-op on
             // every member alike: the same bytes fail the same way everywhere, so the replicas still agree.
@@ -841,6 +862,9 @@ package final class KeySpaceNode: @unchecked Sendable {
                 }
                 members.apply(change)
                 membersDirty = true
+                result = .success([])
+            case .mvcc(let bytes):
+                applyV3(bytes, proposal: proposal, index: entry.index.value)
                 result = .success([])
             case .command:
                 guard let command else { continue }
@@ -875,6 +899,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             watchersWoken.removeAll()
         }
         for (completion, result) in answered { completion(result, view) }
+        deliverV3Watches(since: v3RevisionBefore)
         if !readsAwaitingApply.isEmpty {
             var waiting: [(index: UInt64, context: UInt64)] = []
             for read in readsAwaitingApply {
@@ -977,6 +1002,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         guard !snapshotInProgress, let metadata = raft.snapshotMetadata(through: LogIndex(appliedRaftIndex)) else { return }
         snapshotInProgress = true
         let root = keySpace.root, storeIndex = keySpace.currentIndex, sessions = self.sessions, members = self.members
+        let mvcc = v3.space
         let header = SnapshotHeader(lastIndex: metadata.index.value, lastTerm: metadata.term.value,
                                     clusterTimeNanos: metadata.clusterTimeNanos, membership: metadata.membership.encoded())
         let storage = self.storage
@@ -992,6 +1018,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                     try TreeSnapshot.write(root: root, currentIndex: storeIndex, to: &sink)
                     try sessions.write(to: &sink)
                     try members.write(to: &sink)
+                    try Self.writeMVCCSection(mvcc, to: &sink)
                     _ = try writer.finish()
                 } catch {
                     writer.abort()
@@ -1138,6 +1165,8 @@ package final class KeySpaceNode: @unchecked Sendable {
         setMembers(loaded.members)
         appliedRaftIndex = metadata.index.value
         appliedClusterTime = Int64(bitPattern: metadata.clusterTimeNanos)
+        v3.restore(loaded.mvcc, at: appliedClusterTime)
+        catchUpV3Watchers()
         snapshotIndex = appliedRaftIndex
         log.applySnapshot(metadata)
         publish()
@@ -1146,7 +1175,7 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     @discardableResult
     private func publish() -> View {
-        let view = View(root: keySpace.root, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex, raftTerm: raft.term.value,
+        let view = View(root: keySpace.root, mvcc: v3.space, etcdIndex: keySpace.currentIndex, raftIndex: appliedRaftIndex, raftTerm: raft.term.value,
                         clusterTimeNanos: appliedClusterTime, appliedAtNanos: clock.now())
         published.withLock { $0 = view }
         return view
@@ -1183,6 +1212,16 @@ struct SnapshotChunks: SnapshotSource {
 
     /// True when every byte of the chunks read so far has been consumed.
     var isDrained: Bool { offset == buffer.count }
+
+    /// True when the file has no byte left to read (reads the next chunk to know).
+    mutating func isAtEnd() throws -> Bool {
+        while offset == buffer.count {
+            guard let chunk = try reader.next() else { return true }
+            buffer = chunk
+            offset = 0
+        }
+        return false
+    }
 }
 
 /// The key space's snapshot stream into a snapshot file.

@@ -1,6 +1,7 @@
 // What members say to each other beyond the transport's handshake: Raft messages, proposals forwarded to the
 // leader, and ReadIndex requests a follower asks the leader to confirm. Every decode checks every length.
 import CairnBase
+import CairnMVCC
 import CairnPeer
 import CairnRaft
 import CairnStore
@@ -61,12 +62,14 @@ struct ReadRequest: Equatable {
 
 /// A log entry's payload: which run of which member proposed it and under which sequence number (so that run can
 /// answer its client when the entry is applied), the client's session if it named one, then what it changes: the
-/// key space (a command) or the member table. Encoded behind a format version byte (`formatVersion`); entries of
+/// v2 key space (a command), the v3 key space (an `MVCCCommand`) or the member table. Encoded behind a format version byte (`formatVersion`); entries of
 /// kind `.unversioned`, from logs written before the byte existed, hold the same layout without it.
 struct Proposal: Equatable {
     enum Body: Equatable {
         case command([UInt8])
         case member(MemberChange)
+        /// An `MVCCCommand` encoding. A member older than this kind applies the entry as a no-op (kind unknown).
+        case mvcc([UInt8])
     }
 
     /// The first byte of every `.normal` entry's payload and of every forwarded proposal. A member meeting a
@@ -98,6 +101,9 @@ struct Proposal: Equatable {
         case .member(let change):
             writer.u8(1)
             writer.raw(change.encoded())
+        case .mvcc(let command):
+            writer.u8(2)
+            writer.raw(command)
         }
         return writer.bytes
     }
@@ -141,6 +147,7 @@ struct Proposal: Equatable {
         switch try reader.u8() {
         case 0: body = .command(reader.rest())
         case 1: body = .member(try MemberChange(decoding: reader.rest()))
+        case 2: body = .mvcc(reader.rest())
         case let kind: throw TreeSnapshotError.malformed("proposal body kind \(kind)")
         }
     }
@@ -150,11 +157,15 @@ struct Proposal: Equatable {
     /// before a proposal reaches Raft and before an entry from a peer is logged.
     static func isApplicable(_ bytes: [UInt8], kind: EntryKind) -> Bool {
         guard let proposal = try? Proposal(decoding: bytes, kind: kind) else { return false }
-        if case .command(let command) = proposal.body {
+        switch proposal.body {
+        case .command(let command):
             guard let decoded = try? StoreCommand(decoding: command) else { return false }
             return isApplicable(decoded)
+        case .mvcc(let command):
+            return (try? MVCCCommand(decoding: command)) != nil
+        case .member:
+            return true
         }
-        return true
     }
 
     /// A write never carries a negative TTL or expiration (the HTTP edge makes TTLs of 0 or more and leaves the
@@ -173,6 +184,10 @@ package func describeLogEntry(kind: UInt8, payload: [UInt8]) -> String {
     if let session = proposal.session { text += "session \(session.client.debugDescription)#\(session.request) " }
     guard case .command(let bytes) = proposal.body, let command = try? StoreCommand(decoding: bytes) else {
         if case .member(let change) = proposal.body { return text + "MEMBER \(change)" }
+        if case .mvcc(let bytes) = proposal.body {
+            guard let command = try? MVCCCommand(decoding: bytes) else { return text + "v3 command of \(bytes.count) bytes (undecodable)" }
+            return text + "V3 \(command)"
+        }
         return text + "command of \(payload.count) bytes (undecodable)"
     }
     if command.method == .expire { return text + "EXPIRE up to \(command.expiration)" }

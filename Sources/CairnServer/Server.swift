@@ -85,6 +85,8 @@ package final class Server: @unchecked Sendable {
         // etcd's request timeout: 5 s plus two election timeouts.
         options.requestTimeoutMilliseconds = 5000 + 2 * configuration.electionTimeoutMilliseconds
         options.historyBytesMax = configuration.watchHistoryBytesMax
+        options.autoCompaction = configuration.autoCompaction
+        options.watchProgressNotifyIntervalMilliseconds = configuration.watchProgressNotifyIntervalMilliseconds
         // etcd's own bootstrap writes (two per member, then the cluster version) come before any user write; a joiner
         // learns the count from the log's first member entry.
         node = try KeySpaceNode(clock: clock, initialIndex: KeySpaceNode.storeInitialIndex(memberCount: initialMembers.count), storage: storage,
@@ -94,7 +96,8 @@ package final class Server: @unchecked Sendable {
             clientURLs: configuration.advertiseClientURLs, startTime: clock.now())
         http = HTTPServer(configuration: httpConfiguration,
                           handler: ClientHandler(member: member, node: node, token: configuration.initialClusterToken,
-                                                 linearizableReads: configuration.linearizableReads))
+                                                 linearizableReads: configuration.linearizableReads,
+                                                 requestBytesMax: configuration.maxRequestBytes))
         if joining && fresh {
             // Until the cluster's table arrives, the members named on the command line are who to talk to.
             try startTransport(clusterID: 0, peers: bootstrap.members.map(MemberRecord.init))

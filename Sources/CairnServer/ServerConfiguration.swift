@@ -1,6 +1,7 @@
 // What a member is told on its command line, already validated: etcd's flags as values.
 // URL lists are checked here so a typo fails at start-up with the flag's name, never later.
 import CairnHTTP
+import CairnMVCC
 
 package struct ServerConfiguration: Sendable {
     package var name = "default"
@@ -17,6 +18,12 @@ package struct ServerConfiguration: Sendable {
     package var snapshotCount = 100_000
     /// Every GET confirms leadership (ReadIndex) as `quorum=true` does, not only those that ask.
     package var linearizableReads = false
+    /// etcd's `--max-request-bytes`: the largest v3 request taken (its encoding), 1.5 MiB by default.
+    package var maxRequestBytes = V3Handler.requestBytesMaxDefault
+    /// etcd's `--auto-compaction-mode` and `--auto-compaction-retention`; nil: no automatic compaction (etcd's default).
+    package var autoCompaction: AutoCompaction.Mode?
+    /// etcd's `--experimental-watch-progress-notify-interval`.
+    package var watchProgressNotifyIntervalMilliseconds = 600_000
     /// Watch history kept for resuming watchers, in bytes (etcd keeps 1,000 events whatever their size).
     package var watchHistoryBytesMax = 64 * 1024 * 1024
     /// The validated initial membership and the IDs derived from it.

@@ -90,6 +90,18 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "Log level: debug, info, warn, error.")
     var logLevel = "info"
 
+    @Option(name: .customLong("auto-compaction-mode"), help: "Interpret 'auto-compaction-retention' one of: periodic|revision.")
+    var autoCompactionMode = "periodic"
+
+    @Option(name: .customLong("auto-compaction-retention"), help: "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.")
+    var autoCompactionRetention = "0"
+
+    @Option(name: .customLong("experimental-watch-progress-notify-interval"), help: "Duration of periodic watch progress notifications.")
+    var watchProgressNotifyInterval = "10m0s"
+
+    @Option(name: .customLong("max-request-bytes"), help: "Maximum client request size in bytes the server will accept (v3).")
+    var maxRequestBytes = 1024 * 1024 + 512 * 1024
+
     @Flag(name: .customLong("linearizable-reads"), help: "Serve every GET as if it had quorum=true (Cairn's own flag).")
     var linearizableReads = false
 
@@ -103,6 +115,7 @@ struct Serve: ParsableCommand {
         guard electionTimeout >= 5 * heartbeatInterval else {
             throw ValidationError("--election-timeout (\(electionTimeout)) should be at least 5 times --heartbeat-interval (\(heartbeatInterval))")
         }
+        guard maxRequestBytes > 0, maxRequestBytes <= 1 << 30 else { throw ValidationError("--max-request-bytes must be between 1 and 1073741824") }
         guard snapshotCount > 0 else { throw ValidationError("--snapshot-count must be positive") }
         guard ["true", "false"].contains(enableV2) else { throw ValidationError("--enable-v2 must be true or false") }
         guard Self.logLevels[logLevel] != nil else { throw ValidationError("--log-level must be one of debug, info, warn, error") }
@@ -130,6 +143,16 @@ struct Serve: ParsableCommand {
         configuration.electionTimeoutMilliseconds = electionTimeout
         configuration.snapshotCount = snapshotCount
         configuration.linearizableReads = linearizableReads
+        configuration.maxRequestBytes = maxRequestBytes
+        guard let progressNanos = parseGoDurationNanos(watchProgressNotifyInterval), progressNanos >= 1_000_000 else {
+            throw ValidationError("--experimental-watch-progress-notify-interval must be a duration of 1ms or more (\"10m\", \"30s\")")
+        }
+        configuration.watchProgressNotifyIntervalMilliseconds = Int(progressNanos / 1_000_000)
+        do {
+            configuration.autoCompaction = try AutoCompactionFlags.parse(mode: autoCompactionMode, retention: autoCompactionRetention)
+        } catch {
+            throw ValidationError(error.description)
+        }
         try tls.apply(to: &configuration)
         return configuration
     }
@@ -138,7 +161,8 @@ struct Serve: ParsableCommand {
     static let flagNames = [
         "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls", "initial-advertise-peer-urls",
         "initial-cluster", "initial-cluster-state", "initial-cluster-token", "heartbeat-interval", "election-timeout",
-        "snapshot-count", "enable-v2", "log-level",
+        "snapshot-count", "enable-v2", "log-level", "max-request-bytes", "auto-compaction-mode", "auto-compaction-retention",
+        "experimental-watch-progress-notify-interval",
     ] + TLSOptions.flagNames
 
     static let logLevels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning, "error": .error]

@@ -1,5 +1,6 @@
 // The members' own payloads: proposals and forwarded reads round-trip exactly, and a short buffer is an error.
 import CairnBase
+import CairnMVCC
 import CairnRaft
 import CairnStore
 import Testing
@@ -29,6 +30,19 @@ import Testing
             let member = Proposal(origin: Requester(member: 1, incarnation: 5), sequence: 3, body: .member(change))
             #expect(try Proposal(decoding: member.encoded()) == member)
             #expect(throws: (any Error).self) { try Proposal(decoding: member.encoded() + [0]) }
+        }
+    }
+
+    @Test func v3ProposalsRoundTripAndAnUndecodableCommandIsRefused() throws {
+        let command = MVCCCommand.put(PutRequest(key: Array("k".utf8), value: Array("v".utf8)))
+        let p = Proposal(origin: Requester(member: 1, incarnation: 5), sequence: 4, body: .mvcc(command.encoded()))
+        #expect(try Proposal(decoding: p.encoded()) == p)
+        #expect(Proposal.isApplicable(p.encoded(), kind: .normal))
+        #expect(describeLogEntry(kind: EntryKind.normal.rawValue, payload: p.encoded()).contains("V3 put"))
+        // A command a newer member wrote (unknown version) or damage: refused before Raft, never applied.
+        for bad in [[UInt8](), [2, 1], Array(command.encoded().dropLast()), command.encoded() + [0]] {
+            let damaged = Proposal(origin: Requester(member: 1, incarnation: 5), sequence: 5, body: .mvcc(bad))
+            #expect(!Proposal.isApplicable(damaged.encoded(), kind: .normal), "\(bad)")
         }
     }
 

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""The v3 JSON gateway, live against etcd 3.4: the same requests to a fresh etcd and a fresh Cairn, answers compared.
+
+  diff ETCD_URL CAIRN_URL
+
+Compared: status, Content-Type and the body. Normalised, as they must differ between two clusters: cluster_id,
+member_id and raft_term in headers, member IDs and URLs, a lease ID etcd draws itself, the seconds a lease has left
+(they depend on the clock) and the sizes and indexes of maintenance/status. Watches are read line by line, with
+writes made while they are open. Exits 1 on any difference and prints the N passed line.
+"""
+import http.client
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from base64 import b64encode
+
+
+def b(text):
+    return b64encode(text.encode()).decode()
+
+
+# (path, JSON body as text). Kept in order: each case sees the state the earlier ones left. {self_id} and {self_peer}
+# stand for the member's own ID and peer URL.
+CASES = [
+    ("/v3/kv/range", "{}"),
+    ("/v3/kv/range", ""),
+    ("/v3/kv/range", "notjson"),
+    ("/v3/kv/range", "[]"),
+    ("/v3/kv/range", '{"key":"Zm9"}'),
+    ("/v3/kv/put", json.dumps({"key": b("foo"), "value": b("bar")})),
+    ("/v3/kv/put", json.dumps({"key": b("foo"), "value": b("baz"), "prev_kv": True})),
+    ("/v3/kv/put", json.dumps({"key": b("foo/1"), "value": b("one")})),
+    ("/v3/kv/put", json.dumps({"key": b("foo/2"), "value": b("two")})),
+    ("/v3beta/kv/put", json.dumps({"key": b("zed"), "value": ""})),
+    ("/v3/kv/range", json.dumps({"key": b("foo")})),
+    ("/v3/kv/range", json.dumps({"key": b("foo/"), "range_end": b("foo0")})),
+    ("/v3/kv/range", json.dumps({"key": b("\0"), "range_end": b("\0"), "limit": 2})),
+    ("/v3/kv/range", json.dumps({"key": b("\0"), "range_end": b("\0"), "count_only": True})),
+    ("/v3/kv/range", json.dumps({"key": b("\0"), "range_end": b("\0"), "keys_only": True, "sort_order": "DESCEND"})),
+    ("/v3/kv/range", json.dumps({"key": b("\0"), "range_end": b("\0"), "sort_target": "MOD", "sort_order": "DESCEND"})),
+    ("/v3/kv/range", json.dumps({"key": b("foo"), "revision": 2})),
+    ("/v3/kv/range", json.dumps({"key": b("foo"), "revision": 100})),
+    ("/v3/kv/range", json.dumps({"key": b("foo"), "serializable": True})),
+    ("/v3/kv/range", json.dumps({"key": b("\0"), "range_end": b("\0"), "min_mod_revision": 4})),
+    ("/v3/kv/range", '{"key":"Zm9v","limit":"abc"}'),
+    ("/v3/kv/put", json.dumps({"key": "", "value": b("x")})),
+    ("/v3/kv/put", json.dumps({"key": b("foo"), "value": b("x"), "ignore_value": True})),
+    ("/v3/kv/put", json.dumps({"key": b("nokey"), "ignore_value": True})),
+    ("/v3/kv/put", json.dumps({"key": b("foo"), "value": b("x"), "lease": 12})),
+    ("/v3/kv/deleterange", json.dumps({"key": b("foo/1"), "prev_kv": True})),
+    ("/v3/kv/deleterange", json.dumps({"key": b("nothing")})),
+    ("/v3/kv/deleterange", "{}"),
+    ("/v3/kv/txn", json.dumps({"compare": [{"key": b("foo"), "target": "VALUE", "result": "EQUAL", "value": b("baz")}],
+                               "success": [{"request_put": {"key": b("t"), "value": b("1")}}, {"request_range": {"key": b("t")}}],
+                               "failure": [{"request_range": {"key": b("foo")}}]})),
+    ("/v3/kv/txn", json.dumps({"compare": [{"key": b("foo"), "target": "VERSION", "result": "GREATER", "version": 5}],
+                               "failure": [{"request_range": {"key": b("foo")}}, {"request_delete_range": {"key": b("t")}}]})),
+    ("/v3/kv/txn", json.dumps({"compare": [{"key": b("foo"), "target": "MOD", "result": "LESS", "mod_revision": 100},
+                                           {"key": b("nope"), "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
+                               "success": [{"request_txn": {"success": [{"request_put": {"key": b("n"), "value": b("2")}}]}}]})),
+    ("/v3/kv/txn", json.dumps({"success": [{"request_put": {"key": b("d"), "value": b("1")}},
+                                           {"request_put": {"key": b("d"), "value": b("2")}}]})),
+    ("/v3/kv/txn", json.dumps({"success": [{}]})),
+    ("/v3/kv/compaction", json.dumps({"revision": 3})),
+    ("/v3/kv/compaction", json.dumps({"revision": 3})),
+    ("/v3/kv/compaction", json.dumps({"revision": 1000})),
+    ("/v3/kv/range", json.dumps({"key": b("foo"), "revision": 2})),
+    ("/v3/lease/grant", json.dumps({"TTL": 30, "ID": 1000})),
+    ("/v3/lease/grant", json.dumps({"TTL": 30, "ID": 1000})),
+    ("/v3/lease/grant", json.dumps({"TTL": 1, "ID": 1001})),
+    ("/v3/lease/grant", json.dumps({"TTL": "9000000001"})),
+    ("/v3/lease/grant", json.dumps({"TTL": 60})),
+    ("/v3/kv/put", json.dumps({"key": b("leased"), "value": b("v"), "lease": 1000})),
+    ("/v3/lease/timetolive", json.dumps({"ID": 1000, "keys": True})),
+    ("/v3/kv/lease/timetolive", json.dumps({"ID": 1000})),
+    ("/v3/lease/timetolive", json.dumps({"ID": 99})),
+    ("/v3/lease/keepalive", json.dumps({"ID": 1000})),
+    ("/v3/lease/keepalive", json.dumps({"ID": 99})),
+    ("/v3/lease/revoke", json.dumps({"ID": 99})),
+    ("/v3/kv/lease/revoke", json.dumps({"ID": 1000})),
+    ("/v3/kv/range", json.dumps({"key": b("leased")})),
+    ("/v3/lease/revoke", json.dumps({"ID": 1001})),
+    ("/v3/cluster/member/list", "{}"),
+    ("/v3/cluster/member/add", "{}"),
+    ("/v3/cluster/member/add", '{"peerURLs":["notaurl"]}'),
+    ("/v3/cluster/member/add", '{"peerURLs":["{self_peer}"]}'),
+    ("/v3/cluster/member/remove", "{}"),
+    ("/v3/cluster/member/update", '{"ID":"5","peerURLs":["http://127.0.0.1:2"]}'),
+    ("/v3/cluster/member/promote", '{"ID":"{self_id}"}'),
+    ("/v3/cluster/member/promote", '{"ID":"5"}'),
+    ("/v3/maintenance/status", "{}"),
+    ("/v3/kv/nothing", "{}"),
+    ("/v3alpha/kv/range", "{}"),
+    ("GET /v3/kv/range", None),
+]
+
+# (watch body, writes made while it is open, lines to read).
+WATCHES = [
+    (json.dumps({"create_request": {"key": b("w"), "start_revision": 1}}), [("/v3/kv/put", json.dumps({"key": b("w"), "value": b("1")}))], 2),
+    (json.dumps({"create_request": {"key": b("w"), "prev_kv": True}}),
+     [("/v3/kv/put", json.dumps({"key": b("w"), "value": b("2")})), ("/v3/kv/deleterange", json.dumps({"key": b("w")}))], 3),
+    (json.dumps({"create_request": {"key": b("w"), "range_end": b("x"), "start_revision": 2, "filters": ["NODELETE"], "prev_kv": True}}), [], 2),
+    (json.dumps({"create_request": {"key": b("foo"), "start_revision": 2}}), [], 2),
+    (json.dumps({"create_request": {"key": b("\0"), "range_end": b("\0"), "filters": ["NOPUT"]}}),
+     [("/v3/kv/put", json.dumps({"key": b("q"), "value": b("1")})), ("/v3/kv/deleterange", json.dumps({"key": b("q")}))], 2),
+    ("garbage", [], 1),
+]
+
+
+def request(url, path, body, method="POST"):
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.request(method, path, body=None if body is None else body.encode())
+    response = conn.getresponse()
+    data = response.read().decode()
+    conn.close()
+    return response.status, response.getheader("Content-Type"), data
+
+
+def watch(url, body, writes, lines):
+    """Opens a watch, makes `writes` once it is created, and returns its first `lines` lines (fewer on timeout)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    conn.request("POST", "/v3/watch", body=body.encode())
+    response = conn.getresponse()
+    got = []
+    try:
+        while len(got) < lines:
+            line = response.readline()
+            if not line:
+                break
+            got.append(line.decode())
+            if len(got) == 1:
+                for path, write in writes:
+                    request(url, path, write)
+    except (socket.timeout, TimeoutError):
+        pass
+    conn.close()
+    return response.status, response.getheader("Content-Type"), "".join(got)
+
+
+def normalise(text):
+    text = re.sub(r'"(cluster_id|member_id)":"\d+"', r'"\1":"ID"', text)
+    text = re.sub(r'"raft_term":"\d+"', '"raft_term":"T"', text)
+    # A lease ID the server drew; a lease's seconds left; status sizes and indexes; member IDs and URLs.
+    text = re.sub(r'"ID":"\d{6,}"', '"ID":"DRAWN"', text)
+    text = re.sub(r'("ID":"\d+"),"TTL":"\d+","grantedTTL"', r'\1,"TTL":"LEFT","grantedTTL"', text)
+    text = re.sub(r'"(dbSize|dbSizeInUse|raftIndex|raftAppliedIndex|raftTerm|leader)":"\d+"', r'"\1":"N"', text)
+    text = re.sub(r'"(peerURLs|clientURLs)":\["[^"]*"\]', r'"\1":["URL"]', text)
+    return text
+
+
+def run(url):
+    answers = []
+    [me] = json.loads(request(url, "/v3/cluster/member/list", "{}")[2])["members"]
+    for path, body in CASES:
+        if body:
+            body = body.replace("{self_id}", me["ID"]).replace("{self_peer}", me["peerURLs"][0])
+        method = "POST"
+        if path.startswith("GET "):
+            method, path = "GET", path[4:]
+        answers.append((f"{method} {path} {body}", request(url, path, body, method)))
+    for body, writes, lines in WATCHES:
+        answers.append((f"WATCH {body}", watch(url, body, writes, lines)))
+    return answers
+
+
+def main():
+    if len(sys.argv) != 4 or sys.argv[1] != "diff":
+        sys.exit(__doc__)
+    etcd, cairn = run(sys.argv[2]), run(sys.argv[3])
+    failures = 0
+    for (name, want), (_, got) in zip(etcd, cairn):
+        want = (want[0], want[1], normalise(want[2]))
+        got = (got[0], got[1], normalise(got[2]))
+        if want != got:
+            failures += 1
+            print(f"DIFF {name}\n  etcd:  {want}\n  cairn: {got}")
+    print(f"{len(etcd) - failures} passed, {failures} failed (v3 gateway against etcd 3.4)")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
