@@ -3,10 +3,12 @@
 Three members speak TLS to clients (client-certificate auth with a CRL) and mutual TLS to each other
 (`--peer-client-cert-auth`, `--peer-cert-allowed-cn member`); they elect a leader and replicate. etcdctl (v2) and
 curl (HTTP/1.1 and HTTP/2 by ALPN) work with the client certificate and are refused without one, or with an
-untrusted, expired or revoked one. A stranger on a peer port with an untrusted certificate is dropped in the
+untrusted, expired or revoked one; so does the v3 JSON gateway. A stranger on a peer port with an untrusted certificate is dropped in the
 handshake. A member's certificate is rotated on disk while a client stays connected. Runs against etcd too.
 """
+import base64
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -130,6 +132,22 @@ def test_curl_over_http1_and_http2_by_alpn(tls_cluster):
     two = c.curl(1, "/v2/keys/tls/ready", "--http2")
     assert one.stdout.endswith("\n1.1") and '"value":"yes"' in one.stdout, one
     assert two.stdout.endswith("\n2") and '"value":"yes"' in two.stdout, two
+
+
+def test_v3_json_gateway_over_tls(tls_cluster):
+    c = tls_cluster
+    key, value = base64.b64encode(b"tls-v3").decode(), base64.b64encode(b"over TLS").decode()
+    put = c.curl(0, "/v3/kv/put", "-X", "POST", "-d", json.dumps({"key": key, "value": value}))
+    assert put.returncode == 0 and '"header"' in put.stdout, put
+    deadline = time.monotonic() + 10
+    while True:
+        got = c.curl(2, "/v3/kv/range", "--http2", "-X", "POST", "-d", json.dumps({"key": key}))
+        if f'"value":"{value}"' in got.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert f'"value":"{value}"' in got.stdout and got.stdout.endswith("\n2"), got
+    refused = c.curl(1, "/v3/kv/range", "-X", "POST", "-d", json.dumps({"key": key}), client=None)
+    assert refused.returncode != 0 and '"kvs"' not in refused.stdout, refused
 
 
 @pytest.mark.parametrize("client", [None, "untrusted", "expired", "revoked"])
@@ -287,6 +305,7 @@ def test_readme_secure_a_cluster_commands_run():
         assert f'"clientURLs":["https://{HOST}:{ports[2379]}"]' in outputs[0]
         assert '"value":"1"' in outputs[2]
         assert outputs[3].strip() == "1"
+        assert '"revision"' in outputs[4], outputs[4]
     finally:
         if members is not None:
             try:
