@@ -20,7 +20,8 @@ package struct TLSConfiguration: Sendable {
     package var trustsSystemCAs = false
     /// `--client-cert-auth`: a client without a certificate from the trusted CA fails the handshake.
     package var requiresClientCertificate = false
-    /// Certificates this list revokes fail the handshake.
+    /// Certificates this list revokes fail the handshake. As in etcd only its serial numbers count: an expired list,
+    /// or a certificate whose issuer has none in it, is not refused for that.
     package var revocationListFile: String?
     /// TLS 1.2 suites by their IANA (Go) names, as `--cipher-suites` takes them; empty for OpenSSL's defaults.
     /// TLS 1.3 suites are not configurable, as in Go.
@@ -237,7 +238,7 @@ package final class TLSContext: @unchecked Sendable {
         switch role {
         case .accepting:
             if configuration.requiresClientCertificate {
-                SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
+                cairn_SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT)
                 if let authority = configuration.trustedCAFile, let names = SSL_load_client_CA_file(authority) {
                     SSL_CTX_set_client_CA_list(context, names)
                 }
@@ -251,7 +252,7 @@ package final class TLSContext: @unchecked Sendable {
             if configuration.trustedCAFile == nil, configuration.trustsSystemCAs, SSL_CTX_set_default_verify_paths(context) != 1 {
                 throw TLSError.openSSL("cannot load the system's CA certificates")
             }
-            if configuration.trustedCAFile != nil || configuration.trustsSystemCAs { SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil) }
+            if configuration.trustedCAFile != nil || configuration.trustsSystemCAs { cairn_SSL_CTX_set_verify(context, SSL_VERIFY_PEER) }
         }
     }
 }

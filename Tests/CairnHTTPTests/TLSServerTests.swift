@@ -12,14 +12,14 @@ import Testing
     static func path(_ name: String) -> String { TestCertificates.path(name) }
 
     static func serverTLS(clientCertificates: Bool = false, certificate: String = path("server.crt"), key: String = path("server.key"),
-                          reloadMilliseconds: Int = 2000, reports: ReportLog? = nil) throws -> TLSContext {
+                          reloadMilliseconds: Int = 2000, reports: ReportLog? = nil, revocationList: String = "ca.crl") throws -> TLSContext {
         var configuration = TLSConfiguration(certificateFile: certificate, keyFile: key)
         configuration.offersHTTP = true
         configuration.reloadCheckIntervalMilliseconds = reloadMilliseconds
         if clientCertificates {
             configuration.trustedCAFile = path("ca.crt")
             configuration.requiresClientCertificate = true
-            configuration.revocationListFile = path("ca.crl")
+            configuration.revocationListFile = path(revocationList)
         }
         return try TLSContext(configuration: configuration, role: .accepting) { line in reports?.lines.withLock { $0.append(line) } }
     }
@@ -63,6 +63,15 @@ import Testing
                         "(certificate revoked)"] {
             #expect(reports.lines.withLock { $0.contains { $0.hasSuffix(verdict) } }, "\(verdict)")
         }
+    }
+
+    /// etcd reads a CRL for its serial numbers only: an expired one still refuses what it revokes, and nothing else.
+    @Test func expiredRevocationListStillRevokesAndOnlyThat() throws {
+        let server = try Self.server(Self.serverTLS(clientCertificates: true, revocationList: "expired.crl"))
+        defer { server.stop() }
+        func certificate(_ name: String) -> [String] { ["--http1.1", "--cert", Self.path("\(name).crt"), "--key", Self.path("\(name).key")] }
+        #expect(try Self.curl(server.port, certificate("client")).output == "GET /hello\n1.1")
+        #expect(try Self.curl(server.port, certificate("revoked")).status != 0)
     }
 
     @Test(arguments: [
