@@ -28,6 +28,8 @@ package struct MVCCKeySpace: Sendable {
     var history = PersistentSortedMap<HistoryKey, KeyValue>()
     var changes = PersistentSortedMap<Revision, ByteKey>()
     package internal(set) var leases = LeaseTable()
+    /// Members whose NOSPACE alarm is raised (etcd's alarm store, NOSPACE only).
+    package internal(set) var noSpaceAlarms: Set<UInt64> = []
 
     package init() {}
 
