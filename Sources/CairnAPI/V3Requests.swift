@@ -169,7 +169,7 @@ package struct V3Fields {
     }
 
     /// An enum by its name or its number.
-    func enumeration<T>(_ name: String, _ cases: [(String, T)]) throws(V3Error) -> T? {
+    package func enumeration<T>(_ name: String, _ cases: [(String, T)]) throws(V3Error) -> T? {
         guard let value = field(name) else { return nil }
         switch value {
         case .string(let text):

@@ -74,6 +74,20 @@ extension V3JSON {
     /// A stream's failure as the gateway writes it: the error object, no newline.
     package static func streamError(_ error: V3Error) -> [UInt8] { Self.error(error) }
 
+    /// `maintenance/alarm`: NOSPACE alarms by member, and no header (etcd sends none there).
+    package static func alarms(_ members: [UInt64]) -> [UInt8] {
+        var json = GoJSON()
+        var o = V3Object(taking: &json)
+        o.array("alarms", members) { json, member in
+            var a = V3Object(taking: &json)
+            a.int64("memberID", member)
+            a.enumName("alarm", "NOSPACE")
+            a.finish(into: &json)
+        }
+        o.finish(into: &json)
+        return json.take()
+    }
+
     package static func status(_ header: V3Header, _ status: V3Status) -> [UInt8] {
         var json = GoJSON()
         var o = V3Object(taking: &json)

@@ -12,6 +12,8 @@ package enum MVCCCommand: Sendable, Equatable {
     case revokeLease(id: Int64)
     /// A keep-alive goes through the log so it reaches the leader from any member; applying it changes nothing.
     case keepAliveLease(id: Int64)
+    /// etcd's NOSPACE alarm raised (or cleared) for a member: while any is raised, writes that add data are refused.
+    case alarm(activate: Bool, member: UInt64)
 }
 
 /// What applying a command gives back, for the API layer to answer with.
@@ -23,6 +25,8 @@ package enum MVCCResult: Sendable, Equatable {
     case leaseGranted(Lease, revision: Int64)
     case leaseRevoked(revision: Int64)
     case leaseKeptAlive(Lease, revision: Int64)
+    /// The members whose NOSPACE alarm the command raised or cleared.
+    case alarms([UInt64])
 }
 
 extension MVCCKeySpace {
@@ -30,6 +34,17 @@ extension MVCCKeySpace {
     package mutating func apply(_ command: MVCCCommand, minimumLeaseTTL: Int64) -> Result<MVCCResult, MVCCError> {
         do throws(MVCCError) {
             switch command {
+            case .alarm(let activate, let member):
+                let changed = activate ? (noSpaceAlarms.contains(member) ? [] : [member]) : (noSpaceAlarms.contains(member) ? [member] : [])
+                if activate { noSpaceAlarms.insert(member) } else { noSpaceAlarms.remove(member) }
+                return .success(.alarms(changed))
+            default:
+                break
+            }
+            // etcd's capped applier: while an alarm is raised only reads, deletes and lease upkeep get through.
+            if !noSpaceAlarms.isEmpty && command.addsData { throw MVCCError.noSpace }
+            switch command {
+            case .alarm: return .success(.alarms([]))
             case .put(let request): return .success(.put(try put(request)))
             case .deleteRange(let request): return .success(.deleteRange(try deleteRange(request)))
             case .txn(let request): return .success(.txn(try txn(request)))
@@ -45,6 +60,30 @@ extension MVCCKeySpace {
             }
         } catch {
             return .failure(error)
+        }
+    }
+}
+
+extension MVCCCommand {
+    /// Whether etcd's capped applier refuses it under a NOSPACE alarm: a put, a lease grant, a transaction that writes.
+    package var addsData: Bool {
+        switch self {
+        case .put, .grantLease: true
+        case .txn(let request): !request.isReadOnly
+        default: false
+        }
+    }
+}
+
+extension TxnRequest {
+    /// No put or delete in any branch, nested transactions included (etcd's isTxnReadonly).
+    var isReadOnly: Bool {
+        (success + failure).allSatisfy { op in
+            switch op {
+            case .range: true
+            case .put, .deleteRange: false
+            case .txn(let nested): nested.isReadOnly
+            }
         }
     }
 }
@@ -95,6 +134,10 @@ extension MVCCCommand {
         case .keepAliveLease(let id):
             writer.u8(7)
             writer.u64(UInt64(bitPattern: id))
+        case .alarm(let activate, let member):
+            writer.u8(8)
+            writer.u8(activate ? 1 : 0)
+            writer.u64(member)
         }
         return writer.bytes
     }
@@ -112,6 +155,10 @@ extension MVCCCommand {
             case 5: self = .grantLease(id: Int64(bitPattern: try reader.u64()), ttl: Int64(bitPattern: try reader.u64()))
             case 6: self = .revokeLease(id: Int64(bitPattern: try reader.u64()))
             case 7: self = .keepAliveLease(id: Int64(bitPattern: try reader.u64()))
+            case 8:
+                let flag = try reader.u8()
+                guard flag < 2 else { throw MVCCCommandError.malformed("alarm flag \(flag)") }
+                self = .alarm(activate: flag == 1, member: try reader.u64())
             case let kind: throw MVCCCommandError.malformed("command kind \(kind)")
             }
             guard reader.isAtEnd else { throw MVCCCommandError.malformed("\(reader.remaining) bytes after the command") }

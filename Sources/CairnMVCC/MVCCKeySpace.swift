@@ -28,6 +28,8 @@ package struct MVCCKeySpace: Sendable {
     var history = PersistentSortedMap<HistoryKey, KeyValue>()
     var changes = PersistentSortedMap<Revision, ByteKey>()
     package internal(set) var leases = LeaseTable()
+    /// Members whose NOSPACE alarm is raised (etcd's alarm store, NOSPACE only).
+    package internal(set) var noSpaceAlarms: Set<UInt64> = []
 
     package init() {}
 
@@ -45,7 +47,8 @@ package struct MVCCKeySpace: Sendable {
         let filtered = request.minModRevision != 0 || request.maxModRevision != 0 || request.minCreateRevision != 0
             || request.maxCreateRevision != 0
         // Without sorting or filtering, one more than the limit tells whether there are more.
-        let collectMax = (sorted || filtered || request.limit <= 0) ? Int.max : Int(request.limit) + 1
+        // A limit near Int64.max (a client may send one) must not overflow the + 1.
+        let collectMax = (sorted || filtered || request.limit <= 0 || request.limit >= Int64(Int.max)) ? Int.max : Int(request.limit) + 1
         var kvs: [KeyValue] = []
         var count: Int64 = 0
         visit(request.range, at: at) { kv in

@@ -15,14 +15,18 @@ package enum MVCCSnapshotError: Error, Equatable, CustomStringConvertible {
 }
 
 extension MVCCKeySpace {
-    static let snapshotFormatVersion: UInt8 = 1
+    /// 2 adds the raised alarms at the end; 1 (no alarms) is still read.
+    static let snapshotFormatVersion: UInt8 = 2
     /// A key or value longer than this in a snapshot is damage (etcd's own request bound is far below it).
     package static let snapshotFieldBytesMax = 64 << 20
+    /// A revision at or past this in a snapshot is damage (a million writes a second would take 146,000 years).
+    static let revisionMax: Int64 = 1 << 62
 
     /// Layout (little-endian): version u8 | revision u64 | compacted revision u64 | lease count u64, then per lease
     /// id u64, ttl u64 | version count u64, then per kept version (in key, revision order) key, value (u32 length
     /// each), create, mod revision, version, lease (u64 each) | change count u64, then per change (in revision order)
-    /// main, sub u64 and key. A lease's keys and each key's newest version are rebuilt from the versions.
+    /// main, sub u64 and key | alarm count u64, then each member ID u64 with a NOSPACE alarm raised. A lease's keys
+    /// and each key's newest version are rebuilt from the versions.
     package func writeSnapshot(pieceBytes: Int = 64 * 1024, _ emit: ([UInt8]) throws -> Void) throws {
         var writer = ByteWriter(capacity: pieceBytes + 1024)
         writer.u8(Self.snapshotFormatVersion)
@@ -54,6 +58,8 @@ extension MVCCKeySpace {
             try flushIfFull()
             return true
         }
+        writer.u64(UInt64(noSpaceAlarms.count))
+        for member in noSpaceAlarms.sorted() { writer.u64(member) }
         try emit(writer.bytes)
     }
 
@@ -73,10 +79,11 @@ extension MVCCKeySpace {
             return n
         }
         let version = try read(1)[0]
-        guard version == snapshotFormatVersion else { throw MVCCSnapshotError.version(version) }
+        guard version == 1 || version == snapshotFormatVersion else { throw MVCCSnapshotError.version(version) }
         var space = MVCCKeySpace()
         let revision = try u64(), compacted = try u64()
-        guard revision >= 1, compacted >= 0, compacted <= revision else {
+        // Far below Int64.max, so the next write's + 1 (and a key's version's) never overflows whatever the file says.
+        guard revision >= 1, revision < revisionMax, compacted >= 0, compacted <= revision else {
             throw MVCCSnapshotError.malformed("revision \(revision), compacted \(compacted)")
         }
         space.advance(to: revision)
@@ -95,7 +102,8 @@ extension MVCCKeySpace {
             let key = try field(), value = try field()
             let kv = KeyValue(key: key, createRevision: try u64(), modRevision: try u64(), version: try u64(), value: value, lease: try u64())
             let entry = HistoryKey(key: ByteKey(key), revision: kv.modRevision)
-            guard kv.modRevision >= 1, kv.modRevision <= revision, versions.last.map({ $0.0 < entry }) ?? true else {
+            guard kv.modRevision >= 1, kv.modRevision <= revision, kv.createRevision >= 0, kv.createRevision <= kv.modRevision,
+                  kv.version >= 0, kv.version <= kv.modRevision, versions.last.map({ $0.0 < entry }) ?? true else {
                 throw MVCCSnapshotError.malformed("version of \(ByteKey(key)) at \(kv.modRevision) out of order")
             }
             if let last = newest.last, last.0 == entry.key { newest.removeLast() }
@@ -111,6 +119,9 @@ extension MVCCKeySpace {
                 throw MVCCSnapshotError.malformed("change at \(at.main).\(at.sub) out of order")
             }
             changed.append((at, key))
+        }
+        if version >= 2 {
+            for _ in 0..<(try count()) { space.noSpaceAlarms.insert(UInt64(bitPattern: try u64())) }
         }
         space.history = PersistentSortedMap(sorted: versions)
         space.latest = PersistentSortedMap(sorted: newest)

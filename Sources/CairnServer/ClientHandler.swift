@@ -36,11 +36,11 @@ package struct ClientHandler: HTTPHandler {
     let console: ConsoleHandler
 
     package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false,
-                 requestBytesMax: Int = V3Handler.requestBytesMaxDefault) {
+                 requestBytesMax: Int = V3Handler.requestBytesMaxDefault, quotaBytes: Int? = V3Handler.quotaBytesDefault) {
         self.member = member
         self.node = node
         keys = KeysHandler(node: node, linearizableReads: linearizableReads)
-        v3 = V3Handler(node: node, member: member, token: token, requestBytesMax: requestBytesMax)
+        v3 = V3Handler(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes)
         members = MembersHandler(node: node, token: token)
         console = ConsoleHandler(member: member, node: node)
     }
@@ -75,9 +75,10 @@ package struct ClientHandler: HTTPHandler {
             exchange.respond(status: 200, headers: Self.corsHeaders(contentType: "application/json"), body: Self.versionBody)
         case "/health":
             guard allow(exchange, ["GET"]) else { return }
-            // As etcd: healthy only while a leader is known and, as for etcd's NOSPACE alarm, this member can write.
+            // As etcd: healthy only while a leader is known, no alarm is raised, and (as for etcd's NOSPACE alarm) this
+            // member can write.
             let status = node.raftStatus
-            let healthy = status.leader != nil && status.storageFailure == nil
+            let healthy = status.leader != nil && status.storageFailure == nil && node.view().mvcc.noSpaceAlarms.isEmpty
             guard healthy else {
                 // etcd answers through Go's http.Error: nosniff, and a line feed after the JSON.
                 var headers = Self.corsHeaders(contentType: "text/plain; charset=utf-8")

@@ -97,7 +97,10 @@ package final class Server: @unchecked Sendable {
         http = HTTPServer(configuration: httpConfiguration,
                           handler: ClientHandler(member: member, node: node, token: configuration.initialClusterToken,
                                                  linearizableReads: configuration.linearizableReads,
-                                                 requestBytesMax: configuration.maxRequestBytes))
+                                                 requestBytesMax: configuration.maxRequestBytes,
+                                                 quotaBytes: configuration.quotaBackendBytes < 0 ? nil
+                                                     : configuration.quotaBackendBytes == 0 ? V3Handler.quotaBytesDefault
+                                                     : Int(clamping: configuration.quotaBackendBytes)))
         if joining && fresh {
             // Until the cluster's table arrives, the members named on the command line are who to talk to.
             try startTransport(clusterID: 0, peers: bootstrap.members.map(MemberRecord.init))

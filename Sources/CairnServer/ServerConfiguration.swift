@@ -22,6 +22,8 @@ package struct ServerConfiguration: Sendable {
     package var maxRequestBytes = V3Handler.requestBytesMaxDefault
     /// etcd's `--auto-compaction-mode` and `--auto-compaction-retention`; nil: no automatic compaction (etcd's default).
     package var autoCompaction: AutoCompaction.Mode?
+    /// etcd's `--quota-backend-bytes` (0: etcd's 2 GiB default; negative: no quota), on kept v3 keys and values.
+    package var quotaBackendBytes: Int64 = 0
     /// etcd's `--experimental-watch-progress-notify-interval`.
     package var watchProgressNotifyIntervalMilliseconds = 600_000
     /// Watch history kept for resuming watchers, in bytes (etcd keeps 1,000 events whatever their size).

@@ -12,7 +12,7 @@ package struct V3Handler: Sendable {
         case leaseTimeToLive = "lease/timetolive", leaseLeases = "lease/leases"
         // etcd's additional bindings for three lease calls (etcd3gw uses them).
         case leaseRevokeAlias = "kv/lease/revoke", leaseTimeToLiveAlias = "kv/lease/timetolive", leaseLeasesAlias = "kv/lease/leases"
-        case watch = "watch", status = "maintenance/status"
+        case watch = "watch", status = "maintenance/status", alarm = "maintenance/alarm"
         case memberList = "cluster/member/list", memberAdd = "cluster/member/add", memberRemove = "cluster/member/remove"
         case memberUpdate = "cluster/member/update", memberPromote = "cluster/member/promote"
     }
@@ -28,6 +28,11 @@ package struct V3Handler: Sendable {
     let token: String
     /// etcd's `--max-request-bytes`: a request whose encoding is longer is refused with "request is too large".
     let requestBytesMax: Int
+    /// etcd's `--quota-backend-bytes`, measured on the key space's kept keys and values (nil: no quota).
+    let quotaBytes: Int?
+
+    /// etcd's default quota (`--quota-backend-bytes 0`): 2 GiB.
+    package static let quotaBytesDefault = 2 << 30
 
     /// The JSON body read at most: base64 makes bytes a third longer and JSON adds its own, so twice the request
     /// bound plus gRPC's overhead; a longer body gets gRPC's "message larger than max".
@@ -128,11 +133,30 @@ package struct V3Handler: Sendable {
                                   raftAppliedIndex: raft.applied, errors: raft.storageFailure.map { [$0] } ?? [], dbSizeInUse: size,
                                   isLearner: raft.learners.contains(node.id))
             json(exchange, V3JSON.status(header(view, revision: view.mvcc.revision), status))
+        case .alarm:
+            // etcd answers alarm calls without a header. GET (the default) lists; ACTIVATE and DEACTIVATE of NOSPACE go
+            // through the log and answer with the alarms they changed; other alarm types are not kept here.
+            let action = try fields.enumeration("action", [("GET", 0), ("ACTIVATE", 1), ("DEACTIVATE", 2)]) ?? 0
+            let alarm = try fields.enumeration("alarm", [("NONE", 0), ("NOSPACE", 1), ("CORRUPT", 2)]) ?? 0
+            let target = try fields.uint64("memberID")
+            guard action != 0 else { return json(exchange, V3JSON.alarms(node.view().mvcc.noSpaceAlarms.sorted())) }
+            guard alarm == 1 else { return json(exchange, V3JSON.alarms([])) }
+            try write(exchange, .alarm(activate: action == 1, member: target))
         case .memberList, .memberAdd, .memberRemove, .memberUpdate, .memberPromote:
             try members(exchange, endpoint, fields)
         case .watch:
             break
         }
+    }
+
+    /// etcd's quota check before a write that adds data: past the quota, this member raises its NOSPACE alarm (through
+    /// the log, so every member then refuses such writes until it is cleared) and the write is refused.
+    private func checkQuota(_ command: MVCCCommand) throws(V3Error) {
+        guard let quotaBytes, command.addsData else { return }
+        let space = node.view().mvcc
+        guard space.historyBytes + command.encoded().count >= quotaBytes else { return }
+        if !space.noSpaceAlarms.contains(member.id) { node.proposeV3(.alarm(activate: true, member: member.id)) { _, _ in } }
+        throw V3Error(MVCCError.noSpace)
     }
 
     /// etcd refuses a request whose encoding passes `--max-request-bytes` before proposing it.
@@ -142,6 +166,7 @@ package struct V3Handler: Sendable {
 
     private func write(_ exchange: HTTPExchange, _ command: MVCCCommand) throws(V3Error) {
         try checkSize(command)
+        try checkQuota(command)
         node.proposeV3(command) { [self] result, view in
             switch result {
             case .failure(let error): respond(exchange, error)
@@ -158,6 +183,7 @@ package struct V3Handler: Sendable {
         case .compacted(let revision), .leaseRevoked(let revision): V3JSON.headerOnly(header(view, revision: revision))
         case .leaseGranted(let lease, let revision): V3JSON.leaseGranted(header(view, revision: revision), lease)
         case .leaseKeptAlive(let lease, let revision): V3JSON.keepAlive(header(view, revision: revision), id: lease.id, ttl: lease.ttl)
+        case .alarms(let members): V3JSON.alarms(members)
         }
     }
 

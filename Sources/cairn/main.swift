@@ -99,6 +99,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("experimental-watch-progress-notify-interval"), help: "Duration of periodic watch progress notifications.")
     var watchProgressNotifyInterval = "10m0s"
 
+    @Option(name: .customLong("quota-backend-bytes"), help: "Raise alarms when the v3 key space exceeds the given quota. 0 means use the default quota.")
+    var quotaBackendBytes: Int64 = 0
+
     @Option(name: .customLong("max-request-bytes"), help: "Maximum client request size in bytes the server will accept (v3).")
     var maxRequestBytes = 1024 * 1024 + 512 * 1024
 
@@ -144,6 +147,7 @@ struct Serve: ParsableCommand {
         configuration.snapshotCount = snapshotCount
         configuration.linearizableReads = linearizableReads
         configuration.maxRequestBytes = maxRequestBytes
+        configuration.quotaBackendBytes = quotaBackendBytes
         guard let progressNanos = parseGoDurationNanos(watchProgressNotifyInterval), progressNanos >= 1_000_000 else {
             throw ValidationError("--experimental-watch-progress-notify-interval must be a duration of 1ms or more (\"10m\", \"30s\")")
         }
@@ -162,7 +166,7 @@ struct Serve: ParsableCommand {
         "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls", "initial-advertise-peer-urls",
         "initial-cluster", "initial-cluster-state", "initial-cluster-token", "heartbeat-interval", "election-timeout",
         "snapshot-count", "enable-v2", "log-level", "max-request-bytes", "auto-compaction-mode", "auto-compaction-retention",
-        "experimental-watch-progress-notify-interval",
+        "experimental-watch-progress-notify-interval", "quota-backend-bytes",
     ] + TLSOptions.flagNames
 
     static let logLevels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning, "error": .error]

@@ -125,6 +125,18 @@ import Testing
         }
     }
 
+    @Test func extremeNumbersAreAnsweredNotTrappedOn() throws {
+        var space = MVCCKeySpace()
+        _ = try space.put(PutRequest(key: Array("a".utf8), value: Array("1".utf8)))
+        for limit in [Int64.max, Int64.max - 1, Int64.min] {
+            var request = try V3Fields(json: Array(#"{"key":"YQ=="}"#.utf8)).rangeRequest()
+            request.limit = limit
+            #expect(try space.range(request).kvs.count == 1, "limit \(limit)")
+        }
+        #expect(Self.answer("/v3/kv/range", #"{"key":"YQ==","limit":"9223372036854775807","revision":"-9223372036854775808"}"#, &space)
+            .contains(#""count":"1""#))
+    }
+
     @Test func base64FollowsGo() throws {
         for sample in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {
             let encoded = Base64.encode(Array(sample.utf8))

@@ -104,6 +104,29 @@ private func post(_ cairn: RunningCairn, _ path: String, _ body: String) throws 
         #expect(quiet.count == 1, "a watcher that did not ask gets none")
     }
 
+    @Test func pastTheQuotaTheMemberRaisesNoSpaceUntilTheAlarmIsCleared() throws {
+        let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0", "--quota-backend-bytes", "100000"])
+        defer { _ = cairn.stop() }
+        let value = b(String(repeating: "x", count: 30_000))
+        let answers = try (0..<4).map { try post(cairn, "/v3/kv/put", #"{"key":"\#(b("k\($0)"))","value":"\#(value)"}"#).suffix(3) }
+        #expect(answers == ["200", "200", "200", "429"])
+        var raised = ""
+        for _ in 0..<50 where !raised.contains("NOSPACE") {
+            raised = try post(cairn, "/v3/maintenance/alarm", #"{"action":"GET"}"#)
+            if !raised.contains("NOSPACE") { usleep(100_000) }
+        }
+        #expect(raised.hasPrefix(#"{"alarms":[{"memberID":""#) && raised.hasSuffix(#","alarm":"NOSPACE"}]} 200"#), "\(raised)")
+        #expect(try curl(["-w", " %{http_code}", cairn.baseURL + "/health"]).hasSuffix(" 503"))
+        #expect(try post(cairn, "/v3/kv/put", #"{"key":"\#(b("a"))","value":"\#(b("1"))"}"#)
+            == #"{"error":"etcdserver: mvcc: database space exceeded","message":"etcdserver: mvcc: database space exceeded","code":8} 429"#)
+        #expect(try post(cairn, "/v3/kv/deleterange", #"{"key":"AA==","range_end":"AA=="}"#).contains(#""deleted":"3"} 200"#))
+        #expect(try post(cairn, "/v3/kv/compaction", #"{"revision":5}"#).hasSuffix(" 200"))
+        let member = String(raised.split(separator: "\"")[5])
+        #expect(try post(cairn, "/v3/maintenance/alarm", #"{"action":"DEACTIVATE","alarm":"NOSPACE","memberID":"\#(member)"}"#).contains("NOSPACE"))
+        #expect(try post(cairn, "/v3/kv/put", #"{"key":"\#(b("a"))","value":"\#(b("1"))"}"#).hasSuffix(" 200"))
+        #expect(try curl(["-w", " %{http_code}", cairn.baseURL + "/health"]).hasSuffix(" 200"))
+    }
+
     @Test func statusAndMembersDescribeTheMember() throws {
         let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0", "--name", "solo"])
         defer { _ = cairn.stop() }

@@ -93,6 +93,8 @@ CASES = [
     ("/v3/cluster/member/promote", '{"ID":"{self_id}"}'),
     ("/v3/cluster/member/promote", '{"ID":"5"}'),
     ("/v3/maintenance/status", "{}"),
+    ("/v3/maintenance/alarm", "{}"),
+    ("/v3/maintenance/alarm", '{"action":"DEACTIVATE","alarm":"NOSPACE","memberID":"{self_id}"}'),
     ("/v3/kv/nothing", "{}"),
     ("/v3alpha/kv/range", "{}"),
     ("GET /v3/kv/range", None),

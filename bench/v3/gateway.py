@@ -3,6 +3,8 @@
 and the time from a put to its watch event. Usage: bench/v3/gateway.py URL [N]; run it against a fresh Cairn and a fresh etcd
 3.4 started with the same flags (bench/v3/RESULTS.md)."""
 import http.client, json, sys, time, threading, base64, statistics, urllib.parse
+if len(sys.argv) < 2:
+    sys.exit(__doc__)
 url = sys.argv[1]; N = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 p = urllib.parse.urlsplit(url)
 def conn(): return http.client.HTTPConnection(p.hostname, p.port, timeout=10)
