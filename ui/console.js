@@ -453,10 +453,11 @@ function route() {
   leave();
   leave = () => {};
   const hash = location.hash || "#/keys/";
-  for (const name of ["keys", "members", "metrics"]) {
+  for (const name of ["keys", "v3", "members", "metrics"]) {
     document.getElementById("nav-" + name).classList.toggle("on", hash.startsWith("#/" + name));
   }
   if (hash === "#/keys" || hash.startsWith("#/keys/")) showKeys(hashPath(hash.slice("#/keys".length)));
+  else if (hash === "#/v3" || hash.startsWith("#/v3/")) showV3Keys(decodeFragment(hash.slice("#/v3".length).replace(/^\//, "")));
   else if (hash === "#/members") showMembers();
   else if (hash === "#/metrics") showMetrics();
   else location.hash = "#/keys/";

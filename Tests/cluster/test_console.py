@@ -1,5 +1,7 @@
 """The web console (/ui/) in a real browser: headless Chromium driven by Selenium, on a 3-member Cairn cluster with
 the page opened on a follower. Screenshots go to CONSOLE_OUTPUT_DIR (default .build/test-output/console)."""
+import base64
+import json
 import os
 import shutil
 import subprocess
@@ -277,3 +279,61 @@ def test_the_watch_resumes_after_the_member_serving_the_page_restarts(console):
     wait_until(driver, "the key written while the member was down", timeout_s=3 * WAIT_S,
                check=lambda d: row_value(d, "/config/while-down") == "written while the page's member was down")
     assert driver.execute_script("return window.notReloaded === true"), "the page was reloaded"
+
+
+def v3_call(member, endpoint, body):
+    done = subprocess.run(["curl", "-sS", "-X", "POST", f"{member.client_url}/v3/{endpoint}", "-d", json.dumps(body)],
+                          capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def v3_put(member, key, value):
+    assert "header" in v3_call(member, "kv/put", {"key": b64(key), "value": b64(value)})
+
+
+def v3_value(member, key):
+    kvs = v3_call(member, "kv/range", {"key": b64(key)}).get("kvs", [])
+    return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
+
+
+def test_v3_keys_by_prefix_live_created_and_a_lost_edit_shown(console):
+    """The v3 view on a follower: a prefix deep link, a curl write shown live, a key created from the page, and an
+    edit that lost to another writer refused by its transaction's compare, with the user's text kept."""
+    from selenium.webdriver.common.by import By
+    c, follower, leader, driver = console
+    v3_put(c[leader], "app/db", "postgres://v3")
+    v3_put(c[leader], "app/cache", "redis://v3")
+    v3_put(c[leader], "other/x", "not listed")
+    open_page(driver, c[follower], "#/v3/app%2F")
+    driver.refresh()
+    wait_until(driver, "the prefix's keys", lambda d: row_value(d, "app/db") == "postgres://v3"
+               and row_value(d, "app/cache") == "redis://v3")
+    assert row_value(driver, "other/x") == "", "a key outside the prefix is listed"
+    wait_until(driver, "the watch is live", lambda d: text_of(d, "#live") == "live")
+    v3_put(c[leader], "app/queue", "amqp://v3")
+    wait_until(driver, "a curl write shown without a reload", lambda d: row_value(d, "app/queue") == "amqp://v3")
+
+    key = driver.find_element(By.ID, "new-key")
+    key.clear()
+    key.send_keys("app/from-the-page")
+    driver.find_element(By.ID, "new-value").send_keys("made in a browser")
+    driver.find_element(By.CSS_SELECTOR, "#create button[type=submit]").click()
+    wait_until(driver, "the creation confirmed", lambda d: "Created app/from-the-page" in text_of(d, "#message"))
+    assert v3_value(c[leader], "app/from-the-page") == "made in a browser"
+
+    driver.find_element(By.CSS_SELECTOR, 'tr[data-key="app/cache"] button.plain').click()
+    editor = driver.find_element(By.ID, "edit-value")
+    editor.clear()
+    editor.send_keys("redis://mine")
+    v3_put(c[leader], "app/cache", "redis://theirs")  # someone else saves first
+    wait_until(driver, "the other write shown", lambda d: row_value(d, "app/cache") == "redis://theirs")
+    driver.find_element(By.CSS_SELECTOR, "#edit button[type=submit]").click()
+    wait_until(driver, "the conflict reported", lambda d: text_of(d, "#message").startswith("Conflict"))
+    assert driver.find_element(By.ID, "edit-value").get_attribute("value") == "redis://mine", "the user's text was lost"
+    assert v3_value(c[leader], "app/cache") == "redis://theirs"
+    driver.save_screenshot(os.path.join(OUTPUT_DIR, "v3.png"))
