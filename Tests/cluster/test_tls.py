@@ -294,6 +294,11 @@ def test_readme_secure_a_cluster_commands_run():
         while subprocess.run(ready, cwd=root, capture_output=True, text=True).stdout != '{"health":"true"}':
             assert time.monotonic() < deadline, "the README's cluster did not become healthy"
             time.sleep(0.2)
+        # A Cairn member serves before it has published its client URLs (etcd's waits): wait for all three.
+        listing = ready[:-1] + [f"https://{HOST}:{ports[2379]}/v2/members"]
+        while subprocess.run(listing, cwd=root, capture_output=True, text=True).stdout.count('"clientURLs":["https') < 3:
+            assert time.monotonic() < deadline, "the README's members did not publish their client URLs"
+            time.sleep(0.2)
         outputs = []
         for line in adapt(readme_block("clients")).strip().split("\n"):
             result = subprocess.run(["bash", "-c", line], cwd=root, capture_output=True, text=True, timeout=20)
