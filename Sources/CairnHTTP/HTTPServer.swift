@@ -9,7 +9,7 @@ package final class HTTPServer: @unchecked Sendable {
     private let handler: any HTTPHandler
     private let ioQueues: [IOQueue]
     /// Touched on the first queue only, like the accepting it does.
-    private var listeners: [Listener] = []
+    private var listeners: [SocketListener] = []
     private let state = Mutex(State())
 
     private struct State {
@@ -56,7 +56,9 @@ package final class HTTPServer: @unchecked Sendable {
         let sockets = opened.map { (fd: $0.0, tls: $0.1.usesTLS ? configuration.tls : nil) }
         ioQueues[0].sync {
             for (fd, tls) in sockets {
-                let listener = Listener(fd: fd, tls: tls, server: self, ioQueue: ioQueues[0])
+                let listener = SocketListener(fd: fd, queue: ioQueues[0].queue) { [weak self] fd in
+                    self?.acceptPending(fd, tls: tls) ?? true
+                }
                 listener.start()
                 listeners.append(listener)
             }
@@ -69,7 +71,7 @@ package final class HTTPServer: @unchecked Sendable {
     package let gauges = HTTPServerGauges()
 
     /// Accepts up to 64 waiting connections; false when descriptors ran out (the listener then pauses).
-    fileprivate func acceptPending(_ listener: Int32, tls: TLSContext?) -> Bool {
+    private func acceptPending(_ listener: Int32, tls: TLSContext?) -> Bool {
         for _ in 0..<64 {
             let fd: Int32
             switch Socket.tryAccept(listener) {
@@ -168,43 +170,4 @@ package final class HTTPServerGauges: Sendable {
 
     func exchangesChanged(by delta: Int) { counts.withLock { $0.exchanges += delta } }
     func gzipStreamsChanged(by delta: Int) { counts.withLock { $0.gzipStreams += delta } }
-}
-
-/// A listening socket on the first queue: its read source fires while connections are waiting.
-private final class Listener: @unchecked Sendable {
-    /// With no descriptor left, the listener stops reading this long (a level-triggered source would otherwise fire
-    /// again at once on EMFILE), then tries again; connections wait in the kernel's backlog meanwhile.
-    static let exhaustedPauseNanos: UInt64 = 100_000_000
-    private weak var server: HTTPServer?
-    private let ioQueue: IOQueue
-    /// Nil for a plain listener.
-    private let tls: TLSContext?
-    /// Made in `init`; nil only until then.
-    private var sources: SocketSources?
-    private var isStopped = false
-
-    init(fd: Int32, tls: TLSContext?, server: HTTPServer, ioQueue: IOQueue) {
-        self.server = server
-        self.tls = tls
-        self.ioQueue = ioQueue
-        sources = SocketSources(fd: fd, queue: ioQueue.queue, onReadable: { [weak self] in self?.onReadable() })
-    }
-
-    /// Starts accepting; on the queue.
-    func start() { sources?.setReading(true) }
-
-    /// Stops accepting and closes the socket; on the queue.
-    func stop() {
-        isStopped = true
-        sources?.cancel()
-    }
-
-    private func onReadable() {
-        guard let sources, let server, !server.acceptPending(sources.fd, tls: tls) else { return }
-        sources.setReading(false)
-        ioQueue.queue.asyncAfter(deadline: .now() + .nanoseconds(Int(Self.exhaustedPauseNanos))) { [weak self] in
-            guard let self, !isStopped else { return }
-            self.sources?.setReading(true)
-        }
-    }
 }

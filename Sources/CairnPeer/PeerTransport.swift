@@ -69,7 +69,7 @@ package final class PeerTransport: @unchecked Sendable {
     private let deliveryQueue: DispatchQueue
     private let deliver: @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Bool
     private let report: @Sendable (String) -> Void
-    private var listeners: [any DispatchSourceRead] = []
+    private var listeners: [SocketListener] = []
     private var roundTripProbes: (any DispatchSourceTimer)?
     private var links: [LinkKey: OutgoingLink] = [:]
     private var incoming: [ObjectIdentifier: IncomingConnection] = [:]
@@ -123,14 +123,10 @@ package final class PeerTransport: @unchecked Sendable {
         queue.sync {
             for (fd, address) in opened {
                 boundAddresses.append(address)
-                let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-                // The handler holds its source until `stop` cancels it (cancelling releases the handler).
-                nonisolated(unsafe) let listener = source
                 let tls = address.usesTLS ? configuration.acceptingTLS : nil
-                source.setEventHandler { [unowned self] in acceptPending(fd, tls: tls, listener: listener) }
-                source.setCancelHandler { close(fd) }
-                source.resume()
-                listeners.append(source)
+                let listener = SocketListener(fd: fd, queue: queue) { [weak self] fd in self?.acceptPending(fd, tls: tls) ?? true }
+                listener.start()
+                listeners.append(listener)
             }
             let interval = DispatchTimeInterval.milliseconds(configuration.roundTripProbeIntervalMilliseconds)
             let probes = DispatchSource.makeTimerSource(queue: queue)
@@ -194,7 +190,7 @@ package final class PeerTransport: @unchecked Sendable {
             stopped = true
             roundTripProbes?.cancel()
             roundTripProbes = nil
-            for listener in listeners { listener.cancel() }
+            for listener in listeners { listener.stop() }
             listeners.removeAll()
             for link in links.values { link.shutdown() }
             links.removeAll()
@@ -205,21 +201,13 @@ package final class PeerTransport: @unchecked Sendable {
 
     // MARK: - Incoming connections
 
-    /// Out of descriptors, a listener stops reading this long: its level-triggered source would otherwise fire again
-    /// at once and spin. Connections wait in the kernel's backlog meanwhile.
-    static let exhaustedPauseMilliseconds = 100
-
-    private func acceptPending(_ fd: Int32, tls: TLSContext?, listener: any DispatchSourceRead) {
+    /// Accepts every waiting connection; false when descriptors ran out (the listener then pauses).
+    private func acceptPending(_ fd: Int32, tls: TLSContext?) -> Bool {
         while true {
             switch Socket.tryAccept(fd) {
             case .accepted(let client): accepted(client, tls: tls)
-            case .none: return
-            case .exhausted:
-                listener.suspend()
-                // The block holds the source, so a suspended source is never released (libdispatch forbids that).
-                nonisolated(unsafe) let paused = listener
-                queue.asyncAfter(deadline: .now() + .milliseconds(Self.exhaustedPauseMilliseconds)) { paused.resume() }
-                return
+            case .none: return true
+            case .exhausted: return false
             }
         }
     }
