@@ -31,7 +31,7 @@ struct V3WatchStream {
         if let user, !node.view().mvcc.auth.permits(user, write: false, request.range) {
             exchange.startResponse(status: 200, headers: V3Handler.jsonHeaders)
             let header = handler.header(node.view(), revision: node.view().mvcc.revision)
-            exchange.write(V3JSON.watchLine(header, created: true, canceled: true, cancelReason: AuthError.permissionDenied.description))
+            exchange.write(V3JSON.watchLine(header, created: true, canceled: true, cancelReason: "rpc error: code = PermissionDenied desc = " + AuthError.permissionDenied.description))
             return exchange.finish()
         }
         let output = WatchOutput(exchange: exchange, isStream: true, delivery: node.watchDelivery)
