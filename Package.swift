@@ -43,12 +43,14 @@ let package = Package(
         .systemLibrary(
             name: "COpenSSL", pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
+        // libxcrypt's bcrypt for v3 auth's password hashes (part of libc6-dev's dependencies on Debian).
+        .systemLibrary(name: "CCrypt"),
         .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib", "COpenSSL"]),
         .target(name: "CairnPeer", dependencies: ["CairnHTTP", "CairnBase"]),
         .target(
             name: "CairnServer",
             dependencies: [
-                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase",
+                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase", "CCrypt",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]),

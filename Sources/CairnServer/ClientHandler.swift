@@ -2,6 +2,7 @@
 // Pure answers come from the API and store modules; this file only connects them to exchanges.
 import CairnAPI
 import CairnHTTP
+import CairnMVCC
 import CairnStore
 
 /// What this member tells clients about itself and its cluster.
@@ -36,11 +37,12 @@ package struct ClientHandler: HTTPHandler {
     let console: ConsoleHandler
 
     package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false,
-                 requestBytesMax: Int = V3Handler.requestBytesMaxDefault, quotaBytes: Int? = V3Handler.quotaBytesDefault) {
+                 requestBytesMax: Int = V3Handler.requestBytesMaxDefault, quotaBytes: Int? = V3Handler.quotaBytesDefault,
+                auth: V3AuthGate = V3AuthGate()) {
         self.member = member
         self.node = node
         keys = KeysHandler(node: node, linearizableReads: linearizableReads)
-        v3 = V3Handler(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes)
+        v3 = V3Handler(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes, auth: auth)
         members = MembersHandler(node: node, token: token)
         console = ConsoleHandler(member: member, node: node)
     }
@@ -95,6 +97,15 @@ package struct ClientHandler: HTTPHandler {
                              body: Array(node.metrics.render(gauges: node.metricGauges).utf8))
         case "/cairn/snapshot":
             guard allow(exchange, ["GET"]) else { return }
+            // A backup holds every key and the auth state: with auth on, only `root` takes one.
+            do throws(V3Error) {
+                let store = node.view().mvcc.auth
+                if let user = try v3.auth.user(for: .memberAdd, exchange.request, store, now: node.now), !store.isAdmin(user) {
+                    throw V3Error(AuthError.permissionDenied)
+                }
+            } catch {
+                return v3.respond(exchange, error)
+            }
             guard let release = backups.take() else {
                 return exchange.respond(status: 429, headers: Self.corsHeaders(contentType: "application/json"), body: BackupSlots.busyBody)
             }

@@ -100,6 +100,107 @@ CASES = [
     ("GET /v3/kv/range", None),
 ]
 
+# Auth, last (it leaves auth on): (path, body, whose token goes in the Authorization header). An authenticate case's
+# token is kept under its user's name for the cases after it.
+AUTH = [
+    ("/v3/auth/enable", "{}", None),
+    ("/v3/auth/authenticate", '{"name":"root","password":"pw"}', None),
+    ("/v3/auth/user/add", '{"name":"root","password":"pw"}', None),
+    ("/v3/auth/user/add", '{"name":"root","password":"pw"}', None),
+    ("/v3/auth/user/add", '{"name":"","password":"pw"}', None),
+    ("/v3/auth/enable", "{}", None),
+    ("/v3/auth/role/add", '{"name":"root"}', None),
+    ("/v3/auth/role/add", '{"name":""}', None),
+    ("/v3/auth/user/grant", '{"user":"root","role":"root"}', None),
+    ("/v3/auth/user/grant", '{"user":"root","role":"nope"}', None),
+    ("/v3/auth/user/grant", '{"user":"nobody","role":"root"}', None),
+    ("/v3/auth/user/get", '{"name":"root"}', None),
+    ("/v3/auth/user/get", '{"name":"x"}', None),
+    ("/v3/auth/role/add", '{"name":"r1"}', None),
+    ("/v3/auth/role/add", '{"name":"r1"}', None),
+    ("/v3/auth/role/grant", json.dumps({"name": "r1", "perm": {"permType": "READWRITE", "key": b("a"), "range_end": b("b")}}), None),
+    ("/v3/auth/role/grant", json.dumps({"name": "r1", "perm": {"key": b("c")}}), None),
+    ("/v3/auth/role/grant", json.dumps({"name": "r1", "perm": {"permType": "WRITE", "key": b("w/"), "range_end": b("w0")}}), None),
+    ("/v3/auth/role/grant", json.dumps({"name": "nope", "perm": {"key": b("c")}}), None),
+    ("/v3/auth/role/get", '{"role":"r1"}', None),
+    ("/v3/auth/role/get", '{"role":"nope"}', None),
+    ("/v3/auth/role/list", "{}", None),
+    ("/v3/auth/user/list", "{}", None),
+    ("/v3/auth/user/add", '{"name":"u1","password":"p1"}', None),
+    ("/v3/auth/user/grant", '{"user":"u1","role":"r1"}', None),
+    ("/v3/auth/user/add", '{"name":"np","options":{"no_password":true}}', None),
+    ("/v3/auth/role/revoke", json.dumps({"role": "r1", "key": b("z")}), None),
+    ("/v3/auth/user/revoke", '{"name":"u1","role":"zz"}', None),
+    ("/v3/auth/enable", "{}", None),
+    ("/v3/kv/put", json.dumps({"key": b("a"), "value": b("v")}), None),
+    ("/v3/kv/put", json.dumps({"key": b("a"), "value": b("v")}), "bogus"),
+    ("/v3/kv/compaction", '{"revision":"1"}', None),
+    ("/v3/kv/compaction", '{"revision":"1"}', "bogus"),
+    ("/v3/lease/grant", '{"TTL":"60","ID":"77"}', None),
+    ("/v3/lease/grant", '{"TTL":"60","ID":"79"}', "bogus"),
+    ("/v3/lease/keepalive", '{"ID":"77"}', "bogus"),
+    ("/v3/lease/timetolive", '{"ID":"77"}', "bogus"),
+    ("/v3/maintenance/alarm", "{}", None),
+    ("/v3/maintenance/alarm", "{}", "bogus"),
+    ("/v3/maintenance/status", "{}", "bogus"),
+    ("/v3/cluster/member/list", "{}", "bogus"),
+    ("/v3/lease/revoke", '{"ID":"77"}', "bogus"),
+    ("/v3/lease/revoke", '{"ID":"77"}', None),
+    ("/v3/cluster/member/remove", '{"ID":"5"}', None),
+    ("/v3/cluster/member/remove", '{"ID":"5"}', "bogus"),
+    ("/v3/auth/user/list", "{}", None),
+    ("/v3/auth/authenticate", '{"name":"u1","password":"p1"}', "bogus"),
+    ("/v3/auth/authenticate", '{"name":"u1","password":"bad"}', None),
+    ("/v3/auth/authenticate", '{"name":"nobody","password":"bad"}', None),
+    ("/v3/auth/authenticate", '{"name":"np","password":""}', None),
+    ("/v3/auth/authenticate", '{"name":"u1","password":"p1"}', None),
+    ("/v3/auth/authenticate", '{"name":"root","password":"pw"}', None),
+    ("/v3/kv/put", json.dumps({"key": b("a"), "value": b("v")}), "u1"),
+    ("/v3/kv/put", json.dumps({"key": b("b"), "value": b("v")}), "u1"),
+    ("/v3/kv/range", json.dumps({"key": b("c")}), "u1"),
+    ("/v3/kv/put", json.dumps({"key": b("c"), "value": b("v")}), "u1"),
+    ("/v3/kv/range", json.dumps({"key": b("a"), "range_end": b("c")}), "u1"),
+    ("/v3/kv/range", json.dumps({"key": b("a"), "range_end": b("b")}), "u1"),
+    ("/v3/kv/put", json.dumps({"key": b("w/1"), "value": b("v")}), "u1"),
+    ("/v3/kv/put", json.dumps({"key": b("w/1"), "value": b("v"), "prev_kv": True}), "u1"),
+    ("/v3/kv/txn", json.dumps({"compare": [{"key": b("a"), "target": "VERSION", "result": "GREATER", "version": 0}],
+                               "success": [{"request_put": {"key": b("a"), "value": b("2")}}]}), "u1"),
+    ("/v3/kv/txn", json.dumps({"compare": [{"key": b("c"), "target": "VERSION", "result": "GREATER", "version": 0}],
+                               "success": [{"request_put": {"key": b("c"), "value": b("2")}}]}), "u1"),
+    ("/v3/kv/deleterange", json.dumps({"key": b("a"), "prev_kv": True}), "u1"),
+    ("/v3/lease/grant", '{"TTL":"60","ID":"78"}', "u1"),
+    ("/v3/kv/put", json.dumps({"key": b("a"), "value": b("v"), "lease": 78}), "u1"),
+    ("/v3/kv/put", json.dumps({"key": b("x"), "value": b("v"), "lease": 78}), "root"),
+    ("/v3/lease/revoke", '{"ID":"78"}', "u1"),
+    ("/v3/lease/revoke", '{"ID":"78"}', None),
+    ("/v3/lease/revoke", '{"ID":"78"}', "root"),
+    ("/v3/kv/compaction", '{"revision":"1"}', "u1"),
+    ("/v3/maintenance/status", "{}", None),
+    ("/v3/cluster/member/list", "{}", None),
+    ("/v3/cluster/member/remove", '{"ID":"5"}', "u1"),
+    ("/v3/auth/user/list", "{}", "u1"),
+    ("/v3/auth/user/list", "{}", "root"),
+    ("/v3/auth/user/get", '{"name":"u1"}', "u1"),
+    ("/v3/auth/role/get", '{"role":"r1"}', "u1"),
+    ("/v3/auth/user/get", '{"name":"root"}', "u1"),
+    ("/v3/auth/user/changepw", '{"name":"u1","password":"p2"}', "u1"),
+    ("/v3/auth/user/changepw", '{"name":"u1","password":"p2"}', "root"),
+    ("/v3/kv/range", json.dumps({"key": b("c")}), "u1"),
+    ("/v3/auth/authenticate", '{"name":"u1","password":"p1"}', None),
+    ("/v3/auth/role/delete", '{"role":"root"}', "root"),
+    ("/v3/auth/user/delete", '{"name":"root"}', "root"),
+    ("/v3/auth/user/revoke", '{"name":"root","role":"root"}', "root"),
+    ("/v3/auth/role/revoke", json.dumps({"role": "r1", "key": b("c")}), "root"),
+    ("/v3/auth/role/get", '{"role":"r1"}', "root"),
+    ("/v3/auth/role/delete", '{"role":"r1"}', "root"),
+    ("/v3/auth/user/get", '{"name":"u1"}', "root"),
+    ("/v3/auth/user/delete", '{"name":"np"}', "root"),
+    ("/v3/auth/nothing", "{}", "root"),
+    ("/v3/auth/disable", "{}", "root"),
+    ("/v3/auth/disable", "{}", None),
+    ("/v3/kv/range", json.dumps({"key": b("c")}), None),
+]
+
 # (watch body, writes made while it is open, lines to read).
 WATCHES = [
     (json.dumps({"create_request": {"key": b("w"), "start_revision": 1}}), [("/v3/kv/put", json.dumps({"key": b("w"), "value": b("1")}))], 2),
@@ -113,10 +214,10 @@ WATCHES = [
 ]
 
 
-def request(url, path, body, method="POST"):
+def request(url, path, body, method="POST", token=None):
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    conn.request(method, path, body=None if body is None else body.encode())
+    conn.request(method, path, body=None if body is None else body.encode(), headers={"Authorization": token} if token else {})
     response = conn.getresponse()
     data = response.read().decode()
     conn.close()
@@ -153,6 +254,7 @@ def normalise(text):
     text = re.sub(r'("ID":"\d+"),"TTL":"\d+","grantedTTL"', r'\1,"TTL":"LEFT","grantedTTL"', text)
     text = re.sub(r'"(dbSize|dbSizeInUse|raftIndex|raftAppliedIndex|raftTerm|leader)":"\d+"', r'"\1":"N"', text)
     text = re.sub(r'"(peerURLs|clientURLs)":\["[^"]*"\]', r'"\1":["URL"]', text)
+    text = re.sub(r'"token":"[^"]+"', '"token":"TOKEN"', text)
     return text
 
 
@@ -168,6 +270,12 @@ def run(url):
         answers.append((f"{method} {path} {body}", request(url, path, body, method)))
     for body, writes, lines in WATCHES:
         answers.append((f"WATCH {body}", watch(url, body, writes, lines)))
+    tokens = {"bogus": "bogus.1"}
+    for path, body, who in AUTH:
+        answer = request(url, path, body, token=tokens.get(who))
+        if path.endswith("/authenticate") and answer[0] == 200:
+            tokens[json.loads(body)["name"]] = json.loads(answer[2])["token"]
+        answers.append((f"POST {path} {body} as {who}", answer))
     return answers
 
 
