@@ -63,7 +63,7 @@ package struct V3Error: Error, Equatable, Sendable {
         case .invalidToken: code = .unauthenticated
         case .tooMany: code = .resourceExhausted
         case .rootUserMissing, .rootRoleMissing, .userExists, .userNotFound, .roleExists, .roleNotFound, .roleNotGranted,
-             .permissionNotGranted, .notEnabled:
+             .permissionNotGranted, .notEnabled, .v2:
             code = .failedPrecondition
         }
         self.init(code, error.description)

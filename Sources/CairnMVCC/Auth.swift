@@ -43,6 +43,7 @@ package enum AuthError: Error, Equatable, Sendable, CustomStringConvertible {
     case rootUserMissing, rootRoleMissing, userExists, userEmpty, roleEmpty, userNotFound, roleExists, roleNotFound
     case roleNotGranted, permissionNotGranted, invalidManagement, authFailed, noPasswordUser, permissionDenied
     case invalidToken, notEnabled, tooMany(String)
+    case v2(V2AuthError)
 
     package var description: String {
         switch self {
@@ -63,6 +64,7 @@ package enum AuthError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidToken: "etcdserver: invalid auth token"
         case .notEnabled: "etcdserver: authentication is not enabled"
         case .tooMany(let what): "etcdserver: too many \(what)"
+        case .v2(let error): error.message
         }
     }
 }
@@ -81,6 +83,8 @@ package enum AuthCommand: Sendable, Equatable {
     case roleRevokePermission(role: String, key: [UInt8], rangeEnd: [UInt8])
     /// Checked against the password before proposing; applied, it makes `token` valid on every member.
     case authenticate(user: String, token: String, issuedNanos: Int64)
+    /// A change to the v2 API's users, roles or enabled flag (separate from v3's, as in etcd).
+    case v2(V2AuthCommand)
 }
 
 package struct AuthStore: Sendable, Equatable {
@@ -98,6 +102,8 @@ package struct AuthStore: Sendable, Equatable {
     package internal(set) var tokens: [String: AuthToken] = [:]
     /// etcd's auth revision: one more after each change of users, roles or the enabled flag.
     package internal(set) var revision: UInt64 = 1
+    /// The v2 API's auth state.
+    package internal(set) var v2 = V2AuthState()
 
     package init() {}
 
@@ -168,6 +174,9 @@ package struct AuthStore: Sendable, Equatable {
             }
             role.permissions.remove(at: at)
             roles[name] = role
+        case .v2(let change):
+            do throws(V2AuthError) { try v2.apply(change) } catch { throw .v2(error) }
+            return
         case .authenticate(let user, let token, let issued):
             // The password was checked when proposed; the user may have gone since.
             guard users[user] != nil else { throw .authFailed }

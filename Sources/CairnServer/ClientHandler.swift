@@ -32,6 +32,7 @@ package struct ClientHandler: HTTPHandler {
     let v3: V3Handler
 
     let members: MembersHandler
+    let v2Auth: V2AuthHandler
     /// `GET /cairn/snapshot`: one at a time.
     let backups = BackupSlots()
     let console: ConsoleHandler
@@ -41,9 +42,11 @@ package struct ClientHandler: HTTPHandler {
                 auth: V3AuthGate = V3AuthGate()) {
         self.member = member
         self.node = node
-        keys = KeysHandler(node: node, linearizableReads: linearizableReads)
+        let credentials = V2Credentials(bcryptCost: auth.bcryptCost)
+        keys = KeysHandler(node: node, linearizableReads: linearizableReads, credentials: credentials)
         v3 = V3Handler(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes, auth: auth)
-        members = MembersHandler(node: node, token: token)
+        members = MembersHandler(node: node, token: token, credentials: credentials)
+        v2Auth = V2AuthHandler(node: node, credentials: credentials)
         console = ConsoleHandler(member: member, node: node)
     }
 
@@ -65,6 +68,7 @@ package struct ClientHandler: HTTPHandler {
             guard allow(exchange, ["HEAD", "GET", "PUT", "POST", "DELETE"], allowHeadForGet: false) else { return }
             return keys.handle(exchange, keyPath: path.dropFirst("/v2/keys".count))
         }
+        if V2AuthHandler.handles(String(path)) { return v2Auth.handle(exchange, path: String(path)) }
         if let endpoint = V3Handler.endpointPath(path) {
             return v3.handle(exchange, endpointPath: endpoint)
         }
