@@ -127,3 +127,82 @@ import Testing
         }
     }
 }
+
+@Suite struct V2AuthTests {
+    static func sample() throws -> V2AuthState {
+        var state = V2AuthState()
+        for command: V2AuthCommand in [
+            .createUser(V2AuthUser(name: "root", passwordHash: "$2b$r", roles: nil)),
+            .createRole(V2AuthRole(name: "app", read: ["/app/*", "/one"], write: ["/app/*"])),
+            .createUser(V2AuthUser(name: "alice", passwordHash: "$2b$a", roles: ["app"])),
+            .enable,
+        ] {
+            try state.apply(command)
+        }
+        return state
+    }
+
+    @Test func etcdsRulesForUsersRolesAndEnabling() throws {
+        var state = V2AuthState()
+        #expect(throws: V2AuthError(409, "No root user available, please create one")) { try state.apply(.enable) }
+        state = try Self.sample()
+        #expect(state.user("root")?.roles == ["root"])
+        #expect(state.role("guest") == V2AuthRole(name: "guest", read: ["/*"], write: ["/*"]))
+        #expect(state.roleNames == ["app", "guest", "root"])
+        #expect(throws: V2AuthError(409, "already enabled")) { try state.apply(.enable) }
+        #expect(throws: V2AuthError(403, "Cannot delete root user while auth is enabled.")) { try state.apply(.deleteUser(name: "root")) }
+        #expect(throws: V2AuthError(403, "Cannot modify role root: is root role.")) { try state.apply(.deleteRole(name: "root")) }
+        #expect(throws: V2AuthError(409, "Granting duplicate role app for user alice")) {
+            try state.apply(.updateUser(name: "alice", passwordHash: nil, grant: ["app"], revoke: []))
+        }
+        #expect(throws: V2AuthError(409, "Granting duplicate read permission /one")) {
+            try state.apply(.updateRole(name: "app", grant: V2AuthRole(name: "app", read: ["/one"], write: nil),
+                                        revoke: V2AuthRole(name: "app", read: nil, write: nil)))
+        }
+        // Revoking what was never granted is ignored; a change that changes nothing is refused.
+        #expect(throws: V2AuthError(400, "Role not updated. Use grant/revoke to update the role.")) {
+            try state.apply(.updateRole(name: "app", grant: V2AuthRole(name: "app", read: nil, write: nil),
+                                        revoke: V2AuthRole(name: "app", read: ["/zzz"], write: nil)))
+        }
+        try state.apply(.deleteRole(name: "app"))
+        #expect(!state.allows(state.user("alice"), key: "/app/x", write: false, recursive: false))
+    }
+
+    @Test func patternsGuestAndRecursion() throws {
+        var state = try Self.sample()
+        let alice = state.user("alice")
+        #expect(state.allows(alice, key: "/app/x", write: true, recursive: false))
+        #expect(state.allows(alice, key: "/one", write: false, recursive: false))
+        #expect(!state.allows(alice, key: "/one", write: true, recursive: false))
+        // A recursive request needs a prefix pattern.
+        #expect(!state.allows(alice, key: "/one", write: false, recursive: true))
+        #expect(state.allows(alice, key: "/app", write: false, recursive: true) == false)
+        #expect(state.allows(alice, key: "/app/", write: false, recursive: true))
+        #expect(state.allows(state.user("root"), key: "/anything", write: true, recursive: true))
+        #expect(state.allows(nil, key: "/x", write: true, recursive: true))
+        try state.apply(.updateRole(name: "guest", grant: V2AuthRole(name: "guest", read: nil, write: nil),
+                                    revoke: V2AuthRole(name: "guest", read: ["/*"], write: ["/*"])))
+        #expect(state.role("guest") == V2AuthRole(name: "guest", read: [], write: []))
+        #expect(!state.allows(nil, key: "/x", write: false, recursive: false))
+        try state.apply(.disable)
+        #expect(state.allows(nil, key: "/x", write: true, recursive: true))
+    }
+
+    @Test func v2CommandsAndStateRoundTrip() throws {
+        let commands: [V2AuthCommand] = [
+            .enable, .disable, .createUser(V2AuthUser(name: "u", passwordHash: "h", roles: nil)),
+            .createUser(V2AuthUser(name: "u", passwordHash: "h", roles: [])),
+            .updateUser(name: "u", passwordHash: nil, grant: ["a"], revoke: []), .updateUser(name: "u", passwordHash: "x", grant: [], revoke: ["b"]),
+            .deleteUser(name: "u"), .createRole(V2AuthRole(name: "r", read: nil, write: ["/*"])),
+            .updateRole(name: "r", grant: V2AuthRole(name: "r", read: [], write: nil), revoke: V2AuthRole(name: "r", read: ["/a"], write: [])),
+            .deleteRole(name: "r"),
+        ]
+        for command in commands {
+            #expect(try MVCCCommand(decoding: MVCCCommand.auth(.v2(command)).encoded()) == .auth(.v2(command)))
+        }
+        var space = MVCCKeySpace()
+        space.auth = try AuthTests.sample()
+        space.auth.v2 = try Self.sample()
+        #expect(try MVCCSnapshotTests.roundTrip(space).auth == space.auth)
+    }
+}
