@@ -29,6 +29,7 @@ package struct ClientHandler: HTTPHandler {
     let node: KeySpaceNode
     let keys: KeysHandler
     let v3: V3Handler
+    let grpc: GRPCHandler
 
     let members: MembersHandler
     /// `GET /cairn/snapshot`: one at a time.
@@ -40,12 +41,18 @@ package struct ClientHandler: HTTPHandler {
         self.member = member
         self.node = node
         keys = KeysHandler(node: node, linearizableReads: linearizableReads)
-        v3 = V3Handler(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes)
+        let service = V3Service(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes)
+        v3 = V3Handler(service: service)
+        grpc = GRPCHandler(service: service, backups: backups)
         members = MembersHandler(node: node, token: token)
         console = ConsoleHandler(member: member, node: node)
     }
 
     package func handle(_ exchange: HTTPExchange) {
+        // etcd's gRPC services share the client port: the content type tells them from HTTP/JSON requests.
+        if GRPCFraming.isGRPC(contentType: exchange.request.headers["content-type"]) {
+            return grpc.handle(exchange)
+        }
         // etcd's CORS wrapper answers every preflight, on any path, before routing.
         if exchange.request.method == "OPTIONS" {
             return exchange.respond(status: 200, headers: HTTPHeaders(Self.cors), body: [])
