@@ -15,9 +15,10 @@ package struct V3Service: Sendable {
     /// etcd's `--quota-backend-bytes`, measured on the key space's kept keys and values (nil: no quota).
     let quotaBytes: Int?
 
-    /// The version Status reports (and `/version`): the etcd release Cairn matches. Kubernetes' API server sends watch
-    /// progress requests to etcd 3.4.31 and later; 3.4.23 is the 3.4 release Cairn's answers were compared with.
-    package static let etcdVersion = "3.4.23"
+    /// The version Status reports. Kubernetes' API server asks Status and sends watch progress requests (consistent
+    /// lists from its cache) only to etcd 3.4.31+ or 3.5.13+, whose progress answers wait for the stream's watchers to
+    /// catch up, as Cairn's do. `/version` stays 3.4.23, the release Cairn's recorded answers come from.
+    package static let etcdVersion = "3.4.31"
 
     typealias View = KeySpaceNode.View
     typealias Done<T> = @Sendable (Result<T, V3Error>) -> Void
