@@ -68,6 +68,10 @@ final class HTTP2Session {
         // closed streams are not kept for priorities.
         nghttp2_option_set_max_deflate_dynamic_table_size(options, 4096)
         nghttp2_option_set_no_closed_streams(options, 1)
+        // nghttp2's HTTP checks reset a stream whose `:authority` is a URL (`http://host:port`), which grpc-go sends
+        // for etcdctl's `endpoint status` and Go's server (etcd) accepts; Cairn checks what it relies on itself
+        // (`HTTP2Stream.start`: a method, a path from the root).
+        nghttp2_option_set_no_http_messaging(options, 1)
         nghttp2_session_server_new2(&session, callbacks, Unmanaged.passUnretained(self).toOpaque(), options)
 
         var settings = [

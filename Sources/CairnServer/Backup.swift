@@ -126,6 +126,8 @@ package struct BackupContents {
     package let bytes: UInt64
 
     package init(fs: FileSystem, path: String) throws {
+        // A copy saved by etcdctl through gRPC carries etcd's tail after the Cairn file: read the file inside.
+        let fs = try EtcdSnapshotTail.view(fs, path)
         let loaded = try KeySpaceNode.loadSnapshot(fs: fs, path: path)
         let file = try fs.open(path, create: false)
         defer { fs.close(file) }

@@ -4,18 +4,6 @@ import CairnHTTP
 import CairnProto
 import Foundation
 
-/// etcdctl's `snapshot save` refuses a stream whose length is not 32 past a multiple of 512 (a bolt file and its
-/// digest); `cairn snapshot status|restore` reads the Cairn file inside it (`EtcdSnapshotTail.cairnLength`).
-enum EtcdSnapshotTail {
-    static let digestBytes = 32
-    static let sectorBytes = 512
-
-    /// Zero bytes that bring `length` to a multiple of 512.
-    static func paddingBytes(after length: UInt64) -> Int {
-        Int((UInt64(sectorBytes) - length % UInt64(sectorBytes)) % UInt64(sectorBytes))
-    }
-}
-
 struct GRPCSnapshot {
     let call: GRPCCall
     let service: V3Service
