@@ -100,7 +100,8 @@ package final class GRPCCall: @unchecked Sendable {
         }
     }
 
-    /// The single request message of a unary or server-streaming call: exactly one, then the end of the body.
+    /// The request message of a unary or server-streaming call: the first one; anything after it is not read (as
+    /// grpc-go's server, and so etcd, answers a unary call once its first message has arrived).
     package func receiveOne(_ receiver: @escaping @Sendable (Result<[UInt8], GRPCStatus>) -> Void) {
         receive { [self] first in
             switch first {
@@ -109,17 +110,7 @@ package final class GRPCCall: @unchecked Sendable {
                 let status = GRPCStatus(GRPCStatus.internalCode, "grpc: the client sent no request message")
                 finish(status)
                 receiver(.failure(status))
-            case .success(let message?):
-                receive { [self] second in
-                    switch second {
-                    case .failure(let status): receiver(.failure(status))
-                    case .success(nil): receiver(.success(message))
-                    case .success(.some):
-                        let status = GRPCStatus(GRPCStatus.internalCode, "grpc: more than one request message for a unary call")
-                        finish(status)
-                        receiver(.failure(status))
-                    }
-                }
+            case .success(let message?): receiver(.success(message))
             }
         }
     }
