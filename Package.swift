@@ -13,6 +13,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        // The runtime only: the generated code in CairnProto is committed (scripts/generate-protos).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         .target(name: "CairnBase"),
@@ -34,6 +36,8 @@ let package = Package(
             dependencies: ["CairnBase", .product(name: "HashTreeCollections", package: "swift-collections")]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnMVCC", "CairnBase"]),
         .target(name: "CairnStorage", dependencies: ["CairnBase"]),
+        // etcd's v3 gRPC messages, generated from proto/ by scripts/generate-protos.
+        .target(name: "CairnProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .systemLibrary(
             name: "CNGHTTP2", pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]),
@@ -51,6 +55,7 @@ let package = Package(
             name: "CairnServer",
             dependencies: [
                 "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase", "CCrypt",
+                "CairnProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]),

@@ -436,6 +436,16 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         pendingOutput < configuration.outputBytesHigh
     }
 
+    // HTTP/1.1 carries no gRPC: trailers are dropped and a headers-only answer is an empty one.
+    func exchange(_ exchange: HTTPExchange, endWithTrailers trailers: HTTPHeaders) { exchangeEnded(exchange) }
+
+    func exchange(_ exchange: HTTPExchange, sendHeadersOnly status: Int, headers: HTTPHeaders) {
+        self.exchange(exchange, sendHead: status, headers: headers, contentLength: 0)
+        exchangeEnded(exchange)
+    }
+
+    func exchangeLiftsBodyLimit(_ exchange: HTTPExchange) {}
+
     func exchangeAborted(_ exchange: HTTPExchange) {
         guard exchange === self.exchange else { return }
         close()

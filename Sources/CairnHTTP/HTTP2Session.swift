@@ -68,6 +68,10 @@ final class HTTP2Session {
         // closed streams are not kept for priorities.
         nghttp2_option_set_max_deflate_dynamic_table_size(options, 4096)
         nghttp2_option_set_no_closed_streams(options, 1)
+        // nghttp2's HTTP checks reset a stream whose `:authority` is a URL (`http://host:port`), which grpc-go sends
+        // for etcdctl's `endpoint status` and Go's server (etcd) accepts; Cairn checks what it relies on itself
+        // (`HTTP2Stream.start`: a method, a path from the root).
+        nghttp2_option_set_no_http_messaging(options, 1)
         nghttp2_session_server_new2(&session, callbacks, Unmanaged.passUnretained(self).toOpaque(), options)
 
         var settings = [
@@ -250,7 +254,7 @@ final class HTTP2Session {
             return
         }
         stream.bodyBytesReceived += bytes.count
-        if stream.bodyBytesReceived > connection.configuration.http1.bodyBytesMax {
+        if !stream.bodyUnbounded, stream.bodyBytesReceived > connection.configuration.http1.bodyBytesMax {
             if !stream.bodyFailed { streamsOverBodyLimit.append(stream) }
             nghttp2_session_consume(session, id, bytes.count)
             return
@@ -285,11 +289,28 @@ final class HTTP2Session {
         for (name, value) in headers where name != "connection" && name != "transfer-encoding" && name != "keep-alive" {
             fields.append((name, value))
         }
+        Self.withNameValues(fields) { nva, count in
+            if hasBody {
+                var provider = nghttp2_data_provider()
+                provider.read_callback = { _, streamID, buffer, length, flags, _, userData in
+                    HTTP2Session.from(userData).readBody(stream: streamID, into: buffer!, length: length, flags: flags!)
+                }
+                nghttp2_submit_response(session, stream, nva, count, &provider)
+            } else {
+                nghttp2_submit_response(session, stream, nva, count, nil)
+            }
+        }
+    }
+
+    /// nghttp2's name-value array for `fields`, valid during `body` only.
+    private static func withNameValues(_ fields: [(String, String)], _ body: (UnsafePointer<nghttp2_nv>, Int) -> Void) {
         var storage: [UInt8] = []
         for (name, value) in fields {
             storage.append(contentsOf: name.utf8)
             storage.append(contentsOf: value.utf8)
         }
+        // One byte more, so the base address exists even when every field is empty.
+        storage.append(0)
         storage.withUnsafeMutableBufferPointer { buffer in
             var offset = 0
             var nva: [nghttp2_nv] = []
@@ -300,15 +321,7 @@ final class HTTP2Session {
                     namelen: nameLength, valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
                 offset += nameLength + valueLength
             }
-            if hasBody {
-                var provider = nghttp2_data_provider()
-                provider.read_callback = { _, streamID, buffer, length, flags, _, userData in
-                    HTTP2Session.from(userData).readBody(stream: streamID, into: buffer!, length: length, flags: flags!)
-                }
-                nghttp2_submit_response(session, stream, nva, nva.count, &provider)
-            } else {
-                nghttp2_submit_response(session, stream, nva, nva.count, nil)
-            }
+            nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
         }
     }
 
@@ -323,7 +336,17 @@ final class HTTP2Session {
         if stream.outgoingStart == stream.outgoing.count {
             stream.outgoing.removeAll(keepingCapacity: true)
             stream.outgoingStart = 0
-            if stream.localEnded { flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue) }
+            if stream.localEnded {
+                flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
+                // Trailers end the stream instead of the last DATA frame; nghttp2 takes them from inside this callback.
+                if let trailers = stream.trailers {
+                    stream.trailers = nil
+                    flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
+                    Self.withNameValues(trailers.fields.map { ($0.name, $0.value) }) { nva, count in
+                        _ = nghttp2_submit_trailer(session, id, nva, count)
+                    }
+                }
+            }
         }
         streamsToWake.append(stream)
         return count
@@ -353,6 +376,10 @@ final class HTTP2Stream: ExchangeTransport {
     var outgoing: [UInt8] = []
     var outgoingStart = 0
     var localEnded = false
+    /// Trailer fields to send once the body has gone out (the last DATA frame then leaves the stream open for them).
+    var trailers: HTTPHeaders?
+    /// The handler reads the body as a stream of bounded messages: no total bound (flow control bounds what waits).
+    var bodyUnbounded = false
     private var waitingForRoom = false
 
     init(id: Int32, session: HTTP2Session) {
@@ -453,6 +480,26 @@ final class HTTP2Stream: ExchangeTransport {
         // The handler answered without reading the whole body: tell the client to stop sending it.
         if !remoteEnded { session.reset(id) }
         session.pump()
+    }
+
+    func exchange(_ exchange: HTTPExchange, endWithTrailers trailers: HTTPHeaders) {
+        guard !localEnded else { return }
+        self.trailers = trailers
+        localEnded = true
+        session.resumeData(id)
+        // No reset even if the client is still sending: a reset could overtake the trailers (gRPC clients end their
+        // side once they have the status; what they still send is consumed and dropped).
+        session.pump()
+    }
+
+    func exchange(_ exchange: HTTPExchange, sendHeadersOnly status: Int, headers: HTTPHeaders) {
+        localEnded = true
+        session.submitResponse(id, status: status, headers: headers, hasBody: false)
+        session.pump()
+    }
+
+    func exchangeLiftsBodyLimit(_ exchange: HTTPExchange) {
+        bodyUnbounded = true
     }
 
     func exchangeAborted(_ exchange: HTTPExchange) {

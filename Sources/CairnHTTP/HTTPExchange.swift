@@ -19,6 +19,12 @@ protocol ExchangeTransport: AnyObject {
     func exchange(_ exchange: HTTPExchange, sendHead status: Int, headers: HTTPHeaders, contentLength: Int?)
     func exchange(_ exchange: HTTPExchange, sendBody bytes: [UInt8])
     func exchangeEnded(_ exchange: HTTPExchange)
+    /// Ends the response with trailer fields (HTTP/2; HTTP/1.1 ends it without them).
+    func exchange(_ exchange: HTTPExchange, endWithTrailers trailers: HTTPHeaders)
+    /// A response of one header block that ends the stream, no body and no Content-Length (gRPC's trailers-only).
+    func exchange(_ exchange: HTTPExchange, sendHeadersOnly status: Int, headers: HTTPHeaders)
+    /// The request body may be as long as the client likes: it is read piece by piece, each bounded by flow control.
+    func exchangeLiftsBodyLimit(_ exchange: HTTPExchange)
     /// Whether the transport can take more body bytes for this exchange without passing its output bound.
     func exchangeHasRoom(_ exchange: HTTPExchange) -> Bool
     /// The handler gives up on the exchange mid-response: the client must see it cut off, not complete.
@@ -183,14 +189,15 @@ package final class HTTPExchange: @unchecked Sendable {
     }
 
     /// Starts a response whose body follows in pieces (`write`, then `finish`); it is compressed when the client accepts
-    /// gzip, unless its length is given (the pieces must then add up to `contentLength`).
-    package func startResponse(status: Int, headers: HTTPHeaders = HTTPHeaders(), contentLength: Int? = nil) {
+    /// gzip, unless its length is given (the pieces must then add up to `contentLength`) or it is not `compressible`
+    /// (gRPC compresses messages itself).
+    package func startResponse(status: Int, headers: HTTPHeaders = HTTPHeaders(), contentLength: Int? = nil, compressible: Bool = true) {
         onQueue { [self] in
             guard !responseStarted, !isClosed else { return }
             responseStarted = true
             responseStatus = status
             var headers = headers
-            if contentLength == nil, acceptsGzip(headers) {
+            if contentLength == nil, compressible, acceptsGzip(headers) {
                 headers.add("content-encoding", "gzip")
                 headers.add("vary", "Accept-Encoding")
                 compresses = true
@@ -223,6 +230,42 @@ package final class HTTPExchange: @unchecked Sendable {
             }
             finishResponse()
         }
+    }
+
+    /// Ends a response started with `startResponse` with trailer fields (gRPC's status), sent after the body on HTTP/2.
+    package func finish(trailers: HTTPHeaders) {
+        onQueue { [self] in
+            guard responseStarted, !responseFinished, !isClosed else { return }
+            if compresses, !isHead {
+                transport?.exchange(self, sendBody: startedCompressor().compress([], finish: true))
+            }
+            responseFinished = true
+            compressor = nil
+            readyHandlers.removeAll()
+            closeHandlers.removeAll()
+            reportResponse()
+            transport?.exchange(self, endWithTrailers: trailers)
+        }
+    }
+
+    /// Answers with one header block that ends the response: no body, no Content-Length (gRPC's trailers-only answer).
+    package func respondHeadersOnly(status: Int, headers: HTTPHeaders) {
+        onQueue { [self] in
+            guard !responseStarted, !isClosed else { return }
+            responseStarted = true
+            responseStatus = status
+            responseFinished = true
+            readyHandlers.removeAll()
+            closeHandlers.removeAll()
+            reportResponse()
+            transport?.exchange(self, sendHeadersOnly: status, headers: headers)
+        }
+    }
+
+    /// Lifts the total request body bound (`requestBodyBytesMax`) for a long-lived stream whose reader bounds each
+    /// message itself; flow control still bounds what is buffered.
+    package func liftBodyBytesLimit() {
+        onQueue { [self] in transport?.exchangeLiftsBodyLimit(self) }
     }
 
     private func startedCompressor() -> GzipCompressor {

@@ -62,6 +62,18 @@ package final class BackupFile: Sendable {
     /// Sends the file as the answer, 1 MiB at a time, each piece read only once the connection has room for it;
     /// `ended` runs once when the stream ends, whole or not, and the file is closed.
     func stream(to exchange: HTTPExchange, pieceSecondsMax: Int = BackupFile.backupPieceSecondsMax, ended: @escaping @Sendable () -> Void) {
+        exchange.startResponse(status: 200, headers: HTTPHeaders([
+            ("Content-Type", "application/octet-stream"),
+            ("X-Raft-Index", String(header.lastIndex)), ("X-Raft-Term", String(header.lastTerm)),
+        ]), contentLength: Int(size))
+        // A short answer ends short of its Content-Length, which the downloader refuses.
+        stream(to: BackupSink(onClose: exchange.onClose, write: { piece, _, ready in exchange.write(piece, whenReady: ready) },
+                              finish: { _ in exchange.finish() }),
+               pieceSecondsMax: pieceSecondsMax, ended: ended)
+    }
+
+    /// Sends the file to `sink` as `stream(to: HTTPExchange)` does (gRPC's Snapshot call sends it so too).
+    func stream(to sink: BackupSink, pieceSecondsMax: Int = BackupFile.backupPieceSecondsMax, ended: @escaping @Sendable () -> Void) {
         let queue = DispatchQueue(label: "cairn.backup-stream")
         nonisolated(unsafe) var closed = false  // touched on `queue` only
         nonisolated(unsafe) var piecesTaken = 0  // touched on `queue` only
@@ -71,34 +83,38 @@ package final class BackupFile: Sendable {
             fs.close(file)
             ended()
         }
-        exchange.onClose { queue.async { close() } }
-        exchange.startResponse(status: 200, headers: HTTPHeaders([
-            ("Content-Type", "application/octet-stream"),
-            ("X-Raft-Index", String(header.lastIndex)), ("X-Raft-Term", String(header.lastTerm)),
-        ]), contentLength: Int(size))
+        sink.onClose { queue.async { close() } }
         @Sendable func send(from offset: UInt64) {
             guard !closed else { return }
             guard offset < size else {
                 close()
-                return exchange.finish()
+                return sink.finish(true)
             }
             let count = Int(min(UInt64(1 << 20), size - offset))
             guard let piece = try? fs.read(file, at: offset, count: count), piece.count == count else {
-                // The answer ends short of its Content-Length, which the downloader refuses.
                 close()
-                return exchange.finish()
+                return sink.finish(false)
             }
             piecesTaken += 1
             let piecesBefore = piecesTaken
             queue.asyncAfter(deadline: .now() + .seconds(pieceSecondsMax)) {
                 guard !closed, piecesTaken == piecesBefore else { return }
                 close()
-                exchange.finish()
+                sink.finish(false)
             }
-            exchange.write(piece) { queue.async { send(from: offset + UInt64(count)) } }
+            let next = offset + UInt64(count)
+            sink.write(piece, size - next) { queue.async { send(from: next) } }
         }
         queue.async { send(from: 0) }
     }
+}
+
+/// Where a backup stream goes: the piece and the bytes still to come after it (`whenReady` once it can take more),
+/// then `finish` (true when whole); `onClose` registers what runs if the reader goes first.
+struct BackupSink: Sendable {
+    let onClose: @Sendable (@escaping @Sendable () -> Void) -> Void
+    let write: @Sendable ([UInt8], UInt64, @escaping @Sendable () -> Void) -> Void
+    let finish: @Sendable (Bool) -> Void
 }
 
 /// What a backup file holds, read whole and checked: every checksum, then the key space, sessions and members.
@@ -110,6 +126,8 @@ package struct BackupContents {
     package let bytes: UInt64
 
     package init(fs: FileSystem, path: String) throws {
+        // A copy saved by etcdctl through gRPC carries etcd's tail after the Cairn file: read the file inside.
+        let fs = try EtcdSnapshotTail.view(fs, path)
         let loaded = try KeySpaceNode.loadSnapshot(fs: fs, path: path)
         let file = try fs.open(path, create: false)
         defer { fs.close(file) }

@@ -30,6 +30,7 @@ package struct ClientHandler: HTTPHandler {
     let node: KeySpaceNode
     let keys: KeysHandler
     let v3: V3Handler
+    let grpc: GRPCHandler
 
     let members: MembersHandler
     let v2Auth: V2AuthHandler
@@ -44,13 +45,20 @@ package struct ClientHandler: HTTPHandler {
         self.node = node
         let credentials = V2Credentials(bcryptCost: auth.bcryptCost)
         keys = KeysHandler(node: node, linearizableReads: linearizableReads, credentials: credentials)
-        v3 = V3Handler(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes, auth: auth)
+        let service = V3Service(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes,
+                                auth: auth)
+        v3 = V3Handler(service: service)
+        grpc = GRPCHandler(service: service, backups: backups)
         members = MembersHandler(node: node, token: token, credentials: credentials)
         v2Auth = V2AuthHandler(node: node, credentials: credentials)
         console = ConsoleHandler(member: member, node: node)
     }
 
     package func handle(_ exchange: HTTPExchange) {
+        // etcd's gRPC services share the client port: the content type tells them from HTTP/JSON requests.
+        if GRPCFraming.isGRPC(contentType: exchange.request.headers["content-type"]) {
+            return grpc.handle(exchange)
+        }
         // etcd's CORS wrapper answers every preflight, on any path, before routing.
         if exchange.request.method == "OPTIONS" {
             return exchange.respond(status: 200, headers: HTTPHeaders(Self.cors), body: [])

@@ -77,20 +77,26 @@ extension V3Handler {
         }
     }
 
-    /// etcd's Authenticate: the password checked on this member, then a token logged for the user.
+    /// etcd's Authenticate: after a ReadIndex round (so a user or an enable just logged elsewhere is seen), the
+    /// password checked on this member, then a token logged for the user.
     private func authenticate(_ exchange: HTTPExchange, _ name: String, _ password: String) {
         let node = self.node
-        DispatchQueue.global().async { [self] in
-            let store = node.view().mvcc.auth
-            guard store.enabled else { return respond(exchange, V3Error(AuthError.notEnabled)) }
-            guard let user = store.users[name] else { return respond(exchange, V3Error(AuthError.authFailed)) }
-            if user.noPassword { return respond(exchange, V3Error(AuthError.noPasswordUser)) }
-            guard PasswordHash.verify(password, against: user.passwordHash) else { return respond(exchange, V3Error(AuthError.authFailed)) }
-            let token = String((0..<16).map { _ in Self.tokenLetters[Int.random(in: 0..<Self.tokenLetters.count)] }) + "." + String(store.revision)
-            node.proposeV3(.auth(.authenticate(user: name, token: token, issuedNanos: node.now))) { [self] result, view in
-                switch result {
-                case .failure(let error): respond(exchange, error)
-                case .success: json(exchange, V3JSON.authToken(header(view, revision: view.mvcc.revision), token))
+        node.linearizableRead { [self] result in
+            guard case .success(let view) = result else {
+                return respond(exchange, V3Error(.unavailable, "etcdserver: request timed out"))
+            }
+            let store = view.mvcc.auth
+            DispatchQueue.global().async { [self] in
+                guard store.enabled else { return respond(exchange, V3Error(AuthError.notEnabled)) }
+                guard let user = store.users[name] else { return respond(exchange, V3Error(AuthError.authFailed)) }
+                if user.noPassword { return respond(exchange, V3Error(AuthError.noPasswordUser)) }
+                guard PasswordHash.verify(password, against: user.passwordHash) else { return respond(exchange, V3Error(AuthError.authFailed)) }
+                let token = String((0..<16).map { _ in Self.tokenLetters[Int.random(in: 0..<Self.tokenLetters.count)] }) + "." + String(store.revision)
+                node.proposeV3(.auth(.authenticate(user: name, token: token, issuedNanos: node.now))) { [self] result, view in
+                    switch result {
+                    case .failure(let error): respond(exchange, error)
+                    case .success: json(exchange, V3JSON.authToken(header(view, revision: view.mvcc.revision), token))
+                    }
                 }
             }
         }

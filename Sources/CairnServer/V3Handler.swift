@@ -22,19 +22,17 @@ package struct V3Handler: Sendable {
     /// gRPC takes this much more than `--max-request-bytes` in one message, as etcd configures it.
     static let grpcOverheadBytes = 512 * 1024
 
-    let node: KeySpaceNode
-    let member: MemberInfo
-    /// Added members get IDs derived from their peer URLs and this token, as `/v2/members` gives them.
-    let token: String
-    /// etcd's `--max-request-bytes`: a request whose encoding is longer is refused with "request is too large".
-    let requestBytesMax: Int
-    /// etcd's `--quota-backend-bytes`, measured on the key space's kept keys and values (nil: no quota).
-    let quotaBytes: Int?
-    /// Tokens and permissions once auth is enabled.
-    let auth: V3AuthGate
+    let service: V3Service
+    var node: KeySpaceNode { service.node }
+    var requestBytesMax: Int { service.requestBytesMax }
+    var auth: V3AuthGate { service.auth }
 
     /// etcd's default quota (`--quota-backend-bytes 0`): 2 GiB.
     package static let quotaBytesDefault = 2 << 30
+
+    init(service: V3Service) {
+        self.service = service
+    }
 
     /// The JSON body read at most: base64 makes bytes a third longer and JSON adds its own, so twice the request
     /// bound plus gRPC's overhead; a longer body gets gRPC's "message larger than max".
@@ -78,105 +76,72 @@ package struct V3Handler: Sendable {
     private func dispatch(_ exchange: HTTPExchange, _ endpoint: Endpoint, _ fields: V3Fields) throws(V3Error) {
         switch endpoint {
         case .range:
-            let request = try fields.rangeRequest()
-            if request.range.start.isEmpty { throw V3Error(MVCCError.emptyKey) }
-            try checkSize(MVCCCommand.txn(TxnRequest(success: [.range(request)])))
-            guard !request.serializable else { return range(exchange, request, node.view()) }
-            node.linearizableRead { [self] result in
+            service.range(try fields.rangeRequest()) { [self] result in
                 switch result {
-                case .success(let view): range(exchange, request, view)
-                case .failure(let error): respond(exchange, V3Error(.unavailable, String(decoding: error.causeBytes, as: UTF8.self)))
+                case .success(let (header, response)): json(exchange, V3JSON.range(header, response))
+                case .failure(let error): respond(exchange, error)
                 }
             }
-        case .put:
-            let request = try fields.putRequest()
-            try Self.mvcc { () throws(MVCCError) in try request.validate() }
-            try write(exchange, .put(request))
-        case .deleteRange:
-            let request = try fields.deleteRangeRequest()
-            if request.range.start.isEmpty { throw V3Error(MVCCError.emptyKey) }
-            try write(exchange, .deleteRange(request))
-        case .txn:
-            let request = try fields.txnRequest()
-            try Self.mvcc { () throws(MVCCError) in try request.validate() }
-            try write(exchange, .txn(request))
-        case .compaction:
-            try write(exchange, .compact(revision: try fields.int64("revision")))
-        case .leaseGrant:
-            let ttl = try fields.int64("TTL")
-            if ttl > LeaseTable.ttlSecondsMax { throw V3Error(MVCCError.leaseTTLTooLarge) }
-            var id = try fields.int64("ID")
-            // etcd draws a positive 63-bit ID when none is asked for.
-            while id == 0 { id = Int64.random(in: 1...Int64.max) }
-            try write(exchange, .grantLease(id: id, ttl: ttl))
-        case .leaseRevoke, .leaseRevokeAlias:
-            try write(exchange, .revokeLease(id: try fields.int64("ID")))
+        case .put: service.put(try fields.putRequest(), answer(exchange))
+        case .deleteRange: service.deleteRange(try fields.deleteRangeRequest(), answer(exchange))
+        case .txn: service.txn(try fields.txnRequest(), answer(exchange))
+        case .compaction: service.compact(revision: try fields.int64("revision"), answer(exchange))
+        case .leaseGrant: service.leaseGrant(ttl: try fields.int64("TTL"), id: try fields.int64("ID"), answer(exchange))
+        case .leaseRevoke, .leaseRevokeAlias: service.leaseRevoke(id: try fields.int64("ID"), answer(exchange))
         case .leaseKeepAlive:
             let id = try fields.int64("ID")
-            node.proposeV3(.keepAliveLease(id: id)) { [self] result, view in
-                // An unknown lease is answered with no TTL, on the stream, as etcd's keep-alive does.
+            service.leaseKeepAlive(id: id) { [self] result in
                 switch result {
-                case .success(.leaseKeptAlive(let lease, let revision)):
-                    stream(exchange, V3JSON.keepAlive(header(view, revision: revision), id: id, ttl: lease.ttl))
-                case .failure(let error) where error == V3Error(MVCCError.leaseNotFound):
-                    stream(exchange, V3JSON.keepAlive(header(view, revision: view.mvcc.revision), id: id, ttl: 0))
+                case .success(let (header, ttl)): stream(exchange, V3JSON.keepAlive(header, id: id, ttl: ttl))
                 case .failure(let error): respond(exchange, error)
-                case .success: respond(exchange, V3Error(.internalError, "etcdserver: unexpected answer to a keep-alive"))
                 }
             }
         case .leaseTimeToLive, .leaseTimeToLiveAlias:
             let id = try fields.int64("ID"), keys = try fields.bool("keys")
-            node.leaseTimeToLive(id) { [self] ttl, lease, view in
-                json(exchange, V3JSON.timeToLive(header(view, revision: view.mvcc.revision), id: id, ttl: ttl, lease: lease, keys: keys))
+            service.leaseTimeToLive(id: id) { [self] header, ttl, lease in
+                json(exchange, V3JSON.timeToLive(header, id: id, ttl: ttl, lease: lease, keys: keys))
             }
         case .leaseLeases, .leaseLeasesAlias:
-            let view = node.view()
-            json(exchange, V3JSON.leases(header(view, revision: view.mvcc.revision), view.mvcc.leases.all.map(\.id)))
+            let (header, ids) = service.leases()
+            json(exchange, V3JSON.leases(header, ids))
         case .status:
-            let view = node.view(), raft = node.raftStatus
-            let size = Int64(view.mvcc.historyBytes)
-            let status = V3Status(version: "3.4.23", dbSize: size, leader: raft.leader ?? 0, raftIndex: raft.commit, raftTerm: raft.term,
-                                  raftAppliedIndex: raft.applied, errors: raft.storageFailure.map { [$0] } ?? [], dbSizeInUse: size,
-                                  isLearner: raft.learners.contains(node.id))
-            json(exchange, V3JSON.status(header(view, revision: view.mvcc.revision), status))
+            let (header, status) = service.status()
+            json(exchange, V3JSON.status(header, status))
         case .alarm:
-            // etcd answers alarm calls without a header. GET (the default) lists; ACTIVATE and DEACTIVATE of NOSPACE go
-            // through the log and answer with the alarms they changed; other alarm types are not kept here.
+            // etcd answers alarm calls without a header.
             let action = try fields.enumeration("action", [("GET", 0), ("ACTIVATE", 1), ("DEACTIVATE", 2)]) ?? 0
             let alarm = try fields.enumeration("alarm", [("NONE", 0), ("NOSPACE", 1), ("CORRUPT", 2)]) ?? 0
-            let target = try fields.uint64("memberID")
-            guard action != 0 else { return json(exchange, V3JSON.alarms(node.view().mvcc.noSpaceAlarms.sorted())) }
-            guard alarm == 1 else { return json(exchange, V3JSON.alarms([])) }
-            try write(exchange, .alarm(activate: action == 1, member: target))
-        case .memberList, .memberAdd, .memberRemove, .memberUpdate, .memberPromote:
-            try members(exchange, endpoint, fields)
+            service.alarm(action: action, alarm: alarm, memberID: try fields.uint64("memberID")) { [self] result in
+                switch result {
+                case .success(let members): json(exchange, V3JSON.alarms(members))
+                case .failure(let error): respond(exchange, error)
+                }
+            }
+        case .memberList: members(exchange, .success(service.memberList()))
+        case .memberAdd:
+            service.memberAdd(peerURLs: try fields.strings("peerURLs"), isLearner: try fields.bool("isLearner")) { [self] in members(exchange, $0) }
+        case .memberRemove: service.memberRemove(id: try fields.uint64("ID")) { [self] in members(exchange, $0) }
+        case .memberUpdate:
+            service.memberUpdate(id: try fields.uint64("ID"), peerURLs: try fields.strings("peerURLs")) { [self] in members(exchange, $0) }
+        case .memberPromote: throw service.memberPromote(id: try fields.uint64("ID"))
         case .watch:
             break
         }
     }
 
-    /// etcd's quota check before a write that adds data: past the quota, this member raises its NOSPACE alarm (through
-    /// the log, so every member then refuses such writes until it is cleared) and the write is refused.
-    private func checkQuota(_ command: MVCCCommand) throws(V3Error) {
-        guard let quotaBytes, command.addsData else { return }
-        let space = node.view().mvcc
-        guard space.historyBytes + command.encoded().count >= quotaBytes else { return }
-        if !space.noSpaceAlarms.contains(member.id) { node.proposeV3(.alarm(activate: true, member: member.id)) { _, _ in } }
-        throw V3Error(MVCCError.noSpace)
+    private func members(_ exchange: HTTPExchange, _ result: Result<V3MembersAnswer, V3Error>) {
+        switch result {
+        case .success(let answer): json(exchange, V3JSON.memberList(answer.header, answer.members, added: answer.added))
+        case .failure(let error): respond(exchange, error)
+        }
     }
 
-    /// etcd refuses a request whose encoding passes `--max-request-bytes` before proposing it.
-    private func checkSize(_ command: MVCCCommand) throws(V3Error) {
-        if command.encoded().count > requestBytesMax { throw V3Error(.invalidArgument, "etcdserver: request is too large") }
-    }
-
-    private func write(_ exchange: HTTPExchange, _ command: MVCCCommand) throws(V3Error) {
-        try checkSize(command)
-        try checkQuota(command)
-        node.proposeV3(command) { [self] result, view in
+    /// A write's answer (or refusal) as the gateway writes it.
+    private func answer(_ exchange: HTTPExchange) -> @Sendable (Result<(MVCCResult, KeySpaceNode.View), V3Error>) -> Void {
+        { [self] result in
             switch result {
+            case .success(let (answer, view)): json(exchange, body(of: answer, view))
             case .failure(let error): respond(exchange, error)
-            case .success(let answer): json(exchange, body(of: answer, view))
             }
         }
     }
@@ -194,18 +159,7 @@ package struct V3Handler: Sendable {
         }
     }
 
-    private func range(_ exchange: HTTPExchange, _ request: RangeRequest, _ view: KeySpaceNode.View) {
-        do throws(MVCCError) {
-            let response = try view.mvcc.range(request)
-            json(exchange, V3JSON.range(header(view, revision: response.revision), response))
-        } catch {
-            respond(exchange, V3Error(error))
-        }
-    }
-
-    func header(_ view: KeySpaceNode.View, revision: Int64) -> V3Header {
-        V3Header(clusterID: node.clusterID, memberID: member.id, revision: revision, raftTerm: view.raftTerm)
-    }
+    func header(_ view: KeySpaceNode.View, revision: Int64) -> V3Header { service.header(view, revision: revision) }
 
     // MARK: - Answers
 
@@ -230,12 +184,5 @@ package struct V3Handler: Sendable {
         var headers = ClientHandler.corsHeaders(contentType: "text/plain; charset=utf-8")
         headers.add("X-Content-Type-Options", "nosniff")
         exchange.respond(status: status, headers: headers, body: Array(text.utf8))
-    }
-}
-
-extension V3Handler {
-    /// The key space's check, its error as the gateway's.
-    static func mvcc(_ check: () throws(MVCCError) -> Void) throws(V3Error) {
-        do throws(MVCCError) { try check() } catch { throw V3Error(error) }
     }
 }

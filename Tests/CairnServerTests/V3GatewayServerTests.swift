@@ -131,7 +131,7 @@ private func post(_ cairn: RunningCairn, _ path: String, _ body: String) throws 
         let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0", "--name", "solo"])
         defer { _ = cairn.stop() }
         let status = try post(cairn, "/v3/maintenance/status", "{}")
-        #expect(status.contains(#""version":"3.4.23","#) && status.contains(#""raftTerm":"1","raftAppliedIndex":"#), "\(status)")
+        #expect(status.contains(#""version":"3.4.31","#) && status.contains(#""raftTerm":"1","raftAppliedIndex":"#), "\(status)")
         let members = try post(cairn, "/v3/cluster/member/list", "{}")
         #expect(members.contains(#""name":"solo","peerURLs":["http://127.0.0.1:2380"]"#), "\(members)")
     }
