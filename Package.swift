@@ -34,6 +34,9 @@ let package = Package(
             dependencies: ["CairnBase", .product(name: "HashTreeCollections", package: "swift-collections")]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnMVCC", "CairnBase"]),
         .target(name: "CairnStorage", dependencies: ["CairnBase"]),
+        .target(
+            name: "CairnReplica",
+            dependencies: ["CairnRaft", "CairnStore", "CairnMVCC", "CairnBase", .product(name: "DequeModule", package: "swift-collections")]),
         .systemLibrary(
             name: "CNGHTTP2", pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]),
@@ -48,14 +51,14 @@ let package = Package(
         .target(
             name: "CairnServer",
             dependencies: [
-                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase",
+                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnReplica", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]),
         .executableTarget(
             name: "cairn",
             dependencies: [
-                "CairnServer",
+                "CairnServer", "CairnReplica",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -71,7 +74,7 @@ let package = Package(
         .target(name: "CairnTestSupport", dependencies: ["CMalloc"], path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnPeerTests", dependencies: ["CairnPeer", "CairnHTTP", "CairnBase", "CairnTestSupport"]),
-        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP", "CairnStorage", "CairnStore", "CairnMVCC", "CairnRaft", "CairnPeer", "CairnBase", "CairnTestSupport"]),
+        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnReplica", "CairnHTTP", "CairnStorage", "CairnStore", "CairnMVCC", "CairnRaft", "CairnPeer", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnBase"]),
     ],
     swiftLanguageModes: [.v6]

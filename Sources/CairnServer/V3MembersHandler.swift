@@ -2,6 +2,7 @@
 // Changes go through the log as member-table entries, as `/v2/members` changes do; Raft's configuration follows.
 import CairnAPI
 import CairnHTTP
+import CairnReplica
 import CairnStore
 
 extension V3Handler {
