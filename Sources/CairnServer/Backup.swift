@@ -4,6 +4,7 @@
 import CairnBase
 import CairnHTTP
 import CairnRaft
+import CairnReplica
 import CairnStorage
 import CairnStore
 import Dispatch
@@ -133,9 +134,9 @@ package struct BackupContents {
         defer { fs.close(file) }
         bytes = try fs.size(file)
         header = loaded.header
-        keySpace = loaded.keySpace
-        sessions = loaded.sessions
-        members = loaded.members
+        keySpace = loaded.state.keySpace
+        sessions = loaded.state.sessions
+        members = loaded.state.members
     }
 }
 

@@ -1,6 +1,7 @@
 // The client-facing HTTP handler: routes etcd's paths to their answers, with etcd's 404/405 and CORS headers.
 // Pure answers come from the API and store modules; this file only connects them to exchanges.
 import CairnAPI
+import CairnBase
 import CairnHTTP
 import CairnMVCC
 import CairnStore
@@ -245,8 +246,6 @@ package struct ClientHandler: HTTPHandler {
         HTTPHeaders(cors + [("Content-Type", contentType)])
     }
 }
-
-func hex(_ id: UInt64) -> String { String(id, radix: 16) }
 
 /// Go's ServeMux `cleanPath`: `path.Clean` that keeps a trailing slash.
 func goCleanPath(_ path: Substring) -> String {

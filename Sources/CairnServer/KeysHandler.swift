@@ -1,7 +1,9 @@
 // `/v2/keys` over HTTP: request values in (path, query, form body), etcd's answers out — writes through the node,
 // reads from the latest published root, watches held open until their event, their timeout or their client goes.
 import CairnAPI
+import CairnBase
 import CairnHTTP
+import CairnReplica
 import CairnStore
 import Dispatch
 

@@ -2,7 +2,9 @@
 // statuses and messages. Changes go through the log as member-table entries; the leader then moves Raft's
 // configuration (learner first, then voter) to match.
 import CairnAPI
+import CairnBase
 import CairnHTTP
+import CairnReplica
 import CairnStore
 
 struct MembersHandler: Sendable {

@@ -2,6 +2,7 @@
 // The only place that owns signals and the process's lifetime.
 import CairnHTTP
 import CairnPeer
+import CairnReplica
 import CairnStorage
 import Dispatch
 import Glibc

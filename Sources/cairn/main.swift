@@ -1,6 +1,7 @@
 // The cairn executable: etcd's flags in, a running member out. Subcommands come with their issues.
 // Go's flag package accepts `-name` as well as `--name`; scripts written for etcd use both, so both work here.
 import ArgumentParser
+import CairnReplica
 import CairnServer
 import CairnStorage
 import Glibc
