@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""The v3 JSON gateway, live against etcd 3.4: the same requests to a fresh etcd and a fresh Cairn, answers compared.
+"""The v3 JSON gateway against etcd 3.4: the same requests to a fresh etcd and a fresh Cairn, answers compared.
 
-  diff ETCD_URL CAIRN_URL
+  diff ETCD_URL CAIRN_URL   live: a fresh etcd and a fresh Cairn
+  record ETCD_URL           a fresh etcd's answers, normalised, into etcd_v3.json
+  check CAIRN_URL           a fresh Cairn against etcd_v3.json (no etcd needed)
 
 Compared: status, Content-Type and the body. Normalised, as they must differ between two clusters: cluster_id,
 member_id and raft_term in headers, member IDs and URLs, a lease ID etcd draws itself, the seconds a lease has left
@@ -10,6 +12,7 @@ writes made while they are open. Exits 1 on any difference and prints the N pass
 """
 import http.client
 import json
+import os
 import re
 import socket
 import sys
@@ -281,19 +284,35 @@ def run(url):
     return answers
 
 
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "etcd_v3.json")
+
+
+def normalised(answers):
+    return [(name, [status, content_type, normalise(body)]) for name, (status, content_type, body) in answers]
+
+
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] != "diff":
+    modes = {"diff": 4, "record": 3, "check": 3}
+    if len(sys.argv) < 2 or modes.get(sys.argv[1]) != len(sys.argv):
         sys.exit(__doc__)
-    etcd, cairn = run(sys.argv[2]), run(sys.argv[3])
+    if sys.argv[1] == "record":
+        with open(GOLDEN, "w") as f:
+            json.dump(normalised(run(sys.argv[2])), f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        return print(f"recorded {len(CASES) + len(WATCHES) + len(AUTH)} answers into {GOLDEN}")
+    if sys.argv[1] == "diff":
+        etcd, cairn, label = normalised(run(sys.argv[2])), normalised(run(sys.argv[3])), "against etcd 3.4, live"
+    else:
+        with open(GOLDEN) as f:
+            etcd = [(name, answer) for name, answer in json.load(f)]
+        cairn, label = normalised(run(sys.argv[2])), "against etcd 3.4's recorded answers"
     failures = 0
     for (name, want), (_, got) in zip(etcd, cairn):
-        want = (want[0], want[1], normalise(want[2]))
-        got = (got[0], got[1], normalise(got[2]))
         if want != got:
             failures += 1
             print(f"DIFF {name}\n  etcd:  {want}\n  cairn: {got}")
-    print(f"{len(etcd) - failures} passed, {failures} failed (v3 gateway against etcd 3.4)")
-    sys.exit(1 if failures else 0)
+    print(f"{len(etcd) - failures} passed, {failures} failed (v3 gateway {label})")
+    sys.exit(1 if failures or len(etcd) != len(cairn) else 0)
 
 
 if __name__ == "__main__":
