@@ -258,6 +258,7 @@ def normalise(text):
     text = re.sub(r'"(dbSize|dbSizeInUse|raftIndex|raftAppliedIndex|raftTerm|leader)":"\d+"', r'"\1":"N"', text)
     text = re.sub(r'"(peerURLs|clientURLs)":\["[^"]*"\]', r'"\1":["URL"]', text)
     text = re.sub(r'"token":"[^"]+"', '"token":"TOKEN"', text)
+    text = re.sub(r'("ID":"DRAWN","name":)"[^"]*"', r'\1"NAME"', text)
     # Status: Cairn reports 3.4.31 (the first 3.4 Kubernetes sends progress requests to); the etcd here may be older.
     text = re.sub(r'"version":"3\.4\.\d+"', '"version":"3.4.x"', text)
     return text
