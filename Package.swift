@@ -57,7 +57,7 @@ let package = Package(
         .target(
             name: "CairnServer",
             dependencies: [
-                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnReplica", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase", "CCrypt",
+                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnReplica", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase", "CCrypt", "COpenSSL",
                 "CairnProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),

@@ -100,8 +100,8 @@ package struct AuthStore: Sendable, Equatable {
     package internal(set) var users: [String: AuthUser] = [:]
     package internal(set) var roles: [String: AuthRole] = [:]
     package internal(set) var tokens: [String: AuthToken] = [:]
-    /// etcd's auth revision: one more after each change of users, roles or the enabled flag.
-    package internal(set) var revision: UInt64 = 1
+    /// etcd's auth revision: 0 in a new cluster, one more after each change of users, roles or the enabled flag.
+    package internal(set) var revision: UInt64 = 0
     /// The v2 API's auth state.
     package internal(set) var v2 = V2AuthState()
 

@@ -103,7 +103,8 @@ package final class Server: @unchecked Sendable {
                                                      : configuration.quotaBackendBytes == 0 ? V3Handler.quotaBytesDefault
                                                      : Int(clamping: configuration.quotaBackendBytes),
                                                  auth: V3AuthGate(bcryptCost: configuration.bcryptCost,
-                                                                  tokenTTLSeconds: configuration.authTokenTTLSeconds)))
+                                                                  tokenTTLSeconds: configuration.authTokenTTLSeconds,
+                                                                  jwt: configuration.jwtTokens)))
         if joining && fresh {
             // Until the cluster's table arrives, the members named on the command line are who to talk to.
             try startTransport(clusterID: 0, peers: bootstrap.members.map(MemberRecord.init))

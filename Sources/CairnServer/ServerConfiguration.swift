@@ -26,6 +26,8 @@ package struct ServerConfiguration: Sendable {
     package var quotaBackendBytes: Int64 = 0
     /// etcd's `--bcrypt-cost`: the cost of v3 auth's password hashes.
     package var bcryptCost = PasswordHash.costDefault
+    /// etcd's `--auth-token jwt,...` (nil: simple tokens).
+    package var jwtTokens: JWTTokens?
     /// etcd's `--auth-token-ttl`: a simple token is forgotten this long after its last use on a member.
     package var authTokenTTLSeconds = V3AuthGate.tokenTTLSecondsDefault
     /// etcd's `--experimental-watch-progress-notify-interval`.

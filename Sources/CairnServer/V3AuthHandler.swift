@@ -91,6 +91,12 @@ extension V3Handler {
                 guard let user = store.users[name] else { return respond(exchange, V3Error(AuthError.authFailed)) }
                 if user.noPassword { return respond(exchange, V3Error(AuthError.noPasswordUser)) }
                 guard PasswordHash.verify(password, against: user.passwordHash) else { return respond(exchange, V3Error(AuthError.authFailed)) }
+                if let jwt = auth.jwt {
+                    guard let token = jwt.token(user: name, revision: store.revision, nowNanos: node.now) else {
+                        return respond(exchange, V3Error(.internalError, "etcdserver: this member has no JWT private key"))
+                    }
+                    return json(exchange, V3JSON.authToken(header(view, revision: view.mvcc.revision), token))
+                }
                 let token = String((0..<16).map { _ in Self.tokenLetters[Int.random(in: 0..<Self.tokenLetters.count)] }) + "." + String(store.revision)
                 node.proposeV3(.auth(.authenticate(user: name, token: token, issuedNanos: node.now))) { [self] result, view in
                     switch result {

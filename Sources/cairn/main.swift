@@ -100,7 +100,7 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("experimental-watch-progress-notify-interval"), help: "Duration of periodic watch progress notifications.")
     var watchProgressNotifyInterval = "10m0s"
 
-    @Option(name: .customLong("auth-token"), help: "Specify auth token type: only 'simple' (JWT is not supported yet).")
+    @Option(name: .customLong("auth-token"), help: "Specify auth token type: 'simple' or 'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256|ES256|...,ttl=5m'.")
     var authToken = "simple"
 
     @Option(name: .customLong("auth-token-ttl"), help: "The lifetime in seconds of the auth token.")
@@ -158,7 +158,11 @@ struct Serve: ParsableCommand {
         configuration.linearizableReads = linearizableReads
         configuration.maxRequestBytes = maxRequestBytes
         configuration.quotaBackendBytes = quotaBackendBytes
-        guard authToken == "simple" else { throw ValidationError("--auth-token: only \"simple\" is supported (JWT is not yet)") }
+        if authToken.hasPrefix("jwt,") {
+            do { configuration.jwtTokens = try JWTTokens(options: authToken.dropFirst(4)) } catch { throw ValidationError(error.description) }
+        } else if authToken != "simple" {
+            throw ValidationError("--auth-token must be \"simple\" or \"jwt,...\"")
+        }
         guard authTokenTTL >= 1 else { throw ValidationError("--auth-token-ttl must be at least 1 second") }
         guard PasswordHash.costRange.contains(bcryptCost) else {
             throw ValidationError("--bcrypt-cost must be between \(PasswordHash.costRange.lowerBound) and \(PasswordHash.costRange.upperBound)")

@@ -159,3 +159,33 @@ def test_python_etcd_v2_auth(make_cluster):
     auth.Auth(rooted).active = False
     assert until(lambda: call_v2(c[2]) != 401)
     assert etcd.Client(host=harness.HOST, port=c[2].client_port).read("/app/m0").value == "1"
+
+
+@pytest.mark.parametrize("sign_method", ["RS256", "ES256"])
+def test_jwt_tokens_work_on_every_member_until_auth_changes(make_cluster, tmp_path, sign_method):
+    """`--auth-token jwt,...`: a token signed by one member is checked by any member holding the public key, and
+    refused as etcd refuses it once users or roles change (`revision of auth store is old`) or when forged."""
+    import subprocess
+    key, pub = tmp_path / "jwt.key", tmp_path / "jwt.pub"
+    if sign_method == "RS256":
+        subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True)
+        subprocess.run(["openssl", "rsa", "-in", key, "-pubout", "-out", pub], check=True, capture_output=True)
+    else:
+        subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key], check=True, capture_output=True)
+        subprocess.run(["openssl", "ec", "-in", key, "-pubout", "-out", pub], check=True, capture_output=True)
+    option = f"jwt,pub-key={pub},priv-key={key},sign-method={sign_method},ttl=10m"
+    c = make_cluster(3, extra_args=("--auth-token", option))
+    setup_auth(c[0])
+    alice = until(lambda: call(c[1], "auth/authenticate", {"name": "alice", "password": "alicepw"})[1].get("token"))
+    assert alice and alice.count(".") == 2
+    for m in c.members:
+        assert until(lambda: call(m, "kv/put", {"key": b("app/jwt"), "value": b("1")}, alice)[0] == 200)
+        assert call(m, "kv/put", {"key": b("other"), "value": b("1")}, alice)[1]["code"] == 7
+    forged = alice[: alice.rindex(".") + 1] + ("A" * 20)
+    assert call(c[0], "kv/range", {"key": b("app/jwt")}, forged)[1]["message"] == "etcdserver: invalid auth token"
+    root = token(c[2], "root", "rootpw")
+    assert call(c[2], "auth/role/add", {"name": "later"}, root)[0] == 200
+    status, answer = until(lambda: (lambda r: r if r[0] != 200 else None)(call(c[0], "kv/range", {"key": b("app/jwt")}, alice)))
+    assert (status, answer["message"]) == (400, "etcdserver: revision of auth store is old")
+    fresh = token(c[0], "alice", "alicepw")
+    assert call(c[0], "kv/range", {"key": b("app/jwt")}, fresh)[0] == 200
