@@ -3,6 +3,7 @@ a token handed out by one member works on the others, permissions hold for range
 the auth state survives a restart and reaches a wiped member by snapshot (Cairn only: etcd needs a member re-add)."""
 import base64
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -89,6 +90,14 @@ def test_auth_binds_on_every_member_and_survives_restarts(make_cluster):
         assert backup(alice)[0] == 403 and backup(None)[0] == 400
         status, size = backup(root)
         assert status == 200 and size > 0
+        # `cairn snapshot save` authenticates with --user, as etcdctl does.
+        import subprocess
+        target = os.path.join(c.dir, "backup.snap")
+        refused = subprocess.run([c.server, "snapshot", "save", target, "--endpoints", c[1].client_url], capture_output=True, text=True)
+        assert refused.returncode != 0 and "user name is empty" in refused.stderr, refused.stderr
+        saved = subprocess.run([c.server, "snapshot", "save", target, "--endpoints", c[1].client_url, "--user", "root:rootpw"],
+                               capture_output=True, text=True)
+        assert saved.returncode == 0 and os.path.getsize(target) > 0, saved.stderr
     assert call(c[0], "cluster/member/remove", {"ID": "5"}, alice)[1]["code"] == 7
 
     # Enough writes for snapshots, then every member restarted: users, roles and tokens come back from disk.
