@@ -137,6 +137,15 @@ struct GRPCHandler: Sendable {
                 r.header = GRPCAnswer.header(service.header(service.node.view(), revision: 0))
                 reply(.success(r))
             }
+        case "/etcdserverpb.Maintenance/MoveLeader":
+            unary(call) { (m: Etcdserverpb_MoveLeaderRequest, reply) in
+                service.node.moveLeader(to: m.targetID) { error in
+                    if let error { return reply(.failure(error)) }
+                    var r = Etcdserverpb_MoveLeaderResponse()
+                    r.header = GRPCAnswer.header(service.header(service.node.view(), revision: 0))
+                    reply(.success(r))
+                }
+            }
         case "/etcdserverpb.Maintenance/Snapshot":
             GRPCSnapshot(call: call, service: service, backups: backups).start()
         case "/grpc.health.v1.Health/Check":

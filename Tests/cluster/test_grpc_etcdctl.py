@@ -208,6 +208,21 @@ def test_etcdctl_v3_on_three_members_through_every_endpoint(make_cluster, tmp_pa
     listed = etcdctl([c[2]], "member", "list").splitlines()
     assert len(listed) == 3 and all(", started, " in line for line in listed), listed
 
+    # move-leader: etcdctl finds the leader among the endpoints and asks it to hand over to the member named.
+    statuses = json.loads(etcdctl(c.members, "endpoint", "status", "-w", "json"))
+    leader_id = statuses[0]["Status"]["leader"]
+    target = next(row["Status"]["header"]["member_id"] for row in statuses
+                  if row["Status"]["header"]["member_id"] != leader_id)
+    out = etcdctl(c.members, "move-leader", format(target, "x"))
+    assert f"Leadership transferred from {format(leader_id, 'x')} to {format(target, 'x')}" in out, out
+    deadline = time.monotonic() + 10
+    while not all(row["Status"]["leader"] == target
+                  for row in json.loads(etcdctl(c.members, "endpoint", "status", "-w", "json"))):
+        assert time.monotonic() < deadline, "not every member follows the new leader"
+        time.sleep(0.2)
+    status, out = etcdctl(c.members, "move-leader", "1234", check=False)
+    assert status != 0 and "bad leader transferee" in out, out
+
     # Add a member through one endpoint, see it through another, remove it (it never starts).
     new = c.new_member()
     out = etcdctl([c[1]], "member", "add", "extra", "--peer-urls", new.peer_url)
