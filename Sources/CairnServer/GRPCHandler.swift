@@ -138,6 +138,30 @@ struct GRPCHandler: Sendable {
                     reply(error.map { .failure($0) } ?? .success(Etcdserverpb_MoveLeaderResponse()))
                 }
             }
+        case "/etcdserverpb.Maintenance/HashKV":
+            unary(call) { (m: Etcdserverpb_HashKVRequest, reply) in
+                service.hashKV(revision: m.revision) { result in
+                    reply(result.map { header, hash, compacted in
+                        var r = Etcdserverpb_HashKVResponse()
+                        r.header = GRPCAnswer.header(header)
+                        r.hash = hash
+                        r.compactRevision = compacted
+                        return r
+                    })
+                }
+            }
+        case "/etcdserverpb.Maintenance/Hash":
+            // Cairn has no backend file: Hash is HashKV at the current revision.
+            unary(call) { (_: Etcdserverpb_HashRequest, reply) in
+                service.hashKV(revision: 0) { result in
+                    reply(result.map { header, hash, _ in
+                        var r = Etcdserverpb_HashResponse()
+                        r.header = GRPCAnswer.header(header)
+                        r.hash = hash
+                        return r
+                    })
+                }
+            }
         case "/etcdserverpb.Maintenance/Snapshot":
             GRPCSnapshot(call: call, service: service, backups: backups).start()
         case "/grpc.health.v1.Health/Check":
