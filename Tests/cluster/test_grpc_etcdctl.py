@@ -217,7 +217,7 @@ def test_etcdctl_v3_on_three_members_through_every_endpoint(make_cluster, tmp_pa
 
     # move-leader: etcdctl finds the leader among the endpoints and asks it to hand over to the member named.
     statuses = json.loads(etcdctl(c.members, "endpoint", "status", "-w", "json"))
-    leader_id = statuses[0]["Status"]["leader"]
+    leader_id = next(row["Status"]["leader"] for row in statuses if row["Status"].get("leader"))
     target = next(row["Status"]["header"]["member_id"] for row in statuses
                   if row["Status"]["header"]["member_id"] != leader_id)
     out = etcdctl(c.members, "move-leader", format(target, "x"))
