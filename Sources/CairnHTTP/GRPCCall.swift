@@ -154,12 +154,6 @@ package final class GRPCCall: @unchecked Sendable {
         }
     }
 
-    /// Sends one message and ends the call with OK: a unary answer.
-    package func answer(_ message: [UInt8]) {
-        send(message)
-        finish(.ok)
-    }
-
     static func trailersOnly(_ exchange: HTTPExchange, _ status: GRPCStatus) {
         var headers = HTTPHeaders([("content-type", "application/grpc"), ("grpc-status", String(status.code))])
         headers.add("grpc-message", GRPCFraming.percentEncoded(status.message))
@@ -193,7 +187,4 @@ package final class GRPCCall: @unchecked Sendable {
         endHandlers.removeAll()
         for handler in handlers { handler() }
     }
-
-    /// Whether the call has ended (on the call's queue).
-    package var isEnded: Bool { ended }
 }

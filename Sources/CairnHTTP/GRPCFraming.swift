@@ -13,7 +13,7 @@ package struct GRPCStatus: Error, Equatable, Sendable {
 
     package static let ok = GRPCStatus(0, "")
     // gRPC's codes used by the transport itself.
-    package static let canceledCode = 1, invalidArgumentCode = 3, deadlineExceededCode = 4, resourceExhaustedCode = 8
+    package static let canceledCode = 1, deadlineExceededCode = 4, resourceExhaustedCode = 8
     package static let unimplementedCode = 12, internalCode = 13, unavailableCode = 14
 }
 

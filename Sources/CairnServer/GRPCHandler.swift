@@ -123,19 +123,44 @@ struct GRPCHandler: Sendable {
         case "/etcdserverpb.Maintenance/Alarm":
             unary(call) { (m: Etcdserverpb_AlarmRequest, reply) in
                 service.alarm(action: m.action.rawValue, alarm: m.alarm.rawValue, memberID: m.memberID) { result in
-                    reply(result.map { members in
-                        var r = GRPCAnswer.alarms(members)
-                        r.header = GRPCAnswer.header(service.header(service.node.view(), revision: 0))
-                        return r
-                    })
+                    // etcd 3.4 answers alarm calls without a header.
+                    reply(result.map { GRPCAnswer.alarms($0) })
                 }
             }
         case "/etcdserverpb.Maintenance/Defragment":
             // Cairn's key space lives in memory and its snapshots are written whole: there is nothing to defragment.
-            unary(call) { (_: Etcdserverpb_DefragmentRequest, reply) in
-                var r = Etcdserverpb_DefragmentResponse()
-                r.header = GRPCAnswer.header(service.header(service.node.view(), revision: 0))
-                reply(.success(r))
+            // etcd 3.4 answers without a header.
+            unary(call) { (_: Etcdserverpb_DefragmentRequest, reply) in reply(.success(Etcdserverpb_DefragmentResponse())) }
+        case "/etcdserverpb.Maintenance/MoveLeader":
+            unary(call) { (m: Etcdserverpb_MoveLeaderRequest, reply) in
+                // etcd answers a done transfer without a header.
+                service.node.moveLeader(to: m.targetID) { error in
+                    reply(error.map { .failure($0) } ?? .success(Etcdserverpb_MoveLeaderResponse()))
+                }
+            }
+        case "/etcdserverpb.Maintenance/HashKV":
+            unary(call) { (m: Etcdserverpb_HashKVRequest, reply) in
+                service.hashKV(revision: m.revision) { result in
+                    reply(result.map { header, hash, compacted in
+                        var r = Etcdserverpb_HashKVResponse()
+                        r.header = GRPCAnswer.header(header)
+                        r.hash = hash
+                        r.compactRevision = compacted
+                        return r
+                    })
+                }
+            }
+        case "/etcdserverpb.Maintenance/Hash":
+            // Cairn has no backend file: Hash is HashKV at the current revision.
+            unary(call) { (_: Etcdserverpb_HashRequest, reply) in
+                service.hashKV(revision: 0) { result in
+                    reply(result.map { header, hash, _ in
+                        var r = Etcdserverpb_HashResponse()
+                        r.header = GRPCAnswer.header(header)
+                        r.hash = hash
+                        return r
+                    })
+                }
             }
         case "/etcdserverpb.Maintenance/Snapshot":
             GRPCSnapshot(call: call, service: service, backups: backups).start()

@@ -19,6 +19,9 @@ final class GRPCWatchStream: @unchecked Sendable {
     private var watchers: [Int64: Int64] = [:]
     private var nextID: Int64 = 0
     private var ended = false
+    /// A progress request waits for the stream's watchers to catch up; more requests meanwhile share its answer (etcd
+    /// 3.4.31 coalesces them likewise), so a client cannot pile up waiting requests.
+    private var progressPending = false
 
     init(call: GRPCCall, service: V3Service) {
         self.call = call
@@ -138,12 +141,15 @@ final class GRPCWatchStream: @unchecked Sendable {
     /// etcd's progress request (as fixed in 3.4.31): one answer with watch ID -1 at the member's revision, sent once
     /// every watcher of the stream has caught up, so no event at or below that revision can follow it.
     private func progress() {
+        guard !progressPending else { return }
+        progressPending = true
         let ids = watchers.values.filter { $0 >= 0 }
         service.node.whenWatchersSynced(Array(ids)) { [self] revision in
             var response = Etcdserverpb_WatchResponse()
             response.header = header(revision: revision)
             response.watchID = -1
             enqueue(response)
+            call.run { [self] in progressPending = false }
         }
     }
 

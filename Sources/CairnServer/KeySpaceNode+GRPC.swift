@@ -1,6 +1,8 @@
 // What gRPC's Watch stream needs of the member beyond the JSON gateway's calls: answers ordered after the watchers'
 // pending deliveries, and progress once a stream's watchers have caught up (etcd's RequestProgress, as fixed in 3.4.31).
+import CairnAPI
 import CairnMVCC
+import CairnRaft
 import Dispatch
 
 extension KeySpaceNode {
@@ -21,6 +23,29 @@ extension KeySpaceNode {
             queue.asyncAfter(deadline: .now() + .milliseconds(Self.progressRetryMilliseconds)) { [self] in
                 whenWatchersSynced(ids, body)
             }
+        }
+    }
+}
+
+extension KeySpaceNode {
+    /// etcd's MoveLeader: only the leader may hand over, to a voter; answered once the target leads, or etcd's timeout
+    /// error after two election timeouts. The transfer's messages go out with the node's next tick.
+    func moveLeader(to target: UInt64, _ done: @escaping @Sendable (V3Error?) -> Void) {
+        queue.async { [self] in
+            guard replica.raft.role == .leader else { return done(V3Error(.failedPrecondition, "etcdserver: not leader")) }
+            guard target != id, raftStatus.voters.contains(target) else {
+                return done(V3Error(.failedPrecondition, "etcdserver: bad leader transferee"))
+            }
+            replica.raft.transferLeadership(to: MemberID(target))
+            let deadline = DispatchTime.now() + .milliseconds(2 * options.electionTimeoutMilliseconds)
+            @Sendable func check() {
+                if raftStatus.leader == target { return done(nil) }
+                guard DispatchTime.now() < deadline else {
+                    return done(V3Error(.deadlineExceeded, "etcdserver: request timed out, leader transfer took too long"))
+                }
+                queue.asyncAfter(deadline: .now() + .milliseconds(Self.progressRetryMilliseconds)) { check() }
+            }
+            check()
         }
     }
 }

@@ -208,12 +208,35 @@ def test_etcdctl_v3_on_three_members_through_every_endpoint(make_cluster, tmp_pa
     listed = etcdctl([c[2]], "member", "list").splitlines()
     assert len(listed) == 3 and all(", started, " in line for line in listed), listed
 
+    # HashKV: every member holding the same history gives the same hash (once all have applied the last write).
+    etcdctl(c.members, "put", "/hash/last", "x")
+    deadline = time.monotonic() + 10
+    while len({row["HashKV"]["hash"] for row in json.loads(etcdctl(c.members, "endpoint", "hashkv", "-w", "json"))}) != 1:
+        assert time.monotonic() < deadline, "members' HashKV differ"
+        time.sleep(0.2)
+
+    # move-leader: etcdctl finds the leader among the endpoints and asks it to hand over to the member named.
+    statuses = json.loads(etcdctl(c.members, "endpoint", "status", "-w", "json"))
+    leader_id = next(row["Status"]["leader"] for row in statuses if row["Status"].get("leader"))
+    target = next(row["Status"]["header"]["member_id"] for row in statuses
+                  if row["Status"]["header"]["member_id"] != leader_id)
+    out = etcdctl(c.members, "move-leader", format(target, "x"))
+    assert f"Leadership transferred from {format(leader_id, 'x')} to {format(target, 'x')}" in out, out
+    deadline = time.monotonic() + 10
+    while not all(row["Status"].get("leader") == target
+                  for row in json.loads(etcdctl(c.members, "endpoint", "status", "-w", "json"))):
+        assert time.monotonic() < deadline, "not every member follows the new leader"
+        time.sleep(0.2)
+    status, out = etcdctl(c.members, "move-leader", "1234", check=False)
+    assert status != 0 and "bad leader transferee" in out, out
+
     # Add a member through one endpoint, see it through another, remove it (it never starts).
     new = c.new_member()
     out = etcdctl([c[1]], "member", "add", "extra", "--peer-urls", new.peer_url)
     assert "added to cluster" in out, out
     new_id = out.split()[1]
     assert any(line.startswith(new_id + ", unstarted") for line in etcdctl([c[0]], "member", "list").splitlines())
-    assert f"Member {new_id} removed" in etcdctl([c[2]], "member", "remove", new_id)
+    # etcdctl pads the ID to 16 columns ("Member  3584b931e8c4387 removed ...").
+    assert etcdctl([c[2]], "member", "remove", new_id).split()[:3] == ["Member", new_id, "removed"]
     assert len(etcdctl([c[0]], "member", "list").splitlines()) == 3
     check_snapshot([c[1]], str(tmp_path / "three.db"))
