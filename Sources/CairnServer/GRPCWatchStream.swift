@@ -23,9 +23,13 @@ final class GRPCWatchStream: @unchecked Sendable {
     /// 3.4.31 coalesces them likewise), so a client cannot pile up waiting requests.
     private var progressPending = false
 
-    init(call: GRPCCall, service: V3Service) {
+    /// Who opened the stream while auth is on (nil when it is off).
+    private let user: String?
+
+    init(call: GRPCCall, service: V3Service, user: String?) {
         self.call = call
         self.service = service
+        self.user = user
         output = WatchOutput(exchange: call.exchange, isStream: true, delivery: service.node.watchDelivery)
     }
 
@@ -90,9 +94,20 @@ final class GRPCWatchStream: @unchecked Sendable {
                 : "etcdserver: too many watchers on one stream (\(Self.watchersPerStreamMax))"
             return enqueue(refused)
         }
+        let request = V3WatchRequest(create)
+        if let user, !service.node.view().mvcc.auth.permits(user, write: false, request.range) {
+            // etcd answers a watch the user may not read as created and canceled, with gRPC's wording of the error.
+            var refused = Etcdserverpb_WatchResponse()
+            refused.header = header(revision: service.node.view().mvcc.revision)
+            refused.watchID = create.watchID
+            refused.created = true
+            refused.canceled = true
+            refused.cancelReason = "rpc error: code = PermissionDenied desc = " + AuthError.permissionDenied.description
+            return enqueue(refused)
+        }
         watchers[id] = -1  // taken; the member's ID once created
         let fragment = create.fragment, fragmentBytesMax = service.requestBytesMax
-        service.node.watchV3(V3WatchRequest(create), deliver: { [self] delivery in
+        service.node.watchV3(request, deliver: { [self] delivery in
             for response in Self.responses(delivery, streamID: id, header: header(revision: delivery.revision),
                                            fragment: fragment, fragmentBytesMax: fragmentBytesMax) {
                 enqueue(response)

@@ -23,24 +23,39 @@ package final class V3AuthGate: Sendable {
         tokenTTLNanos = Int64(tokenTTLSeconds) * 1_000_000_000
     }
 
-    /// The user the request's token names; nil when auth is off (a token is then ignored, as etcd ignores it), when
-    /// the call never looks at tokens, or when it may go without one. `endpoint` nil is an auth call; `authenticate`
-    /// takes no token but refuses an invalid one, as etcd's does.
+    /// Whether a call looks at the caller's token: `never` (etcd 3.4 answers it for anyone), `optional` (a token is
+    /// checked if given) or `required`.
+    enum TokenUse { case never, optional, required }
+
+    /// The JSON gateway's calls as etcd 3.4 treats them; `endpoint` nil is an auth call.
+    static func tokenUse(_ endpoint: V3Handler.Endpoint?, authenticating: Bool) -> TokenUse {
+        switch endpoint {
+        case .leaseKeepAlive?, .leaseTimeToLive?, .leaseTimeToLiveAlias?, .leaseLeases?, .leaseLeasesAlias?, .status?, .memberList?:
+            .never
+        // Logged requests etcd checks no permission for (a revoke checks its keys').
+        case .compaction?, .leaseGrant?, .leaseRevoke?, .leaseRevokeAlias?, .alarm?: .optional
+        case nil: authenticating ? .optional : .required
+        default: .required
+        }
+    }
+
+    /// The user the request's `Authorization` header names (see `user(token:...)`).
     func user(for endpoint: V3Handler.Endpoint?, authenticating: Bool = false, _ request: HTTPRequestHead, _ store: AuthStore,
               now: Int64) throws(V3Error) -> String? {
-        guard store.enabled else { return nil }
-        let required: Bool
-        switch endpoint {
-        // Answered without looking at the caller in etcd 3.4.
-        case .leaseKeepAlive?, .leaseTimeToLive?, .leaseTimeToLiveAlias?, .leaseLeases?, .leaseLeasesAlias?, .status?, .memberList?:
-            return nil
-        // Logged requests etcd checks no permission for (a revoke checks its keys'): a token is optional, but checked.
-        case .compaction?, .leaseGrant?, .leaseRevoke?, .leaseRevokeAlias?, .alarm?: required = false
-        case nil: required = !authenticating
-        default: required = true
+        do {
+            return try user(token: request.headers["authorization"], Self.tokenUse(endpoint, authenticating: authenticating), store, now: now)
+        } catch where endpoint == .alarm && error == V3Error(AuthError.invalidToken) {
+            // etcd's maintenance server words this one differently.
+            throw V3Error(.unknown, "auth: invalid auth token")
         }
-        guard let token = request.headers["authorization"], !token.isEmpty else {
-            if required { throw V3Error(AuthError.userEmpty) }
+    }
+
+    /// The user `token` names; nil when auth is off (a token is then ignored, as etcd ignores it), when the call never
+    /// looks at tokens, or when it may go without one and has none.
+    func user(token: String?, _ use: TokenUse, _ store: AuthStore, now: Int64) throws(V3Error) -> String? {
+        guard store.enabled, use != .never else { return nil }
+        guard let token, !token.isEmpty else {
+            if use == .required { throw V3Error(AuthError.userEmpty) }
             return nil
         }
         if let jwt {
@@ -49,10 +64,7 @@ package final class V3AuthGate: Sendable {
             if claims.revision < store.revision { throw V3Error(.invalidArgument, "etcdserver: revision of auth store is old") }
             return claims.user
         }
-        guard let user = resolve(token, store, now: now) else {
-            // etcd's maintenance server words this one differently.
-            throw endpoint == .alarm ? V3Error(.unknown, "auth: invalid auth token") : V3Error(AuthError.invalidToken)
-        }
+        guard let user = resolve(token, store, now: now) else { throw V3Error(AuthError.invalidToken) }
         return user
     }
 
@@ -70,36 +82,50 @@ package final class V3AuthGate: Sendable {
         return valid ? entry.user : nil
     }
 
-    /// etcd 3.4's checks for a gateway call by `user` (nil: a call that may go without a token, made without one): key
-    /// reads and writes by permission, member changes for `root` only, the rest (status, member list, leases,
-    /// compaction) for anyone.
-    func authorize(_ endpoint: V3Handler.Endpoint, _ fields: V3Fields, user: String?, _ space: MVCCKeySpace) throws(V3Error) {
-        let store = space.auth
-        guard store.enabled else { return }
-        if endpoint == .leaseRevoke || endpoint == .leaseRevokeAlias {
-            // Revoking deletes the lease's keys, so it needs write permission on each (etcd's checkLeasePuts).
-            let keys = space.leases[try fields.int64("ID")]?.keys ?? []
-            if keys.isEmpty { return }
-            guard let user else { throw V3Error(AuthError.userEmpty) }
-            if !keys.allSatisfy({ store.permits(user, write: true, .single($0.bytes)) }) { throw V3Error(AuthError.permissionDenied) }
-            return
-        }
-        guard let user else { return }
-        if !(try permits(endpoint, fields, user: user, store)) { throw V3Error(AuthError.permissionDenied) }
+    /// What a call reads or writes, for etcd 3.4's permission check.
+    enum Access {
+        case request(RequestOp)
+        /// Revoking deletes the lease's keys, so it needs write permission on each (etcd's checkLeasePuts).
+        case leaseRevoke(Int64)
+        /// Member changes and the maintenance calls that give the whole key space away: `root` only.
+        case admin
+        case anyone
     }
 
-    private func permits(_ endpoint: V3Handler.Endpoint, _ fields: V3Fields, user: String, _ store: AuthStore) throws(V3Error) -> Bool {
+    /// etcd 3.4's check of `access` by `user` (nil: a call that may go without a token, made without one).
+    func check(_ access: Access, user: String?, _ space: MVCCKeySpace) throws(V3Error) {
+        let store = space.auth
+        guard store.enabled else { return }
         let permitted: Bool
-        switch endpoint {
-        case .range: permitted = store.permits(user, .range(try fields.rangeRequest()))
-        case .put: permitted = store.permits(user, .put(try fields.putRequest()))
-        case .deleteRange: permitted = store.permits(user, .deleteRange(try fields.deleteRangeRequest()))
-        case .txn: permitted = store.permits(user, .txn(try fields.txnRequest()))
-        case .memberAdd, .memberRemove, .memberUpdate, .memberPromote: permitted = store.isAdmin(user)
-        case .watch, .compaction, .leaseGrant, .leaseRevoke, .leaseRevokeAlias, .leaseKeepAlive, .leaseTimeToLive,
-             .leaseTimeToLiveAlias, .leaseLeases, .leaseLeasesAlias, .status, .alarm, .memberList:
-            permitted = true
+        switch access {
+        case .anyone: return
+        case .leaseRevoke(let id):
+            let keys = space.leases[id]?.keys ?? []
+            if keys.isEmpty { return }
+            guard let user else { throw V3Error(AuthError.userEmpty) }
+            permitted = keys.allSatisfy { store.permits(user, write: true, .single($0.bytes)) }
+        case .admin:
+            guard let user else { throw V3Error(AuthError.userEmpty) }
+            permitted = store.isAdmin(user)
+        case .request(let op):
+            guard let user else { return }
+            permitted = store.permits(user, op)
         }
-        return permitted
+        if !permitted { throw V3Error(AuthError.permissionDenied) }
+    }
+
+    /// The gateway's call as an `Access`, its request decoded from the JSON fields.
+    static func access(_ endpoint: V3Handler.Endpoint, _ fields: V3Fields) throws(V3Error) -> Access {
+        switch endpoint {
+        case .range: .request(.range(try fields.rangeRequest()))
+        case .put: .request(.put(try fields.putRequest()))
+        case .deleteRange: .request(.deleteRange(try fields.deleteRangeRequest()))
+        case .txn: .request(.txn(try fields.txnRequest()))
+        case .leaseRevoke, .leaseRevokeAlias: .leaseRevoke(try fields.int64("ID"))
+        case .memberAdd, .memberRemove, .memberUpdate, .memberPromote: .admin
+        case .watch, .compaction, .leaseGrant, .leaseKeepAlive, .leaseTimeToLive, .leaseTimeToLiveAlias, .leaseLeases,
+             .leaseLeasesAlias, .status, .alarm, .memberList:
+            .anyone
+        }
     }
 }

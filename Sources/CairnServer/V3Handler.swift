@@ -65,7 +65,7 @@ package struct V3Handler: Sendable {
                 if endpoint == .watch { return V3WatchStream(handler: self, exchange: exchange, user: user).start(json) }
                 let fields = try V3Fields(json: json)
                 guard let endpoint else { return try authCall(exchange, authPath ?? "", fields, user: user) }
-                try auth.authorize(endpoint, fields, user: user, space)
+                if space.auth.enabled { try auth.check(V3AuthGate.access(endpoint, fields), user: user, space) }
                 try dispatch(exchange, endpoint, fields)
             } catch {
                 respond(exchange, error)

@@ -198,3 +198,44 @@ def test_jwt_tokens_work_on_every_member_until_auth_changes(make_cluster, tmp_pa
     assert (status, answer["message"]) == (400, "etcdserver: revision of auth store is old")
     fresh = token(c[0], "alice", "alicepw")
     assert call(c[0], "kv/range", {"key": b("app/jwt")}, fresh)[0] == 200
+
+
+def test_etcdctl_v3_with_users_over_grpc(make_cluster, tmp_path):
+    """etcdctl v3 (gRPC) with `--user`: users and roles made through gRPC on one member, then a token from each
+    member's Authenticate in `token` metadata; refusals worded as etcd's."""
+    import shutil
+    import subprocess
+    if not shutil.which("etcdctl"):
+        pytest.skip("etcdctl is not installed")
+    c = make_cluster(3)
+
+    def ctl(i, *args, user=None):
+        command = ["etcdctl", "--endpoints", c[i].client_url, "--command-timeout=10s"] + (["--user", user] if user else []) + list(args)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
+        return out.returncode, out.stdout + out.stderr
+
+    for args in [("user", "add", "root:rootpw", "--interactive=false"), ("user", "grant-role", "root", "root"),
+                 ("role", "add", "app"), ("role", "grant-permission", "app", "readwrite", "app/", "--prefix=true"),
+                 ("user", "add", "alice:alicepw", "--interactive=false"), ("user", "grant-role", "alice", "app"),
+                 ("auth", "enable")]:
+        code, out = ctl(0, *args)
+        assert code == 0, (args, out)
+    alice, root = "alice:alicepw", "root:rootpw"
+    for i in range(3):
+        assert until(lambda: ctl(i, "put", f"app/{i}", "v", user=alice)[0] == 0)
+        code, out = ctl(i, "put", "other", "v", user=alice)
+        assert code != 0 and "etcdserver: permission denied" in out
+        code, out = ctl(i, "get", f"app/{i}")
+        assert code != 0 and "etcdserver: user name is empty" in out
+        assert ctl(i, "get", f"app/{i}", "--print-value-only", user=alice) == (0, "v\n")
+    code, out = ctl(1, "get", "app/0", user="alice:wrong")
+    assert code != 0 and "authentication failed, invalid user ID or password" in out
+    assert ctl(2, "user", "list", user=root)[1].split() == ["alice", "root"]
+    code, out = ctl(2, "user", "list", user=alice)
+    assert code != 0 and "permission denied" in out
+    code, out = ctl(1, "snapshot", "save", str(tmp_path / "a.db"), user=alice)
+    assert code != 0 and "auth: permission denied" in out
+    code, out = ctl(1, "snapshot", "save", str(tmp_path / "r.db"), user=root)
+    assert code == 0, out
+    assert ctl(0, "auth", "disable", user=root)[0] == 0
+    assert until(lambda: ctl(2, "get", "app/0", "--print-value-only") == (0, "v\n"))
