@@ -246,15 +246,9 @@ package final class KeySpaceNode: @unchecked Sendable {
     private static func loggedInitialMembers(_ writer: GroupCommitWriter) throws -> [MemberRecord]? {
         let records = try writer.withLog { wal -> [LogEntryRecord] in
             guard wal.firstIndex == 1, wal.lastIndex >= 1 else { return [] }
-            return try wal.entries(1..<(min(wal.lastIndex, 16) + 1))
+            return try wal.entries(1..<(min(wal.lastIndex, Replica<RaftLog>.loggedMembersEntriesMax) + 1))
         }
-        for record in records {
-            if let kind = EntryKind(rawValue: record.kind), let proposal = try? Proposal(decoding: record.payload, kind: kind),
-               case .member(.bootstrap(let members)) = proposal.body {
-                return members
-            }
-        }
-        return nil
+        return Replica<RaftLog>.loggedMembers(in: records.compactMap(Entry.init))
     }
 
     // MARK: - Writes
