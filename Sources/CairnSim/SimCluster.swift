@@ -19,6 +19,8 @@ package struct SimOptions: Sendable {
     package var restartPercent = 10
     package var partitionChangePercent = 2
     package var slowDiskPercent = 20
+    /// Chance that a persist fails (EIO, ENOSPC: nothing of it is durable); the member stalls and retries.
+    package var diskFailurePercent = 0
     package var proposePercent = 30
     package var readPercent = 10
     /// Each member snapshots its state and compacts its log every this many applied entries.
@@ -67,6 +69,8 @@ package struct SimCluster {
         /// A persist the slow disk has not finished; the Replica takes no batch meanwhile.
         var persisting: (entries: [Entry], hardState: HardState?)?
         var persistDueStep = 0
+        /// When a failed persist is retried (the Replica's delay, one millisecond a step).
+        var retryDueStep: Int?
         /// The incoming snapshot stream's temporary file, and verified ones waiting for their batch.
         var receiver = SnapshotReceiver(fileBytesMax: 1 << 20)
         var receiving: [UInt8] = []
@@ -111,6 +115,7 @@ package struct SimCluster {
     var readsServed = 0
     var snapshotsInstalled = 0
     var configChanges = 0
+    var diskFailures = 0
     /// The commit index each leader was last checked at, by term.
     var checkedCommit: [MemberID: (term: Term, commit: LogIndex)] = [:]
 
@@ -164,6 +169,7 @@ package struct SimCluster {
         replica.start(now: now)
         m.replica = replica
         m.persisting = nil
+        m.retryDueStep = nil
         m.receiver.reset()
         m.receiving = []
         m.installing = []
@@ -178,6 +184,7 @@ package struct SimCluster {
         package var readsServed: Int
         package var snapshotsInstalled: Int
         package var configChanges: Int
+        package var diskFailures: Int
     }
 
     /// Runs the chaotic phase, heals everything and checks that the cluster makes progress again.
@@ -187,12 +194,14 @@ package struct SimCluster {
         faultsEnabled = false
         blocked = []
         for id in ids where members[Int(id) - 1].replica == nil { restart(id) }
+        // A stalled disk works again at once.
+        for id in ids where members[Int(id) - 1].retryDueStep != nil { members[Int(id) - 1].retryDueStep = step }
         let committedBefore = checker.committedCount
         for _ in 0..<options.healDeadlineSteps {
             try runStep()
             if checker.committedCount > committedBefore + 1, leaderID != nil {
                 return Summary(committedEntries: checker.committedCount, writesAnswered: writesAnswered, readsServed: readsServed,
-                               snapshotsInstalled: snapshotsInstalled, configChanges: configChanges)
+                               snapshotsInstalled: snapshotsInstalled, configChanges: configChanges, diskFailures: diskFailures)
             }
         }
         throw .liveness("seed \(seed): leader \(leaderID.map { "\($0)" } ?? "none"), committed \(checker.committedCount) (was \(committedBefore)); \(memberStates)")
@@ -241,6 +250,10 @@ package struct SimCluster {
             try changeMembership(leader: leader)
         }
         for id in liveIDs { try finishPersistIfDue(id) }
+        for id in liveIDs where (members[Int(id) - 1].retryDueStep ?? .max) <= step {
+            members[Int(id) - 1].retryDueStep = nil
+            try execute(id, members[Int(id) - 1].replica!.retryPersist())
+        }
         for id in liveIDs { try execute(id, members[Int(id) - 1].replica!.drive(now: now)) }
         try checkCluster()
     }
@@ -365,6 +378,11 @@ extension SimOptions {
         o.configChangePercent = Int.random(in: 0...4, using: &random)
         o.leaseReads = random.chance(1, in: 3)
         if random.chance(1, in: 2) { o.tickSkipPeriodStepsRange = 10...30 }
+        // Drawn last, so the draws above give the schedules they gave before disk faults existed. Not with lease
+        // reads: a member whose disk fails freezes its core as a paused process is, and no lease survives a pause
+        // (its ticks stop while time goes on; the server reads by ReadIndex only).
+        let diskFailurePercent = [0, 0, 1, 3].randomElement(using: &random)!
+        o.diskFailurePercent = o.leaseReads ? 0 : diskFailurePercent
         return o
     }
 }

@@ -62,7 +62,9 @@ extension SimCluster {
             return members[Int(id) - 1].replica!.installSnapshot(state, now: now)
         case .count(let metric) where metric == "cairn_entries_undecodable_total":
             throw .safety(step: step, "seed \(seed): \(id) found a committed entry it cannot decode")
-        case .writeFailed, .readDone, .membersChanged, .retryPersist, .publishStatus, .log, .count:
+        case .retryPersist(let milliseconds):
+            members[Int(id) - 1].retryDueStep = step + milliseconds
+        case .writeFailed, .readDone, .membersChanged, .publishStatus, .log, .count:
             break
         }
         return []
@@ -72,6 +74,11 @@ extension SimCluster {
     mutating func finishPersistIfDue(_ id: UInt64) throws(SimFailure) {
         guard let (_, hardState) = members[Int(id) - 1].persisting, members[Int(id) - 1].persistDueStep <= step else { return }
         members[Int(id) - 1].persisting = nil
+        // A failed write or fsync leaves nothing durable (storage cuts back to what was before it).
+        if faultsEnabled && random.chance(options.diskFailurePercent, in: 100) {
+            diskFailures += 1
+            return try execute(id, members[Int(id) - 1].replica!.persistFailed(reason: "simulated I/O error", now: now))
+        }
         if let hardState { members[Int(id) - 1].replica!.raft.storage.setHardState(hardState) }
         try execute(id, members[Int(id) - 1].replica!.persisted(now: now))
     }

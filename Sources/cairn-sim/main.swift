@@ -26,6 +26,8 @@ for seed in seeds {
     // Flushed before the run: a trap in the product's code must still leave the seed that caused it on the screen.
     print("seed \(seed)")
     fflush(nil)
+    // A replay shows what the seed chose.
+    if seeds.count == 1 { print(SimOptions.forSeed(seed)) }
     var cluster = SimCluster(seed: seed, options: SimOptions.forSeed(seed))
     do {
         try cluster.run()

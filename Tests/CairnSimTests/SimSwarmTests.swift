@@ -14,6 +14,7 @@ import Testing
         var reads = 0
         var snapshots = 0
         var configChanges = 0
+        var diskFailures = 0
         for seed in UInt64(0)..<seeds {
             var cluster = SimCluster(seed: seed, options: SimOptions.forSeed(seed))
             do {
@@ -23,6 +24,7 @@ import Testing
                 reads += summary.readsServed
                 snapshots += summary.snapshotsInstalled
                 configChanges += summary.configChanges
+                diskFailures += summary.diskFailures
             } catch {
                 Issue.record("seed \(seed): \(error) — replay with: swift run -c release cairn-sim --seed \(seed)")
                 return
@@ -35,6 +37,7 @@ import Testing
         // The features under test must actually happen: streamed snapshots installed, membership changed.
         #expect(snapshots > Int(seeds) / 4)
         #expect(configChanges > Int(seeds) / 2)
+        #expect(diskFailures > Int(seeds) / 4)
     }
 
     /// Seeds the full swarm once failed on: an old leader's unsent entry and a new leader's conflicting append
@@ -55,8 +58,8 @@ import Testing
         var first = SimCluster(seed: 77, options: SimOptions.forSeed(77))
         var second = SimCluster(seed: 77, options: SimOptions.forSeed(77))
         let a = try first.run(), b = try second.run()
-        #expect([a.committedEntries, a.writesAnswered, a.readsServed, a.snapshotsInstalled, a.configChanges]
-                == [b.committedEntries, b.writesAnswered, b.readsServed, b.snapshotsInstalled, b.configChanges])
+        #expect([a.committedEntries, a.writesAnswered, a.readsServed, a.snapshotsInstalled, a.configChanges, a.diskFailures]
+                == [b.committedEntries, b.writesAnswered, b.readsServed, b.snapshotsInstalled, b.configChanges, b.diskFailures])
     }
 
     @Test func checkerCatchesDivergentApply() throws {
