@@ -358,6 +358,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// Executes actions in order; what an action done in place leads to (a leader's persist, a snapshot load) runs
     /// next, before the rest.
     func run(_ actions: [ReplicaAction]) {
+        // Once stopped, storage may be closed: what finishes late (a persist, a snapshot) takes nothing further.
+        guard !stopped else { return }
         var pending = Deque(actions)
         while let action = pending.popFirst() {
             switch action {
