@@ -71,6 +71,26 @@ import Testing
         #expect(answers.count == 1 && answers.first?.reject == false)
     }
 
+    /// A lone voter elects itself in the batch that raises its term: nothing it sends (an append to its learner) may
+    /// leave before that term is durable, or a crash could let its next run lead the same term with other entries
+    /// (before: the append went out ahead of the persist).
+    @Test func aLoneVoterSendsNothingBeforeItsNewTermIsDurable() throws {
+        var log = MemoryLogStorage()
+        let learner = ConfigChangeEntry(change: ConfigChange(.addLearner, MemberID(2)),
+                                        membership: Membership(voters: [MemberID(1)], learners: [MemberID(2)]))
+        log.append([Entry(term: Term(1), index: LogIndex(1), clusterTimeNanos: 1, kind: .configChange, data: learner.encoded())])
+        log.setHardState(HardState(term: Term(1), vote: MemberID(1), commit: LogIndex(1)))
+        let recovery = ReplicaRecovery(log: log, hardState: log.hardState, snapshot: nil, loggedMembers: nil, incarnation: 1, randomSeed: 1)
+        var replica = Replica(options: ReplicaOptions(id: 1, voters: [1]), storeInitialIndex: 3, recovery: recovery)
+        replica.start(now: 1)
+        #expect(replica.raft.role == .leader && replica.raft.term == Term(2))
+        let actions = replica.drive(now: 2)
+        let persist = try #require(actions.firstIndex { if case .persist = $0 { true } else { false } })
+        #expect(!actions[..<persist].contains { if case .send = $0 { true } else { false } })
+        let after = replica.persisted(now: 3)
+        #expect(after.contains { if case .send(2, .raft(let m)) = $0 { m.kind == .append } else { false } }, "the append goes once durable")
+    }
+
     /// CairnReplica decides without I/O: none of its files imports a module that reaches threads, clocks or files.
     @Test func replicaImportsOnlyPureModules() throws {
         let allowed: Set<String> = ["CairnBase", "CairnRaft", "CairnStore", "CairnMVCC", "DequeModule"]
