@@ -19,7 +19,7 @@ let package = Package(
     targets: [
         .target(name: "CairnBase"),
         .target(name: "CairnRaft", dependencies: ["CairnBase"]),
-        .target(name: "CairnSim", dependencies: ["CairnRaft", "CairnBase"]),
+        .target(name: "CairnSim", dependencies: ["CairnReplica", "CairnStore", "CairnRaft", "CairnBase"]),
         .executableTarget(name: "cairn-sim", dependencies: ["CairnSim", "CairnBase"]),
         .executableTarget(name: "raft-bench", dependencies: ["CairnRaft", "CairnBase"], path: "bench/raft", exclude: ["RESULTS.md"]),
         .executableTarget(name: "watch-bench", path: "bench/watch"),
@@ -73,7 +73,8 @@ let package = Package(
         .executableTarget(name: "cairn-storage-bench", dependencies: ["CairnStorage"], path: "bench/storage", exclude: ["RESULTS.md"]),
         .testTarget(name: "CairnBaseTests", dependencies: ["CairnBase"]),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),
-        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft", "CairnBase"]),
+        .testTarget(name: "CairnReplicaTests", dependencies: ["CairnReplica", "CairnRaft", "CairnStore", "CairnBase"]),
+        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnReplica", "CairnStore", "CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnMVCC", "CairnBase", "CairnTestSupport"]),

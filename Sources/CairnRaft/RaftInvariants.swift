@@ -57,6 +57,11 @@ package struct ClusterChecker {
         }
     }
 
+    /// A member stopped (crashed): whatever it led ends, and what it had not persisted is gone with it.
+    package mutating func memberStopped(_ id: MemberID) {
+        leaderLastIndex[id] = nil
+    }
+
     /// State Machine Safety: every member applies the same entry at each index.
     /// `highestTerm` is the highest term any member holds now.
     package mutating func observeApplied(_ entries: [Entry], by id: MemberID, highestTerm: Term) throws {

@@ -14,6 +14,7 @@ extension Replica {
         for entry in entries where entry.index.value > appliedIndex {
             appliedIndex = entry.index.value
             appliedClusterTime = Int64(bitPattern: entry.clusterTimeNanos)
+            batch.entries.append(entry)
             promoteLeasesIfLeading(entryTerm: entry.term.value)
             guard entry.kind == .normal || entry.kind == .unversioned else { continue }
             // An entry that cannot be decoded (a newer binary's, or damage that got past the checks) is a no-op on
@@ -46,7 +47,7 @@ extension Replica {
             guard proposal.origin == requester, let waiter = writers.removeValue(forKey: proposal.sequence) else { continue }
             if case .client(let token) = waiter { batch.writes.append((token, outcome)) } else { internalAnswers.append((waiter, outcome)) }
         }
-        if let floor = voteFloor, floor != .max, appliedIndex >= floor { voteFloor = nil }
+        if let floor = voteFloor, floor.index != .max, appliedIndex >= floor.index { voteFloor = nil }
         if membersDirty {
             membersDirty = false
             out.append(.membersChanged(members))

@@ -30,7 +30,13 @@ extension Replica {
 
     /// Sends what may go now, applies what is committed and answers confirmed reads, then persists or finishes.
     mutating func process(_ ready: Ready, into out: inout [ReplicaAction]) {
-        for message in ready.messages { out.append(.send(to: message.to.value, .raft(message))) }
+        // Nothing leaves in a term that is not durable yet: a lone voter elects itself in the batch that raises its
+        // term, and were it to crash before the persist, its next run could lead that term again with other entries.
+        if let term = ready.hardState?.term, term != savedHardState.term {
+            heldMessages = ready.messages
+        } else {
+            for message in ready.messages { out.append(.send(to: message.to.value, .raft(message))) }
+        }
         for request in ready.snapshotsToSend { out.append(.streamSnapshot(request)) }
         for chunk in ready.snapshotChunks { out.append(.receiveSnapshotChunk(chunk)) }
         // Committed entries are already durable here, so they are applied (and their writers answered) without
@@ -70,7 +76,8 @@ extension Replica {
         // Every entry through the commit index is durable here, so it is recorded (no fsync of its own): a member
         // restarted while no leader can be reached applies and serves what it knew was committed.
         if let h = ready.hardState { out.append(.recordCommit(min(h.commit.value, raft.storage.lastIndex.value))) }
-        for message in ready.messagesAfterPersist { out.append(.send(to: message.to.value, .raft(message))) }
+        for message in heldMessages + ready.messagesAfterPersist { out.append(.send(to: message.to.value, .raft(message))) }
+        heldMessages = []
         raft.advance(ready)
         // After advance: the core describes snapshots only up to what it knows is applied.
         if !ready.committedEntries.isEmpty { snapshotIfDue(into: &out) }

@@ -15,6 +15,11 @@ package protocol ReplicaLog: RaftLogStorage {
     mutating func applySnapshot(_ metadata: SnapshotMetadata)
 }
 
+/// The in-memory log of tests and the simulator: what a persist made durable, the core's log and the disk in one.
+extension MemoryLogStorage: ReplicaLog {
+    package mutating func didPersist(_ entries: [Entry]) { append(entries) }
+}
+
 /// What a runner recovered from storage for a Replica to start from.
 package struct ReplicaRecovery<Log: ReplicaLog> {
     package var log: Log
@@ -86,9 +91,10 @@ package struct Replica<Log: ReplicaLog> {
     var readRounds: [UInt64: ReadRound] = [:]
 
     // Peers.
-    /// Set for a member that joined with an empty data directory: votes are withheld until it has applied up to
-    /// this index (`.max` until it first hears a leader).
-    var voteFloor: UInt64?
+    /// Set for a member that joined with an empty data directory: until it has applied up to `index`, the commit
+    /// index when it first heard a leader (of `term`), it votes only for a candidate whose log holds that much
+    /// (`index` is `.max` until it first hears a leader).
+    var voteFloor: (index: UInt64, term: Term)?
     /// The run each peer last announced (`PeerMessage.alive`).
     var peerIncarnations: [UInt64: UInt64] = [:]
     var ticksSinceAlive = 0
@@ -98,6 +104,8 @@ package struct Replica<Log: ReplicaLog> {
     var savedHardState: HardState
     /// The batch being persisted, and whether its hard state goes with it.
     var persisting: (ready: Ready, hardState: HardState?)?
+    /// A batch's messages that wait for its persist because it raises the term.
+    var heldMessages: [Message] = []
     /// The batch waiting for its snapshot to be loaded.
     var loading: Ready?
     /// The batch whose persist failed, waiting to be persisted again. While set nothing is acknowledged, writes and
@@ -142,10 +150,14 @@ package struct Replica<Log: ReplicaLog> {
         let recovered = recovery.hardState
         savedHardState = HardState(term: recovered.term, vote: recovered.vote, commit: LogIndex(max(recovered.commit.value, appliedIndex)))
         var config = RaftConfig(id: MemberID(options.id), voters: initialMembership.voters, randomSeed: recovery.randomSeed)
-        config.heartbeatIntervalTicks = 1
+        config.heartbeatIntervalTicks = options.raftHeartbeatIntervalTicks
         config.electionTimeoutTicks = options.electionTimeoutTicks
+        config.maxMessageBytes = options.raftMessageBytesMax
+        config.maxInflightMessages = options.raftInflightMessagesMax
+        config.leaseReads = options.raftLeaseReads
+        config.debugChecks = options.raftDebugChecks
         raft = RaftNode(config: config, storage: recovery.log, hardState: savedHardState)
-        if options.voters.isEmpty && appliedIndex == 0 && recovery.log.lastIndex == .zero { voteFloor = .max }
+        if options.voters.isEmpty && appliedIndex == 0 && recovery.log.lastIndex == .zero { voteFloor = (.max, .zero) }
     }
 
     /// A restart without snapshots takes the initial members from the log's first member entry, not from the options
@@ -153,6 +165,19 @@ package struct Replica<Log: ReplicaLog> {
     package static func initialMembership(logged: [MemberRecord]?, options: ReplicaOptions) -> Membership {
         Membership(voters: (logged?.map(\.id) ?? options.voters).map(MemberID.init))
     }
+
+    /// The members of the log's bootstrap entry, looked for among a log's first entries (`loggedMembersEntriesMax`)
+    /// when the log still starts at index 1: a restart takes the initial configuration from there.
+    package static func loggedMembers(in entries: [Entry]) -> [MemberRecord]? {
+        for entry in entries {
+            if let proposal = try? Proposal(decoding: entry.data, kind: entry.kind), case .member(.bootstrap(let members)) = proposal.body {
+                return members
+            }
+        }
+        return nil
+    }
+
+    package static var loggedMembersEntriesMax: UInt64 { 16 }
 
     /// etcd writes two entries per member and the cluster version into its store before any client write.
     package static func storeInitialIndex(memberCount: Int) -> UInt64 { UInt64(2 * max(1, memberCount) + 1) }
@@ -265,7 +290,11 @@ package struct Replica<Log: ReplicaLog> {
             raft.proposeConfigChange(ConfigChange(.remove, gone))
         } else if let new = wanted.sorted().first(where: { !current.contains($0) }) {
             raft.proposeConfigChange(ConfigChange(.addLearner, new))
-        } else if let ready = current.learners.first(where: { (raft.progress[$0]?.match.value ?? 0) + Self.learnerLagEntriesMax >= raft.commit.value }) {
+        } else if let ready = current.learners.first(where: { learner in
+            // A learner that has acknowledged nothing yet is not caught up, however short the log.
+            let match = raft.progress[learner]?.match.value ?? 0
+            return match > 0 && match + Self.learnerLagEntriesMax >= raft.commit.value
+        }) {
             raft.proposeConfigChange(ConfigChange(.addVoter, ready))
         }
     }
@@ -338,14 +367,26 @@ package struct Replica<Log: ReplicaLog> {
         switch input {
         case .raft(let message):
             if let floor = voteFloor {
-                if message.kind == .append || message.kind == .heartbeat, floor == .max { voteFloor = message.commit.value }
-                // A member that joined with an empty disk has acknowledged nothing it still holds: it takes no
-                // part in elections until it has applied what was committed when it first heard the leader.
-                if message.kind == .vote || message.kind == .preVote { return [] }
+                if message.kind == .append || message.kind == .heartbeat, floor.index == .max { voteFloor = (message.commit.value, message.term) }
+                // A member that joined with an empty disk has acknowledged nothing it still holds: until it holds what
+                // was committed when it first heard the leader, it votes only for a candidate whose log does (a last
+                // term past that leader's holds it by Leader Completeness; that leader's term at that index or later,
+                // by Log Matching). Withholding every vote instead could leave a two-voter cluster without a leader.
+                if message.kind == .vote || message.kind == .preVote,
+                   floor.index == .max || message.logTerm < floor.term || (message.logTerm == floor.term && message.index.value < floor.index) {
+                    return []
+                }
             }
             raft.step(message)
         case .proposal(let bytes):
-            route(bytes, into: &out)
+            // Only a leader takes a peer's proposal. Passed on from here it would reach the next leader in this
+            // member's name, not its proposer's, and be refused there with its link; its proposer times out instead.
+            guard raft.role == .leader else {
+                out.append(.count(metric: "cairn_forwarded_proposals_dropped_total"))
+                break
+            }
+            if !members.isLogged, !bootstrapPending { logInitialMembers(into: &out) }
+            if !raft.propose(bytes) { out.append(.count(metric: "cairn_forwarded_proposals_dropped_total")) }
         case .readIndex(let request):
             if raft.role == .leader { nextReadRound.forwarded.append(request) }
         case .alive(let incarnation):

@@ -52,6 +52,8 @@ package struct AppliedBatch: Sendable {
     package var view: ReplicaView
     /// v2 events in log order, for the watch hub.
     package var events: [(event: StoreEvent, removed: RemovedNodes)] = []
+    /// The entries applied, in index order (the simulator checks that every member applies the same).
+    package var entries: [Entry] = []
     /// The v3 revision before the batch: watchers get the changes since.
     package var v3RevisionBefore: Int64
     /// The answers for this member's proposers, by token, in log order.
@@ -121,6 +123,13 @@ package struct ReplicaOptions: Sendable {
     package var watchProgressNotifyIntervalMilliseconds = 600_000
     /// How long a write or a `quorum=true` read waits for its entry or read index before failing.
     package var requestTimeoutMilliseconds = 7000
+    /// The Raft core's tuning beyond the timeouts: the server keeps the defaults, the simulator shrinks messages and
+    /// windows and turns on lease reads and the core's own checks.
+    package var raftHeartbeatIntervalTicks = 1
+    package var raftMessageBytesMax = 1 << 20
+    package var raftInflightMessagesMax = 256
+    package var raftLeaseReads = false
+    package var raftDebugChecks = false
 
     package init(id: UInt64, voters: [UInt64]) {
         self.id = id

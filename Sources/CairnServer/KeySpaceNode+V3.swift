@@ -66,6 +66,7 @@ extension KeySpaceNode {
                 if let cancelled { return deliver(cancelled) }
                 v3Watchers.sinks[id] = deliver
                 catchUpV3Watchers()
+                publishStatus()
             } catch {
                 created(.failure(V3Error(.resourceExhausted, "etcdserver: too many watchers (\(V3Watches.watchersMax))")), space.revision)
             }
@@ -76,9 +77,11 @@ extension KeySpaceNode {
         queue.async { [self] in
             v3Watchers.watches.cancel(id)
             v3Watchers.sinks[id] = nil
+            publishStatus()
         }
     }
 
+    /// Waits for the node's queue; `/metrics` reads the count published after each run instead.
     var v3WatcherCount: Int { queue.sync { v3Watchers.watches.count } }
 
     /// etcd's progress notification: every interval, an empty answer at the current revision to each synced watcher

@@ -65,6 +65,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private let published: Mutex<View>
     private let status = Mutex(RaftStatus())
     private var publishedMembership = Membership(voters: [])
+    /// v2 and v3 watchers, as of the last run on the queue: what `/metrics` and `/v2/stats` read without waiting on it.
+    private let watchersPublished = Mutex((v2: 0, v3: 0))
     private let readStatistics = Mutex(StoreStatistics())
     private let writeStatistics = Mutex(StoreStatistics())
     private var timers: [any DispatchSourceTimer] = []
@@ -202,7 +204,7 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     /// Gauges for `/metrics`, etcd's names where etcd has one.
     package var metricGauges: [(String, String, Double)] {
-        let s = raftStatus
+        let s = raftStatus, watchers = watchersPublished.withLock { $0 }
         return [
             ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", s.leader == nil ? 0 : 1),
             ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", s.isLeader ? 1 : 0),
@@ -210,8 +212,8 @@ package final class KeySpaceNode: @unchecked Sendable {
             ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", Double(s.commit)),
             ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", Double(s.applied)),
             ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", Double(s.pendingProposals)),
-            ("etcd_debugging_store_watchers", "Count of currently active watchers.", Double(watcherCount)),
-            ("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", Double(v3WatcherCount)),
+            ("etcd_debugging_store_watchers", "Count of currently active watchers.", Double(watchers.v2)),
+            ("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", Double(watchers.v3)),
             ("cairn_raft_term", "The Raft term this member is in.", Double(s.term)),
             ("cairn_raft_apply_lag_entries", "Committed entries this member has not applied yet.", Double(s.commit &- min(s.commit, s.applied))),
             ("cairn_raft_voters", "Voters in Raft's configuration as this member sees it.", Double(s.voters.count)),
@@ -231,7 +233,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             counted.getsSuccess = $0.getsSuccess
             counted.getsFail = $0.getsFail
         }
-        counted.watchers = watcherCount
+        counted.watchers = watchersPublished.withLock { $0.v2 }
         return counted
     }
 
@@ -246,15 +248,9 @@ package final class KeySpaceNode: @unchecked Sendable {
     private static func loggedInitialMembers(_ writer: GroupCommitWriter) throws -> [MemberRecord]? {
         let records = try writer.withLog { wal -> [LogEntryRecord] in
             guard wal.firstIndex == 1, wal.lastIndex >= 1 else { return [] }
-            return try wal.entries(1..<(min(wal.lastIndex, 16) + 1))
+            return try wal.entries(1..<(min(wal.lastIndex, Replica<RaftLog>.loggedMembersEntriesMax) + 1))
         }
-        for record in records {
-            if let kind = EntryKind(rawValue: record.kind), let proposal = try? Proposal(decoding: record.payload, kind: kind),
-               case .member(.bootstrap(let members)) = proposal.body {
-                return members
-            }
-        }
-        return nil
+        return Replica<RaftLog>.loggedMembers(in: records.compactMap(Entry.init))
     }
 
     // MARK: - Writes
@@ -362,6 +358,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// Executes actions in order; what an action done in place leads to (a leader's persist, a snapshot load) runs
     /// next, before the rest.
     func run(_ actions: [ReplicaAction]) {
+        // Once stopped, storage may be closed: what finishes late (a persist, a snapshot) takes nothing further.
+        guard !stopped else { return }
         var pending = Deque(actions)
         while let action = pending.popFirst() {
             switch action {
@@ -465,8 +463,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         return "\(error)"
     }
 
-    /// After every run: the configuration is copied out only when it changed.
-    private func publishStatus() {
+    /// After every run and every watcher registered or cancelled: the configuration is copied out only when it changed.
+    func publishStatus() {
+        let watchers = (v2: hub.watcherCount, v3: v3Watchers.watches.count)
+        watchersPublished.withLock { $0 = watchers }
         let raft = replica.raft
         let leader = raft.leader?.value
         let membershipChanged = raft.membership != publishedMembership
@@ -504,13 +504,18 @@ package final class KeySpaceNode: @unchecked Sendable {
             registered(result, view)
             isRegistered = true
             for event in fromHistory { watchDelivery.deliver(event, to: [deliver]) }
+            publishStatus()
         }
     }
 
     package func cancelWatch(_ id: WatchHub.WatcherID) {
-        queue.async { [self] in hub.remove(id) }
+        queue.async { [self] in
+            hub.remove(id)
+            publishStatus()
+        }
     }
 
+    /// Waits for the node's queue; `/metrics` reads the count published after each run instead.
     package var watcherCount: Int { queue.sync { hub.watcherCount } }
 
     // MARK: - Backup

@@ -1,5 +1,5 @@
-// cairn-sim: runs many seeded simulated-cluster schedules, or replays one with --seed S.
-// Prints the starting seed first; exits 1 on a safety violation, 2 on a liveness failure.
+// cairn-sim: runs many seeded schedules of a cluster of real Replicas, or replays one with --seed S.
+// Prints each seed before it runs (so a crash names its seed); exits 1 on a safety violation, 2 on a liveness failure.
 import CairnBase
 import CairnSim
 #if canImport(Glibc)
@@ -23,6 +23,11 @@ while let flag = arguments.popFirst() {
 if seeds.isEmpty { seeds = (0..<UInt64(count)).map { firstSeed + $0 } }
 print("first seed \(seeds[0]), \(seeds.count) seeds")
 for seed in seeds {
+    // Flushed before the run: a trap in the product's code must still leave the seed that caused it on the screen.
+    print("seed \(seed)")
+    fflush(nil)
+    // A replay shows what the seed chose.
+    if seeds.count == 1 { print(SimOptions.forSeed(seed)) }
     var cluster = SimCluster(seed: seed, options: SimOptions.forSeed(seed))
     do {
         try cluster.run()

@@ -1,10 +1,31 @@
 // `/metrics` as a scraper reads it: answers counted by method and code (a watch once, when its event ends it),
 // and etcd's per-peer round-trip histogram with etcd's buckets.
+import Dispatch
 import Foundation
 import Testing
 @testable import CairnServer
 
 @Suite struct MetricsTests {
+    /// `/metrics` and `/v2/stats` read what the node published: a scrape never waits on a busy node queue (before,
+    /// the watcher gauges waited for it, holding the HTTP queue that served the scrape).
+    @Test func gaugesAndStatisticsDoNotWaitForTheNodeQueue() throws {
+        let member = try LoneMember()
+        let release = DispatchSemaphore(value: 0), busy = DispatchSemaphore(value: 0)
+        member.node.queue.async {
+            busy.signal()
+            release.wait()
+        }
+        busy.wait()
+        defer { release.signal() }
+        let node = member.node, read = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = node.metricGauges
+            _ = node.storeStatistics
+            read.signal()
+        }
+        #expect(read.wait(timeout: .now() + 10) == .success, "read while the node queue is busy")
+    }
+
     @Test func answersAreCountedByMethodAndCodeAndAWatchOnce() throws {
         let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0"])
         defer { _ = cairn.stop() }

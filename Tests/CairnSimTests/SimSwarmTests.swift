@@ -1,24 +1,30 @@
 // Runs a couple of hundred simulator seeds in the test suite, and checks that the checker itself can fail.
 // The full swarm (10,000 seeds) is `swift run -c release cairn-sim --seeds 10000`.
 import CairnRaft
+import CairnReplica
 import CairnSim
+import CairnStore
 import Testing
 
 @Suite struct SimSwarmTests {
     @Test func twoHundredSeedsHoldSafetyAndLiveness() throws {
         let seeds: UInt64 = 200
         var committed = 0
+        var writes = 0
         var reads = 0
         var snapshots = 0
         var configChanges = 0
+        var diskFailures = 0
         for seed in UInt64(0)..<seeds {
             var cluster = SimCluster(seed: seed, options: SimOptions.forSeed(seed))
             do {
                 let summary = try cluster.run()
                 committed += summary.committedEntries
+                writes += summary.writesAnswered
                 reads += summary.readsServed
                 snapshots += summary.snapshotsInstalled
                 configChanges += summary.configChanges
+                diskFailures += summary.diskFailures
             } catch {
                 Issue.record("seed \(seed): \(error) — replay with: swift run -c release cairn-sim --seed \(seed)")
                 return
@@ -26,15 +32,21 @@ import Testing
         }
         // A swarm that commits nothing would pass every safety check vacuously.
         #expect(committed > Int(seeds) * 20)
+        #expect(writes > Int(seeds) * 10)
         #expect(reads > Int(seeds))
         // The features under test must actually happen: streamed snapshots installed, membership changed.
         #expect(snapshots > Int(seeds) / 4)
         #expect(configChanges > Int(seeds) / 2)
+        #expect(diskFailures > Int(seeds) / 4)
     }
 
     /// Seeds the full swarm once failed on: an old leader's unsent entry and a new leader's conflicting append
-    /// ended up in one batch, and storage kept the stale entry (State Machine Safety at index 1).
-    @Test(arguments: [UInt64(6338), 3_107_392_012])
+    /// ended up in one batch, and storage kept the stale entry (State Machine Safety at index 1). Then, once the
+    /// swarm ran real Replicas: 77, a deposed leader passed a follower's proposal on to the new leader in its own
+    /// name, which refused the frame; 21, a learner that had acknowledged nothing was promoted at once (the log was
+    /// under 64 entries), and a two-voter cluster whose leader restarted could not elect; 88, a joined member
+    /// withheld every vote until it had applied its floor, and the only other voter could never lead again.
+    @Test(arguments: [UInt64(6338), 3_107_392_012, 77, 21, 88])
     func formerlyFailingSeedsHold(seed: UInt64) throws {
         var cluster = SimCluster(seed: seed, options: SimOptions.forSeed(seed))
         _ = try cluster.run()
@@ -46,8 +58,8 @@ import Testing
         var first = SimCluster(seed: 77, options: SimOptions.forSeed(77))
         var second = SimCluster(seed: 77, options: SimOptions.forSeed(77))
         let a = try first.run(), b = try second.run()
-        #expect([a.committedEntries, a.readsServed, a.snapshotsInstalled, a.configChanges]
-                == [b.committedEntries, b.readsServed, b.snapshotsInstalled, b.configChanges])
+        #expect([a.committedEntries, a.writesAnswered, a.readsServed, a.snapshotsInstalled, a.configChanges, a.diskFailures]
+                == [b.committedEntries, b.writesAnswered, b.readsServed, b.snapshotsInstalled, b.configChanges, b.diskFailures])
     }
 
     @Test func checkerCatchesDivergentApply() throws {
@@ -75,8 +87,14 @@ import Testing
     @Test func snapshotFileRefusesDamage() throws {
         let metadata = SnapshotMetadata(index: LogIndex(5), term: Term(2), clusterTimeNanos: 9,
                                         membership: Membership(voters: [MemberID(1)], learners: [MemberID(2)]))
-        let file = SimSnapshotFile.encode(metadata, digest: 77)
-        #expect(SimSnapshotFile.decode(file)?.metadata == metadata)
+        var keySpace = KeySpace(initialIndex: 3)
+        _ = keySpace.apply(StoreCommand(method: .put, path: "/a"), now: 0)
+        let state = ReplicaState(keySpace: keySpace, members: MemberTable([MemberRecord(id: 1, name: "m1", peerURLs: [], clientURLs: [])]))
+        let file = SimSnapshotFile.encode(metadata, digest: 77, state: state)
+        let decoded = try #require(SimSnapshotFile.decode(file))
+        #expect(decoded.metadata == metadata && decoded.digest == 77)
+        let loaded = try #require(SimSnapshotFile.state(of: decoded.body))
+        #expect(loaded.keySpace.currentIndex == keySpace.currentIndex && loaded.members == state.members)
         for n in 0..<file.count { #expect(SimSnapshotFile.decode(Array(file[..<n])) == nil) }
         var flipped = file
         flipped[3] ^= 1
