@@ -100,61 +100,61 @@ package struct Progress: Sendable {
     package var pendingSnapshot: LogIndex = .zero
 }
 
-private let stalledHeartbeatsBeforeProbe = 3
+let stalledHeartbeatsBeforeProbe = 3
 
 package struct RaftNode<Storage: RaftLogStorage> {
     package let config: RaftConfig
     /// The durable log. The caller persists a batch's entries into it (in place, so a value-type storage
     /// is not copied) before calling `advance`.
     package var storage: Storage
-    package private(set) var role: RaftRole = .follower
-    package private(set) var term: Term
-    package private(set) var vote: MemberID?
-    package private(set) var commit: LogIndex
-    package private(set) var leader: MemberID?
-    package private(set) var applied: LogIndex
+    package internal(set) var role: RaftRole = .follower
+    package internal(set) var term: Term
+    package internal(set) var vote: MemberID?
+    package internal(set) var commit: LogIndex
+    package internal(set) var leader: MemberID?
+    package internal(set) var applied: LogIndex
     /// The leader's view of every member it replicates to; `match` tells the caller when a learner has caught up.
-    package private(set) var progress: [MemberID: Progress] = [:]
+    package internal(set) var progress: [MemberID: Progress] = [:]
     /// The configuration in effect: that of the last config-change entry in the log, else the snapshot's, else
     /// the initial one. It changes when the entry is appended, not when committed (Raft dissertation §4.1): the
     /// configuration is then a function of the log alone, so a member's view never depends on how far it has
     /// applied, a truncated config entry simply stops counting, and a restart recovers it from the log.
-    package private(set) var membership: Membership
+    package internal(set) var membership: Membership
 
     /// Entries not yet persisted, starting at `unstableOffset`; they shadow storage from that index on.
-    private var unstable: [Entry] = []
-    private var unstableOffset: LogIndex
+    var unstable: [Entry] = []
+    var unstableOffset: LogIndex
     /// A snapshot accepted by `restoreSnapshot` that the caller has not installed yet; it shadows storage's.
-    private var pendingSnapshot: SnapshotMetadata?
+    var pendingSnapshot: SnapshotMetadata?
     /// Config-change entries in the log, oldest first (trimmed as storage compacts past them).
-    private var configs: [(index: LogIndex, membership: Membership)] = []
+    var configs: [(index: LogIndex, membership: Membership)] = []
     /// Members other than this one that the leader sends to, in ID order (so output is deterministic).
-    private var peers: [MemberID] = []
-    private var random: SeededRandom
-    private var electionElapsedTicks = 0
-    private var heartbeatElapsedTicks = 0
-    private var randomizedElectionTimeoutTicks = 0
+    var peers: [MemberID] = []
+    var random: SeededRandom
+    var electionElapsedTicks = 0
+    var heartbeatElapsedTicks = 0
+    var randomizedElectionTimeoutTicks = 0
     /// Ticks since this member started: heartbeats are stamped with it for the lease.
-    private var tickCount: UInt64 = 0
-    private var votesGranted: Set<MemberID> = []
-    private var votesRejected: Set<MemberID> = []
-    private var transferTarget: MemberID?
+    var tickCount: UInt64 = 0
+    var votesGranted: Set<MemberID> = []
+    var votesRejected: Set<MemberID> = []
+    var transferTarget: MemberID?
     /// Set once a TimeoutNow went out in this term: its receiver may win an election at any time, lease or not.
-    private var leaseRevoked = false
+    var leaseRevoked = false
 
-    private var monotonicNanos: UInt64 = 0
+    var monotonicNanos: UInt64 = 0
     /// Cluster time = clusterTimeBase + (monotonic now − monotonicBase) while leader.
-    private var clusterTimeBase: UInt64 = 0
-    private var monotonicBase: UInt64 = 0
+    var clusterTimeBase: UInt64 = 0
+    var monotonicBase: UInt64 = 0
 
-    private var readSequence: UInt64 = 0
-    private var pendingReads: [(sequence: UInt64, state: ReadState)] = []
-    private var readsAwaitingTermCommit: [UInt64] = []
+    var readSequence: UInt64 = 0
+    var pendingReads: [(sequence: UInt64, state: ReadState)] = []
+    var readsAwaitingTermCommit: [UInt64] = []
 
-    private var out = Ready()
-    private var lastHardState: HardState
+    var out = Ready()
+    var lastHardState: HardState
     /// Messages `step` refused as out of range or inconsistent.
-    package private(set) var messagesDropped = 0
+    package internal(set) var messagesDropped = 0
 
     /// Starts (or restarts) a member from what `storage` and `hardState` hold.
     package init(config: RaftConfig, storage: Storage, hardState: HardState) {
@@ -204,7 +204,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         return storage.term(at: index)
     }
 
-    private func entries(from: LogIndex, through: LogIndex, maxBytes: Int) -> [Entry] {
+    func entries(from: LogIndex, through: LogIndex, maxBytes: Int) -> [Entry] {
         guard from <= through else { return [] }
         var result: [Entry] = []
         if from < unstableOffset {
@@ -226,7 +226,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
     /// Appends after `index`, truncating a conflicting suffix. Entries already held with the same term are kept.
     /// Returns false, changing nothing, when the entries would replace a committed one or leave a gap after the log:
     /// no leader sends that (validation refuses it first), so the message is dropped.
-    private mutating func appendFollowing(_ newEntries: [Entry]) -> Bool {
+    mutating func appendFollowing(_ newEntries: [Entry]) -> Bool {
         var firstNew = 0
         while firstNew < newEntries.count, let t = term(at: newEntries[firstNew].index), t == newEntries[firstNew].term {
             firstNew += 1
@@ -257,7 +257,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
         return true
     }
 
-    private mutating func appendAsLeader(kind: EntryKind, data: [UInt8]) {
+    mutating func appendAsLeader(kind: EntryKind, data: [UInt8]) {
         let entry = Entry(term: term, index: lastIndex + 1, clusterTimeNanos: clusterTimeNow(), kind: kind, data: data)
         unstable.append(entry)
         out.entries.append(entry)
@@ -265,7 +265,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     /// Nil for an entry that does not decode (damage on disk; validation keeps such entries out of messages): it
     /// then changes no membership, the same on every member that holds the same bytes.
-    private static func decodeMembership(_ e: Entry) -> Membership? {
+    static func decodeMembership(_ e: Entry) -> Membership? {
         try? ConfigChangeEntry(decoding: e.data).membership
     }
 
@@ -275,7 +275,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     /// What holds before the first config entry in the log: the snapshot's membership, else the initial one.
-    private var baseMembership: Membership {
+    var baseMembership: Membership {
         snapshot.index > .zero ? snapshot.membership : Membership(voters: config.voters)
     }
 
@@ -284,9 +284,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
     package var configIndex: LogIndex { configs.last?.index ?? .zero }
 
     /// True while the latest config entry is not committed: no other change may be proposed (one at a time).
-    private var configChangePending: Bool { (configs.last?.index ?? .zero) > commit }
+    var configChangePending: Bool { (configs.last?.index ?? .zero) > commit }
 
-    private mutating func refreshMembership() {
+    mutating func refreshMembership() {
         let current = configs.last?.membership ?? baseMembership
         let changed = current != membership
         membership = current
@@ -296,7 +296,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     /// The leader replicates to the configuration in effect and, until it commits, to members it removes,
     /// so they learn of their removal and stop campaigning.
-    private mutating func reconcilePeers() {
+    mutating func reconcilePeers() {
         var targets = Set(membership.members)
         if configChangePending, let last = configs.last { targets.formUnion(membership(at: last.index - 1).members) }
         targets.remove(config.id)
@@ -513,7 +513,7 @@ package struct RaftNode<Storage: RaftLogStorage> {
 
     package var hardState: HardState { HardState(term: term, vote: vote, commit: commit) }
 
-    private var nextApplyBound: LogIndex { min(commit, unstableOffset - 1) }
+    var nextApplyBound: LogIndex { min(commit, unstableOffset - 1) }
 
     package mutating func ready() -> Ready {
         var r = out
@@ -546,431 +546,5 @@ package struct RaftNode<Storage: RaftLogStorage> {
             progress[config.id] = p
             maybeCommit()
         }
-    }
-
-    // MARK: Roles
-
-    private var isVoter: Bool { membership.voters.contains(config.id) }
-    /// A voter campaigns; so does a member an uncommitted change removes (dissertation §4.2.2, Figure 4.6): its
-    /// log may be the only up-to-date one, and the change needs a leader to commit. It then counts votes by the
-    /// new configuration, without its own.
-    private var mayCampaign: Bool {
-        if isVoter { return true }
-        guard configChangePending, let last = configs.last else { return false }
-        return membership(at: last.index - 1).voters.contains(config.id)
-    }
-
-    private var votesWon: Bool { votesGranted.filter(membership.voters.contains).count >= quorum }
-    private var quorum: Int { membership.voters.count / 2 + 1 }
-
-    private mutating func resetElectionTimer() {
-        electionElapsedTicks = 0
-        randomizedElectionTimeoutTicks = config.electionTimeoutTicks + Int.random(in: 0..<config.electionTimeoutTicks, using: &random)
-    }
-
-    private mutating func becomeFollower(term newTerm: Term, leader newLeader: MemberID?) {
-        if newTerm > term { vote = nil }
-        term = newTerm
-        role = .follower
-        leader = newLeader
-        transferTarget = nil
-        leaseRevoked = false
-        progress = [:]
-        peers = []
-        pendingReads = []
-        readsAwaitingTermCommit = []
-        resetElectionTimer()
-    }
-
-    /// A member at `RaftLimits.termMax` stays a follower: no term may pass the bound (nothing legitimate gets near it).
-    private var mayRaiseTerm: Bool { term.value < RaftLimits.termMax }
-
-    private mutating func becomePreCandidate() {
-        guard mayRaiseTerm else { return resetElectionTimer() }
-        role = .preCandidate
-        leader = nil
-        votesGranted = [config.id]
-        votesRejected = []
-        resetElectionTimer()
-        if votesWon { becomeCandidate(); return }
-        requestVotes(kind: .preVote, term: term.value + 1)
-    }
-
-    private mutating func becomeCandidate(transfer: Bool = false) {
-        guard mayRaiseTerm else { return becomeFollower(term: term, leader: nil) }
-        term = Term(term.value + 1)
-        vote = config.id
-        role = .candidate
-        leader = nil
-        votesGranted = [config.id]
-        votesRejected = []
-        resetElectionTimer()
-        if votesWon { becomeLeader(); return }
-        requestVotes(kind: .vote, term: term.value, transfer: transfer)
-    }
-
-    private mutating func requestVotes(kind: MessageKind, term requestTerm: UInt64, transfer: Bool = false) {
-        for peer in membership.voters where peer != config.id {
-            var m = Message(kind: kind, from: config.id, to: peer, term: Term(requestTerm))
-            m.index = lastIndex
-            m.logTerm = lastTerm
-            m.leadershipTransfer = transfer
-            // The candidate's own vote is in its hard state: requests follow its persist.
-            out.messagesAfterPersist.append(m)
-        }
-    }
-
-    private mutating func becomeLeader() {
-        role = .leader
-        leader = config.id
-        heartbeatElapsedTicks = 0
-        electionElapsedTicks = 0
-        leaseRevoked = false
-        let lastTime = lastIndex < firstIndex ? snapshot.clusterTimeNanos
-            : (entries(from: lastIndex, through: lastIndex, maxBytes: 0).first?.clusterTimeNanos ?? 0)
-        // A brand-new log has no time to continue from: the first leader starts the cluster clock from its own.
-        clusterTimeBase = lastIndex.value == 0 ? monotonicNanos : lastTime
-        monotonicBase = monotonicNanos
-        progress = [:]
-        var mine = Progress(next: lastIndex + 1)
-        mine.match = unstableOffset - 1
-        mine.state = .replicate
-        mine.recentActive = true
-        progress[config.id] = mine
-        reconcilePeers()
-        appendAsLeader(kind: .noop, data: [])
-        broadcastAppend()
-        if membership.voters.count == 1 { maybeCommit() }
-    }
-
-    private func clusterTimeNow() -> UInt64 {
-        let t = clusterTimeBase &+ (monotonicNanos &- monotonicBase)
-        if let last = unstable.last { return max(t, last.clusterTimeNanos) }
-        return t
-    }
-
-    private mutating func quorumActive() -> Bool {
-        var active = 0
-        for id in membership.voters where id == config.id || progress[id]?.recentActive == true { active += 1 }
-        for id in peers { progress[id]?.recentActive = false }
-        return active >= quorum
-    }
-
-    /// With check-quorum, a member that heard from a live leader within the election timeout ignores vote
-    /// requests, so a rejoining partitioned node cannot depose a working leader. Transfer campaigns are exempt.
-    /// With lease reads a member that just started does the same for an election timeout: it may have heard
-    /// a leader before its restart, and that leader may be serving reads on the promise.
-    private func inLease(from: MemberID) -> Bool {
-        guard config.checkQuorum else { return false }
-        if config.leaseReads && tickCount < UInt64(config.electionTimeoutTicks) { return true }
-        return leader != nil && leader != from && electionElapsedTicks < config.electionTimeoutTicks
-    }
-
-    /// A quorum acknowledged heartbeats sent recently enough that none of them can have voted for anyone else yet.
-    private var leaseHeld: Bool {
-        guard config.leaseReads, config.checkQuorum, transferTarget == nil, !leaseRevoked else { return false }
-        let leaseTicks = UInt64(max(0, config.electionTimeoutTicks - config.leaseSafetyMarginTicks))
-        var acked = membership.voters.map { $0 == config.id ? tickCount : (progress[$0]?.leaseTickAcked ?? 0) }
-        acked.sort(by: >)
-        let start = acked[quorum - 1]
-        return start > 0 && tickCount < start &+ leaseTicks && start <= tickCount
-    }
-
-    // MARK: Votes
-
-    private mutating func handleVoteRequest(_ m: Message) {
-        let upToDate = m.logTerm > lastTerm || (m.logTerm == lastTerm && m.index >= lastIndex)
-        let grant: Bool
-        if m.kind == .vote {
-            grant = (vote == nil || vote == m.from) && leader == nil && upToDate
-            if grant { vote = m.from; resetElectionTimer() }
-        } else {
-            grant = upToDate && (m.term > term) && (leader == nil || !inLease(from: m.from))
-        }
-        var r = Message(kind: m.kind == .vote ? .voteResponse : .preVoteResponse, from: config.id, to: m.from,
-                        term: m.kind == .vote ? term : (grant ? m.term : term))
-        r.reject = !grant
-        out.messagesAfterPersist.append(r)
-    }
-
-    private mutating func handleVoteResponse(_ m: Message) {
-        let expected: RaftRole = m.kind == .voteResponse ? .candidate : .preCandidate
-        guard role == expected else { return }
-        if m.kind == .preVoteResponse && m.term != Term(term.value + 1) && !m.reject { return }
-        if m.reject { votesRejected.insert(m.from) } else { votesGranted.insert(m.from) }
-        // Only voters of the configuration in effect count.
-        if votesWon {
-            if role == .preCandidate { becomeCandidate() } else { becomeLeader() }
-        } else if votesRejected.filter(membership.voters.contains).count >= quorum {
-            becomeFollower(term: term, leader: nil)
-        }
-    }
-
-    // MARK: Follower side
-
-    private mutating func handleAppend(_ m: Message) {
-        role = .follower
-        leader = m.from
-        electionElapsedTicks = 0
-        var r = Message(kind: .appendResponse, from: config.id, to: m.from, term: term)
-        var m = m
-        if m.index < commit {
-            // The prefix up to our commit is settled; a delayed duplicate must not touch it.
-            let settled = commit.value - m.index.value
-            if settled >= UInt64(m.entries.count) {
-                r.index = commit
-                out.messagesAfterPersist.append(r)
-                return
-            }
-            m.entries.removeFirst(Int(settled))
-            m.index = commit
-            m.logTerm = term(at: commit) ?? .zero
-        }
-        guard let t = term(at: m.index), t == m.logTerm else {
-            r.reject = true
-            r.index = m.index
-            // Hint: our last index whose term is at most the leader's term there, so the leader can skip
-            // every entry of a term we do not share in one round trip.
-            var hint = min(m.index, lastIndex)
-            while hint > commit, let t = term(at: hint), t > m.logTerm { hint = hint - 1 }
-            r.hintIndex = hint
-            r.hintTerm = term(at: hint) ?? .zero
-            out.messagesAfterPersist.append(r)
-            return
-        }
-        guard appendFollowing(m.entries) else {
-            messagesDropped += 1
-            return
-        }
-        let lastNew = m.index + UInt64(m.entries.count)
-        commit = max(commit, min(m.commit, lastNew))
-        r.index = lastNew
-        out.messagesAfterPersist.append(r)
-    }
-
-    private mutating func handleHeartbeat(_ m: Message) {
-        role = .follower
-        leader = m.from
-        electionElapsedTicks = 0
-        // The heartbeat's commit is only safe up to what we know matches the leader, which the leader
-        // guarantees by sending min(its commit, our match).
-        if m.commit > commit && m.commit <= lastIndex { commit = m.commit }
-        var r = Message(kind: .heartbeatResponse, from: config.id, to: m.from, term: term)
-        r.readSequence = m.readSequence
-        r.sentTick = m.sentTick
-        out.messages.append(r)
-    }
-
-    /// The bytes are the caller's business; the core keeps the leader's authority (term, election timer) and
-    /// passes on only chunks of a snapshot we could use.
-    private mutating func handleSnapshotChunk(_ m: Message) {
-        role = .follower
-        leader = m.from
-        electionElapsedTicks = 0
-        if m.index <= commit {
-            // Nothing to install: tell the leader where we are, once per stream.
-            if m.snapshotDone {
-                var r = Message(kind: .appendResponse, from: config.id, to: m.from, term: term)
-                r.index = commit
-                out.messagesAfterPersist.append(r)
-            }
-            return
-        }
-        out.snapshotChunks.append(m)
-    }
-
-    // MARK: Leader side
-
-    private mutating func handleAppendResponse(_ m: Message) {
-        guard role == .leader, var p = progress[m.from] else { return }
-        // An acknowledgement past the leader's log answers nothing it sent (the log does not shrink within a term).
-        guard m.index <= lastIndex else {
-            messagesDropped += 1
-            return
-        }
-        p.recentActive = true
-        if m.reject {
-            // Stale rejections (for an index we no longer send from) are ignored.
-            let stale = p.state == .probe ? m.index != p.next - 1 : m.index <= p.match
-            guard !stale, p.state != .snapshot else { progress[m.from] = p; return }
-            if p.state == .replicate {
-                p.next = p.match + 1
-            } else {
-                var i = m.hintIndex
-                while i > p.match, let t = term(at: i), t > m.hintTerm { i = i - 1 }
-                p.next = max(p.match + 1, min(m.index, i + 1))
-            }
-            p.state = .probe
-            p.probeSent = false
-            p.inflight = []
-            progress[m.from] = p
-            sendAppend(to: m.from)
-            return
-        }
-        if m.index > p.match {
-            p.stalledHeartbeats = 0
-            p.match = m.index
-            p.next = max(p.next, m.index + 1)
-            if p.state == .probe || (p.state == .snapshot && p.match >= p.pendingSnapshot) {
-                p.state = .replicate
-                p.next = p.match + 1
-                p.inflight = []
-            }
-        }
-        p.inflight.removeAll { $0 <= m.index }
-        p.probeSent = false
-        progress[m.from] = p
-        maybeCommit()
-        guard role == .leader else { return }
-        if transferTarget == m.from && p.match == lastIndex { sendTimeoutNow(to: m.from) }
-        sendAppend(to: m.from)
-    }
-
-    private mutating func handleHeartbeatResponse(_ m: Message) {
-        guard role == .leader, var p = progress[m.from] else { return }
-        p.recentActive = true
-        p.readSequenceAcked = max(p.readSequenceAcked, m.readSequence)
-        // A tick from the future was never sent by this leader: it would extend the lease past what was granted.
-        p.leaseTickAcked = max(p.leaseTickAcked, min(m.sentTick, tickCount))
-        p.probeSent = false
-        if p.match < lastIndex {
-            // Appends may have been lost while replicating; after a few silent rounds fall back to probing.
-            p.stalledHeartbeats += 1
-            if p.state == .replicate && p.stalledHeartbeats >= stalledHeartbeatsBeforeProbe {
-                p.state = .probe
-                p.next = p.match + 1
-                p.inflight = []
-                p.stalledHeartbeats = 0
-            }
-        }
-        progress[m.from] = p
-        if p.match < lastIndex { sendAppend(to: m.from) }
-        releaseReads()
-    }
-
-    private mutating func maybeCommit() {
-        var matches = membership.voters.map { progress[$0]?.match ?? .zero }
-        matches.sort(by: >)
-        let candidate = matches[quorum - 1]
-        // Only an entry of the current term is committed by counting replicas (Raft §5.4.2, Figure 8).
-        guard candidate > commit, term(at: candidate) == term else { return }
-        let wasCommittedInTerm = committedInCurrentTerm
-        let wasConfigPending = configChangePending
-        commit = candidate
-        if wasConfigPending && !configChangePending {
-            // The change is settled: removed members are no longer replicated to, and a leader that removed
-            // itself hands over and steps down (it kept replicating until now so the change could commit).
-            if !isVoter { stepDownRemoved(); return }
-            reconcilePeers()
-        }
-        // Followers learn the new commit index now, in an empty append if nothing new is left to send: waiting for
-        // the next heartbeat would hold every write answered by a follower for up to a heartbeat interval.
-        broadcastAppend(commitNews: true)
-        if !wasCommittedInTerm {
-            let waiting = readsAwaitingTermCommit
-            readsAwaitingTermCommit = []
-            for context in waiting { startRead(context: context) }
-        }
-    }
-
-    private mutating func stepDownRemoved() {
-        // Tell the voters the commit first, then let the most caught-up one campaign at once.
-        broadcastAppend()
-        if let successor = membership.voters.max(by: { (progress[$0]?.match ?? .zero) < (progress[$1]?.match ?? .zero) }),
-           progress[successor]?.match == lastIndex {
-            sendTimeoutNow(to: successor)
-        }
-        becomeFollower(term: term, leader: nil)
-    }
-
-    private var committedInCurrentTerm: Bool { term(at: commit) == term }
-
-    /// The sequence is taken after the read index is fixed, so only heartbeats sent after that confirm it.
-    private mutating func startRead(context: UInt64) {
-        readSequence += 1
-        pendingReads.append((readSequence, ReadState(context: context, index: commit)))
-        if membership.voters == [config.id] { releaseReads() } else { broadcastHeartbeat() }
-    }
-
-    private mutating func releaseReads() {
-        guard !pendingReads.isEmpty else { return }
-        var acks = membership.voters.map { $0 == config.id ? readSequence : (progress[$0]?.readSequenceAcked ?? 0) }
-        acks.sort(by: >)
-        let confirmed = acks[quorum - 1]
-        while let first = pendingReads.first, first.sequence <= confirmed {
-            out.readStates.append(first.state)
-            pendingReads.removeFirst()
-        }
-    }
-
-    private mutating func broadcastAppend(commitNews: Bool = false) {
-        for peer in peers { sendAppend(to: peer, commitNews: commitNews) }
-    }
-
-    private mutating func broadcastHeartbeat() {
-        for peer in peers {
-            var m = Message(kind: .heartbeat, from: config.id, to: peer, term: term)
-            m.commit = min(commit, progress[peer]?.match ?? .zero)
-            m.readSequence = readSequence
-            m.sentTick = tickCount
-            out.messages.append(m)
-        }
-    }
-
-    /// Sends whatever the follower lacks, as soon as it exists, within the in-flight window and byte bound;
-    /// asks the caller for a snapshot when what it lacks is compacted away.
-    /// Sends what `peer` lacks; with `commitNews`, a follower in replicate state that lacks nothing gets an empty
-    /// append carrying the commit index.
-    private mutating func sendAppend(to peer: MemberID, commitNews: Bool = false) {
-        guard var p = progress[peer] else { return }
-        defer { progress[peer] = p }
-        var commitNewsPending = commitNews
-        while true {
-            if p.state == .snapshot { return }
-            if p.state == .probe && p.probeSent { return }
-            if p.state == .replicate && p.inflight.count >= config.maxInflightMessages { return }
-            let hasEntries = p.next <= lastIndex
-            // In replicate state only send when there is something new or commit news to give.
-            if p.state == .replicate && !hasEntries {
-                guard commitNewsPending else { return }
-                var m = Message(kind: .append, from: config.id, to: peer, term: term)
-                m.index = p.next - 1
-                m.logTerm = term(at: m.index) ?? .zero
-                m.commit = commit
-                out.messages.append(m)
-                return
-            }
-            commitNewsPending = false
-            if p.next < firstIndex {
-                p.state = .snapshot
-                p.pendingSnapshot = snapshot.index
-                p.inflight = []
-                p.probeSent = false
-                out.snapshotsToSend.append(SnapshotRequest(to: peer, term: term, metadata: snapshot))
-                return
-            }
-            var m = Message(kind: .append, from: config.id, to: peer, term: term)
-            m.index = p.next - 1
-            m.logTerm = term(at: m.index) ?? .zero
-            m.entries = entries(from: p.next, through: lastIndex, maxBytes: config.maxMessageBytes)
-            m.commit = commit
-            out.messages.append(m)
-            let last = m.index + UInt64(m.entries.count)
-            if p.state == .probe {
-                p.probeSent = true
-                return
-            }
-            p.inflight.append(last)
-            p.next = last + 1
-        }
-    }
-
-    private mutating func sendTimeoutNow(to peer: MemberID) {
-        leaseRevoked = true
-        out.messages.append(Message(kind: .timeoutNow, from: config.id, to: peer, term: term))
-    }
-
-    private func check() {
-        if config.debugChecks { RaftInvariants.checkLocal(self) }
     }
 }
