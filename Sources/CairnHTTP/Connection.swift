@@ -299,7 +299,12 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         }
     }
 
+    /// The verified client certificate's name, read once the handshake is done (it cannot change on a connection).
+    private(set) lazy var clientCertificateName: String? = stream.tls?.peerCommonName()
+
     private func beginExchange(_ head: HTTPRequestHead, framing: BodyFraming) {
+        var head = head
+        head.clientCertificateName = clientCertificateName
         let headers = head.headers
         let keepAlive = head.version == .http1_1
             ? !headers.listContains("connection", token: "close")

@@ -409,6 +409,7 @@ final class HTTP2Stream: ExchangeTransport {
             session.reset(id)
             return
         }
+        head.clientCertificateName = connection.clientCertificateName
         let exchange = HTTPExchange(request: head, transport: self, ioQueue: connection.ioQueue,
                                     requestBodyBytesMax: connection.configuration.http1.bodyBytesMax, gauges: connection.gauges)
         self.exchange = exchange

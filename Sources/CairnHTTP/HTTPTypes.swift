@@ -57,6 +57,8 @@ package struct HTTPRequestHead: Sendable {
     package var target: String
     package var version: HTTPVersion
     package var headers: HTTPHeaders
+    /// The common name of the client certificate the TLS handshake verified (`--client-cert-auth`), nil without one.
+    package var clientCertificateName: String?
 
     package init(method: String, target: String, version: HTTPVersion, headers: HTTPHeaders) {
         self.method = method

@@ -21,7 +21,7 @@ struct GRPCHandler: Sendable {
         let user: String?
         do {
             user = try service.auth.user(token: exchange.request.headers["token"], Self.tokenUse(call.method), service.node.view().mvcc.auth,
-                                         now: service.node.now)
+                                         now: service.node.now, certificateName: exchange.request.clientCertificateName)
         } catch {
             return call.finish(Self.status(error))
         }

@@ -23,7 +23,11 @@ package final class V2Credentials: Sendable {
 
     /// Who the request's `Authorization` header names: no header is anonymous; anything but a valid pair is refused.
     func caller(_ request: HTTPRequestHead, _ state: V2AuthState) -> Caller {
-        guard let header = request.headers["authorization"], !header.isEmpty else { return .anonymous }
+        guard let header = request.headers["authorization"], !header.isEmpty else {
+            // etcd's `--client-cert-auth`: a verified certificate whose common name is a user names that user.
+            if let name = request.clientCertificateName, let user = state.user(name) { return .user(user) }
+            return .anonymous
+        }
         guard header.count > 6, header.prefix(6).lowercased() == "basic ",
               let decoded = try? Base64.decode(Array(header.dropFirst(6).utf8)),
               let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else { return .refused }

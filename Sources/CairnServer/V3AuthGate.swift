@@ -43,7 +43,8 @@ package final class V3AuthGate: Sendable {
     func user(for endpoint: V3Handler.Endpoint?, authenticating: Bool = false, _ request: HTTPRequestHead, _ store: AuthStore,
               now: Int64) throws(V3Error) -> String? {
         do {
-            return try user(token: request.headers["authorization"], Self.tokenUse(endpoint, authenticating: authenticating), store, now: now)
+            return try user(token: request.headers["authorization"], Self.tokenUse(endpoint, authenticating: authenticating), store, now: now,
+                            certificateName: request.clientCertificateName)
         } catch where endpoint == .alarm && error == V3Error(AuthError.invalidToken) {
             // etcd's maintenance server words this one differently.
             throw V3Error(.unknown, "auth: invalid auth token")
@@ -51,10 +52,12 @@ package final class V3AuthGate: Sendable {
     }
 
     /// The user `token` names; nil when auth is off (a token is then ignored, as etcd ignores it), when the call never
-    /// looks at tokens, or when it may go without one and has none.
-    func user(token: String?, _ use: TokenUse, _ store: AuthStore, now: Int64) throws(V3Error) -> String? {
+    /// looks at tokens, or when it may go without one and has none. Without a token, a verified client certificate
+    /// whose common name is a user names that user (etcd's `--client-cert-auth`).
+    func user(token: String?, _ use: TokenUse, _ store: AuthStore, now: Int64, certificateName: String? = nil) throws(V3Error) -> String? {
         guard store.enabled, use != .never else { return nil }
         guard let token, !token.isEmpty else {
+            if let certificateName, store.users[certificateName] != nil { return certificateName }
             if use == .required { throw V3Error(AuthError.userEmpty) }
             return nil
         }

@@ -239,3 +239,62 @@ def test_etcdctl_v3_with_users_over_grpc(make_cluster, tmp_path):
     assert code == 0, out
     assert ctl(0, "auth", "disable", user=root)[0] == 0
     assert until(lambda: ctl(2, "get", "app/0", "--print-value-only") == (0, "v\n"))
+
+
+def test_a_client_certificate_names_its_user(tmp_path):
+    """`--client-cert-auth`: without a token (or basic auth), a verified client certificate whose CN is a user acts
+    as that user, over gRPC (etcdctl v3 with --cert) and for the v2 API, as etcd does."""
+    import shutil
+    import subprocess
+    if not shutil.which("etcdctl"):
+        pytest.skip("etcdctl is not installed")
+    certs = str(tmp_path / "certs")
+    os.makedirs(certs)
+    subprocess.run([os.path.join(os.path.dirname(__file__), "..", "tls", "make-certs"), certs], check=True, capture_output=True)
+    server, _ = harness.server_command()
+    client_port, peer_port = harness.free_ports(2)
+    url = f"https://127.0.0.1:{client_port}"
+    member = subprocess.Popen([server, "--enable-v2=true", "--name", "solo", "--data-dir", str(tmp_path / "data"),
+                               "--listen-client-urls", url, "--advertise-client-urls", url,
+                               "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+                               "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+                               "--initial-cluster", f"solo=http://127.0.0.1:{peer_port}",
+                               "--cert-file", f"{certs}/server.crt", "--key-file", f"{certs}/server.key",
+                               "--client-cert-auth", "--trusted-ca-file", f"{certs}/ca.crt"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    tls = ["--cacert", f"{certs}/ca.crt", "--cert", f"{certs}/client.crt", "--key", f"{certs}/client.key"]
+
+    def ctl(*args, user=None):
+        command = ["etcdctl", "--endpoints", url, "--command-timeout=10s"] + tls + (["--user", user] if user else []) + list(args)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
+        return out.returncode, out.stdout + out.stderr
+
+    try:
+        assert until(lambda: ctl("endpoint", "health")[0] == 0, timeout=20)
+        for args in [("user", "add", "root:rootpw", "--interactive=false"), ("user", "grant-role", "root", "root"),
+                     ("role", "add", "app"), ("role", "grant-permission", "app", "readwrite", "app/", "--prefix=true"),
+                     ("user", "add", "client:unused", "--interactive=false"), ("user", "grant-role", "client", "app"),
+                     ("auth", "enable")]:
+            code, out = ctl(*args)
+            assert code == 0, (args, out)
+        assert ctl("put", "app/x", "1")[0] == 0
+        code, out = ctl("put", "other", "1")
+        assert code != 0 and "permission denied" in out
+        # A token still wins over the certificate.
+        code, out = ctl("put", "other", "1", user="root:rootpw")
+        assert code == 0, out
+        # v2: the certificate's user for /v2/keys once v2 auth is on (its own users, as in etcd).
+        curl = ["curl", "-s", "--cacert", f"{certs}/ca.crt", "--cert", f"{certs}/client.crt", "--key", f"{certs}/client.key"]
+        for path, body in [("/v2/auth/users/root", '{"user":"root","password":"rootpw"}'),
+                           ("/v2/auth/roles/app", '{"role":"app","permissions":{"kv":{"read":["/app/*"],"write":["/app/*"]}}}'),
+                           ("/v2/auth/users/client", '{"user":"client","password":"x","roles":["app"]}'),
+                           ("/v2/auth/roles/guest", '{"role":"guest","revoke":{"kv":{"read":["/*"],"write":["/*"]}}}')]:
+            subprocess.run(curl + ["-X", "PUT", "-H", "Content-Type: application/json", url + path, "-d", body], check=True, capture_output=True)
+        subprocess.run(curl + ["-X", "PUT", url + "/v2/auth/enable"], check=True, capture_output=True)
+        written = subprocess.run(curl + ["-X", "PUT", url + "/v2/keys/app/y", "-d", "value=1"], capture_output=True, text=True)
+        assert '"action":"set"' in written.stdout, written.stdout
+        refused = subprocess.run(curl + ["-X", "PUT", url + "/v2/keys/other", "-d", "value=1"], capture_output=True, text=True)
+        assert '"errorCode":110' in refused.stdout, refused.stdout
+    finally:
+        member.kill()
+        member.wait(timeout=10)
