@@ -298,3 +298,19 @@ def test_a_client_certificate_names_its_user(tmp_path):
     finally:
         member.kill()
         member.wait(timeout=10)
+
+
+def test_a_simple_token_expires_after_its_ttl_unused(make_cluster):
+    """`--auth-token-ttl`: a simple token unused for longer than the TTL is refused (`invalid auth token`), one in use
+    stays valid, and a new one can be had at once."""
+    c = make_cluster(1, extra_args=("--auth-token-ttl", "2"))
+    setup_auth(c[0])
+    idle, busy = token(c[0], "alice", "alicepw"), token(c[0], "alice", "alicepw")
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        assert call(c[0], "kv/range", {"key": b("app/x")}, busy)[0] == 200
+        time.sleep(0.5)
+    status, answer = call(c[0], "kv/range", {"key": b("app/x")}, idle)
+    assert (status, answer.get("message")) == (401, "etcdserver: invalid auth token"), answer
+    assert call(c[0], "kv/range", {"key": b("app/x")}, busy)[0] == 200
+    assert call(c[0], "kv/range", {"key": b("app/x")}, token(c[0], "alice", "alicepw"))[0] == 200
