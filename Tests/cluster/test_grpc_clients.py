@@ -1,8 +1,10 @@
 """etcd's v3 gRPC API from a Python gRPC client (grpcio, stubs compiled from proto/ at run time) replaying Kubernetes'
 patterns on three members while the leader is killed, etcd's error codes, and hostile HTTP/2 gRPC frames (h2). Skipped
 when grpcio, grpcio-tools or h2 is missing; passes against etcd 3.4 too."""
+import atexit
 import os
 import queue
+import shutil
 import socket
 import sys
 import tempfile
@@ -21,6 +23,7 @@ RETRY_S = 20
 
 def _stubs():
     out = tempfile.mkdtemp(prefix="cairn-grpc-stubs-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     status = protoc.main(["protoc", "-I" + os.path.join(ROOT, "proto"), "--python_out=" + out, "--grpc_python_out=" + out,
                           "mvccpb/kv.proto", "etcdserverpb/rpc.proto"])
     assert status == 0, "protoc failed"
