@@ -38,6 +38,9 @@ let package = Package(
         .target(name: "CairnStorage", dependencies: ["CairnBase"]),
         // etcd's v3 gRPC messages, generated from proto/ by scripts/generate-protos.
         .target(name: "CairnProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(
+            name: "CairnReplica",
+            dependencies: ["CairnRaft", "CairnStore", "CairnMVCC", "CairnBase", .product(name: "DequeModule", package: "swift-collections")]),
         .systemLibrary(
             name: "CNGHTTP2", pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]),
@@ -47,12 +50,14 @@ let package = Package(
         .systemLibrary(
             name: "COpenSSL", pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
+        // libxcrypt's bcrypt for v3 auth's password hashes (part of libc6-dev's dependencies on Debian).
+        .systemLibrary(name: "CCrypt"),
         .target(name: "CairnHTTP", dependencies: ["CNGHTTP2", "CZlib", "COpenSSL"]),
         .target(name: "CairnPeer", dependencies: ["CairnHTTP", "CairnBase"]),
         .target(
             name: "CairnServer",
             dependencies: [
-                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase",
+                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnReplica", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase", "CCrypt", "COpenSSL",
                 "CairnProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -60,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "cairn",
             dependencies: [
-                "CairnServer",
+                "CairnServer", "CairnReplica",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -76,7 +81,7 @@ let package = Package(
         .target(name: "CairnTestSupport", dependencies: ["CMalloc"], path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnHTTPTests", dependencies: ["CairnHTTP", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnPeerTests", dependencies: ["CairnPeer", "CairnHTTP", "CairnBase", "CairnTestSupport"]),
-        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnHTTP", "CairnStorage", "CairnStore", "CairnMVCC", "CairnRaft", "CairnPeer", "CairnBase", "CairnTestSupport"]),
+        .testTarget(name: "CairnServerTests", dependencies: ["CairnServer", "CairnReplica", "CairnHTTP", "CairnStorage", "CairnStore", "CairnMVCC", "CairnRaft", "CairnPeer", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnBase"]),
     ],
     swiftLanguageModes: [.v6]

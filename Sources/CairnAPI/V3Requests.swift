@@ -49,7 +49,24 @@ package struct V3Error: Error, Equatable, Sendable {
         case .leaseTTLTooLarge: self.init(.outOfRange, error.description)
         case .keyNotFound, .emptyKey, .valueProvided, .leaseProvided, .tooManyOps, .duplicateKey:
             self.init(.invalidArgument, error.description)
+        case .auth(let error): self.init(error)
         }
+    }
+
+    /// Auth errors with etcd's codes (rpctypes).
+    package init(_ error: AuthError) {
+        let code: Code
+        switch error {
+        case .userEmpty, .roleEmpty, .invalidManagement, .authFailed: code = .invalidArgument
+        case .noPasswordUser: code = .unknown
+        case .permissionDenied: code = .permissionDenied
+        case .invalidToken: code = .unauthenticated
+        case .tooMany: code = .resourceExhausted
+        case .rootUserMissing, .rootRoleMissing, .userExists, .userNotFound, .roleExists, .roleNotFound, .roleNotGranted,
+             .permissionNotGranted, .notEnabled, .v2:
+            code = .failedPrecondition
+        }
+        self.init(code, error.description)
     }
 }
 

@@ -49,7 +49,7 @@ package struct V3Status: Sendable, Equatable {
 extension V3JSON {
     /// One line of a watch stream: `{"result":{...}}` and a newline. etcd's gateway stream has one watch, ID 0.
     package static func watchLine(_ header: V3Header, watchID: Int64 = 0, created: Bool = false, canceled: Bool = false,
-                                  compactRevision: Int64 = 0, events: [Event] = []) -> [UInt8] {
+                                  compactRevision: Int64 = 0, cancelReason: String = "", events: [Event] = []) -> [UInt8] {
         var json = GoJSON()
         var outer = V3Object(taking: &json)
         outer.object("result") { o in
@@ -58,6 +58,10 @@ extension V3JSON {
             o.bool("created", created)
             o.bool("canceled", canceled)
             o.int64("compact_revision", compactRevision)
+            if !cancelReason.isEmpty {
+                o.nameField("cancel_reason")
+                o.json.string(cancelReason)
+            }
             o.array("events", events) { json, event in
                 var e = V3Object(taking: &json)
                 if event.type == .delete { e.enumName("type", "DELETE") }

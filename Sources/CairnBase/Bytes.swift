@@ -52,3 +52,6 @@ package struct ByteReader {
         try take(count).reversed().reduce(0) { $0 << 8 | UInt64($1) }
     }
 }
+
+/// A member or cluster ID as etcd prints it: lowercase hexadecimal without leading zeros.
+package func hex(_ id: UInt64) -> String { String(id, radix: 16) }

@@ -14,6 +14,8 @@ package enum MVCCCommand: Sendable, Equatable {
     case keepAliveLease(id: Int64)
     /// etcd's NOSPACE alarm raised (or cleared) for a member: while any is raised, writes that add data are refused.
     case alarm(activate: Bool, member: UInt64)
+    /// A user, role or token change, or auth turned on or off; the key space's revision does not move.
+    case auth(AuthCommand)
 }
 
 /// What applying a command gives back, for the API layer to answer with.
@@ -27,6 +29,8 @@ package enum MVCCResult: Sendable, Equatable {
     case leaseKeptAlive(Lease, revision: Int64)
     /// The members whose NOSPACE alarm the command raised or cleared.
     case alarms([UInt64])
+    /// The auth store's revision after the change.
+    case auth(revision: UInt64)
 }
 
 extension MVCCKeySpace {
@@ -34,6 +38,9 @@ extension MVCCKeySpace {
     package mutating func apply(_ command: MVCCCommand, minimumLeaseTTL: Int64) -> Result<MVCCResult, MVCCError> {
         do throws(MVCCError) {
             switch command {
+            case .auth(let change):
+                do throws(AuthError) { try auth.apply(change) } catch { throw .auth(error) }
+                return .success(.auth(revision: auth.revision))
             case .alarm(let activate, let member):
                 let changed = activate ? (noSpaceAlarms.contains(member) ? [] : [member]) : (noSpaceAlarms.contains(member) ? [member] : [])
                 if activate { noSpaceAlarms.insert(member) } else { noSpaceAlarms.remove(member) }
@@ -44,7 +51,7 @@ extension MVCCKeySpace {
             // etcd's capped applier: while an alarm is raised only reads, deletes and lease upkeep get through.
             if !noSpaceAlarms.isEmpty && command.addsData { throw MVCCError.noSpace }
             switch command {
-            case .alarm: return .success(.alarms([]))
+            case .alarm, .auth: return .success(.alarms([]))
             case .put(let request): return .success(.put(try put(request)))
             case .deleteRange(let request): return .success(.deleteRange(try deleteRange(request)))
             case .txn(let request): return .success(.txn(try txn(request)))
@@ -138,6 +145,9 @@ extension MVCCCommand {
             writer.u8(8)
             writer.u8(activate ? 1 : 0)
             writer.u64(member)
+        case .auth(let change):
+            writer.u8(9)
+            change.encode(into: &writer)
         }
         return writer.bytes
     }
@@ -159,6 +169,7 @@ extension MVCCCommand {
                 let flag = try reader.u8()
                 guard flag < 2 else { throw MVCCCommandError.malformed("alarm flag \(flag)") }
                 self = .alarm(activate: flag == 1, member: try reader.u64())
+            case 9: self = .auth(try AuthCommand.decode(&reader))
             case let kind: throw MVCCCommandError.malformed("command kind \(kind)")
             }
             guard reader.isAtEnd else { throw MVCCCommandError.malformed("\(reader.remaining) bytes after the command") }

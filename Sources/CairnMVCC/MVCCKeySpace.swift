@@ -30,6 +30,8 @@ package struct MVCCKeySpace: Sendable {
     package internal(set) var leases = LeaseTable()
     /// Members whose NOSPACE alarm is raised (etcd's alarm store, NOSPACE only).
     package internal(set) var noSpaceAlarms: Set<UInt64> = []
+    /// Users, roles, permissions and tokens (etcd keeps them in the same backend as the keys).
+    package internal(set) var auth = AuthStore()
 
     package init() {}
 

@@ -15,8 +15,10 @@ package enum MVCCSnapshotError: Error, Equatable, CustomStringConvertible {
 }
 
 extension MVCCKeySpace {
-    /// 2 adds the raised alarms at the end; 1 (no alarms) is still read.
-    static let snapshotFormatVersion: UInt8 = 2
+    /// 3 adds the auth state at the end, 2 the raised alarms; 1 and 2 are still read.
+    static let snapshotFormatVersion: UInt8 = 3
+    /// The auth section's bound: far above what the auth store's own bounds let it reach in practice.
+    static let authSectionBytesMax = 256 << 20
     /// A key or value longer than this in a snapshot is damage (etcd's own request bound is far below it).
     package static let snapshotFieldBytesMax = 64 << 20
     /// A revision at or past this in a snapshot is damage (a million writes a second would take 146,000 years).
@@ -25,7 +27,8 @@ extension MVCCKeySpace {
     /// Layout (little-endian): version u8 | revision u64 | compacted revision u64 | lease count u64, then per lease
     /// id u64, ttl u64 | version count u64, then per kept version (in key, revision order) key, value (u32 length
     /// each), create, mod revision, version, lease (u64 each) | change count u64, then per change (in revision order)
-    /// main, sub u64 and key | alarm count u64, then each member ID u64 with a NOSPACE alarm raised. A lease's keys
+    /// main, sub u64 and key | alarm count u64, then each member ID u64 with a NOSPACE alarm raised | auth section length
+    /// u64 and the auth state (AuthEncoding.swift). A lease's keys
     /// and each key's newest version are rebuilt from the versions.
     package func writeSnapshot(pieceBytes: Int = 64 * 1024, _ emit: ([UInt8]) throws -> Void) throws {
         var writer = ByteWriter(capacity: pieceBytes + 1024)
@@ -60,6 +63,10 @@ extension MVCCKeySpace {
         }
         writer.u64(UInt64(noSpaceAlarms.count))
         for member in noSpaceAlarms.sorted() { writer.u64(member) }
+        var authSection = ByteWriter()
+        auth.encode(into: &authSection)
+        writer.u64(UInt64(authSection.bytes.count))
+        writer.raw(authSection.bytes)
         try emit(writer.bytes)
     }
 
@@ -79,7 +86,7 @@ extension MVCCKeySpace {
             return n
         }
         let version = try read(1)[0]
-        guard version == 1 || version == snapshotFormatVersion else { throw MVCCSnapshotError.version(version) }
+        guard version >= 1 && version <= snapshotFormatVersion else { throw MVCCSnapshotError.version(version) }
         var space = MVCCKeySpace()
         let revision = try u64(), compacted = try u64()
         // Far below Int64.max, so the next write's + 1 (and a key's version's) never overflows whatever the file says.
@@ -122,6 +129,13 @@ extension MVCCKeySpace {
         }
         if version >= 2 {
             for _ in 0..<(try count()) { space.noSpaceAlarms.insert(UInt64(bitPattern: try u64())) }
+        }
+        if version >= 3 {
+            let length = try count()
+            guard length <= authSectionBytesMax else { throw MVCCSnapshotError.malformed("an auth section of \(length) bytes") }
+            var reader = ByteReader(try read(Int(length)))
+            space.auth = try AuthStore.decode(&reader)
+            guard reader.isAtEnd else { throw MVCCSnapshotError.malformed("bytes after the auth section") }
         }
         space.history = PersistentSortedMap(sorted: versions)
         space.latest = PersistentSortedMap(sorted: newest)

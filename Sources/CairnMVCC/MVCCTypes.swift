@@ -139,6 +139,7 @@ package enum MVCCError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooManyOps
     case duplicateKey
     case noSpace
+    case auth(AuthError)
 
     package var description: String {
         switch self {
@@ -154,6 +155,7 @@ package enum MVCCError: Error, Equatable, Sendable, CustomStringConvertible {
         case .tooManyOps: "etcdserver: too many operations in txn request"
         case .duplicateKey: "etcdserver: duplicate key given in txn request"
         case .noSpace: "etcdserver: mvcc: database space exceeded"
+        case .auth(let error): error.description
         }
     }
 }

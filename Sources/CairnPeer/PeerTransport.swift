@@ -4,6 +4,7 @@
 // On https:// peer URLs the TLS handshake comes first: with peer client-certificate auth, a peer without a trusted
 // certificate is dropped there, before any frame is read.
 // Control links time round trips with a probe the accepting side echoes at once.
+import CairnBase
 import CairnHTTP
 import Dispatch
 import Glibc
@@ -419,7 +420,6 @@ struct HandshakeRefusal: Error {
     init(_ reason: String) { self.reason = reason }
 }
 
-func hex(_ id: UInt64) -> String { String(id, radix: 16) }
 
 /// The dialling side of one (peer, channel): connects, says hello, reconnects with backoff when the link drops.
 final class OutgoingLink: @unchecked Sendable {

@@ -2,8 +2,10 @@
 // `cairn snapshot save` downloads and verifies it; `cairn snapshot restore` builds a new member's data directory from
 // it. The backup is the member's own snapshot format, checksums included, so a damaged copy is never restored.
 import CairnBase
+import CairnAPI
 import CairnHTTP
 import CairnRaft
+import CairnReplica
 import CairnStorage
 import CairnStore
 import Dispatch
@@ -133,9 +135,9 @@ package struct BackupContents {
         defer { fs.close(file) }
         bytes = try fs.size(file)
         header = loaded.header
-        keySpace = loaded.keySpace
-        sessions = loaded.sessions
-        members = loaded.members
+        keySpace = loaded.state.keySpace
+        sessions = loaded.state.sessions
+        members = loaded.state.members
     }
 }
 
@@ -185,38 +187,13 @@ package enum BackupDownload {
     /// every checksum of the copy; returns what it holds. `url` is one of the member's client URLs; an `https://` one
     /// is reached with `tls` (the CA to trust and the client certificate to show, as etcdctl's flags give them).
     package static func save(from url: String, to path: String, fs: FileSystem, timeoutSeconds: Int = 60,
-                             tls: TLSConfiguration? = nil) throws -> BackupContents {
+                             tls: TLSConfiguration? = nil, authorization: String? = nil) throws -> BackupContents {
         let endpoint = try URLList.parse(url, flag: "endpoints")[0]
         let partial = path + ".part"
-        let fd = try connect(endpoint, timeoutSeconds: timeoutSeconds)
+        let authorizationLine = authorization.map { "Authorization: \($0)\r\n" } ?? ""
+        let (fd, _, receive) = try send(Array("GET /cairn/snapshot HTTP/1.1\r\nHost: \(endpoint)\r\n\(authorizationLine)Connection: close\r\n\r\n".utf8),
+                                             to: endpoint, timeoutSeconds: timeoutSeconds, tls: tls)
         defer { Glibc.close(fd) }
-        var session: TLSStream?
-        if endpoint.usesTLS {
-            var system = TLSConfiguration(certificateFile: nil, keyFile: nil)
-            system.trustsSystemCAs = true
-            let context = try TLSContext(configuration: tls ?? system, role: .dialling)
-            guard let made = context.makeSession(fd: fd, serverName: endpoint.host) else {
-                throw BackupError.download("\(endpoint): cannot start a TLS session")
-            }
-            session = made
-        }
-        let stream = SocketStream(fd: fd, tls: session)
-        /// Bytes read into `buffer`: 0 at the end of the answer; a timeout or a TLS failure is an error.
-        func receive(_ buffer: inout [UInt8]) throws -> Int {
-            switch buffer.withUnsafeMutableBytes({ stream.read(into: $0) }) {
-            case .bytes(let n): return n
-            case .ended: return 0
-            case .wouldBlock: throw BackupError.download("\(endpoint): no answer within \(timeoutSeconds) s")
-            case .failed(let reason): throw BackupError.download("\(endpoint): \(reason)")
-            }
-        }
-        let request = Array("GET /cairn/snapshot HTTP/1.1\r\nHost: \(endpoint)\r\nConnection: close\r\n\r\n".utf8)
-        // On a blocking socket a write (the TLS handshake first) completes or fails whole.
-        switch request.withUnsafeBytes({ stream.write($0) }) {
-        case .wrote(request.count): break
-        case .failed(let reason): throw BackupError.download("\(endpoint): could not send the request: \(reason)")
-        default: throw BackupError.download("\(endpoint): could not send the request")
-        }
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var received: [UInt8] = []
         var headEnd: Int?
@@ -274,6 +251,74 @@ package enum BackupDownload {
         let slash = path.lastIndex(of: "/")
         try fs.syncDirectory(slash.map { String(path[..<$0]) }.flatMap { $0.isEmpty ? "/" : $0 } ?? ".")
         return contents
+    }
+
+    /// etcd's v3 Authenticate through the gateway: the token for `user` ("name:password"), for backups with auth on.
+    package static func authenticate(_ url: String, user: String, timeoutSeconds: Int = 60, tls: TLSConfiguration? = nil) throws -> String {
+        let endpoint = try URLList.parse(url, flag: "endpoints")[0]
+        guard let colon = user.firstIndex(of: ":") else { throw BackupError.download("--user must be NAME:PASSWORD") }
+        var json = GoJSON()
+        json.raw("{\"name\":")
+        json.string(String(user[..<colon]))
+        json.raw(",\"password\":")
+        json.string(String(user[user.index(after: colon)...]))
+        json.raw("}")
+        let body = json.take()
+        let (fd, _, receive) = try send(Array("POST /v3/auth/authenticate HTTP/1.1\r\nHost: \(endpoint)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body,
+                                        to: endpoint, timeoutSeconds: timeoutSeconds, tls: tls)
+        defer { Glibc.close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024), answer: [UInt8] = []
+        while answer.count < 64 * 1024 {
+            let n = try receive(&buffer)
+            if n == 0 { break }
+            answer += buffer[0..<n]
+        }
+        guard let start = firstRange(of: Array("\"token\":\"".utf8), in: answer) else {
+            throw BackupError.download("\(endpoint) refused the user: \(String(decoding: answer.suffix(300), as: UTF8.self))")
+        }
+        let token = answer[(start + 9)...].prefix { $0 != UInt8(ascii: "\"") }
+        return String(decoding: token, as: UTF8.self)
+    }
+
+    /// Connects (with TLS for an `https://` endpoint) and writes `request`; returns the socket, its stream and a reader
+    /// that gives the bytes read into a buffer (0 at the end; a timeout or a TLS failure is an error).
+    private static func send(_ request: [UInt8], to endpoint: ListenAddress, timeoutSeconds: Int, tls: TLSConfiguration?) throws
+        -> (Int32, SocketStream, (inout [UInt8]) throws -> Int) {
+        let fd = try connect(endpoint, timeoutSeconds: timeoutSeconds)
+        var session: TLSStream?
+        if endpoint.usesTLS {
+            var system = TLSConfiguration(certificateFile: nil, keyFile: nil)
+            system.trustsSystemCAs = true
+            let context: TLSContext
+            do { context = try TLSContext(configuration: tls ?? system, role: .dialling) } catch {
+                Glibc.close(fd)
+                throw error
+            }
+            guard let made = context.makeSession(fd: fd, serverName: endpoint.host) else {
+                Glibc.close(fd)
+                throw BackupError.download("\(endpoint): cannot start a TLS session")
+            }
+            session = made
+        }
+        let stream = SocketStream(fd: fd, tls: session)
+        let receive = { (buffer: inout [UInt8]) throws -> Int in
+            switch buffer.withUnsafeMutableBytes({ stream.read(into: $0) }) {
+            case .bytes(let n): return n
+            case .ended: return 0
+            case .wouldBlock: throw BackupError.download("\(endpoint): no answer within \(timeoutSeconds) s")
+            case .failed(let reason): throw BackupError.download("\(endpoint): \(reason)")
+            }
+        }
+        // On a blocking socket a write (the TLS handshake first) completes or fails whole.
+        switch request.withUnsafeBytes({ stream.write($0) }) {
+        case .wrote(request.count): return (fd, stream, receive)
+        case .failed(let reason):
+            Glibc.close(fd)
+            throw BackupError.download("\(endpoint): could not send the request: \(reason)")
+        default:
+            Glibc.close(fd)
+            throw BackupError.download("\(endpoint): could not send the request")
+        }
     }
 
     /// A blocking socket connected to `endpoint` within the timeout, reads timing out after it too.

@@ -1,7 +1,9 @@
 // The client-facing HTTP handler: routes etcd's paths to their answers, with etcd's 404/405 and CORS headers.
 // Pure answers come from the API and store modules; this file only connects them to exchanges.
 import CairnAPI
+import CairnBase
 import CairnHTTP
+import CairnMVCC
 import CairnStore
 
 /// What this member tells clients about itself and its cluster.
@@ -32,19 +34,24 @@ package struct ClientHandler: HTTPHandler {
     let grpc: GRPCHandler
 
     let members: MembersHandler
+    let v2Auth: V2AuthHandler
     /// `GET /cairn/snapshot`: one at a time.
     let backups = BackupSlots()
     let console: ConsoleHandler
 
     package init(member: MemberInfo, node: KeySpaceNode, token: String, linearizableReads: Bool = false,
-                 requestBytesMax: Int = V3Handler.requestBytesMaxDefault, quotaBytes: Int? = V3Handler.quotaBytesDefault) {
+                 requestBytesMax: Int = V3Handler.requestBytesMaxDefault, quotaBytes: Int? = V3Handler.quotaBytesDefault,
+                auth: V3AuthGate = V3AuthGate()) {
         self.member = member
         self.node = node
-        keys = KeysHandler(node: node, linearizableReads: linearizableReads)
-        let service = V3Service(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes)
+        let credentials = V2Credentials(bcryptCost: auth.bcryptCost)
+        keys = KeysHandler(node: node, linearizableReads: linearizableReads, credentials: credentials)
+        let service = V3Service(node: node, member: member, token: token, requestBytesMax: requestBytesMax, quotaBytes: quotaBytes,
+                                auth: auth)
         v3 = V3Handler(service: service)
         grpc = GRPCHandler(service: service, backups: backups)
-        members = MembersHandler(node: node, token: token)
+        members = MembersHandler(node: node, token: token, credentials: credentials)
+        v2Auth = V2AuthHandler(node: node, credentials: credentials)
         console = ConsoleHandler(member: member, node: node)
     }
 
@@ -70,6 +77,7 @@ package struct ClientHandler: HTTPHandler {
             guard allow(exchange, ["HEAD", "GET", "PUT", "POST", "DELETE"], allowHeadForGet: false) else { return }
             return keys.handle(exchange, keyPath: path.dropFirst("/v2/keys".count))
         }
+        if V2AuthHandler.handles(String(path)) { return v2Auth.handle(exchange, path: String(path)) }
         if let endpoint = V3Handler.endpointPath(path) {
             return v3.handle(exchange, endpointPath: endpoint)
         }
@@ -102,6 +110,15 @@ package struct ClientHandler: HTTPHandler {
                              body: Array(node.metrics.render(gauges: node.metricGauges).utf8))
         case "/cairn/snapshot":
             guard allow(exchange, ["GET"]) else { return }
+            // A backup holds every key and the auth state: with auth on, only `root` takes one.
+            do throws(V3Error) {
+                let store = node.view().mvcc.auth
+                if let user = try v3.auth.user(for: .memberAdd, exchange.request, store, now: node.now), !store.isAdmin(user) {
+                    throw V3Error(AuthError.permissionDenied)
+                }
+            } catch {
+                return v3.respond(exchange, error)
+            }
             guard let release = backups.take() else {
                 return exchange.respond(status: 429, headers: Self.corsHeaders(contentType: "application/json"), body: BackupSlots.busyBody)
             }
@@ -229,8 +246,6 @@ package struct ClientHandler: HTTPHandler {
         HTTPHeaders(cors + [("Content-Type", contentType)])
     }
 }
-
-func hex(_ id: UInt64) -> String { String(id, radix: 16) }
 
 /// Go's ServeMux `cleanPath`: `path.Clean` that keeps a trailing slash.
 func goCleanPath(_ path: Substring) -> String {

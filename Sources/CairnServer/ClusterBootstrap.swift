@@ -1,6 +1,7 @@
 // The initial membership from etcd's bootstrap flags, validated, with member and cluster IDs derived as etcd
 // derives them (so the same flags give the same IDs as etcd, and two clusters never share an ID by accident).
 import CairnBase
+import CairnReplica
 
 package struct InitialMember: Sendable, Equatable {
     package var id: UInt64
@@ -65,5 +66,12 @@ package struct ClusterBootstrap: Sendable, Equatable {
 
     private static func firstEightBytes(_ digest: [UInt8]) -> UInt64 {
         digest.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
+    }
+}
+
+extension MemberRecord {
+    /// A member named in `--initial-cluster`: client URLs are not there, each member publishes its own.
+    init(_ initial: InitialMember) {
+        self.init(id: initial.id, name: initial.name, peerURLs: initial.peerURLs, clientURLs: [])
     }
 }

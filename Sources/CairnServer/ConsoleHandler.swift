@@ -1,6 +1,7 @@
 // The web console at /ui/: its files (built into the binary, see ConsoleFiles.swift) and /ui/api/member, the one
 // answer the console needs that etcd's API lacks (a member's own term and applied index), readable from any origin.
 import CairnAPI
+import CairnBase
 import CairnHTTP
 
 /// One file of the console: its text and how it is served.

@@ -229,6 +229,8 @@ struct GRPCHandler: Sendable {
     /// A write's answer as etcd's message for it.
     private func written(_ reply: @escaping Reply) -> @Sendable (Result<(MVCCResult, KeySpaceNode.View), V3Error>) -> Void {
         { [service] result in
+            // Auth changes are answered by the JSON gateway only (gRPC's Auth service is not served yet).
+            if case .success((.auth, _)) = result { return reply(.failure(V3Error(.unimplemented, "unknown service etcdserverpb.Auth"))) }
             reply(result.map { answer, view -> any SwiftProtobuf.Message in
                 func header(_ revision: Int64) -> Etcdserverpb_ResponseHeader {
                     GRPCAnswer.header(service.header(view, revision: revision))
@@ -258,6 +260,7 @@ struct GRPCHandler: Sendable {
                     m.ttl = lease.ttl
                     return m
                 case .alarms(let members): return GRPCAnswer.alarms(members)
+                case .auth: return Etcdserverpb_ResponseHeader()  // filtered out above
                 }
             })
         }

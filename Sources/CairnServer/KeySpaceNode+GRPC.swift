@@ -8,7 +8,7 @@ import Dispatch
 extension KeySpaceNode {
     /// Runs `body` on the node's queue with the key space's revision, after every delivery queued before it.
     func afterWatchChanges(_ body: @escaping @Sendable (Int64) -> Void) {
-        queue.async { [self] in body(v3.space.revision) }
+        queue.async { [self] in body(replica.v3.space.revision) }
     }
 
     /// How often a progress request waiting for its watchers to catch up looks again.
@@ -18,8 +18,8 @@ extension KeySpaceNode {
     /// (watchers gone meanwhile count as caught up), so no event at or below that revision is delivered after it.
     func whenWatchersSynced(_ ids: [Int64], _ body: @escaping @Sendable (Int64) -> Void) {
         queue.async { [self] in
-            let unsynced = v3.watches.unsynced
-            guard ids.contains(where: { unsynced.contains($0) }) else { return body(v3.space.revision) }
+            let unsynced = v3Watchers.watches.unsynced
+            guard ids.contains(where: { unsynced.contains($0) }) else { return body(replica.v3.space.revision) }
             queue.asyncAfter(deadline: .now() + .milliseconds(Self.progressRetryMilliseconds)) { [self] in
                 whenWatchersSynced(ids, body)
             }
@@ -32,11 +32,11 @@ extension KeySpaceNode {
     /// error after two election timeouts. The transfer's messages go out with the node's next tick.
     func moveLeader(to target: UInt64, _ done: @escaping @Sendable (V3Error?) -> Void) {
         queue.async { [self] in
-            guard raft.role == .leader else { return done(V3Error(.failedPrecondition, "etcdserver: not leader")) }
+            guard replica.raft.role == .leader else { return done(V3Error(.failedPrecondition, "etcdserver: not leader")) }
             guard target != id, raftStatus.voters.contains(target) else {
                 return done(V3Error(.failedPrecondition, "etcdserver: bad leader transferee"))
             }
-            raft.transferLeadership(to: MemberID(target))
+            replica.raft.transferLeadership(to: MemberID(target))
             let deadline = DispatchTime.now() + .milliseconds(2 * options.electionTimeoutMilliseconds)
             @Sendable func check() {
                 if raftStatus.leader == target { return done(nil) }

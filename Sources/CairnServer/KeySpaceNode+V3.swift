@@ -1,93 +1,52 @@
-// The member's v3 key space: v3 writes proposed through the log and answered on apply, lease expiry proposed by the
-// leader by the cluster clock, watchers fed after each applied batch, and the key space's section of a snapshot.
+// The runner's v3 side: v3 writes handed to the Replica and answered when applied, lease time-to-live from the
+// Replica's lease clock, and the v3 watchers, fed after each applied batch and resynchronised after a snapshot.
 import CairnAPI
 import CairnMVCC
+import CairnReplica
 import CairnStore
 
-extension KeySpaceNode {
-    /// etcd's minimum lease TTL: `3 * electionTicks / 2` heartbeats, in whole seconds rounded up.
-    static func minimumLeaseTTL(_ options: Options) -> Int64 {
-        let heartbeat = max(1, options.heartbeatIntervalMilliseconds)
-        let ticks = max(2, options.electionTimeoutMilliseconds / heartbeat)
-        let milliseconds = Int64(3 * ticks / 2) * Int64(heartbeat)
-        return (milliseconds + 999) / 1000
-    }
+/// The v3 watchers and where each one's answers go; owned by the node queue.
+struct V3Watchers {
+    var watches = V3Watches()
+    /// Where each watcher's answers go, by watch ID.
+    var sinks: [Int64: @Sendable (V3WatchDelivery) -> Void] = [:]
+    var nextWatchID: Int64 = 1
+    /// When watchers were last sent progress notifications (this process's clock; 0: not yet).
+    var progressNotifiedNanos: Int64 = 0
+    /// A round of history replay is queued for the watchers still behind.
+    var catchUpScheduled = false
 
+    /// Hands the watchers' answers to their sinks; a cancelled watcher's sink goes with its last answer.
+    mutating func send(_ deliveries: [V3WatchDelivery]) {
+        for delivery in deliveries {
+            sinks[delivery.watchID]?(delivery)
+            if delivery.canceled { sinks[delivery.watchID] = nil }
+        }
+    }
+}
+
+extension KeySpaceNode {
     /// Replicates a v3 write (or lease operation) and calls `completion` (on the node queue) with its outcome and
     /// the view right after it was applied; a failure to replicate (timeout, storage) is etcd's Unavailable.
     func proposeV3(_ command: MVCCCommand, completion: @escaping @Sendable (Result<MVCCResult, V3Error>, View) -> Void) {
         queue.async { [self] in
-            let sequence = nextSequence
-            submit(.mvcc(command.encoded())) { [self] result, view in
-                let applied = v3.results.removeValue(forKey: sequence)
-                switch (result, applied) {
-                case (.failure(let error), _):
+            submit(.mvcc(command.encoded())) { result, view in
+                switch result {
+                case .failure(let error):
                     completion(.failure(V3Error(.unavailable, String(decoding: error.causeBytes, as: UTF8.self))), view)
-                case (.success, .success(let answer)?): completion(.success(answer), view)
-                case (.success, .failure(let error)?): completion(.failure(V3Error(error)), view)
-                case (.success, nil): completion(.failure(V3Error(.internalError, "etcdserver: the v3 write was not applied")), view)
+                case .success(.v3(.success(let answer)?)): completion(.success(answer), view)
+                case .success(.v3(.failure(let error)?)): completion(.failure(V3Error(error)), view)
+                case .success: completion(.failure(V3Error(.internalError, "etcdserver: the v3 write was not applied")), view)
                 }
             }
-        }
-    }
-
-    /// Applies a committed v3 entry; an entry that cannot be decoded is a no-op on every member alike.
-    func applyV3(_ bytes: [UInt8], proposal: Proposal, index: UInt64) {
-        let command: MVCCCommand
-        do { command = try MVCCCommand(decoding: bytes) } catch {
-            metrics.count("cairn_entries_undecodable_total")
-            return
-        }
-        let result = v3.apply(command, at: appliedClusterTime)
-        if proposal.origin == requester, writers[proposal.sequence] != nil { v3.results[proposal.sequence] = result }
-    }
-
-    /// A leader gives every lease its full TTL plus an election timeout once it has applied everything before its own
-    /// term (its first entry of the term): from then on it may expire leases, never earlier than their holders expect.
-    func promoteLeasesIfLeading(entryTerm: UInt64) {
-        let term = raft.term.value
-        guard raft.role == .leader, entryTerm == term, v3.leasesPromotedTerm != term else { return }
-        v3.leasesPromotedTerm = term
-        v3.revokesPending = []
-        let leases = v3.space.leases
-        v3.leaseClock.promote(leases, now: appliedClusterTime,
-                              extraNanos: Int64(options.electionTimeoutMilliseconds) * 1_000_000)
-    }
-
-    /// On the leader's expiry timer: a revoke for each lease past its deadline (attached keys go in its revision).
-    func proposeLeaseRevokesIfDue() {
-        guard raft.role == .leader, v3.leasesPromotedTerm == raft.term.value else { return }
-        for id in v3.leaseClock.expired(now: now) where !v3.revokesPending.contains(id) {
-            v3.revokesPending.insert(id)
-            submit(.mvcc(MVCCCommand.revokeLease(id: id).encoded())) { [self] _, _ in v3.revokesPending.remove(id) }
-        }
-    }
-
-    /// On the leader's 500 ms timer: the compaction `--auto-compaction-*` asks for now, if any, one at a time.
-    func proposeCompactionIfDue() {
-        // Read before `autoCompaction` is modified: one access to `v3` at a time.
-        let revision = v3.space.revision, now = self.now
-        guard raft.role == .leader, !v3.compactionPending, let due = v3.autoCompaction?.due(now: now, revision: revision) else { return }
-        v3.compactionPending = true
-        let sequence = nextSequence
-        submit(.mvcc(MVCCCommand.compact(revision: due).encoded())) { [self] result, _ in
-            v3.compactionPending = false
-            let done: Bool
-            switch (result, v3.results.removeValue(forKey: sequence)) {
-            // Already compacted that far counts as done, as in etcd.
-            case (.success, .success?), (.success, .failure(.compacted)?): done = true
-            default: done = false
-            }
-            let finished = self.now
-            v3.autoCompaction?.compacted(due, succeeded: done, now: finished)
         }
     }
 
     /// A lease's remaining seconds as this member's clock has them (-1 for a lease it does not know) and the lease.
     func leaseTimeToLive(_ id: Int64, completion: @escaping @Sendable (Int64, Lease?, View) -> Void) {
         queue.async { [self] in
-            let lease = v3.space.leases[id]
-            completion(lease == nil ? -1 : max(0, v3.leaseClock.remainingSeconds(id, now: now)), lease, view())
+            let lease = replica.v3.space.leases[id]
+            completion(lease == nil ? -1 : max(0, replica.v3.leaseClock.remainingSeconds(id, now: now)), lease, view())
         }
     }
 
@@ -98,48 +57,62 @@ extension KeySpaceNode {
     func watchV3(_ request: V3WatchRequest, deliver: @escaping @Sendable (V3WatchDelivery) -> Void,
                  created: @escaping @Sendable (Result<Int64, V3Error>, Int64) -> Void) {
         queue.async { [self] in
-            let id = v3.nextWatchID
+            let id = v3Watchers.nextWatchID
+            let space = replica.v3.space
             do throws(V3Watches.CreateError) {
-                let space = v3.space
-                let cancelled = try v3.watches.create(id, request, in: space)
-                v3.nextWatchID += 1
-                created(.success(id), v3.space.revision)
+                let cancelled = try v3Watchers.watches.create(id, request, in: space)
+                v3Watchers.nextWatchID += 1
+                created(.success(id), space.revision)
                 if let cancelled { return deliver(cancelled) }
-                v3.watchSinks[id] = deliver
+                v3Watchers.sinks[id] = deliver
                 catchUpV3Watchers()
             } catch {
-                created(.failure(V3Error(.resourceExhausted, "etcdserver: too many watchers (\(V3Watches.watchersMax))")), v3.space.revision)
+                created(.failure(V3Error(.resourceExhausted, "etcdserver: too many watchers (\(V3Watches.watchersMax))")), space.revision)
             }
         }
     }
 
     func cancelWatchV3(_ id: Int64) {
         queue.async { [self] in
-            v3.watches.cancel(id)
-            v3.watchSinks[id] = nil
+            v3Watchers.watches.cancel(id)
+            v3Watchers.sinks[id] = nil
         }
     }
 
-    var v3WatcherCount: Int { queue.sync { v3.watches.count } }
+    var v3WatcherCount: Int { queue.sync { v3Watchers.watches.count } }
 
     /// etcd's progress notification: every interval, an empty answer at the current revision to each synced watcher
     /// that asked for them.
     func notifyWatchProgressIfDue() {
         let now = clock.now()
-        if v3.progressNotifiedNanos == 0 { v3.progressNotifiedNanos = now }
-        guard now - v3.progressNotifiedNanos >= Int64(options.watchProgressNotifyIntervalMilliseconds) * 1_000_000 else { return }
-        v3.progressNotifiedNanos = now
-        let space = v3.space
-        let notifications = v3.watches.progress(in: space)
-        v3.send(notifications)
+        if v3Watchers.progressNotifiedNanos == 0 { v3Watchers.progressNotifiedNanos = now }
+        guard now - v3Watchers.progressNotifiedNanos >= Int64(options.watchProgressNotifyIntervalMilliseconds) * 1_000_000 else { return }
+        v3Watchers.progressNotifiedNanos = now
+        let notifications = v3Watchers.watches.progress(in: replica.v3.space)
+        v3Watchers.send(notifications)
     }
 
     /// After an applied batch: the changes since `revision` to the synced watchers, then history to those behind.
     func deliverV3Watches(since revision: Int64) {
-        guard v3.watches.count > 0 else { return }
-        let space = v3.space
-        let deliveries = v3.watches.applied(since: revision, in: space)
-        v3.send(deliveries)
+        guard v3Watchers.watches.count > 0 else { return }
+        let deliveries = v3Watchers.watches.applied(since: revision, in: replica.v3.space)
+        v3Watchers.send(deliveries)
+        catchUpV3Watchers()
+    }
+
+    /// After a snapshot replaced the key space: synced watchers get the changes it brought when the new key space
+    /// still holds them, else etcd's cancel with the compacted revision; then those behind catch up.
+    func resyncV3Watchers(since before: Int64) {
+        guard v3Watchers.watches.count > 0 else { return }
+        let space = replica.v3.space
+        if before + 1 >= space.compactedRevision, before <= space.revision {
+            v3Watchers.send(v3Watchers.watches.applied(since: before, in: space))
+        } else {
+            for id in v3Watchers.sinks.keys.sorted() {
+                v3Watchers.watches.cancel(id)
+                v3Watchers.send([V3WatchDelivery(watchID: id, revision: 0, canceled: true, compactRevision: space.compactedRevision)])
+            }
+        }
         catchUpV3Watchers()
     }
 
@@ -147,30 +120,14 @@ extension KeySpaceNode {
     /// then the next round queued behind whatever else waits: a watcher replaying a long history never holds the
     /// node's queue for more than a round, and a watcher that does not read is cut off by its output bound meanwhile.
     func catchUpV3Watchers() {
-        guard !v3.watches.unsynced.isEmpty else { return }
-        let space = v3.space
-        let deliveries = v3.watches.catchUp(in: space)
-        v3.send(deliveries)
-        guard !v3.watches.unsynced.isEmpty, !v3.catchUpScheduled else { return }
-        v3.catchUpScheduled = true
+        guard !v3Watchers.watches.unsynced.isEmpty else { return }
+        let deliveries = v3Watchers.watches.catchUp(in: replica.v3.space)
+        v3Watchers.send(deliveries)
+        guard !v3Watchers.watches.unsynced.isEmpty, !v3Watchers.catchUpScheduled else { return }
+        v3Watchers.catchUpScheduled = true
         queue.async { [self] in
-            v3.catchUpScheduled = false
+            v3Watchers.catchUpScheduled = false
             catchUpV3Watchers()
         }
-    }
-
-    // MARK: - Snapshot section
-
-    static let mvccSectionMagic = Array("CAIRNV31".utf8)
-
-    /// After the member table: "CAIRNV31" and the key space as `MVCCKeySpace.writeSnapshot` lays it out.
-    static func writeMVCCSection(_ space: MVCCKeySpace, to sink: inout some SnapshotSink) throws {
-        try sink.write(mvccSectionMagic)
-        try space.writeSnapshot { try sink.write($0) }
-    }
-
-    static func readMVCCSection(from source: inout SnapshotChunks) throws -> MVCCKeySpace {
-        guard try source.read(exactly: mvccSectionMagic.count) == mvccSectionMagic else { throw TreeSnapshotError.badMagic }
-        return try MVCCKeySpace.readSnapshot { try source.read(exactly: $0) }
     }
 }

@@ -1,7 +1,9 @@
 // `/v2/keys` over HTTP: request values in (path, query, form body), etcd's answers out — writes through the node,
 // reads from the latest published root, watches held open until their event, their timeout or their client goes.
 import CairnAPI
+import CairnBase
 import CairnHTTP
+import CairnReplica
 import CairnStore
 import Dispatch
 
@@ -9,6 +11,8 @@ struct KeysHandler: Sendable {
     let node: KeySpaceNode
     /// Plain GETs are linearizable too (`--linearizable-reads`).
     let linearizableReads: Bool
+    /// With v2 auth on, each request's key is checked against its user's roles (or the guest role).
+    let credentials: V2Credentials
     /// etcd gives up on a long-poll after five minutes and ends the response empty; so does Cairn.
     let watchTimeoutSeconds = 300
     /// Go's limit on a form body (`http: POST too large`).
@@ -39,7 +43,14 @@ struct KeysHandler: Sendable {
     }
 
     private func dispatch(_ exchange: HTTPExchange, keyPath: StoreKey, parameters: [(name: String, value: String)], formError: String?) {
-        switch KeysRequest.parse(method: exchange.request.method, keyPath: keyPath, parameters: parameters, formError: formError) {
+        let parsed = KeysRequest.parse(method: exchange.request.method, keyPath: keyPath, parameters: parameters, formError: formError)
+        // After parsing, as etcd checks: the path as requested and the request's recursive flag.
+        if case .success(let request) = parsed,
+           !credentials.allowsKey(exchange.request, node.view().mvcc.auth.v2, key: String(decoding: keyPath.bytes, as: UTF8.self),
+                                  recursive: request.isRecursive) {
+            return respondError(exchange, StoreError(.unauthorized, "Insufficient credentials", index: 0))
+        }
+        switch parsed {
         case .failure(let error):
             respondError(exchange, error)
         case .success(.read(let path, let recursive, _, let quorum)):
@@ -154,6 +165,15 @@ struct KeysHandler: Sendable {
         headers.add("X-Etcd-Cluster-Id", hex(node.clusterID))
         headers.add("X-Etcd-Index", String(error.index))
         exchange.respond(status: error.code.httpStatus, headers: headers, body: KeysResponse.error(error))
+    }
+}
+
+extension KeysRequest {
+    var isRecursive: Bool {
+        switch self {
+        case .read(_, let recursive, _, _), .watch(_, let recursive, _, _): recursive
+        case .write(let command, _): command.recursive
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 // statuses and messages. Changes go through the log as member-table entries; the leader then moves Raft's
 // configuration (learner first, then voter) to match.
 import CairnAPI
+import CairnBase
 import CairnHTTP
+import CairnReplica
 import CairnStore
 
 struct MembersHandler: Sendable {
@@ -10,6 +12,8 @@ struct MembersHandler: Sendable {
     /// Added members get IDs derived like the initial ones (peer URLs and token), so the new member, started with
     /// the same token, knows its own ID.
     let token: String
+    /// With v2 auth on, member changes need a `root` user (etcd's hasWriteRootAccess).
+    let credentials: V2Credentials
     static let bodyBytesMax = 64 * 1024
 
     /// The methods etcd's members handler takes, in the order its `Allow` header lists them.
@@ -24,6 +28,9 @@ struct MembersHandler: Sendable {
         let method = exchange.request.method
         // As etcd: other methods (HEAD too) are refused before anything else, without the cluster ID header.
         guard Self.methods.contains(method) else { return ClientHandler.methodNotAllowed(exchange, Self.methods) }
+        guard method == "GET" || credentials.hasRootAccess(exchange.request, node.view().mvcc.auth.v2) else {
+            return V2Credentials.refuse(exchange)
+        }
         // etcd's `trimPrefix`: the path after /v2/members and one slash.
         let rest = memberPath.hasPrefix("/") ? memberPath.dropFirst() : memberPath[...]
         switch method {

@@ -1,5 +1,6 @@
 // `/metrics` in Prometheus's text format (0.0.4), with etcd's metric names where etcd has one. Counters and
 // histograms are updated where things happen; gauges are read from the node when scraped.
+import CairnBase
 import Synchronization
 
 /// A histogram with fixed buckets (upper bounds in seconds), safe from any thread.

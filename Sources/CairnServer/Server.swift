@@ -2,6 +2,7 @@
 // The only place that owns signals and the process's lifetime.
 import CairnHTTP
 import CairnPeer
+import CairnReplica
 import CairnStorage
 import Dispatch
 import Glibc
@@ -100,7 +101,10 @@ package final class Server: @unchecked Sendable {
                                                  requestBytesMax: configuration.maxRequestBytes,
                                                  quotaBytes: configuration.quotaBackendBytes < 0 ? nil
                                                      : configuration.quotaBackendBytes == 0 ? V3Handler.quotaBytesDefault
-                                                     : Int(clamping: configuration.quotaBackendBytes)))
+                                                     : Int(clamping: configuration.quotaBackendBytes),
+                                                 auth: V3AuthGate(bcryptCost: configuration.bcryptCost,
+                                                                  tokenTTLSeconds: configuration.authTokenTTLSeconds,
+                                                                  jwt: configuration.jwtTokens)))
         if joining && fresh {
             // Until the cluster's table arrives, the members named on the command line are who to talk to.
             try startTransport(clusterID: 0, peers: bootstrap.members.map(MemberRecord.init))

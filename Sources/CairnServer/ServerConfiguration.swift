@@ -24,6 +24,12 @@ package struct ServerConfiguration: Sendable {
     package var autoCompaction: AutoCompaction.Mode?
     /// etcd's `--quota-backend-bytes` (0: etcd's 2 GiB default; negative: no quota), on kept v3 keys and values.
     package var quotaBackendBytes: Int64 = 0
+    /// etcd's `--bcrypt-cost`: the cost of v3 auth's password hashes.
+    package var bcryptCost = PasswordHash.costDefault
+    /// etcd's `--auth-token jwt,...` (nil: simple tokens).
+    package var jwtTokens: JWTTokens?
+    /// etcd's `--auth-token-ttl`: a simple token is forgotten this long after its last use on a member.
+    package var authTokenTTLSeconds = V3AuthGate.tokenTTLSecondsDefault
     /// etcd's `--experimental-watch-progress-notify-interval`.
     package var watchProgressNotifyIntervalMilliseconds = 600_000
     /// Watch history kept for resuming watchers, in bytes (etcd keeps 1,000 events whatever their size).

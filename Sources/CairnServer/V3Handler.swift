@@ -25,6 +25,7 @@ package struct V3Handler: Sendable {
     let service: V3Service
     var node: KeySpaceNode { service.node }
     var requestBytesMax: Int { service.requestBytesMax }
+    var auth: V3AuthGate { service.auth }
 
     /// etcd's default quota (`--quota-backend-bytes 0`): 2 GiB.
     package static let quotaBytesDefault = 2 << 30
@@ -44,9 +45,9 @@ package struct V3Handler: Sendable {
     }
 
     func handle(_ exchange: HTTPExchange, endpointPath: Substring) {
-        guard let endpoint = Endpoint(rawValue: String(endpointPath)) else {
-            return plain(exchange, status: 404, "Not Found\n")
-        }
+        let endpoint = Endpoint(rawValue: String(endpointPath))
+        let authPath = endpointPath.hasPrefix("auth/") ? endpointPath.dropFirst(5) : nil
+        guard endpoint != nil || authPath != nil else { return plain(exchange, status: 404, "Not Found\n") }
         guard exchange.request.method == "POST" else { return plain(exchange, status: 405, "Method Not Allowed\n") }
         exchange.collectBody(bytesMax: bodyBytesMax) { [self] result in
             do throws(V3Error) {
@@ -59,8 +60,12 @@ package struct V3Handler: Sendable {
                 }
                 // An empty body is an empty request, as the gateway reads it.
                 let json = body.allSatisfy { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 } ? Array("{}".utf8) : body
-                if endpoint == .watch { return V3WatchStream(handler: self, exchange: exchange).start(json) }
+                let space = node.view().mvcc
+                let user = try auth.user(for: endpoint, authenticating: authPath == "authenticate", exchange.request, space.auth, now: node.now)
+                if endpoint == .watch { return V3WatchStream(handler: self, exchange: exchange, user: user).start(json) }
                 let fields = try V3Fields(json: json)
+                guard let endpoint else { return try authCall(exchange, authPath ?? "", fields, user: user) }
+                try auth.authorize(endpoint, fields, user: user, space)
                 try dispatch(exchange, endpoint, fields)
             } catch {
                 respond(exchange, error)
@@ -150,6 +155,7 @@ package struct V3Handler: Sendable {
         case .leaseGranted(let lease, let revision): V3JSON.leaseGranted(header(view, revision: revision), lease)
         case .leaseKeptAlive(let lease, let revision): V3JSON.keepAlive(header(view, revision: revision), id: lease.id, ttl: lease.ttl)
         case .alarms(let members): V3JSON.alarms(members)
+        case .auth: V3JSON.headerOnly(header(view, revision: view.mvcc.revision))
         }
     }
 
@@ -174,7 +180,7 @@ package struct V3Handler: Sendable {
         exchange.respond(status: error.httpStatus, headers: Self.jsonHeaders, body: V3JSON.error(error))
     }
 
-    private func plain(_ exchange: HTTPExchange, status: Int, _ text: String) {
+    func plain(_ exchange: HTTPExchange, status: Int, _ text: String) {
         var headers = ClientHandler.corsHeaders(contentType: "text/plain; charset=utf-8")
         headers.add("X-Content-Type-Options", "nosniff")
         exchange.respond(status: status, headers: headers, body: Array(text.utf8))

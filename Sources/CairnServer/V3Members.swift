@@ -1,6 +1,7 @@
 // etcd's v3 member calls (list, add, remove, update, promote) with etcd 3.4's answers and errors, for the JSON gateway
 // and gRPC alike. Changes go through the log as member-table entries, as `/v2/members` changes do; Raft's follows.
 import CairnAPI
+import CairnReplica
 import CairnStore
 
 /// A member call's answer: the header (no revision, as etcd's), the members, and for an add the member added.

@@ -14,6 +14,8 @@ package struct V3Service: Sendable {
     let requestBytesMax: Int
     /// etcd's `--quota-backend-bytes`, measured on the key space's kept keys and values (nil: no quota).
     let quotaBytes: Int?
+    /// Tokens and permissions once auth is enabled.
+    let auth: V3AuthGate
 
     /// The version Status reports. Kubernetes' API server asks Status and sends watch progress requests (consistent
     /// lists from its cache) only to etcd 3.4.31+ or 3.5.13+, whose progress answers wait for the stream's watchers to

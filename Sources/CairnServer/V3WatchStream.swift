@@ -8,6 +8,8 @@ import CairnMVCC
 struct V3WatchStream {
     let handler: V3Handler
     let exchange: HTTPExchange
+    /// Who opened the stream while auth is on (nil when it is off).
+    let user: String?
 
     func start(_ body: [UInt8]) {
         let request: V3WatchRequest
@@ -25,6 +27,13 @@ struct V3WatchStream {
             return handler.respond(exchange, error)
         }
         let node = handler.node, handler = self.handler, exchange = self.exchange
+        // etcd answers a watch the user may not read with a created-and-canceled line, not an error.
+        if let user, !node.view().mvcc.auth.permits(user, write: false, request.range) {
+            exchange.startResponse(status: 200, headers: V3Handler.jsonHeaders)
+            let header = handler.header(node.view(), revision: node.view().mvcc.revision)
+            exchange.write(V3JSON.watchLine(header, created: true, canceled: true, cancelReason: "rpc error: code = PermissionDenied desc = " + AuthError.permissionDenied.description))
+            return exchange.finish()
+        }
         let output = WatchOutput(exchange: exchange, isStream: true, delivery: node.watchDelivery)
         node.watchV3(request, deliver: { delivery in
             // Every answer carries the member's term as it is now, as etcd's do.

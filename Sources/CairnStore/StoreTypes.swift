@@ -96,7 +96,7 @@ package struct StoreEvent: Sendable, Equatable {
 /// etcd's v2 error codes, with their messages and HTTP statuses.
 package enum StoreErrorCode: Int, Sendable {
     case keyNotFound = 100, testFailed = 101, notFile = 102, notDir = 104, nodeExist = 105, rootReadOnly = 107
-    case dirNotEmpty = 108
+    case dirNotEmpty = 108, unauthorized = 110
     case prevValueRequired = 201, ttlNaN = 202, indexNaN = 203, invalidField = 209, invalidForm = 210
     case refreshValue = 211, refreshTTLRequired = 212
     case raftInternal = 300, leaderElect = 301
@@ -111,6 +111,7 @@ package enum StoreErrorCode: Int, Sendable {
         case .nodeExist: "Key already exists"
         case .rootReadOnly: "Root is read only"
         case .dirNotEmpty: "Directory not empty"
+        case .unauthorized: "The request requires user authentication"
         case .prevValueRequired: "PrevValue is Required in POST form"
         case .ttlNaN: "The given TTL in POST form is not a number"
         case .indexNaN: "The given index in POST form is not a number"
@@ -127,6 +128,7 @@ package enum StoreErrorCode: Int, Sendable {
     package var httpStatus: Int {
         switch self {
         case .keyNotFound: 404
+        case .unauthorized: 401
         case .notFile, .dirNotEmpty: 403
         case .testFailed, .nodeExist: 412
         case .raftInternal, .leaderElect: 500

@@ -29,6 +29,9 @@ struct SnapshotCommand: ParsableCommand {
         @Option(help: "For https:// endpoints: the client certificate's key (etcdctl's --key).")
         var key: String?
 
+        @Option(help: "With auth on: a root user as NAME:PASSWORD (etcdctl's --user).")
+        var user: String?
+
         func run() throws {
             guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key must be given together") }
             var tls = TLSConfiguration(certificateFile: cert, keyFile: key)
@@ -37,7 +40,8 @@ struct SnapshotCommand: ParsableCommand {
             var failures: [String] = []
             for endpoint in endpoints.split(separator: ",") {
                 do {
-                    let saved = try BackupDownload.save(from: String(endpoint), to: file, fs: PosixFileSystem(), tls: tls)
+                    let token = try user.map { try BackupDownload.authenticate(String(endpoint), user: $0, tls: tls) }
+                    let saved = try BackupDownload.save(from: String(endpoint), to: file, fs: PosixFileSystem(), tls: tls, authorization: token)
                     print("Snapshot saved at \(file) (index \(saved.header.lastIndex), term \(saved.header.lastTerm), \(saved.bytes) bytes)")
                     return
                 } catch {

@@ -1,6 +1,7 @@
 // The cairn executable: etcd's flags in, a running member out. Subcommands come with their issues.
 // Go's flag package accepts `-name` as well as `--name`; scripts written for etcd use both, so both work here.
 import ArgumentParser
+import CairnReplica
 import CairnServer
 import CairnStorage
 import Glibc
@@ -99,6 +100,15 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("experimental-watch-progress-notify-interval"), help: "Duration of periodic watch progress notifications.")
     var watchProgressNotifyInterval = "10m0s"
 
+    @Option(name: .customLong("auth-token"), help: "Specify auth token type: 'simple' or 'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256|ES256|...,ttl=5m'.")
+    var authToken = "simple"
+
+    @Option(name: .customLong("auth-token-ttl"), help: "The lifetime in seconds of the auth token.")
+    var authTokenTTL = 300
+
+    @Option(name: .customLong("bcrypt-cost"), help: "Specify bcrypt algorithm cost factor for auth password hashing.")
+    var bcryptCost = 10
+
     @Option(name: .customLong("quota-backend-bytes"), help: "Raise alarms when the v3 key space exceeds the given quota. 0 means use the default quota.")
     var quotaBackendBytes: Int64 = 0
 
@@ -148,6 +158,17 @@ struct Serve: ParsableCommand {
         configuration.linearizableReads = linearizableReads
         configuration.maxRequestBytes = maxRequestBytes
         configuration.quotaBackendBytes = quotaBackendBytes
+        if authToken.hasPrefix("jwt,") {
+            do { configuration.jwtTokens = try JWTTokens(options: authToken.dropFirst(4)) } catch { throw ValidationError(error.description) }
+        } else if authToken != "simple" {
+            throw ValidationError("--auth-token must be \"simple\" or \"jwt,...\"")
+        }
+        guard authTokenTTL >= 1 else { throw ValidationError("--auth-token-ttl must be at least 1 second") }
+        guard PasswordHash.costRange.contains(bcryptCost) else {
+            throw ValidationError("--bcrypt-cost must be between \(PasswordHash.costRange.lowerBound) and \(PasswordHash.costRange.upperBound)")
+        }
+        configuration.authTokenTTLSeconds = authTokenTTL
+        configuration.bcryptCost = bcryptCost
         guard let progressNanos = parseGoDurationNanos(watchProgressNotifyInterval), progressNanos >= 1_000_000 else {
             throw ValidationError("--experimental-watch-progress-notify-interval must be a duration of 1ms or more (\"10m\", \"30s\")")
         }
@@ -166,7 +187,7 @@ struct Serve: ParsableCommand {
         "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls", "initial-advertise-peer-urls",
         "initial-cluster", "initial-cluster-state", "initial-cluster-token", "heartbeat-interval", "election-timeout",
         "snapshot-count", "enable-v2", "log-level", "max-request-bytes", "auto-compaction-mode", "auto-compaction-retention",
-        "experimental-watch-progress-notify-interval", "quota-backend-bytes",
+        "experimental-watch-progress-notify-interval", "quota-backend-bytes", "auth-token", "auth-token-ttl", "bcrypt-cost",
     ] + TLSOptions.flagNames
 
     static let logLevels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning, "error": .error]

@@ -64,7 +64,7 @@ import Testing
             var reader = ByteReader(bytes)
             _ = try MVCCKeySpace.readSnapshot { Array(try reader.take($0)) }
         }
-        #expect(throws: (any Error).self) { try load([3] + stream.dropFirst()) }
+        #expect(throws: (any Error).self) { try load([MVCCKeySpace.snapshotFormatVersion + 1] + stream.dropFirst()) }
         for cut in stride(from: 0, to: stream.count - 1, by: 37) {
             #expect(throws: (any Error).self) { try load(Array(stream[..<cut])) }
         }

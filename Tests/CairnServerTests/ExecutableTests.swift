@@ -88,8 +88,22 @@ final class RunningCairn {
     }
 }
 
+/// Every data directory the tests made (a member preallocates a 64 MiB log segment in each), removed when the test
+/// process exits so runs do not fill the disk.
+private let madeDataDirectories = Mutex<[String]>([])
+private let removeDataDirectoriesAtExit: Void = {
+    atexit {
+        for directory in madeDataDirectories.withLock({ $0 }) {
+            for path in [directory, directory + ".snapshot"] { try? FileManager.default.removeItem(atPath: path) }
+        }
+    }
+}()
+
 func temporaryDataDirectory() -> String {
-    NSTemporaryDirectory() + "cairn-data-\(UUID().uuidString)"
+    _ = removeDataDirectoriesAtExit
+    let directory = NSTemporaryDirectory() + "cairn-data-\(UUID().uuidString)"
+    madeDataDirectories.withLock { $0.append(directory) }
+    return directory
 }
 
 func curl(_ arguments: [String]) throws -> String {

@@ -1,5 +1,6 @@
 // Whole members (Raft core, durable storage, key space) in one process, joined by in-memory links that a test can
 // cut: forwarding, linearizable reads on followers, a minority that refuses, skewed wall clocks, retried sessions.
+import CairnReplica
 import CairnPeer
 import CairnStorage
 import CairnStore

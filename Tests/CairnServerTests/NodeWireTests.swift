@@ -1,4 +1,5 @@
 // The members' own payloads: proposals and forwarded reads round-trip exactly, and a short buffer is an error.
+import CairnReplica
 import CairnBase
 import CairnMVCC
 import CairnRaft

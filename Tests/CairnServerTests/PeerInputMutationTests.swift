@@ -1,6 +1,7 @@
 // A seeded mutation test of everything a peer can send: valid frames of every kind are damaged (bits flipped, bytes
 // inserted, cut, numbers replaced by extremes), re-framed with a correct checksum, then decoded and validated.
 // Each must come out as a valid input or an error, and every valid one is stepped into live Raft cores: no trap.
+import CairnReplica
 import CairnAPI
 import CairnBase
 import CairnPeer
@@ -152,7 +153,7 @@ import Testing
         let frames = Self.validFrames()
         var cores = Cores()
         for frame in frames {
-            let input = try PeerInput(frame: frame, from: Self.peer, localID: Self.local)
+            let input = try PeerMessage(type: frame.type, payload: frame.payload, from: Self.peer, localID: Self.local)
             if case .raft(let message) = input { cores.step(message) }
         }
         var random = SeededRandom(seed: 0xF022)
@@ -170,7 +171,7 @@ import Testing
                 continue
             }
             do {
-                let input = try PeerInput(frame: frame, from: Self.peer, localID: Self.local)
+                let input = try PeerMessage(type: frame.type, payload: frame.payload, from: Self.peer, localID: Self.local)
                 accepted += 1
                 switch input {
                 case .raft(let message):

@@ -1,5 +1,6 @@
 // A member whose storage fails (a failed fsync, a full disk, no descriptor) refuses writes with a clear error, reports itself
 // unhealthy, and takes writes again by itself once the disk allows, with nothing acknowledged lost.
+import CairnReplica
 import CairnStorage
 import CairnStore
 import CairnTestSupport

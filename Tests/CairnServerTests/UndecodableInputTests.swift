@@ -1,5 +1,6 @@
 // What a member does with bytes it cannot decode: a forwarded proposal or Raft entry that does not decode is
 // refused before it reaches the log, and a committed entry that still cannot be decoded is applied as a no-op.
+import CairnReplica
 import CairnBase
 import CairnPeer
 import CairnRaft

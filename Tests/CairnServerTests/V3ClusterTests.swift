@@ -1,5 +1,6 @@
 // The v3 key space in whole members: writes through the log from any member, applied on every member alike, kept
 // in snapshots a lagging follower installs, and leases expired by the leader with their keys in one revision.
+import CairnReplica
 import CairnAPI
 import CairnMVCC
 import CairnTestSupport
@@ -128,9 +129,9 @@ extension InProcessCluster {
         cluster.links.isolate(leader, from: cluster.ids)
         let newLeader = try #require(cluster.awaitLeader(excluding: [leader]))
         let node = cluster.nodes[newLeader]!
-        #expect(eventually { node.queue.sync { node.v3.leasesPromotedTerm == node.raft.term.value } })
+        #expect(eventually { node.queue.sync { node.replica.v3.leasesPromotedTerm == node.replica.raft.term.value } })
         // As a follower it had the lease due at grant + 5 s; promoted an election timeout or more later, it is not.
-        let dueLater = node.queue.sync { node.v3.leaseClock.expired(now: grantTime + 5_000_000_000).isEmpty }
+        let dueLater = node.queue.sync { node.replica.v3.leaseClock.expired(now: grantTime + 5_000_000_000).isEmpty }
         #expect(dueLater, "the lease's deadline moved past its first holder's")
         #expect(node.view().mvcc.leases[42] != nil)
     }

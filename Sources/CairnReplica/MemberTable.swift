@@ -10,20 +10,20 @@ package struct MemberRecord: Equatable, Sendable {
     package var name: String
     package var peerURLs: [String]
     package var clientURLs: [String]
-}
 
-extension MemberRecord {
-    /// etcd's `IsStarted`: the member has started and published its name.
-    var isStarted: Bool { !name.isEmpty }
-
-    /// A member named in `--initial-cluster`: client URLs are not there, each member publishes its own.
-    init(_ initial: InitialMember) {
-        self.init(id: initial.id, name: initial.name, peerURLs: initial.peerURLs, clientURLs: [])
+    package init(id: UInt64, name: String, peerURLs: [String], clientURLs: [String]) {
+        self.id = id
+        self.name = name
+        self.peerURLs = peerURLs
+        self.clientURLs = clientURLs
     }
+
+    /// etcd's `IsStarted`: the member has started and published its name.
+    package var isStarted: Bool { !name.isEmpty }
 }
 
 /// One change to the table, as a log entry carries it.
-enum MemberChange: Equatable {
+package enum MemberChange: Equatable, Sendable {
     /// A member added through the API: known by its peer URLs until it starts and publishes its attributes.
     case add(id: UInt64, peerURLs: [String])
     case remove(id: UInt64)
@@ -34,7 +34,7 @@ enum MemberChange: Equatable {
     /// cluster to a member that joins later.
     case bootstrap([MemberRecord])
 
-    func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var w = ByteWriter()
         func strings(_ values: [String]) {
             w.u32(UInt32(values.count))
@@ -58,7 +58,7 @@ enum MemberChange: Equatable {
         return w.bytes
     }
 
-    init(decoding bytes: [UInt8]) throws {
+    package init(decoding bytes: [UInt8]) throws {
         var r = ByteReader(bytes)
         func strings() throws -> [String] {
             let count = try r.u32()
@@ -85,9 +85,9 @@ enum MemberChange: Equatable {
 package struct MemberTable: Equatable, Sendable {
     package private(set) var members: [UInt64: MemberRecord] = [:]
     /// Whether the log holds the initial members (see `MemberChange.bootstrap`).
-    private(set) var isLogged = false
+    package private(set) var isLogged = false
 
-    init(_ records: [MemberRecord], isLogged: Bool = false) {
+    package init(_ records: [MemberRecord], isLogged: Bool = false) {
         for record in records { members[record.id] = record }
         self.isLogged = isLogged
     }
@@ -95,11 +95,11 @@ package struct MemberTable: Equatable, Sendable {
     /// Members by ID, as etcd lists them.
     package var sorted: [MemberRecord] { members.values.sorted { $0.id < $1.id } }
 
-    func owner(ofPeerURL url: String) -> UInt64? { members.values.first { $0.peerURLs.contains(url) }?.id }
+    package func owner(ofPeerURL url: String) -> UInt64? { members.values.first { $0.peerURLs.contains(url) }?.id }
 
     /// Changes before the initial members are logged are ignored, so every member, a joiner replaying the log
     /// from its start included, holds the same table at every index.
-    mutating func apply(_ change: MemberChange) {
+    package mutating func apply(_ change: MemberChange) {
         if case .bootstrap(let records) = change {
             guard !isLogged else { return }
             isLogged = true
@@ -125,10 +125,10 @@ package struct MemberTable: Equatable, Sendable {
 
     // MARK: Snapshot stream
 
-    static let magic = Array("CAIRNMB1".utf8)
+    package static let magic = Array("CAIRNMB1".utf8)
 
     /// Layout: "CAIRNMB1" | logged u8 | u32 length | the members as a `MemberChange.bootstrap` entry encodes them.
-    func write(to sink: inout some SnapshotSink) throws {
+    package func write(to sink: inout some SnapshotSink) throws {
         var w = ByteWriter()
         w.raw(Self.magic)
         w.u8(isLogged ? 1 : 0)
@@ -136,7 +136,7 @@ package struct MemberTable: Equatable, Sendable {
         try sink.write(w.bytes)
     }
 
-    static func read(from source: inout some SnapshotSource) throws -> MemberTable {
+    package static func read(from source: inout some SnapshotSource) throws -> MemberTable {
         guard try source.read(exactly: magic.count) == magic else { throw TreeSnapshotError.badMagic }
         let isLogged = try source.readInteger(1) == 1
         guard case .bootstrap(let records) = try MemberChange(decoding: try source.readLengthPrefixed(bytesMax: 1 << 20)) else {

@@ -1,23 +1,22 @@
-// What members say to each other beyond the transport's handshake: Raft messages, proposals forwarded to the
-// leader, and ReadIndex requests a follower asks the leader to confirm. Every decode checks every length.
+// What members say to each other beyond the transport's handshake (Raft messages, proposals forwarded to the leader,
+// ReadIndex requests) and what a log entry's payload holds. Every decode checks every length.
 import CairnBase
 import CairnMVCC
-import CairnPeer
 import CairnRaft
 import CairnStore
 
 /// Peer frame types owned by the node (the transport keeps 240 and above).
-enum NodeFrame {
-    static let raft: UInt8 = 1
+package enum NodeFrame {
+    package static let raft: UInt8 = 1
     /// A follower's proposal for the leader to append: a `Proposal` payload.
-    static let propose: UInt8 = 2
+    package static let propose: UInt8 = 2
     /// A follower's read, for the leader to confirm with ReadIndex: a `ReadRequest`.
-    static let readIndex: UInt8 = 3
+    package static let readIndex: UInt8 = 3
     /// The leader's answer: a `ReadRequest` | read index u64.
-    static let readIndexReady: UInt8 = 4
+    package static let readIndexReady: UInt8 = 4
     /// Sent to every peer once per election timeout: incarnation u64 of the sender's run, so a leader notices a
     /// member that restarted (perhaps without its disk) and replicates to it from scratch.
-    static let alive: UInt8 = 5
+    package static let alive: UInt8 = 5
 }
 
 /// A client's name for itself and its number for this request (`X-Cairn-Client`, `X-Cairn-Request`).
@@ -33,17 +32,27 @@ package struct SessionRequest: Equatable, Sendable {
 
 /// Which run of which member asked: a member's sequence numbers start again when it restarts, so an entry or a read
 /// answer from before the restart must not be taken for one of the new run's (the run is a random 64-bit nonce).
-struct Requester: Equatable, Hashable {
-    var member: UInt64
-    var incarnation: UInt64
+package struct Requester: Equatable, Hashable, Sendable {
+    package var member: UInt64
+    package var incarnation: UInt64
+
+    package init(member: UInt64, incarnation: UInt64) {
+        self.member = member
+        self.incarnation = incarnation
+    }
 }
 
 /// A read a follower asks the leader to confirm: who asks and under which context number.
-struct ReadRequest: Equatable {
-    var requester: Requester
-    var context: UInt64
+package struct ReadRequest: Equatable, Sendable {
+    package var requester: Requester
+    package var context: UInt64
 
-    func encoded(index: UInt64? = nil) -> [UInt8] {
+    package init(requester: Requester, context: UInt64) {
+        self.requester = requester
+        self.context = context
+    }
+
+    package func encoded(index: UInt64? = nil) -> [UInt8] {
         var writer = ByteWriter(capacity: 32)
         writer.u64(requester.member)
         writer.u64(requester.incarnation)
@@ -53,7 +62,7 @@ struct ReadRequest: Equatable {
     }
 
     /// Decodes a request, and the read index when the frame is an answer.
-    static func decode(_ bytes: [UInt8], withIndex: Bool) throws(ByteReaderError) -> (ReadRequest, UInt64?) {
+    package static func decode(_ bytes: [UInt8], withIndex: Bool) throws(ByteReaderError) -> (ReadRequest, UInt64?) {
         var reader = ByteReader(bytes)
         let request = ReadRequest(requester: Requester(member: try reader.u64(), incarnation: try reader.u64()), context: try reader.u64())
         return (request, withIndex ? try reader.u64() : nil)
@@ -64,8 +73,8 @@ struct ReadRequest: Equatable {
 /// answer its client when the entry is applied), the client's session if it named one, then what it changes: the
 /// v2 key space (a command), the v3 key space (an `MVCCCommand`) or the member table. Encoded behind a format version byte (`formatVersion`); entries of
 /// kind `.unversioned`, from logs written before the byte existed, hold the same layout without it.
-struct Proposal: Equatable {
-    enum Body: Equatable {
+package struct Proposal: Equatable, Sendable {
+    package enum Body: Equatable, Sendable {
         case command([UInt8])
         case member(MemberChange)
         /// An `MVCCCommand` encoding. A member older than this kind applies the entry as a no-op (kind unknown).
@@ -74,14 +83,14 @@ struct Proposal: Equatable {
 
     /// The first byte of every `.normal` entry's payload and of every forwarded proposal. A member meeting a
     /// version it does not know (a newer binary's entry) applies the entry as a no-op rather than guess.
-    static let formatVersion: UInt8 = 1
+    package static let formatVersion: UInt8 = 1
 
-    var origin: Requester
-    var sequence: UInt64
-    var session: SessionRequest?
-    var body: Body
+    package var origin: Requester
+    package var sequence: UInt64
+    package var session: SessionRequest?
+    package var body: Body
 
-    func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var writer = ByteWriter(capacity: 48)
         writer.u8(Self.formatVersion)
         writer.u64(origin.member)
@@ -108,7 +117,7 @@ struct Proposal: Equatable {
         return writer.bytes
     }
 
-    init(origin: Requester, sequence: UInt64, session: SessionRequest? = nil, body: Body) {
+    package init(origin: Requester, sequence: UInt64, session: SessionRequest? = nil, body: Body) {
         self.origin = origin
         self.sequence = sequence
         self.session = session
@@ -116,12 +125,12 @@ struct Proposal: Equatable {
     }
 
     /// Decodes a versioned proposal (a forwarded one, or a `.normal` entry's payload).
-    init(decoding bytes: [UInt8]) throws {
+    package init(decoding bytes: [UInt8]) throws {
         try self.init(decoding: bytes, versioned: true)
     }
 
     /// Decodes a log entry's payload; throws for kinds that hold no proposal.
-    init(decoding bytes: [UInt8], kind: EntryKind) throws {
+    package init(decoding bytes: [UInt8], kind: EntryKind) throws {
         guard kind == .normal || kind == .unversioned else { throw TreeSnapshotError.malformed("a \(kind) entry holds no proposal") }
         try self.init(decoding: bytes, versioned: kind == .normal)
     }
@@ -155,7 +164,7 @@ struct Proposal: Equatable {
     /// Whether applying this proposal could get past decoding: the envelope and the command inside it both decode
     /// and the command is one a member's HTTP edge could have made (`isApplicable(_:)`). What every member checks
     /// before a proposal reaches Raft and before an entry from a peer is logged.
-    static func isApplicable(_ bytes: [UInt8], kind: EntryKind) -> Bool {
+    package static func isApplicable(_ bytes: [UInt8], kind: EntryKind) -> Bool {
         guard let proposal = try? Proposal(decoding: bytes, kind: kind) else { return false }
         switch proposal.body {
         case .command(let command):
@@ -170,7 +179,7 @@ struct Proposal: Equatable {
 
     /// A write never carries a negative TTL or expiration (the HTTP edge makes TTLs of 0 or more and leaves the
     /// expiration to apply): one that does would make times before 1970 that the key space cannot subtract from.
-    static func isApplicable(_ command: StoreCommand) -> Bool {
+    package static func isApplicable(_ command: StoreCommand) -> Bool {
         command.method == .expire || (command.expiration >= 0 && (command.ttlNanos ?? 0) >= 0)
     }
 }
@@ -204,9 +213,10 @@ package func describeLogEntry(kind: UInt8, payload: [UInt8]) -> String {
     return text
 }
 
-/// A peer's frame, decoded and checked whole before anything acts on it: the one place where what a peer sends is
-/// judged. A frame that fails is refused (the caller counts it and closes the link); nothing in it reaches Raft.
-enum PeerInput {
+/// What members send each other, both ways. A peer's frame is decoded and checked whole (`init(type:payload:from:localID:)`)
+/// before anything acts on it: the one place where what a peer sends is judged. A frame that fails is refused (the
+/// caller counts it and closes the link); nothing in it reaches Raft.
+package enum PeerMessage: Sendable {
     case raft(Message)
     /// A follower's proposal for the leader to append, already known to decode (its bytes, as logged).
     case proposal([UInt8])
@@ -214,29 +224,29 @@ enum PeerInput {
     case readIndexReady(ReadRequest, index: UInt64)
     case alive(incarnation: UInt64)
 
-    init(frame: PeerFrame, from peer: UInt64, localID: UInt64) throws(InvalidMessage) {
-        switch frame.type {
+    package init(type: UInt8, payload: [UInt8], from peer: UInt64, localID: UInt64) throws(InvalidMessage) {
+        switch type {
         case NodeFrame.raft:
             let message: Message
-            do { message = try Message(decoding: frame.payload) } catch { throw InvalidMessage("Raft message: \(error)") }
+            do { message = try Message(decoding: payload) } catch { throw InvalidMessage("Raft message: \(error)") }
             guard message.from.value == peer, message.to.value == localID else {
                 throw InvalidMessage("Raft message from \(message.from) to \(message.to) on the link from \(hex(peer))")
             }
             try message.validate(isValidPayload: Proposal.isApplicable)
             self = .raft(message)
         case NodeFrame.propose:
-            guard let proposal = try? Proposal(decoding: frame.payload), Proposal.isApplicable(frame.payload, kind: .normal) else {
-                throw InvalidMessage("forwarded proposal of \(frame.payload.count) bytes cannot be decoded")
+            guard let proposal = try? Proposal(decoding: payload), Proposal.isApplicable(payload, kind: .normal) else {
+                throw InvalidMessage("forwarded proposal of \(payload.count) bytes cannot be decoded")
             }
             guard proposal.origin.member == peer else {
                 throw InvalidMessage("proposal of member \(hex(proposal.origin.member)) forwarded by \(hex(peer))")
             }
-            self = .proposal(frame.payload)
+            self = .proposal(payload)
         case NodeFrame.readIndex, NodeFrame.readIndexReady:
-            let withIndex = frame.type == NodeFrame.readIndexReady
-            guard frame.payload.count == (withIndex ? 32 : 24),
-                  let (request, index) = try? ReadRequest.decode(frame.payload, withIndex: withIndex) else {
-                throw InvalidMessage("read request of \(frame.payload.count) bytes")
+            let withIndex = type == NodeFrame.readIndexReady
+            guard payload.count == (withIndex ? 32 : 24),
+                  let (request, index) = try? ReadRequest.decode(payload, withIndex: withIndex) else {
+                throw InvalidMessage("read request of \(payload.count) bytes")
             }
             if let index {
                 guard index <= RaftLimits.indexMax else { throw InvalidMessage("read index \(index) is beyond \(RaftLimits.indexMax)") }
@@ -248,13 +258,37 @@ enum PeerInput {
                 self = .readIndex(request)
             }
         case NodeFrame.alive:
-            var reader = ByteReader(frame.payload)
-            guard frame.payload.count == 8, let incarnation = try? reader.u64() else {
-                throw InvalidMessage("alive frame of \(frame.payload.count) bytes")
+            var reader = ByteReader(payload)
+            guard payload.count == 8, let incarnation = try? reader.u64() else {
+                throw InvalidMessage("alive frame of \(payload.count) bytes")
             }
             self = .alive(incarnation: incarnation)
         default:
-            throw InvalidMessage("unknown peer frame type \(frame.type)")
+            throw InvalidMessage("unknown peer frame type \(type)")
+        }
+    }
+
+    /// The frame type and payload this message goes out as.
+    package var frame: (type: UInt8, payload: [UInt8]) {
+        switch self {
+        case .raft(let message): return (NodeFrame.raft, message.encoded())
+        case .proposal(let bytes): return (NodeFrame.propose, bytes)
+        case .readIndex(let request): return (NodeFrame.readIndex, request.encoded())
+        case .readIndexReady(let request, let index): return (NodeFrame.readIndexReady, request.encoded(index: index))
+        case .alive(let incarnation):
+            var writer = ByteWriter(capacity: 8)
+            writer.u64(incarnation)
+            return (NodeFrame.alive, writer.bytes)
+        }
+    }
+
+    /// Whether it goes on the bulk channel (appends with entries, proposals) rather than the control one, so a
+    /// heartbeat never queues behind a megabyte of entries.
+    package var isBulk: Bool {
+        switch self {
+        case .raft(let message): return message.kind == .append && !message.entries.isEmpty
+        case .proposal: return true
+        default: return false
         }
     }
 }
