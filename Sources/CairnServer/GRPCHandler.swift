@@ -17,6 +17,7 @@ struct GRPCHandler: Sendable {
 
     func handle(_ exchange: HTTPExchange) {
         guard let call = GRPCCall.start(exchange, messageBytesMax: messageBytesMax) else { return }
+        if let refusal = authRefusal(call) { return call.finish(refusal) }
         switch call.method {
         case "/etcdserverpb.KV/Range":
             unary(call) { (m: Etcdserverpb_RangeRequest, reply) in
