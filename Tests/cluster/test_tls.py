@@ -150,6 +150,26 @@ def test_v3_json_gateway_over_tls(tls_cluster):
     assert refused.returncode != 0 and '"kvs"' not in refused.stdout, refused
 
 
+def test_v3_grpc_over_tls_with_client_certificates(tls_cluster):
+    """etcdctl v3 speaks gRPC over TLS (HTTP/2 by ALPN) with the client certificate; without one it is refused."""
+    c = tls_cluster
+
+    def etcdctl3(i, *args, client="client"):
+        command = ["etcdctl", "--endpoints", f"https://{HOST}:{c.client_ports[i]}", "--cacert", c.cert("ca.crt"),
+                   "--command-timeout=5s", "--dial-timeout=3s"]
+        if client:
+            command += ["--cert", c.cert(f"{client}.crt"), "--key", c.cert(f"{client}.key")]
+        return subprocess.run(command + list(args), capture_output=True, text=True, timeout=20,
+                              env=dict(os.environ, ETCDCTL_API="3"))
+
+    put = etcdctl3(0, "put", "tls-grpc", "over TLS")
+    assert put.returncode == 0 and put.stdout.strip() == "OK", put
+    got = etcdctl3(1, "get", "--print-value-only", "tls-grpc")
+    assert got.returncode == 0 and got.stdout.strip() == "over TLS", got
+    refused = etcdctl3(2, "get", "tls-grpc", client=None)
+    assert refused.returncode != 0 and "over TLS" not in refused.stdout, refused
+
+
 @pytest.mark.parametrize("client", [None, "untrusted", "expired", "revoked"])
 def test_client_without_a_valid_certificate_is_refused(tls_cluster, client):
     c = tls_cluster

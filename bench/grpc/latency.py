@@ -2,14 +2,14 @@
 """gRPC latency and watch fan-out against one member: sequential unary Put and Range (linearizable) on one channel,
 percentiles of each call; then W watchers on one Watch stream and the time from a Put until every watcher has its
 event. Usage: bench/grpc/latency.py HOST:PORT [N] [W] (stubs compiled from proto/ with grpcio-tools)."""
-import os, queue, statistics, sys, tempfile, threading, time
+import atexit, os, queue, shutil, statistics, sys, tempfile, threading, time
 import grpc
 from grpc_tools import protoc
 if len(sys.argv) < 2:
     sys.exit(__doc__)
 target = sys.argv[1]; N = int(sys.argv[2]) if len(sys.argv) > 2 else 2000; W = int(sys.argv[3]) if len(sys.argv) > 3 else 100
-out = tempfile.mkdtemp(); root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
-assert protoc.main(["protoc", "-I" + root, "--python_out=" + out, "--grpc_python_out=" + out, "mvccpb/kv.proto", "etcdserverpb/rpc.proto"]) == 0
+out = tempfile.mkdtemp(); atexit.register(shutil.rmtree, out, ignore_errors=True); root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+assert protoc.main(["protoc", "-I" + root, "--python_out=" + out, "--grpc_python_out=" + out, "mvccpb/kv.proto", "authpb/auth.proto", "etcdserverpb/rpc.proto"]) == 0
 sys.path.insert(0, out)
 from etcdserverpb import rpc_pb2 as pb, rpc_pb2_grpc as pbg  # noqa: E402
 ch = grpc.insecure_channel(target); kv = pbg.KVStub(ch)
