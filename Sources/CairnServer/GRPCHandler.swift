@@ -165,6 +165,18 @@ struct GRPCHandler: Sendable {
             }
         case "/etcdserverpb.Maintenance/Snapshot":
             GRPCSnapshot(call: call, service: service, backups: backups).start()
+        case "/etcdserverpb.Auth/Authenticate":
+            // The other Auth calls are the gateway's only (`auth/...`).
+            unary(call) { (m: Etcdserverpb_AuthenticateRequest, reply) in
+                service.authenticate(name: m.name, password: m.password) { result in
+                    reply(result.map { header, token in
+                        var r = Etcdserverpb_AuthenticateResponse()
+                        r.header = GRPCAnswer.header(header)
+                        r.token = token
+                        return r
+                    })
+                }
+            }
         case "/grpc.health.v1.Health/Check":
             unary(call) { (m: Grpc_Health_V1_HealthCheckRequest, reply) throws(V3Error) in
                 // etcd registers the server's overall health ("") only.
@@ -182,7 +194,7 @@ struct GRPCHandler: Sendable {
     static func unimplemented(_ path: String) -> GRPCStatus {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         let known = ["etcdserverpb.KV", "etcdserverpb.Watch", "etcdserverpb.Lease", "etcdserverpb.Cluster",
-                     "etcdserverpb.Maintenance", "grpc.health.v1.Health"]
+                     "etcdserverpb.Maintenance", "etcdserverpb.Auth", "grpc.health.v1.Health"]
         guard parts.count == 3, parts[0].isEmpty, known.contains(String(parts[1])) else {
             let service = parts.count == 3 ? String(parts[1]) : path
             return GRPCStatus(GRPCStatus.unimplementedCode, "unknown service \(service)")

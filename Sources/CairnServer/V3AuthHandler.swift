@@ -77,31 +77,40 @@ extension V3Handler {
         }
     }
 
-    /// etcd's Authenticate: after a ReadIndex round (so a user or an enable just logged elsewhere is seen), the
-    /// password checked on this member, then a token logged for the user.
     private func authenticate(_ exchange: HTTPExchange, _ name: String, _ password: String) {
+        service.authenticate(name: name, password: password) { [self] result in
+            switch result {
+            case .success(let (header, token)): json(exchange, V3JSON.authToken(header, token))
+            case .failure(let error): respond(exchange, error)
+            }
+        }
+    }
+}
+
+extension V3Service {
+    /// etcd's Authenticate, for the gateway and gRPC: after a ReadIndex round (so a user or an enable just logged
+    /// elsewhere is seen), the password checked on this member, then a token logged for the user.
+    func authenticate(name: String, password: String, _ done: @escaping Done<(V3Header, String)>) {
         let node = self.node
         node.linearizableRead { [self] result in
-            guard case .success(let view) = result else {
-                return respond(exchange, V3Error(.unavailable, "etcdserver: request timed out"))
-            }
+            guard case .success(let view) = result else { return done(.failure(V3Error(.unavailable, "etcdserver: request timed out"))) }
             let store = view.mvcc.auth
             DispatchQueue.global().async { [self] in
-                guard store.enabled else { return respond(exchange, V3Error(AuthError.notEnabled)) }
-                guard let user = store.users[name] else { return respond(exchange, V3Error(AuthError.authFailed)) }
-                if user.noPassword { return respond(exchange, V3Error(AuthError.noPasswordUser)) }
-                guard PasswordHash.verify(password, against: user.passwordHash) else { return respond(exchange, V3Error(AuthError.authFailed)) }
+                guard store.enabled else { return done(.failure(V3Error(AuthError.notEnabled))) }
+                guard let user = store.users[name] else { return done(.failure(V3Error(AuthError.authFailed))) }
+                if user.noPassword { return done(.failure(V3Error(AuthError.noPasswordUser))) }
+                guard PasswordHash.verify(password, against: user.passwordHash) else { return done(.failure(V3Error(AuthError.authFailed))) }
                 if let jwt = auth.jwt {
                     guard let token = jwt.token(user: name, revision: store.revision, nowNanos: node.now) else {
-                        return respond(exchange, V3Error(.internalError, "etcdserver: this member has no JWT private key"))
+                        return done(.failure(V3Error(.internalError, "etcdserver: this member has no JWT private key")))
                     }
-                    return json(exchange, V3JSON.authToken(header(view, revision: view.mvcc.revision), token))
+                    return done(.success((header(view, revision: view.mvcc.revision), token)))
                 }
                 let token = String((0..<16).map { _ in Self.tokenLetters[Int.random(in: 0..<Self.tokenLetters.count)] }) + "." + String(store.revision)
                 node.proposeV3(.auth(.authenticate(user: name, token: token, issuedNanos: node.now))) { [self] result, view in
                     switch result {
-                    case .failure(let error): respond(exchange, error)
-                    case .success: json(exchange, V3JSON.authToken(header(view, revision: view.mvcc.revision), token))
+                    case .failure(let error): done(.failure(error))
+                    case .success: done(.success((header(view, revision: view.mvcc.revision), token)))
                     }
                 }
             }

@@ -6,6 +6,7 @@ import os
 import queue
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -353,5 +354,18 @@ def test_grpc_calls_need_a_token_once_auth_is_on(make_cluster):
         kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=5, metadata=[("token", root)])
         assert kv.Range(pb.RangeRequest(key=b"k"), timeout=5, metadata=[("token", root)]).kvs[0].value == b"v"
         assert maintenance.Status(pb.StatusRequest(), timeout=5).version.startswith("3.4.")
+        # Authenticate over gRPC, as `etcdctl --user` does before its calls.
+        token = pbg.AuthStub(channel).Authenticate(pb.AuthenticateRequest(name="root", password="rootpw"), timeout=10).token
+        assert kv.Range(pb.RangeRequest(key=b"k"), timeout=5, metadata=[("token", token)]).kvs[0].value == b"v"
+        with pytest.raises(grpc.RpcError) as e:
+            pbg.AuthStub(channel).Authenticate(pb.AuthenticateRequest(name="root", password="wrong"), timeout=10)
+        assert e.value.details() == "etcdserver: authentication failed, invalid user ID or password", e.value
+        env = dict(os.environ, ETCDCTL_API="3")
+        done = subprocess.run(["etcdctl", "--endpoints", c[0].client_url, "--user", "root:rootpw", "put", "k2", "v2"],
+                              env=env, capture_output=True, text=True, timeout=20)
+        assert done.returncode == 0 and done.stdout.strip() == "OK", done
+        done = subprocess.run(["etcdctl", "--endpoints", c[0].client_url, "--user", "alice:alicepw", "get", "k2"],
+                              env=env, capture_output=True, text=True, timeout=20)
+        assert done.returncode != 0 and "etcdserver: permission denied" in done.stderr, done
     finally:
         channel.close()
