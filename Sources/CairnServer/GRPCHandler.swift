@@ -17,24 +17,42 @@ struct GRPCHandler: Sendable {
 
     func handle(_ exchange: HTTPExchange) {
         guard let call = GRPCCall.start(exchange, messageBytesMax: messageBytesMax) else { return }
-        if let refusal = authRefusal(call) { return call.finish(refusal) }
+        let user: String?
+        switch caller(call) {
+        case .failure(let refusal): return call.finish(refusal)
+        case .success(let caller): user = caller
+        }
         switch call.method {
         case "/etcdserverpb.KV/Range":
-            unary(call) { (m: Etcdserverpb_RangeRequest, reply) in
+            unary(call) { (m: Etcdserverpb_RangeRequest, reply) throws(V3Error) in
+                try permit(user, .range(RangeRequest(m)))
                 service.range(RangeRequest(m)) { reply($0.map { GRPCAnswer.range(GRPCAnswer.header($0.0), $0.1) }) }
             }
         case "/etcdserverpb.KV/Put":
-            unary(call) { (m: Etcdserverpb_PutRequest, reply) in service.put(PutRequest(m), written(reply)) }
+            unary(call) { (m: Etcdserverpb_PutRequest, reply) throws(V3Error) in
+                try permit(user, .put(PutRequest(m)))
+                service.put(PutRequest(m), written(reply))
+            }
         case "/etcdserverpb.KV/DeleteRange":
-            unary(call) { (m: Etcdserverpb_DeleteRangeRequest, reply) in service.deleteRange(DeleteRangeRequest(m), written(reply)) }
+            unary(call) { (m: Etcdserverpb_DeleteRangeRequest, reply) throws(V3Error) in
+                try permit(user, .deleteRange(DeleteRangeRequest(m)))
+                service.deleteRange(DeleteRangeRequest(m), written(reply))
+            }
         case "/etcdserverpb.KV/Txn":
-            unary(call) { (m: Etcdserverpb_TxnRequest, reply) throws(V3Error) in service.txn(try TxnRequest(m), written(reply)) }
+            unary(call) { (m: Etcdserverpb_TxnRequest, reply) throws(V3Error) in
+                let request = try TxnRequest(m)
+                try permit(user, .txn(request))
+                service.txn(request, written(reply))
+            }
         case "/etcdserverpb.KV/Compact":
             unary(call) { (m: Etcdserverpb_CompactionRequest, reply) in service.compact(revision: m.revision, written(reply)) }
         case "/etcdserverpb.Lease/LeaseGrant":
             unary(call) { (m: Etcdserverpb_LeaseGrantRequest, reply) in service.leaseGrant(ttl: m.ttl, id: m.id, written(reply)) }
         case "/etcdserverpb.Lease/LeaseRevoke":
-            unary(call) { (m: Etcdserverpb_LeaseRevokeRequest, reply) in service.leaseRevoke(id: m.id, written(reply)) }
+            unary(call) { (m: Etcdserverpb_LeaseRevokeRequest, reply) throws(V3Error) in
+                try permitRevoke(user, lease: m.id)
+                service.leaseRevoke(id: m.id, written(reply))
+            }
         case "/etcdserverpb.Lease/LeaseTimeToLive":
             unary(call) { (m: Etcdserverpb_LeaseTimeToLiveRequest, reply) in
                 service.leaseTimeToLive(id: m.id) { header, ttl, lease in
@@ -64,7 +82,7 @@ struct GRPCHandler: Sendable {
         case "/etcdserverpb.Lease/LeaseKeepAlive":
             keepAlive(call)
         case "/etcdserverpb.Watch/Watch":
-            GRPCWatchStream(call: call, service: service).start()
+            GRPCWatchStream(call: call, service: service, user: user).start()
         default:
             clusterOrMaintenance(call)
         }

@@ -11,6 +11,8 @@ final class GRPCWatchStream: @unchecked Sendable {
     private let call: GRPCCall
     private let service: V3Service
     private let output: WatchOutput
+    /// The caller with auth on (nil: auth off): each watch needs read permission on its range.
+    private let user: String?
     /// Watchers open on this stream at most; a further create is answered canceled (etcd's own bound is per member).
     static let watchersPerStreamMax = 10_000
 
@@ -23,9 +25,10 @@ final class GRPCWatchStream: @unchecked Sendable {
     /// 3.4.31 coalesces them likewise), so a client cannot pile up waiting requests.
     private var progressPending = false
 
-    init(call: GRPCCall, service: V3Service) {
+    init(call: GRPCCall, service: V3Service, user: String?) {
         self.call = call
         self.service = service
+        self.user = user
         output = WatchOutput(exchange: call.exchange, isStream: true, delivery: service.node.watchDelivery)
     }
 
@@ -79,20 +82,25 @@ final class GRPCWatchStream: @unchecked Sendable {
             nextID += 1
         }
         let id = chosen
-        guard watchers[id] == nil, id >= 0, watchers.count < Self.watchersPerStreamMax else {
+        let request = V3WatchRequest(create)
+        let auth = service.node.view().mvcc.auth
+        // etcd answers a watch the user may not read as created and canceled, with the reason, not an error.
+        let permitted = user.map { !auth.enabled || auth.permits($0, write: false, request.range) } ?? true
+        guard permitted, watchers[id] == nil, id >= 0, watchers.count < Self.watchersPerStreamMax else {
             // etcd answers a refused create with watch ID -1, created and canceled, and the reason.
             var refused = Etcdserverpb_WatchResponse()
             refused.header = header(revision: service.node.view().mvcc.revision)
             refused.watchID = -1
             refused.created = true
             refused.canceled = true
-            refused.cancelReason = watchers[id] != nil ? "mvcc: duplicate watch ID provided on the WatchStream"
+            refused.cancelReason = !permitted ? "rpc error: code = PermissionDenied desc = " + AuthError.permissionDenied.description
+                : watchers[id] != nil ? "mvcc: duplicate watch ID provided on the WatchStream"
                 : "etcdserver: too many watchers on one stream (\(Self.watchersPerStreamMax))"
             return enqueue(refused)
         }
         watchers[id] = -1  // taken; the member's ID once created
         let fragment = create.fragment, fragmentBytesMax = service.requestBytesMax
-        service.node.watchV3(V3WatchRequest(create), deliver: { [self] delivery in
+        service.node.watchV3(request, deliver: { [self] delivery in
             for response in Self.responses(delivery, streamID: id, header: header(revision: delivery.revision),
                                            fragment: fragment, fragmentBytesMax: fragmentBytesMax) {
                 enqueue(response)
