@@ -321,7 +321,10 @@ final class HTTP2Session {
                     namelen: nameLength, valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
                 offset += nameLength + valueLength
             }
-            nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+            // Every caller has a field at least (`:status`, `grpc-status`); an empty list submits nothing.
+            nva.withUnsafeBufferPointer { fields in
+                if let first = fields.baseAddress { body(first, fields.count) }
+            }
         }
     }
 

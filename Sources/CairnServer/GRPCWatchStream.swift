@@ -99,7 +99,7 @@ final class GRPCWatchStream: @unchecked Sendable {
             // etcd answers a watch the user may not read as created and canceled, with gRPC's wording of the error.
             var refused = Etcdserverpb_WatchResponse()
             refused.header = header(revision: service.node.view().mvcc.revision)
-            refused.watchID = create.watchID
+            refused.watchID = -1
             refused.created = true
             refused.canceled = true
             refused.cancelReason = "rpc error: code = PermissionDenied desc = " + AuthError.permissionDenied.description

@@ -6,6 +6,7 @@ import os
 import queue
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -318,8 +319,8 @@ def test_hostile_grpc_frames_get_a_status_and_the_member_keeps_serving(make_clus
 
 
 def test_grpc_calls_need_a_token_once_auth_is_on(make_cluster):
-    """Auth enabled through the gateway: gRPC calls without `token` metadata are refused as etcd refuses them, a root
-    token (from the gateway's authenticate) is let through, a user without permissions is denied."""
+    """Auth enabled through the gateway: gRPC calls without `token` metadata are refused as etcd refuses them; with a
+    token, key permissions decide (a user may write under her prefix only, root everywhere), admin calls need root."""
     import json
     import urllib.request
     c = make_cluster(1)
@@ -335,6 +336,10 @@ def test_grpc_calls_need_a_token_once_auth_is_on(make_cluster):
     gateway("auth/user/add", {"name": "root", "password": "rootpw"})
     gateway("auth/user/grant", {"user": "root", "role": "root"})
     gateway("auth/user/add", {"name": "alice", "password": "alicepw"})
+    gateway("auth/role/add", {"name": "app"})
+    b64 = lambda raw: __import__("base64").b64encode(raw).decode()  # noqa: E731
+    gateway("auth/role/grant", {"name": "app", "perm": {"permType": "READWRITE", "key": b64(b"app/"), "range_end": b64(b"app0")}})
+    gateway("auth/user/grant", {"user": "alice", "role": "app"})
     gateway("auth/enable", {})
     root = gateway("auth/authenticate", {"name": "root", "password": "rootpw"})["token"]
     alice = gateway("auth/authenticate", {"name": "alice", "password": "alicepw"})["token"]
@@ -350,8 +355,36 @@ def test_grpc_calls_need_a_token_once_auth_is_on(make_cluster):
         with pytest.raises(grpc.RpcError) as e:
             kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=5, metadata=[("token", alice)])
         assert (e.value.code(), e.value.details()) == (grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied")
+        # alice's role lets her write under app/ only.
+        kv.Put(pb.PutRequest(key=b"app/x", value=b"v"), timeout=5, metadata=[("token", alice)])
         kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=5, metadata=[("token", root)])
         assert kv.Range(pb.RangeRequest(key=b"k"), timeout=5, metadata=[("token", root)]).kvs[0].value == b"v"
         assert maintenance.Status(pb.StatusRequest(), timeout=5).version.startswith("3.4.")
+        # A watch alice may not read is created and canceled at once, with etcd's reason; root's is created.
+        for token, readable in ((alice, False), (root, True)):
+            stream = pbg.WatchStub(channel).Watch(iter([pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"k"))]),
+                                                  timeout=5, metadata=[("token", token)])
+            first = next(stream)
+            stream.cancel()
+            assert first.created and first.canceled != readable and first.watch_id == (0 if readable else -1), first
+            if not readable:
+                assert first.cancel_reason == "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+        # Member changes and snapshots are root's.
+        with pytest.raises(grpc.RpcError) as e:
+            pbg.ClusterStub(channel).MemberRemove(pb.MemberRemoveRequest(ID=1), timeout=5, metadata=[("token", alice)])
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED, e.value
+        # Authenticate over gRPC, as `etcdctl --user` does before its calls.
+        token = pbg.AuthStub(channel).Authenticate(pb.AuthenticateRequest(name="root", password="rootpw"), timeout=10).token
+        assert kv.Range(pb.RangeRequest(key=b"k"), timeout=5, metadata=[("token", token)]).kvs[0].value == b"v"
+        with pytest.raises(grpc.RpcError) as e:
+            pbg.AuthStub(channel).Authenticate(pb.AuthenticateRequest(name="root", password="wrong"), timeout=10)
+        assert e.value.details() == "etcdserver: authentication failed, invalid user ID or password", e.value
+        env = dict(os.environ, ETCDCTL_API="3")
+        done = subprocess.run(["etcdctl", "--endpoints", c[0].client_url, "--user", "root:rootpw", "put", "k2", "v2"],
+                              env=env, capture_output=True, text=True, timeout=20)
+        assert done.returncode == 0 and done.stdout.strip() == "OK", done
+        done = subprocess.run(["etcdctl", "--endpoints", c[0].client_url, "--user", "alice:alicepw", "get", "k2"],
+                              env=env, capture_output=True, text=True, timeout=20)
+        assert done.returncode != 0 and "etcdserver: permission denied" in done.stderr, done
     finally:
         channel.close()
