@@ -38,6 +38,10 @@ package struct PeerTransportConfiguration: Sendable {
     package var bulkSendBytesMax = 64 * 1024 * 1024
     /// Received bytes handed to the node but not yet processed, per connection, before reading pauses.
     package var deliveryBytesMax = 16 * 1024 * 1024
+    /// Frames kept per peer and channel while its link is down or still dialling, sent once it connects: a
+    /// follower's forwarded write must not be lost because the leader's link was still being dialled. Past this the
+    /// oldest go (Raft retransmits its own messages).
+    package var downQueueBytesMax = 1024 * 1024
     package var reconnectDelayMillisecondsMin = 50
     package var reconnectDelayMillisecondsMax = 2000
     /// How often each control link times a round trip (and once as soon as it is welcomed).
@@ -454,6 +458,11 @@ final class OutgoingLink: @unchecked Sendable {
         self.socket = socket
         socket.send(transport.helloFrame(to: peer, channel: channel))
         socket.onConnected = { [unowned self] in
+            isConnected = true
+            // What waited for the link goes now, after the hello and in order, before anything sent later.
+            for waiting in waitingFrames { _ = self.socket?.send(waiting) }
+            waitingFrames = []
+            waitingBytes = 0
             delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMin
             transport.linkConnected()
         }
@@ -492,6 +501,7 @@ final class OutgoingLink: @unchecked Sendable {
             if let session = socket.resumableSession { tlsSession = session }
             self.socket = nil
             isWelcomed = false
+            isConnected = false
             failPaced()
             retryLater()
         }
@@ -521,8 +531,22 @@ final class OutgoingLink: @unchecked Sendable {
         transport.transportQueue.asyncAfter(deadline: .now() + .milliseconds(delay + jitter)) { [weak self] in self?.connect() }
     }
 
+    /// Whether the socket's connect (and TLS handshake) finished; before, a send waits here so a failed dial takes
+    /// nothing with it.
+    private var isConnected = false
+    /// Frames that came while the link was down or dialling, oldest first, at most `downQueueBytesMax` bytes.
+    private var waitingFrames: [PeerFrame] = []
+    private var waitingBytes = 0
+
     func send(_ frame: PeerFrame) -> Bool {
-        socket?.send(frame) ?? false
+        if let socket, isConnected { return socket.send(frame) }
+        guard !isShutDown, frame.payload.count <= transport.configuration.downQueueBytesMax else { return false }
+        waitingFrames.append(frame)
+        waitingBytes += frame.payload.count
+        while waitingBytes > transport.configuration.downQueueBytesMax, !waitingFrames.isEmpty {
+            waitingBytes -= waitingFrames.removeFirst().payload.count
+        }
+        return true
     }
 
     private var paced: [(frame: PeerFrame, queuedBytesMax: Int, done: @Sendable (Bool) -> Void)] = []
@@ -553,6 +577,8 @@ final class OutgoingLink: @unchecked Sendable {
 
     func shutdown() {
         isShutDown = true
+        waitingFrames = []
+        waitingBytes = 0
         failPaced()
         socket?.close(reason: "link shut down")
         socket = nil

@@ -243,6 +243,24 @@ final class Member: Sendable {
             a.transport.send(to: 2, channel: .bulk, frame: PeerFrame(type: 1, payload: Array("\(i)".utf8)))
         }
         #expect(eventually(seconds: 10) { b.count == 200 })
-        #expect(a.transport.statistics.framesDropped == 200)
+        // The dead peer's frames wait, bounded, for its link (none is dropped at 200 KB).
+        #expect(a.transport.statistics.framesDropped == 0)
+    }
+
+    @Test func aFrameSentBeforeThePeerListensArrivesOnceItDoes() throws {
+        let a = try Member(id: 1)
+        defer { a.transport.stop() }
+        var b = try Member(id: 2)
+        let port = b.address.port
+        b.transport.stop()
+        a.transport.setPeers([2: ListenAddress(host: "127.0.0.1", port: port)])
+        // Sent while every dial fails: a follower forwarding a write to a leader whose link is not up yet.
+        a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: Array("forwarded".utf8)))
+        usleep(300_000)
+        b = try Member(id: 2, port: port)
+        defer { b.transport.stop() }
+        b.transport.setPeers([1: a.address])
+        #expect(eventually(seconds: 10) { b.count == 1 })
+        #expect(b.inbox.received.withLock { $0.first?.frame.payload } == Array("forwarded".utf8))
     }
 }
