@@ -11,7 +11,9 @@ import CairnStore
 
 package struct SimOptions: Sendable {
     package var memberCount = 3
-    package var chaosSteps = 300
+    /// 240 since the members run on real storage (about a third more work a step than the in-memory log was), so the
+    /// 10,000-seed swarm takes about the time it took with 300.
+    package var chaosSteps = 240
     /// After healing, a leader must exist and a proposal must commit within this many steps.
     package var healDeadlineSteps = 300
     package var maxDelaySteps = 4

@@ -50,7 +50,10 @@ import Testing
     /// withheld every vote until it had applied its floor, and the only other voter could never lead again.
     @Test(arguments: [UInt64(6338), 3_107_392_012, 77, 21, 88])
     func formerlyFailingSeedsHold(seed: UInt64) throws {
-        var cluster = try SimCluster(seed: seed, options: SimOptions.forSeed(seed))
+        // As long a chaotic phase as when they failed.
+        var options = SimOptions.forSeed(seed)
+        options.chaosSteps = 300
+        var cluster = try SimCluster(seed: seed, options: options)
         _ = try cluster.run()
     }
 
