@@ -123,6 +123,8 @@ package struct SimCluster {
     var snapshotsInstalled = 0
     var configChanges = 0
     var diskFailures = 0
+    /// Power losses that caught a persist between its write and its fsync.
+    var crashesMidPersist = 0
     /// The applied digest at each snapshot any member wrote: a snapshot file holds the state, the checker digests.
     var snapshotDigests: [LogIndex: UInt64] = [:]
     /// The commit index each leader was last checked at, by term.
@@ -207,6 +209,7 @@ package struct SimCluster {
         package var snapshotsInstalled: Int
         package var configChanges: Int
         package var diskFailures: Int
+        package var crashesMidPersist: Int
     }
 
     /// Runs the chaotic phase, heals everything and checks that the cluster makes progress again.
@@ -223,7 +226,8 @@ package struct SimCluster {
             try runStep()
             if checker.committedCount > committedBefore + 1, leaderID != nil {
                 return Summary(committedEntries: checker.committedCount, writesAnswered: writesAnswered, readsServed: readsServed,
-                               snapshotsInstalled: snapshotsInstalled, configChanges: configChanges, diskFailures: diskFailures)
+                               snapshotsInstalled: snapshotsInstalled, configChanges: configChanges, diskFailures: diskFailures,
+                               crashesMidPersist: crashesMidPersist)
             }
         }
         throw .liveness("seed \(seed): leader \(leaderID.map { "\($0)" } ?? "none"), committed \(checker.committedCount) (was \(committedBefore)); \(memberStates)")
@@ -334,6 +338,7 @@ package struct SimCluster {
     mutating func crash(_ id: UInt64) {
         var m = members[Int(id) - 1]
         if let persisting = m.persisting, let storage = m.storage, random.chance(1, in: 2) {
+            crashesMidPersist += 1
             m.fs.failSyncs(errno: 5)
             try? MemberStorage.persist(persisting.entries, hardState: persisting.hardState, to: storage)
             m.fs.failSyncs(errno: nil)

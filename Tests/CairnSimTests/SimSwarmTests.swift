@@ -17,6 +17,7 @@ import Testing
         var snapshots = 0
         var configChanges = 0
         var diskFailures = 0
+        var crashesMidPersist = 0
         for seed in UInt64(0)..<seeds {
             do {
                 var cluster = try SimCluster(seed: seed, options: SimOptions.forSeed(seed))
@@ -27,6 +28,7 @@ import Testing
                 snapshots += summary.snapshotsInstalled
                 configChanges += summary.configChanges
                 diskFailures += summary.diskFailures
+                crashesMidPersist += summary.crashesMidPersist
             } catch {
                 Issue.record("seed \(seed): \(error) — replay with: swift run -c release cairn-sim --seed \(seed)")
                 return
@@ -40,6 +42,8 @@ import Testing
         #expect(snapshots > Int(seeds) / 4)
         #expect(configChanges > Int(seeds) / 2)
         #expect(diskFailures > Int(seeds) / 4)
+        // Power losses that leave a batch written but not synced, for recovery to cut back.
+        #expect(crashesMidPersist > Int(seeds) / 20)
     }
 
     /// Seeds the full swarm once failed on: an old leader's unsent entry and a new leader's conflicting append
