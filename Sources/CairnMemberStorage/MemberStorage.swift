@@ -36,8 +36,15 @@ package enum MemberStorage {
             throw StorageError.corrupt(path: storage.directory + "/hardstate", offset: 0, index: log.lastIndex.value,
                                        reason: "term \(recovered.term), commit \(recovered.commit) or last index \(log.lastIndex.value) is beyond Raft's bound \(RaftLimits.termMax)")
         }
-        let hardState = CairnRaft.HardState(term: Term(recovered.term), vote: recovered.vote == 0 ? nil : MemberID(recovered.vote),
+        var hardState = CairnRaft.HardState(term: Term(recovered.term), vote: recovered.vote == 0 ? nil : MemberID(recovered.vote),
                                             commit: LogIndex(recovered.commit))
+        // A batch's entries are durable before its hard state: a crash between leaves entries of a term the hard state
+        // never reached. They came from that term's leader, so the member had taken the term, and had voted in it for
+        // no one (a vote goes out only after the persist that records it). Saved, so the term holds from now on.
+        if let lastTerm = log.term(at: log.lastIndex), lastTerm > hardState.term {
+            hardState = CairnRaft.HardState(term: lastTerm, vote: nil, commit: hardState.commit)
+            try storage.saveHardState(stored(hardState))
+        }
         return ReplicaRecovery(log: log, hardState: hardState, snapshot: newest, loggedMembers: logged,
                                incarnation: incarnation, randomSeed: randomSeed)
     }

@@ -61,6 +61,13 @@ import Testing
         _ = try cluster.run()
     }
 
+    /// Found once members ran on real storage: a follower crashed between its batch's entries and its hard state,
+    /// and restarted with a log ending in a term above its own (Raft's local invariants trapped).
+    @Test func aCrashBetweenEntriesAndHardStateRecovers() throws {
+        var cluster = try SimCluster(seed: 4354, options: SimOptions.forSeed(4354))
+        _ = try cluster.run()
+    }
+
     /// A seed replays exactly: every choice comes from it, none from a clock. (Hash-order iteration would differ
     /// only between processes, which this test cannot see: the code iterates sorted IDs instead.)
     @Test func aSeedReplaysIdentically() throws {
