@@ -47,12 +47,22 @@ extension SimCluster {
             }
             snapshotDigests[metadata.index] = digest
             let storage = members[Int(id) - 1].storage!, initial = members[Int(id) - 1].replica!.initialMembership
-            let oldestKept: SnapshotMetadata?
-            do {
+            // A full disk refuses the snapshot file; the member goes on with its log and snapshots later.
+            let full = faultsEnabled && random.chance(options.diskFailurePercent, in: 100)
+            if full { members[Int(id) - 1].fs.limitSpace(bytes: 0) }
+            let outcome = Result { () throws -> SnapshotMetadata? in
                 try MemberStorage.writeSnapshot(metadata, state, to: storage)
-                oldestKept = try MemberStorage.retain(storage, initial: initial)
-            } catch {
-                throw .safety(step: step, "seed \(seed): \(id) failed to write snapshot \(metadata.index) on a working disk: \(error)")
+                return try MemberStorage.retain(storage, initial: initial)
+            }
+            members[Int(id) - 1].fs.limitSpace(bytes: nil)
+            let oldestKept: SnapshotMetadata?
+            switch outcome {
+            case .success(let oldest): oldestKept = oldest
+            case .failure(let error):
+                guard full else { throw .safety(step: step, "seed \(seed): \(id) failed to write snapshot \(metadata.index) on a working disk: \(error)") }
+                diskFailures += 1
+                members[Int(id) - 1].replica!.snapshotFailed()
+                return []
             }
             return members[Int(id) - 1].replica!.snapshotWritten(index: metadata.index.value, oldestKept: oldestKept)
         case .streamSnapshot(let request):
