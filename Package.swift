@@ -19,7 +19,7 @@ let package = Package(
     targets: [
         .target(name: "CairnBase"),
         .target(name: "CairnRaft", dependencies: ["CairnBase"]),
-        .target(name: "CairnSim", dependencies: ["CairnReplica", "CairnStore", "CairnRaft", "CairnBase"]),
+        .target(name: "CairnSim", dependencies: ["CairnMemberStorage", "CairnStorage", "CairnReplica", "CairnStore", "CairnRaft", "CairnBase"]),
         .executableTarget(name: "cairn-sim", dependencies: ["CairnSim", "CairnBase"]),
         .executableTarget(name: "raft-bench", dependencies: ["CairnRaft", "CairnBase"], path: "bench/raft", exclude: ["RESULTS.md"]),
         .executableTarget(name: "watch-bench", path: "bench/watch"),
@@ -36,6 +36,8 @@ let package = Package(
             dependencies: ["CairnBase", .product(name: "HashTreeCollections", package: "swift-collections")]),
         .target(name: "CairnAPI", dependencies: ["CairnStore", "CairnMVCC", "CairnBase"]),
         .target(name: "CairnStorage", dependencies: ["CairnBase"]),
+        // A member's durable state on CairnStorage: the server's and the simulator's one recovery and persist.
+        .target(name: "CairnMemberStorage", dependencies: ["CairnReplica", "CairnStorage", "CairnRaft", "CairnStore", "CairnBase"]),
         // etcd's v3 gRPC messages, generated from proto/ by scripts/generate-protos.
         .target(name: "CairnProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(
@@ -57,7 +59,7 @@ let package = Package(
         .target(
             name: "CairnServer",
             dependencies: [
-                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnReplica", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase", "CCrypt", "COpenSSL",
+                "CairnHTTP", "CairnPeer", "CairnAPI", "CairnReplica", "CairnMemberStorage", "CairnStore", "CairnMVCC", "CairnStorage", "CairnRaft", "CairnBase", "CCrypt", "COpenSSL",
                 "CairnProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -74,7 +76,7 @@ let package = Package(
         .testTarget(name: "CairnBaseTests", dependencies: ["CairnBase"]),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnReplicaTests", dependencies: ["CairnReplica", "CairnRaft", "CairnStore", "CairnBase"]),
-        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnReplica", "CairnStore", "CairnRaft", "CairnBase"]),
+        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnMemberStorage", "CairnStorage", "CairnReplica", "CairnStore", "CairnRaft", "CairnBase"]),
         .testTarget(name: "CairnStoreTests", dependencies: ["CairnStore", "CairnBase", "CairnTestSupport"]),
         .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC", "CairnBase"]),
         .testTarget(name: "CairnAPITests", dependencies: ["CairnAPI", "CairnStore", "CairnMVCC", "CairnBase", "CairnTestSupport"]),

@@ -4,6 +4,7 @@
 import CairnBase
 import CairnAPI
 import CairnHTTP
+import CairnMemberStorage
 import CairnRaft
 import CairnReplica
 import CairnStorage
@@ -130,7 +131,7 @@ package struct BackupContents {
     package init(fs: FileSystem, path: String) throws {
         // A copy saved by etcdctl through gRPC carries etcd's tail after the Cairn file: read the file inside.
         let fs = try EtcdSnapshotTail.view(fs, path)
-        let loaded = try KeySpaceNode.loadSnapshot(fs: fs, path: path)
+        let loaded = try MemberStorage.loadSnapshot(fs: fs, path: path)
         let file = try fs.open(path, create: false)
         defer { fs.close(file) }
         bytes = try fs.size(file)

@@ -3,6 +3,7 @@
 // Readers take the published view from any thread; handlers reach the Replica only through this class's queue.
 import CairnBase
 import CairnMVCC
+import CairnMemberStorage
 import CairnPeer
 import CairnRaft
 import CairnReplica
@@ -95,41 +96,13 @@ package final class KeySpaceNode: @unchecked Sendable {
         self.storage = storage
         self.options = options
         hub = WatchHub(historyBytesMax: options.historyBytesMax)
-        let logged = try Self.loggedInitialMembers(storage.writer)
-        let initial = Replica<RaftLog>.initialMembership(logged: logged, options: options)
-        let snapshots = try storage.snapshots()
-        // Raft counts on from a snapshot's index: one near 2^64 (a crafted file) would overflow at the next entry.
-        if let huge = snapshots.first(where: { $0.lastIndex > RaftLimits.indexMax }) {
-            throw StorageError.corrupt(path: huge.path, offset: 0, index: huge.lastIndex, reason: "snapshot index beyond Raft's bound \(RaftLimits.indexMax)")
-        }
-        var newest: (state: ReplicaState, index: UInt64, clusterTimeNanos: Int64)?
-        if let file = snapshots.last {
-            let (state, header) = try Self.loadSnapshot(fs: storage.fs, path: file.path)
-            newest = (state, header.lastIndex, Int64(bitPattern: header.clusterTimeNanos))
-        }
-        // The log starts after the oldest snapshot kept whose next entry the log still holds, so a follower a little
-        // behind the newest snapshot still catches up from the log rather than by a whole snapshot.
-        let walFirst = try storage.writer.withLog { $0.firstIndex }
-        var base = SnapshotMetadata.none
-        if let oldest = snapshots.first(where: { $0.lastIndex + 1 >= walFirst }) {
-            base = try Self.metadata(of: try Self.header(fs: storage.fs, path: oldest.path), initial: initial)
-        }
         let logger = self.logger
-        let log = try RaftLog(writer: storage.writer, snapshot: base) { error in
+        var random = SystemRandomNumberGenerator()
+        let recovery = try MemberStorage.recover(storage: storage, options: options, incarnation: random.next(),
+                                                 randomSeed: options.id ^ UInt64(bitPattern: clock.now())) { error in
             logger.critical("the log cannot be read; stopping", metadata: ["error": "\(error)"])
             fatalError("log read failed: \(error)")
         }
-        let recovered = storage.recoveredHardState
-        // Raft would trap on the `+ 1` of a term this large (one forged heartbeat used to leave one on disk).
-        guard recovered.term <= RaftLimits.termMax, recovered.commit <= RaftLimits.indexMax, log.lastIndex.value <= RaftLimits.indexMax else {
-            throw StorageError.corrupt(path: storage.directory + "/hardstate", offset: 0, index: log.lastIndex.value,
-                                       reason: "term \(recovered.term), commit \(recovered.commit) or last index \(log.lastIndex.value) is beyond Raft's bound \(RaftLimits.termMax)")
-        }
-        let hardState = CairnRaft.HardState(term: Term(recovered.term), vote: recovered.vote == 0 ? nil : MemberID(recovered.vote),
-                                            commit: LogIndex(recovered.commit))
-        var random = SystemRandomNumberGenerator()
-        let recovery = ReplicaRecovery(log: log, hardState: hardState, snapshot: newest, loggedMembers: logged,
-                                       incarnation: random.next(), randomSeed: options.id ^ UInt64(bitPattern: clock.now()))
         replica = Replica(options: options, storeInitialIndex: initialIndex, recovery: recovery)
         publishedMembers = Mutex(replica.members)
         var view = replica.view
@@ -243,15 +216,6 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     /// etcd writes two entries per member and the cluster version into its store before any client write.
     static func storeInitialIndex(memberCount: Int) -> UInt64 { Replica<RaftLog>.storeInitialIndex(memberCount: memberCount) }
-
-    /// The members of the log's bootstrap entry, when the log still starts at its first entry (no snapshot yet).
-    private static func loggedInitialMembers(_ writer: GroupCommitWriter) throws -> [MemberRecord]? {
-        let records = try writer.withLog { wal -> [LogEntryRecord] in
-            guard wal.firstIndex == 1, wal.lastIndex >= 1 else { return [] }
-            return try wal.entries(1..<(min(wal.lastIndex, Replica<RaftLog>.loggedMembersEntriesMax) + 1))
-        }
-        return Replica<RaftLog>.loggedMembers(in: records.compactMap(Entry.init))
-    }
 
     // MARK: - Writes
 
@@ -367,10 +331,9 @@ package final class KeySpaceNode: @unchecked Sendable {
                 // A follower persists off this queue, so it keeps forwarding new writes to the leader and confirming
                 // reads while its disk works. The leader persists here: what reaches it meanwhile could only join its
                 // next batch anyway, and not hopping to a storage thread and back saves two wake-ups per batch.
-                let saved = hardState.map { CairnStorage.HardState(term: $0.term.value, vote: $0.vote?.value ?? 0, commit: $0.commit.value) }
                 if onLeader && !recoverFirst {
                     do {
-                        try persist(entries, hardState: saved)
+                        try persist(entries, hardState: hardState)
                         pending.prepend(contentsOf: replica.persisted(now: clock.now()))
                     } catch {
                         pending.prepend(contentsOf: replica.persistFailed(reason: Self.describe(error), now: clock.now()))
@@ -380,7 +343,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                         let outcome = Result { () throws in
                             // Whatever a failed write or fsync left is cut off, never trusted (`Storage.recover`).
                             if recoverFirst { try storage.recover() }
-                            try persist(entries, hardState: saved)
+                            try persist(entries, hardState: hardState)
                         }
                         queue.async { [self] in
                             switch outcome {
@@ -434,11 +397,11 @@ package final class KeySpaceNode: @unchecked Sendable {
     }
 
     /// Makes a batch's entries and changed hard state durable; runs on the node queue or the persist queue.
-    private func persist(_ entries: [Entry], hardState: CairnStorage.HardState?) throws {
+    private func persist(_ entries: [Entry], hardState: CairnRaft.HardState?) throws {
         let started = clock.now()
         try RaftLog.write(entries, to: storage.writer)
         if !entries.isEmpty { metrics.walFsync.observe(seconds: Double(clock.now() - started) / 1e9) }
-        if let hardState { try storage.saveHardState(hardState) }
+        if let hardState { try storage.saveHardState(MemberStorage.stored(hardState)) }
     }
 
     /// Publishes an applied batch's view, then wakes watchers and answers this member's writers and readers.
@@ -543,4 +506,3 @@ extension ReplicaLogLine.Level {
     }
 }
 
-extension RaftLog: ReplicaLog {}

@@ -2,6 +2,7 @@
 // paced by its link, receiving and verifying the leader's stream, and loading files back as a Replica's state.
 import CairnBase
 import CairnMVCC
+import CairnMemberStorage
 import CairnPeer
 import CairnRaft
 import CairnReplica
@@ -24,55 +25,24 @@ extension KeySpaceNode {
     static let snapshotChunkBytes = 1 << 20
     static let snapshotQueuedBytesMax = 4 << 20
 
-    /// A snapshot file's state; its body checksum is checked before any of it is used.
-    static func loadSnapshot(fs: FileSystem, path: String) throws -> (state: ReplicaState, header: SnapshotHeader) {
-        let reader = try SnapshotReader(fs: fs, path: path)
-        defer { reader.close() }
-        var source = SnapshotChunks(reader: reader)
-        return (try ReplicaState.read(from: &source), reader.header)
-    }
-
-    static func header(fs: FileSystem, path: String) throws -> SnapshotHeader {
-        let reader = try SnapshotReader(fs: fs, path: path)
-        defer { reader.close() }
-        return reader.header
-    }
-
-    /// What the core knows of a snapshot file; a file without membership (none was recorded) has the initial one.
-    static func metadata(of header: SnapshotHeader, initial: Membership) throws -> SnapshotMetadata {
-        SnapshotMetadata(index: LogIndex(header.lastIndex), term: Term(header.lastTerm), clusterTimeNanos: header.clusterTimeNanos,
-                         membership: header.membership.isEmpty ? initial : try Membership(decoding: header.membership))
-    }
-
     /// Streams the state into a snapshot file off the node queue, then lets storage drop the snapshots and log
     /// segments no longer needed, and the core's log start after the oldest kept. Backups waiting get the new file.
     func writeSnapshot(_ metadata: SnapshotMetadata, _ state: ReplicaState) {
-        let header = SnapshotHeader(lastIndex: metadata.index.value, lastTerm: metadata.term.value,
-                                    clusterTimeNanos: metadata.clusterTimeNanos, membership: metadata.membership.encoded())
         let storage = self.storage, initial = replica.initialMembership
         let backups = backupsWaiting
         backupsWaiting = []
         snapshotQueue.async { [self] in
             do {
                 let started = clock.now()
-                let writer = try storage.beginSnapshot(header)
-                var sink = SnapshotFileSink(writer: writer)
-                do {
-                    try state.write(to: &sink)
-                    _ = try writer.finish()
-                } catch {
-                    writer.abort()
-                    throw error
-                }
+                try MemberStorage.writeSnapshot(metadata, state, to: storage)
                 metrics.snapshotSave.observe(seconds: Double(clock.now() - started) / 1e9)
                 // Opened before `retain` runs, so no later snapshot can remove the file under a backup's stream.
-                for backup in backups { backup(Result { try BackupFile(fs: storage.fs, path: storage.snapshotPath(lastIndex: header.lastIndex)) }) }
-                try storage.retain()
-                let oldest = try storage.snapshots().first.map { try Self.metadata(of: try Self.header(fs: storage.fs, path: $0.path), initial: initial) }
-                logger.info("snapshot saved", metadata: ["index": "\(header.lastIndex)"])
-                queue.async { [self] in run(replica.snapshotWritten(index: header.lastIndex, oldestKept: oldest)) }
+                for backup in backups { backup(Result { try BackupFile(fs: storage.fs, path: storage.snapshotPath(lastIndex: metadata.index.value)) }) }
+                let oldest = try MemberStorage.retain(storage, initial: initial)
+                logger.info("snapshot saved", metadata: ["index": "\(metadata.index)"])
+                queue.async { [self] in run(replica.snapshotWritten(index: metadata.index.value, oldestKept: oldest)) }
             } catch {
-                logger.error("snapshot failed", metadata: ["index": "\(header.lastIndex)", "error": "\(error)"])
+                logger.error("snapshot failed", metadata: ["index": "\(metadata.index)", "error": "\(error)"])
                 for backup in backups { backup(.failure(error)) }
                 queue.async { [self] in replica.snapshotFailed() }
             }
@@ -155,7 +125,7 @@ extension KeySpaceNode {
         snapshotQueue.async { [self] in
             let outcome = Result { () throws -> (String, SnapshotMetadata) in
                 let (path, header) = try file.finish()
-                return (path, try Self.metadata(of: header, initial: initial))
+                return (path, try MemberStorage.metadata(of: header, initial: initial))
             }
             queue.async { [self] in
                 snapshotFiles.verifying = false
@@ -182,45 +152,6 @@ extension KeySpaceNode {
         guard let path = snapshotFiles.received.removeValue(forKey: metadata.index) else {
             throw StorageError.corrupt(path: storage.directory, offset: 0, index: metadata.index.value, reason: "installing a snapshot never received")
         }
-        let (state, header) = try Self.loadSnapshot(fs: storage.fs, path: path)
-        try storage.adoptReceivedSnapshot(header)
-        return state
+        return try MemberStorage.adoptReceived(path: path, storage: storage)
     }
-}
-
-/// A snapshot file's body as a snapshot source: exact reads across the file's chunks.
-struct SnapshotChunks: SnapshotBodySource {
-    let reader: SnapshotReader
-    var buffer: [UInt8] = []
-    var offset = 0
-
-    init(reader: SnapshotReader) {
-        self.reader = reader
-    }
-
-    mutating func read(exactly count: Int) throws -> [UInt8] {
-        while buffer.count - offset < count {
-            guard let chunk = try reader.next() else { throw TreeSnapshotError.truncated }
-            buffer = Array(buffer[offset...]) + chunk
-            offset = 0
-        }
-        defer { offset += count }
-        return Array(buffer[offset..<(offset + count)])
-    }
-
-    /// True when the file has no byte left to read (reads the next chunk to know).
-    mutating func isAtEnd() throws -> Bool {
-        while offset == buffer.count {
-            guard let chunk = try reader.next() else { return true }
-            buffer = chunk
-            offset = 0
-        }
-        return false
-    }
-}
-
-/// The key space's snapshot stream into a snapshot file.
-struct SnapshotFileSink: SnapshotSink {
-    let writer: SnapshotWriter
-    func write(_ bytes: [UInt8]) throws { try writer.write(bytes) }
 }

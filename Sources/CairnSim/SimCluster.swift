@@ -1,15 +1,19 @@
-// A whole cluster of real `Replica`s in one process driven by a seed: every frame through the members' own codec
-// and checks, delayed, lost, duplicated and reordered; partitions, crashes that lose unpersisted state, slow disks,
-// snapshots in the product's format streamed chunk by chunk, membership changes through the member table; safety
+// A whole cluster of real `Replica`s on real storage in one process driven by a seed: every frame through the
+// members' own codec and checks, delayed, lost, duplicated and reordered; partitions, power losses on each member's
+// simulated file system, slow and failing disks, snapshot files streamed chunk by chunk, membership changes; safety
 // checked every step.
 import CairnBase
+import CairnMemberStorage
 import CairnRaft
 import CairnReplica
+import CairnStorage
 import CairnStore
 
 package struct SimOptions: Sendable {
     package var memberCount = 3
-    package var chaosSteps = 300
+    /// 240 since the members run on real storage (about a third more work a step than the in-memory log was), so the
+    /// 10,000-seed swarm takes about the time it took with 300.
+    package var chaosSteps = 240
     /// After healing, a leader must exist and a proposal must commit within this many steps.
     package var healDeadlineSteps = 300
     package var maxDelaySteps = 4
@@ -19,7 +23,7 @@ package struct SimOptions: Sendable {
     package var restartPercent = 10
     package var partitionChangePercent = 2
     package var slowDiskPercent = 20
-    /// Chance that a persist fails (EIO, ENOSPC: nothing of it is durable); the member stalls and retries.
+    /// Chance that a persist meets a failing disk (a failed fsync, or a full disk); the member stalls and retries.
     package var diskFailurePercent = 0
     package var proposePercent = 30
     package var readPercent = 10
@@ -55,26 +59,29 @@ package enum SimFailure: Error, CustomStringConvertible {
 
 package struct SimCluster {
     struct Member {
-        var replica: Replica<MemoryLogStorage>?
+        var replica: Replica<RaftLog>?
         /// The voters it was started with: the founders', or none for a member added later.
         var initialVoters: [UInt64]
         /// This member's clock misses one tick in every this many steps (nil: no drift).
         var tickSkipPeriodSteps: Int?
-        /// What survives a crash: the persisted log and hard state, and the snapshot file the log starts after.
-        var disk = MemoryLogStorage()
-        var snapshotFile: [UInt8]?
+        /// Its disk: a data directory on its own simulated file system, which a power loss cuts back to what was
+        /// synced (tearing the last unsynced write); the storage open on it while the member runs.
+        let fs = SimulatedFileSystem()
+        var storage: Storage?
+        /// The durable log as the member last knew it, for the commit-quorum check while it is down.
+        var disk: RaftLog?
         /// What it applied: index and digest (ClusterChecker.digest), from the snapshot on restart.
         var appliedIndex = LogIndex.zero
         var digest = ClusterChecker.digestSeed
         /// A persist the slow disk has not finished; the Replica takes no batch meanwhile.
-        var persisting: (entries: [Entry], hardState: HardState?)?
+        var persisting: (entries: [Entry], hardState: CairnRaft.HardState?, recoverFirst: Bool)?
         var persistDueStep = 0
         /// When a failed persist is retried (the Replica's delay, one millisecond a step).
         var retryDueStep: Int?
         /// The incoming snapshot stream's temporary file, and verified ones waiting for their batch.
         var receiver = SnapshotReceiver(fileBytesMax: 1 << 20)
-        var receiving: [UInt8] = []
-        var installing: [(metadata: SnapshotMetadata, file: [UInt8])] = []
+        var receiving: ReceivedSnapshotFile?
+        var installing: [(metadata: SnapshotMetadata, path: String)] = []
     }
 
     struct InFlight {
@@ -116,27 +123,37 @@ package struct SimCluster {
     var snapshotsInstalled = 0
     var configChanges = 0
     var diskFailures = 0
+    /// Power losses that caught a persist between its write and its fsync.
+    var crashesMidPersist = 0
+    /// The applied digest at each snapshot any member wrote: a snapshot file holds the state, the checker digests.
+    var snapshotDigests: [LogIndex: UInt64] = [:]
     /// The commit index each leader was last checked at, by term.
     var checkedCommit: [MemberID: (term: Term, commit: LogIndex)] = [:]
 
-    package init(seed: UInt64, options: SimOptions = SimOptions()) {
+    package init(seed: UInt64, options: SimOptions = SimOptions()) throws(SimFailure) {
         self.seed = seed
         self.options = options
         self.random = SeededRandom(seed: seed)
         ids = Array(1...UInt64(options.memberCount))
         founders = ids.map { MemberRecord(id: $0, name: "m\($0)", peerURLs: ["sim://\($0)"], clientURLs: []) }
-        for id in ids { addMember(id, initialVoters: ids) }
+        for id in ids { try addMember(id, initialVoters: ids) }
     }
 
-    mutating func addMember(_ id: UInt64, initialVoters: [UInt64]) {
+    mutating func addMember(_ id: UInt64, initialVoters: [UInt64]) throws(SimFailure) {
         var m = Member(initialVoters: initialVoters)
         if let range = options.tickSkipPeriodStepsRange, random.chance(1, in: 2) { m.tickSkipPeriodSteps = Int.random(in: range, using: &random) }
         members.append(m)
-        restart(id)
+        try restart(id)
     }
 
-    /// Starts (or restarts) a member from its disk: the state from the snapshot file, the core from the log after it.
-    mutating func restart(_ id: UInt64) {
+    /// A member's data directory on its simulated file system.
+    package static let dataDirectory = "/data"
+    /// Small segments, so the swarm rolls, compacts and recovers many of them.
+    package static let storageOptions = StorageOptions(wal: WALOptions(segmentBytesMax: 4096), snapshotsKept: 2)
+
+    /// Starts (or restarts) a member from its disk by the server's recovery: storage opens the data directory (cutting
+    /// a torn log tail), the state comes from the newest snapshot file, the core's log from the write-ahead log.
+    mutating func restart(_ id: UInt64) throws(SimFailure) {
         var m = members[Int(id) - 1]
         var options = ReplicaOptions(id: id, voters: m.initialVoters)
         options.members = m.initialVoters.isEmpty ? [] : founders
@@ -149,29 +166,36 @@ package struct SimCluster {
         options.raftInflightMessagesMax = 8
         options.raftLeaseReads = self.options.leaseReads
         options.raftDebugChecks = true
-        var snapshot: (state: ReplicaState, index: UInt64, clusterTimeNanos: Int64)?
+        let seed = self.seed
+        let recovery: ReplicaRecovery<RaftLog>
+        do {
+            let storage = try Storage(fs: m.fs, directory: Self.dataDirectory, options: Self.storageOptions, logger: { _ in })
+            m.storage = storage
+            recovery = try MemberStorage.recover(storage: storage, options: options, incarnation: random.next(),
+                                                 randomSeed: seed &+ UInt64(step) &+ id) { error in
+                // Nothing injects read faults: a log that cannot be read back is a storage bug.
+                fatalError("seed \(seed): member \(id) cannot read its log: \(error)")
+            }
+        } catch {
+            throw .safety(step: step, "seed \(seed): \(id) cannot recover from its data directory: \(error)")
+        }
         m.appliedIndex = .zero
         m.digest = ClusterChecker.digestSeed
-        if let file = m.snapshotFile, let decoded = SimSnapshotFile.decode(file), let state = SimSnapshotFile.state(of: decoded.body) {
-            precondition(decoded.metadata == m.disk.snapshot, "snapshot file and log disagree on \(id)")
-            snapshot = (state, decoded.metadata.index.value, Int64(bitPattern: decoded.metadata.clusterTimeNanos))
-            m.appliedIndex = decoded.metadata.index
-            m.digest = decoded.digest
+        if let snapshot = recovery.snapshot {
+            m.appliedIndex = LogIndex(snapshot.index)
+            guard let digest = snapshotDigests[m.appliedIndex] else {
+                throw .safety(step: step, "seed \(seed): \(id) recovered snapshot \(snapshot.index), which no member wrote")
+            }
+            m.digest = digest
         }
-        let head = m.disk.firstIndex == LogIndex(1) && m.disk.lastIndex >= LogIndex(1)
-            ? m.disk.entries(from: LogIndex(1), through: min(m.disk.lastIndex, LogIndex(Replica<MemoryLogStorage>.loggedMembersEntriesMax)), maxBytes: .max)
-            : []
-        let recovery = ReplicaRecovery(log: m.disk, hardState: m.disk.hardState, snapshot: snapshot,
-                                       loggedMembers: Replica<MemoryLogStorage>.loggedMembers(in: head),
-                                       incarnation: random.next(), randomSeed: seed &+ UInt64(step) &+ id)
-        var replica = Replica(options: options, storeInitialIndex: Replica<MemoryLogStorage>.storeInitialIndex(memberCount: founders.count),
+        var replica = Replica(options: options, storeInitialIndex: Replica<RaftLog>.storeInitialIndex(memberCount: founders.count),
                               recovery: recovery)
         replica.start(now: now)
         m.replica = replica
         m.persisting = nil
         m.retryDueStep = nil
         m.receiver.reset()
-        m.receiving = []
+        m.receiving = nil
         m.installing = []
         members[Int(id) - 1] = m
     }
@@ -185,6 +209,7 @@ package struct SimCluster {
         package var snapshotsInstalled: Int
         package var configChanges: Int
         package var diskFailures: Int
+        package var crashesMidPersist: Int
     }
 
     /// Runs the chaotic phase, heals everything and checks that the cluster makes progress again.
@@ -193,7 +218,7 @@ package struct SimCluster {
         for _ in 0..<options.chaosSteps { try runStep() }
         faultsEnabled = false
         blocked = []
-        for id in ids where members[Int(id) - 1].replica == nil { restart(id) }
+        for id in ids where members[Int(id) - 1].replica == nil { try restart(id) }
         // A stalled disk works again at once.
         for id in ids where members[Int(id) - 1].retryDueStep != nil { members[Int(id) - 1].retryDueStep = step }
         let committedBefore = checker.committedCount
@@ -201,7 +226,8 @@ package struct SimCluster {
             try runStep()
             if checker.committedCount > committedBefore + 1, leaderID != nil {
                 return Summary(committedEntries: checker.committedCount, writesAnswered: writesAnswered, readsServed: readsServed,
-                               snapshotsInstalled: snapshotsInstalled, configChanges: configChanges, diskFailures: diskFailures)
+                               snapshotsInstalled: snapshotsInstalled, configChanges: configChanges, diskFailures: diskFailures,
+                               crashesMidPersist: crashesMidPersist)
             }
         }
         throw .liveness("seed \(seed): leader \(leaderID.map { "\($0)" } ?? "none"), committed \(checker.committedCount) (was \(committedBefore)); \(memberStates)")
@@ -223,7 +249,7 @@ package struct SimCluster {
 
     mutating func runStep() throws(SimFailure) {
         step += 1
-        if faultsEnabled { injectFaults() }
+        if faultsEnabled { try injectFaults() }
         try deliverDue()
         for id in liveIDs {
             // A slow clock: bounded drift, which the lease's safety margin must absorb.
@@ -266,7 +292,7 @@ package struct SimCluster {
         if ids.count < options.membersMax && random.chance(1, in: 2) {
             let id = UInt64(ids.count) + 1
             change = .add(id: id, peerURLs: ["sim://\(id)"])
-            addMember(id, initialVoters: [])
+            try addMember(id, initialVoters: [])
             ids.append(id)
         } else if table.members.count > 1, let victim = table.members.keys.sorted().randomElement(using: &random) {
             change = .remove(id: victim)
@@ -279,18 +305,13 @@ package struct SimCluster {
         try execute(leader, members[Int(leader) - 1].replica!.propose(.member(change), token: token, now: now))
     }
 
-    mutating func injectFaults() {
+    mutating func injectFaults() throws(SimFailure) {
         if random.chance(options.crashPercent, in: 100) {
             let id = ids.randomElement(using: &random)!
-            if let replica = members[Int(id) - 1].replica {
-                // Whatever the slow disk had not finished is lost with the process, and so is all volatile state.
-                members[Int(id) - 1].disk = replica.raft.storage
-                members[Int(id) - 1].replica = nil
-                checker.memberStopped(MemberID(id))
-            }
+            if members[Int(id) - 1].replica != nil { crash(id) }
         }
         for id in ids where members[Int(id) - 1].replica == nil && random.chance(options.restartPercent, in: 100) {
-            restart(id)
+            try restart(id)
         }
         if random.chance(options.partitionChangePercent, in: 100) {
             blocked = []
@@ -309,6 +330,29 @@ package struct SimCluster {
                 for a in ids { for b in ids where a != b && random.chance(1, in: 3) { blocked.insert([a, b]) } }
             }
         }
+    }
+
+    /// Power loss: the process and all volatile state are gone, and the file system keeps what was synced plus a
+    /// seeded prefix of the rest, the last write possibly torn. A persist the slow disk was in the middle of may have
+    /// written part of its batch (its fsync never came): the member's files get that too.
+    mutating func crash(_ id: UInt64) {
+        var m = members[Int(id) - 1]
+        if let persisting = m.persisting, let storage = m.storage, random.chance(1, in: 2) {
+            crashesMidPersist += 1
+            m.fs.failSyncs(errno: 5)
+            try? MemberStorage.persist(persisting.entries, hardState: persisting.hardState, to: storage)
+            m.fs.failSyncs(errno: nil)
+        }
+        m.disk = m.replica?.raft.storage
+        // An incoming snapshot's temporary file stays behind, for storage to remove when the member starts again.
+        m.receiving = nil
+        m.storage?.close()
+        m.storage = nil
+        m.replica = nil
+        m.persisting = nil
+        m.fs.crash(random: &random)
+        members[Int(id) - 1] = m
+        checker.memberStopped(MemberID(id))
     }
 
     mutating func deliverDue() throws(SimFailure) {

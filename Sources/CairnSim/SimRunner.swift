@@ -1,9 +1,11 @@
-// The simulator's runner for each member: it executes a Replica's actions as the server's runner does, with a
-// simulated slow disk, an in-memory snapshot file in the product's format and the faulty network; and checks
-// what the members apply against each other.
+// The simulator's runner for each member: it executes a Replica's actions as the server's runner does, through the
+// server's storage code (`MemberStorage`) on the member's simulated file system, slow and failing, and the faulty
+// network; and checks what the members apply against each other.
 import CairnBase
+import CairnMemberStorage
 import CairnRaft
 import CairnReplica
+import CairnStorage
 import CairnStore
 
 extension SimCluster {
@@ -19,15 +21,13 @@ extension SimCluster {
 
     private mutating func perform(_ id: UInt64, _ action: ReplicaAction) throws(SimFailure) -> [ReplicaAction] {
         switch action {
-        case .persist(let entries, let hardState, _, _):
-            members[Int(id) - 1].persisting = (entries, hardState)
+        case .persist(let entries, let hardState, _, let recoverFirst):
+            members[Int(id) - 1].persisting = (entries, hardState, recoverFirst)
             let slow = faultsEnabled && random.chance(options.slowDiskPercent, in: 100)
             members[Int(id) - 1].persistDueStep = step + (slow ? Int.random(in: 1...5, using: &random) : 0)
             return []
         case .recordCommit(let index):
-            var h = members[Int(id) - 1].replica!.raft.storage.hardState
-            h.commit = max(h.commit, LogIndex(index))
-            members[Int(id) - 1].replica!.raft.storage.setHardState(h)
+            members[Int(id) - 1].storage!.recordCommit(index)
         case .send(let to, let message):
             send(from: id, to: to, message)
         case .applied(let batch):
@@ -41,22 +41,46 @@ extension SimCluster {
             guard members[Int(id) - 1].appliedIndex == metadata.index else {
                 throw .safety(step: step, "seed \(seed): \(id) snapshots \(metadata.index) having applied \(members[Int(id) - 1].appliedIndex)")
             }
-            members[Int(id) - 1].snapshotFile = SimSnapshotFile.encode(metadata, digest: members[Int(id) - 1].digest, state: state)
-            // One snapshot kept: the log starts after it.
-            return members[Int(id) - 1].replica!.snapshotWritten(index: metadata.index.value, oldestKept: metadata)
+            let digest = members[Int(id) - 1].digest
+            if let other = snapshotDigests[metadata.index], other != digest {
+                throw .safety(step: step, "seed \(seed): \(id) snapshots \(metadata.index) with a state another member's snapshot there lacks")
+            }
+            snapshotDigests[metadata.index] = digest
+            let storage = members[Int(id) - 1].storage!, initial = members[Int(id) - 1].replica!.initialMembership
+            // A full disk refuses the snapshot file; the member goes on with its log and snapshots later.
+            let full = faultsEnabled && random.chance(options.diskFailurePercent, in: 100)
+            if full { members[Int(id) - 1].fs.limitSpace(bytes: 0) }
+            let outcome = Result { () throws -> SnapshotMetadata? in
+                try MemberStorage.writeSnapshot(metadata, state, to: storage)
+                return try MemberStorage.retain(storage, initial: initial)
+            }
+            members[Int(id) - 1].fs.limitSpace(bytes: nil)
+            let oldestKept: SnapshotMetadata?
+            switch outcome {
+            case .success(let oldest): oldestKept = oldest
+            case .failure(let error):
+                guard full else { throw .safety(step: step, "seed \(seed): \(id) failed to write snapshot \(metadata.index) on a working disk: \(error)") }
+                diskFailures += 1
+                members[Int(id) - 1].replica!.snapshotFailed()
+                return []
+            }
+            return members[Int(id) - 1].replica!.snapshotWritten(index: metadata.index.value, oldestKept: oldestKept)
         case .streamSnapshot(let request):
             streamSnapshot(from: id, request)
         case .receiveSnapshotChunk(let chunk):
-            receiveChunk(id, chunk)
+            try receiveChunk(id, chunk)
         case .loadSnapshot(let metadata):
-            guard let file = members[Int(id) - 1].installing.first(where: { $0.metadata == metadata })?.file,
-                  let decoded = SimSnapshotFile.decode(file), let state = SimSnapshotFile.state(of: decoded.body) else {
+            guard let path = members[Int(id) - 1].installing.first(where: { $0.metadata == metadata })?.path,
+                  let digest = snapshotDigests[metadata.index] else {
                 throw .safety(step: step, "seed \(seed): \(id) was told to install \(metadata.index) without a verified file")
             }
-            try check { () throws -> Void in try checker.observeRestored(index: metadata.index, digest: decoded.digest, by: MemberID(id)) }
-            members[Int(id) - 1].snapshotFile = file
+            let state: ReplicaState
+            do { state = try MemberStorage.adoptReceived(path: path, storage: members[Int(id) - 1].storage!) } catch {
+                throw .safety(step: step, "seed \(seed): \(id) cannot load the snapshot file it verified: \(error)")
+            }
+            try check { () throws -> Void in try checker.observeRestored(index: metadata.index, digest: digest, by: MemberID(id)) }
             members[Int(id) - 1].appliedIndex = metadata.index
-            members[Int(id) - 1].digest = decoded.digest
+            members[Int(id) - 1].digest = digest
             members[Int(id) - 1].installing.removeAll { $0.metadata.index <= metadata.index }
             snapshotsInstalled += 1
             return members[Int(id) - 1].replica!.installSnapshot(state, now: now)
@@ -70,17 +94,30 @@ extension SimCluster {
         return []
     }
 
-    /// The slow disk finished a persist: the hard state and entries are durable, the batch goes on.
+    /// The slow disk's turn: the batch's entries and hard state go through storage (after cutting back what a failed
+    /// persist left, when the Replica retries one), on a disk that may fail the fsync with EIO or be full.
     mutating func finishPersistIfDue(_ id: UInt64) throws(SimFailure) {
-        guard let (_, hardState) = members[Int(id) - 1].persisting, members[Int(id) - 1].persistDueStep <= step else { return }
+        guard let persisting = members[Int(id) - 1].persisting, members[Int(id) - 1].persistDueStep <= step else { return }
         members[Int(id) - 1].persisting = nil
-        // A failed write or fsync leaves nothing durable (storage cuts back to what was before it).
-        if faultsEnabled && random.chance(options.diskFailurePercent, in: 100) {
-            diskFailures += 1
-            return try execute(id, members[Int(id) - 1].replica!.persistFailed(reason: "simulated I/O error", now: now))
+        let fs = members[Int(id) - 1].fs, storage = members[Int(id) - 1].storage!
+        let failing = faultsEnabled && random.chance(options.diskFailurePercent, in: 100)
+        if failing {
+            if random.chance(1, in: 2) { fs.failSyncs(errno: 5) } else { fs.limitSpace(bytes: 0) }
         }
-        if let hardState { members[Int(id) - 1].replica!.raft.storage.setHardState(hardState) }
-        try execute(id, members[Int(id) - 1].replica!.persisted(now: now))
+        let outcome = Result { () throws in
+            if persisting.recoverFirst { try storage.recover() }
+            try MemberStorage.persist(persisting.entries, hardState: persisting.hardState, to: storage)
+        }
+        fs.failSyncs(errno: nil)
+        fs.limitSpace(bytes: nil)
+        switch outcome {
+        case .success:
+            try execute(id, members[Int(id) - 1].replica!.persisted(now: now))
+        case .failure(let error):
+            guard failing else { throw .safety(step: step, "seed \(seed): \(id) failed to persist on a working disk: \(error)") }
+            diskFailures += 1
+            try execute(id, members[Int(id) - 1].replica!.persistFailed(reason: "\(error)", now: now))
+        }
     }
 
     /// State Machine Safety: every member applies the same entries in order, each index once.
@@ -107,7 +144,7 @@ extension SimCluster {
 
     /// The leader's side streams its current snapshot file in order, one chunk per step, over the faulty network.
     private mutating func streamSnapshot(from id: UInt64, _ request: SnapshotRequest) {
-        guard let file = members[Int(id) - 1].snapshotFile, SimSnapshotFile.decode(file)?.metadata == request.metadata else {
+        guard let file = snapshotFile(id, index: request.metadata.index) else {
             return members[Int(id) - 1].replica!.snapshotSent(to: request.to, success: false)
         }
         let streamID = nextStream
@@ -143,23 +180,46 @@ extension SimCluster {
         streams[streamID] = stream
     }
 
-    /// The follower's side: assembles chunks into a temporary file and offers a verified one to the Replica.
-    private mutating func receiveChunk(_ id: UInt64, _ chunk: Message) {
-        switch members[Int(id) - 1].receiver.receive(chunk) {
-        case .drop: return
-        case .start: members[Int(id) - 1].receiving = chunk.data
-        case .append: members[Int(id) - 1].receiving += chunk.data
+    /// The leader's snapshot file for `index`, whole; nil once storage removed it (a newer one replaced it).
+    private func snapshotFile(_ id: UInt64, index: LogIndex) -> [UInt8]? {
+        let storage = members[Int(id) - 1].storage!
+        guard let file = try? storage.fs.open(storage.snapshotPath(lastIndex: index.value), create: false) else { return nil }
+        defer { storage.fs.close(file) }
+        guard let size = try? storage.fs.size(file), size <= UInt64(members[Int(id) - 1].receiver.fileBytesMax) else { return nil }
+        return try? storage.fs.read(file, at: 0, count: Int(size))
+    }
+
+    /// The follower's side, as the server's: chunks go into storage's temporary file, a complete one is verified and
+    /// renamed into place, and offered to the Replica (removed again if refused).
+    private mutating func receiveChunk(_ id: UInt64, _ chunk: Message) throws(SimFailure) {
+        let storage = members[Int(id) - 1].storage!
+        do {
+            switch members[Int(id) - 1].receiver.receive(chunk) {
+            case .drop: return
+            case .start:
+                members[Int(id) - 1].receiving?.abort()
+                let file = try storage.receiveSnapshot()
+                members[Int(id) - 1].receiving = file
+                try file.append(chunk.data)
+            case .append:
+                guard let file = members[Int(id) - 1].receiving else { return members[Int(id) - 1].receiver.reset() }
+                try file.append(chunk.data)
+            }
+        } catch {
+            throw .safety(step: step, "seed \(seed): \(id) failed to receive a snapshot chunk on a working disk: \(error)")
         }
-        guard members[Int(id) - 1].receiver.complete else { return }
-        let file = members[Int(id) - 1].receiving
+        guard members[Int(id) - 1].receiver.complete, let file = members[Int(id) - 1].receiving else { return }
         members[Int(id) - 1].receiver.reset()
-        members[Int(id) - 1].receiving = []
-        // A corrupted or mismatched file is dropped; the leader streams again.
-        guard let decoded = SimSnapshotFile.decode(file), decoded.metadata.index == chunk.index,
-              decoded.metadata.term == chunk.logTerm else { return }
-        if members[Int(id) - 1].replica!.snapshotReceived(decoded.metadata) {
-            members[Int(id) - 1].installing.append((decoded.metadata, file))
+        members[Int(id) - 1].receiving = nil
+        // A corrupted file fails verification and a mismatched one is removed; the leader streams again.
+        guard let (path, header) = try? file.finish() else { return }
+        let initial = members[Int(id) - 1].replica!.initialMembership
+        guard let metadata = try? MemberStorage.metadata(of: header, initial: initial), metadata.index == chunk.index,
+              metadata.term == chunk.logTerm, members[Int(id) - 1].replica!.snapshotReceived(metadata) else {
+            try? storage.fs.remove(path)
+            return
         }
+        members[Int(id) - 1].installing.append((metadata, path))
     }
 
     /// Commitment by the configuration in effect: a commit index a leader reached by counting is durably held
@@ -167,84 +227,25 @@ extension SimCluster {
     /// appended since the commit in the same step). Learners and a leader removing itself must not be counted.
     /// The commit index a leader inherits is not checked: the configuration that counted it may be one the new
     /// leader never saw (a removal after it), and single-server changes only promise overlapping majorities.
-    mutating func checkCommitQuorum(_ leader: RaftNode<MemoryLogStorage>) throws {
+    mutating func checkCommitQuorum(_ leader: RaftNode<RaftLog>) throws {
         let id = leader.config.id
         let c = leader.commit
         let last = checkedCommit[id]
         checkedCommit[id] = (leader.term, c)
         guard let last, last.term == leader.term, last.commit < c else { return }
         guard c > leader.snapshot.index, let t = leader.term(at: c) else { return }
-        func disk(_ m: Member) -> MemoryLogStorage { m.replica?.raft.storage ?? m.disk }
+        func disk(_ m: Member) -> RaftLog? { m.replica?.raft.storage ?? m.disk }
         func holds(_ voter: MemberID) -> Bool {
-            guard voter.value >= 1, voter.value <= UInt64(members.count) else { return false }
-            let m = members[Int(voter.value) - 1]
-            return disk(m).snapshot.index >= c || disk(m).term(at: c) == t
+            guard voter.value >= 1, voter.value <= UInt64(members.count), let d = disk(members[Int(voter.value) - 1]) else { return false }
+            return d.snapshot.index >= c || d.term(at: c) == t
         }
         let previous = leader.configIndex > .zero ? leader.membership(at: leader.configIndex - 1) : leader.membership
         for config in [leader.membership, previous] where config.voters.filter(holds).count > config.voters.count / 2 { return }
         let views = previous.members.map { v in
             let d = disk(members[Int(v.value) - 1])
             let p = leader.progress[v]
-            return "\(v) disk \(d.firstIndex)...\(d.lastIndex)@\(d.term(at: d.lastIndex) ?? .zero) leader sees \(p.map { "\($0.state) match \($0.match)" } ?? "-")"
+            return "\(v) disk \(d.map { "\($0.firstIndex)...\($0.lastIndex)@\($0.term(at: $0.lastIndex) ?? .zero)" } ?? "-") leader sees \(p.map { "\($0.state) match \($0.match)" } ?? "-")"
         }
         throw ClusterChecker.Violation(description: "commit quorum: \(id) committed \(c)@\(t) held by \(ids.map(MemberID.init).filter(holds)), voters \(leader.membership.voters) (before: \(previous.voters)); \(views.joined(separator: "; "))")
     }
-}
-
-/// The simulator's snapshot file: a length-prefixed `SnapshotMetadata` header, the applied digest, the state in the
-/// product's snapshot body format (`ReplicaState`), then a CRC32C of everything before it.
-package enum SimSnapshotFile {
-    package static func encode(_ metadata: SnapshotMetadata, digest: UInt64, state: ReplicaState) -> [UInt8] {
-        var sink = ByteSink()
-        // An in-memory sink does not fail.
-        try? state.write(to: &sink)
-        return encode(metadata, digest: digest, body: sink.bytes)
-    }
-
-    package static func encode(_ metadata: SnapshotMetadata, digest: UInt64, body: [UInt8]) -> [UInt8] {
-        var writer = ByteWriter()
-        writer.lengthPrefixed(metadata.encoded())
-        writer.u64(digest)
-        writer.raw(body)
-        writer.u32(CRC32C.checksum(writer.bytes))
-        return writer.bytes
-    }
-
-    /// Nil for a file that is short, padded, or fails its checksum; the body is read by `state(of:)`.
-    package static func decode(_ bytes: [UInt8]) -> (metadata: SnapshotMetadata, digest: UInt64, body: [UInt8])? {
-        guard bytes.count >= 16 else { return nil }
-        let body = Array(bytes[..<(bytes.count - 4)])
-        var trailer = ByteReader(Array(bytes[(bytes.count - 4)...]))
-        guard let crc = try? trailer.u32(), crc == CRC32C.checksum(body) else { return nil }
-        var reader = ByteReader(body)
-        guard let header = try? reader.lengthPrefixed(), let metadata = try? SnapshotMetadata(decoding: header),
-              let digest = try? reader.u64() else { return nil }
-        return (metadata, digest, reader.rest())
-    }
-
-    /// The state a body holds; nil for one that does not load.
-    package static func state(of body: [UInt8]) -> ReplicaState? {
-        var source = ByteSource(bytes: body)
-        return try? ReplicaState.read(from: &source)
-    }
-}
-
-/// A snapshot body written into memory.
-struct ByteSink: SnapshotSink {
-    var bytes: [UInt8] = []
-    mutating func write(_ more: [UInt8]) throws { bytes += more }
-}
-
-/// A snapshot body read from memory.
-struct ByteSource: SnapshotBodySource {
-    let bytes: [UInt8]
-    var offset = 0
-
-    mutating func read(exactly count: Int) throws -> [UInt8] {
-        guard count >= 0, count <= bytes.count - offset else { throw TreeSnapshotError.truncated }
-        defer { offset += count }
-        return Array(bytes[offset..<(offset + count)])
-    }
-
-    func isAtEnd() throws -> Bool { offset == bytes.count }
 }

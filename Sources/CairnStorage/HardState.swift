@@ -75,7 +75,7 @@ package final class CommitRecords: Sendable {
         var newest: UInt64 = 0
         var offset = 0
         while offset + recordBytes <= bytes.count {
-            if Array(bytes[offset..<offset + 4]) == magic,
+            if bytes[offset..<offset + 4].elementsEqual(magic),
                CRC32C.checksum(Array(bytes[offset..<offset + 12])) == bytes.readLE(UInt32.self, at: offset + 12) {
                 newest = max(newest, bytes.readLE(UInt64.self, at: offset + 4))
             }

@@ -116,7 +116,8 @@ package final class SimulatedFileSystem: FileSystem {
     }
 
     private static func parent(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
+        // By bytes: the simulator lists and syncs directories on every snapshot and restart.
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "." }
         let p = String(path[..<slash])
         return p.isEmpty ? "/" : p
     }
@@ -245,7 +246,7 @@ package final class SimulatedFileSystem: FileSystem {
         try state.withLock { s in
             guard s.directories.contains(directory) else { throw StorageError.io(operation: "opendir", path: directory, errno: 2) }
             return s.names.keys.filter { Self.parent($0) == directory }
-                .map { String($0[$0.index(after: $0.lastIndex(of: "/")!)...]) }.sorted()
+                .map { String($0[$0.utf8.index(after: $0.utf8.lastIndex(of: UInt8(ascii: "/"))!)...]) }.sorted()
         }
     }
 

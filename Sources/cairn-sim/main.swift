@@ -28,8 +28,8 @@ for seed in seeds {
     fflush(nil)
     // A replay shows what the seed chose.
     if seeds.count == 1 { print(SimOptions.forSeed(seed)) }
-    var cluster = SimCluster(seed: seed, options: SimOptions.forSeed(seed))
     do {
+        var cluster = try SimCluster(seed: seed, options: SimOptions.forSeed(seed))
         try cluster.run()
     } catch {
         print("FAIL seed \(seed): \(error)")

@@ -1,20 +1,21 @@
 // The Raft core's view of the durable log: the write-ahead log in `CairnStorage`, with the term of every entry
 // mirrored here so the core's many term look-ups never wait on the writer's lock while a batch fsyncs.
-// Owned by the node queue; entries are read back from disk only for followers that are behind.
+// Owned by the node queue (or the simulator's member); entries are read back from disk only for followers behind.
 import CairnRaft
+import CairnReplica
 import CairnStorage
 
-final class RaftLog: RaftLogStorage {
+package final class RaftLog: ReplicaLog {
     private let writer: GroupCommitWriter
     /// The snapshot the log starts after: the newest one taken or installed. The write-ahead log may still hold
     /// entries before it (storage drops whole segments, behind the oldest snapshot kept); the core never sees them.
-    private(set) var snapshot: SnapshotMetadata
+    package private(set) var snapshot: SnapshotMetadata
     /// Terms of the entries after the snapshot.
     private var terms: [Term]
     /// A log read fails only on damage; stopping with the reason beats replicating a guess.
     private let readFailed: (Error) -> Never
 
-    init(writer: GroupCommitWriter, snapshot: SnapshotMetadata, readFailed: @escaping (Error) -> Never) throws {
+    package init(writer: GroupCommitWriter, snapshot: SnapshotMetadata, readFailed: @escaping (Error) -> Never) throws {
         self.writer = writer
         self.readFailed = readFailed
         self.snapshot = snapshot
@@ -24,16 +25,16 @@ final class RaftLog: RaftLogStorage {
         }
     }
 
-    var firstIndex: LogIndex { snapshot.index + 1 }
-    var lastIndex: LogIndex { snapshot.index + UInt64(terms.count) }
+    package var firstIndex: LogIndex { snapshot.index + 1 }
+    package var lastIndex: LogIndex { snapshot.index + UInt64(terms.count) }
 
-    func term(at index: LogIndex) -> Term? {
+    package func term(at index: LogIndex) -> Term? {
         if index == snapshot.index { return snapshot.term }
         guard index > snapshot.index, index <= lastIndex else { return nil }
         return terms[Int(index.value - firstIndex.value)]
     }
 
-    func entries(from: LogIndex, through: LogIndex, maxBytes: Int) -> [Entry] {
+    package func entries(from: LogIndex, through: LogIndex, maxBytes: Int) -> [Entry] {
         guard from >= firstIndex, from <= through else { return [] }
         let last = min(through, lastIndex)
         var result: [Entry] = []
@@ -59,8 +60,8 @@ final class RaftLog: RaftLogStorage {
     }
 
     /// Writes a batch from the core (dropping any stored suffix it replaces) and waits until it is durable.
-    /// Runs off the node queue; the node calls `didPersist` on its queue afterwards.
-    static func write(_ entries: [Entry], to writer: GroupCommitWriter) throws {
+    /// The server runs it off the node queue and calls `didPersist` (through `Replica.persisted`) on its queue afterwards.
+    package static func write(_ entries: [Entry], to writer: GroupCommitWriter) throws {
         guard let first = entries.first else { return }
         try writer.withLog { wal in
             if first.index.value <= wal.lastIndex { try wal.truncateSuffix(after: first.index.value - 1) }
@@ -69,7 +70,7 @@ final class RaftLog: RaftLogStorage {
     }
 
     /// Mirrors a batch that `write` made durable.
-    func didPersist(_ entries: [Entry]) {
+    package func didPersist(_ entries: [Entry]) {
         guard let first = entries.first else { return }
         if first.index <= lastIndex { terms.removeSubrange(Int(first.index.value - firstIndex.value)...) }
         terms.append(contentsOf: entries.map(\.term))
@@ -78,7 +79,7 @@ final class RaftLog: RaftLogStorage {
     /// Makes `metadata` the snapshot the log starts after: the entries it covers leave the core's view, and the whole
     /// log does when it does not hold the snapshot's last entry with that term (a leader's snapshot replacing it).
     /// The disk follows: storage aligns and compacts the write-ahead log.
-    func applySnapshot(_ metadata: SnapshotMetadata) {
+    package func applySnapshot(_ metadata: SnapshotMetadata) {
         guard metadata.index > snapshot.index else { return }
         if term(at: metadata.index) == metadata.term {
             terms.removeFirst(Int(metadata.index.value - snapshot.index.value))
@@ -91,7 +92,7 @@ final class RaftLog: RaftLogStorage {
 
 extension Entry {
     /// nil for a record kind the core does not know.
-    init?(_ record: LogEntryRecord) {
+    package init?(_ record: LogEntryRecord) {
         guard let kind = EntryKind(rawValue: record.kind) else { return nil }
         self.init(term: Term(record.term), index: LogIndex(record.index), clusterTimeNanos: record.clusterTimeNanos,
                   kind: kind, data: record.payload)
@@ -99,7 +100,7 @@ extension Entry {
 }
 
 extension LogEntryRecord {
-    init(_ entry: Entry) {
+    package init(_ entry: Entry) {
         self.init(index: entry.index.value, term: entry.term.value, kind: entry.kind.rawValue,
                   clusterTimeNanos: entry.clusterTimeNanos, payload: entry.data)
     }
