@@ -75,8 +75,10 @@ postgresql:
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--"] + command
         log = open(self.log_path, "ab")
+        # In its own directory: the postgres user may not enter the test's (a fresh clone under a 0700 mktemp
+        # directory), and Patroni's worker processes change to the parent's directory.
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.dir)
         log.close()
 
     def kill(self):
