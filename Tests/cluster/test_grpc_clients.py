@@ -112,10 +112,11 @@ def list_all(client, prefix, limit, revision):
 
 
 class Watch:
-    """One Watch stream on one member; its answers collected by a thread."""
+    """One Watch stream on a member's client port; requests sent as the test puts them, answers (or the stream's
+    error) queued by a thread as they come. Shared with test_grpc_differential.py."""
 
-    def __init__(self, member, create_request):
-        self.channel = grpc.insecure_channel(f"{HOST}:{member.client_port}")
+    def __init__(self, port, create_request):
+        self.channel = grpc.insecure_channel(f"{HOST}:{port}")
         self.requests = queue.Queue()
         self.requests.put(pb.WatchRequest(create_request=create_request))
         self.answers = queue.Queue()
@@ -163,7 +164,7 @@ def test_kubernetes_patterns_while_the_leader_is_killed(make_cluster):
         assert keys == [prefix + b"p%02d" % i for i in range(12)] and pages == 3, (keys, pages)
 
         # A watch from the list's revision on a member that survives, with prev_kv and progress notifications.
-        watch = Watch(c[followers[0]], pb.WatchCreateRequest(
+        watch = Watch(c[followers[0]].client_port, pb.WatchCreateRequest(
             key=prefix, range_end=prefix_end(prefix), start_revision=listed_at.header.revision + 1, prev_kv=True,
             progress_notify=True))
         created = watch.next()

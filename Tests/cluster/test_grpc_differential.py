@@ -6,7 +6,6 @@ import queue
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
@@ -15,7 +14,7 @@ from cluster import HOST, free_ports
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools.protoc")
-from test_grpc_clients import pb, pbg  # noqa: E402  (stubs compiled from proto/)
+from test_grpc_clients import Watch, pb, pbg  # noqa: E402  (stubs compiled from proto/)
 from google.protobuf import json_format  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
@@ -164,31 +163,6 @@ def script(port):
     answers.append(("watch stream", got))
     channel.close()
     return answers
-
-
-class Watch:
-    """A Watch stream whose requests are sent as the test puts them; answers queued as they come."""
-
-    def __init__(self, port, create):
-        self.channel = grpc.insecure_channel(f"{HOST}:{port}")
-        self.requests = queue.Queue()
-        self.requests.put(pb.WatchRequest(create_request=create))
-        self.answers = queue.Queue()
-        self.call = pbg.WatchStub(self.channel).Watch(iter(self.requests.get, None))
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        try:
-            for answer in self.call:
-                self.answers.put(answer)
-        except grpc.RpcError:
-            pass
-
-    def close(self):
-        self.requests.put(None)
-        self.call.cancel()
-        self.channel.close()
 
 
 def test_grpc_answers_match_etcd(make_cluster, etcd_member):
