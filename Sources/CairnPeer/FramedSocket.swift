@@ -4,8 +4,15 @@ import CairnHTTP
 import Dispatch
 import Glibc
 
+/// One read buffer shared by the sockets of a serial queue (they read one at a time), so a read allocates nothing.
+final class ReadScratch: @unchecked Sendable {
+    let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    deinit { bytes.deallocate() }
+}
+
 final class FramedSocket: @unchecked Sendable {
     let queue: DispatchQueue
+    private let scratch: ReadScratch
     private let stream: SocketStream
     private var fd: Int32 { stream.fd }
     /// Frames longer than this close the connection; reads take at most this much (and 64 KiB) at a time, so a
@@ -28,7 +35,7 @@ final class FramedSocket: @unchecked Sendable {
     /// A read is queued for input OpenSSL decrypted ahead, which the read source will not announce.
     private var bufferedReadScheduled = false
 
-    /// Called on `queue` for each frame received, in order. Returning false pauses reading until `resumeReading`.
+    /// Called on `queue` for each frame received, in order. Returning false stops reading (the connection is closing).
     var onFrame: (PeerFrame) -> Bool = { _ in true }
     /// Called once on `queue` when the socket has connected (dialled sockets only).
     var onConnected: () -> Void = {}
@@ -37,9 +44,11 @@ final class FramedSocket: @unchecked Sendable {
     /// Called on `queue` after queued bytes went out, so a paced sender can queue more.
     var onSent: () -> Void = {}
 
-    init(stream: SocketStream, queue: DispatchQueue, connecting: Bool, frameBytesMax: Int, sendBytesMax: Int) {
+    /// `scratch` is shared only by sockets on `queue`.
+    init(stream: SocketStream, queue: DispatchQueue, scratch: ReadScratch, connecting: Bool, frameBytesMax: Int, sendBytesMax: Int) {
         self.stream = stream
         self.queue = queue
+        self.scratch = scratch
         self.connecting = connecting
         self.frameBytesMax = frameBytesMax
         self.sendBytesMax = sendBytesMax
@@ -97,14 +106,6 @@ final class FramedSocket: @unchecked Sendable {
         return true
     }
 
-    func resumeReading() {
-        guard !isClosed, readSuspended, !connecting else { return }
-        readSuspended = false
-        readSource?.resume()
-        processInput()
-        readBufferedInput()
-    }
-
     /// OpenSSL may hold decrypted input past what one read took; no read event will announce it.
     private func readBufferedInput() {
         guard !isClosed, !readSuspended, !bufferedReadScheduled, stream.hasBufferedInput else { return }
@@ -154,9 +155,9 @@ final class FramedSocket: @unchecked Sendable {
 
     private func onReadable() {
         guard !isClosed else { return }
-        var buffer = [UInt8](repeating: 0, count: min(64 * 1024, PeerFrame.headerBytes + frameBytesMax))
+        let buffer = UnsafeMutableRawBufferPointer(rebasing: scratch.bytes[..<min(scratch.bytes.count, PeerFrame.headerBytes + frameBytesMax)])
         let n: Int
-        switch buffer.withUnsafeMutableBytes({ stream.read(into: $0) }) {
+        switch stream.read(into: buffer) {
         case .bytes(let count): n = count
         case .wouldBlock:
             // The handshake may have written or finished: queued output (the hello) can go now.
@@ -172,7 +173,7 @@ final class FramedSocket: @unchecked Sendable {
             input.removeFirst(inputStart)
             inputStart = 0
         }
-        input.append(contentsOf: buffer[0..<n])
+        input.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<n]))
         processInput()
         readBufferedInput()
     }

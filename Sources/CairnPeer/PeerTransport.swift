@@ -36,8 +36,6 @@ package struct PeerTransportConfiguration: Sendable {
     /// Unsent bytes per peer and channel; frames beyond are dropped (Raft retransmits) rather than queued forever.
     package var controlSendBytesMax = 4 * 1024 * 1024
     package var bulkSendBytesMax = 64 * 1024 * 1024
-    /// Received bytes handed to the node but not yet processed, per connection, before reading pauses.
-    package var deliveryBytesMax = 16 * 1024 * 1024
     /// Frames kept per peer and channel while its link is down or still dialling, sent once it connects: a
     /// follower's forwarded write must not be lost because the leader's link was still being dialled. Past this the
     /// oldest go (Raft retransmits its own messages).
@@ -70,8 +68,13 @@ enum TransportFrame {
 
 package final class PeerTransport: @unchecked Sendable {
     package let configuration: PeerTransportConfiguration
-    private let queue = DispatchQueue(label: "cairn.peer")
-    private let deliveryQueue: DispatchQueue
+    /// Targets the delivery queue: sockets, timers and the node share one serial context, so a frame reaches the node
+    /// and the node's frames reach their sockets with no thread hand-off between them.
+    private let queue: DispatchQueue
+    /// Shared by the sockets on `queue`.
+    let readScratch = ReadScratch()
+    /// Names this transport on its delivery queue, so a send from there knows it may write at once.
+    private static let deliveryQueueKey = DispatchSpecificKey<ObjectIdentifier>()
     private let deliver: @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Bool
     private let report: @Sendable (String) -> Void
     private var listeners: [SocketListener] = []
@@ -97,17 +100,20 @@ package final class PeerTransport: @unchecked Sendable {
         var channel: PeerChannel
     }
 
-    /// `deliver` runs on `deliveryQueue` for every frame from a peer, in order per connection; it returns false for a
-    /// frame it refuses, and the connection the frame came on is then closed (the frame is counted as refused).
+    /// `deliver` runs on `deliveryQueue` (the transport's queue targets it) for every frame from a peer, in order per
+    /// connection, as it is read: a node busy with it holds that link's reading too. It returns false for a frame it
+    /// refuses, and the connection the frame came on is then closed (the frame is counted as refused).
+    /// Never wait on the transport (`start`, `stop`) from `deliveryQueue`: they wait for it.
     /// `report` receives one line per noteworthy event (a refused stranger, a lost connection).
     package init(configuration: PeerTransportConfiguration, deliveryQueue: DispatchQueue,
                  report: @escaping @Sendable (String) -> Void = { _ in },
                  deliver: @escaping @Sendable (_ from: UInt64, _ frame: PeerFrame) -> Bool) {
         self.configuration = configuration
         self.clusterID = configuration.clusterID
-        self.deliveryQueue = deliveryQueue
+        queue = DispatchQueue(label: "cairn.peer", target: deliveryQueue)
         self.deliver = deliver
         self.report = report
+        deliveryQueue.setSpecific(key: Self.deliveryQueueKey, value: ObjectIdentifier(self))
     }
 
     package func start() throws {
@@ -170,11 +176,14 @@ package final class PeerTransport: @unchecked Sendable {
     }
 
     /// Queues `frame` for `peer`; dropped (and counted) if the peer is unreachable or its channel is backed up.
+    /// Called on the delivery queue (which the transport's queue targets, so nothing else of the transport runs
+    /// meanwhile), it writes at once: a leader's appends leave before its own fsync, not after the node's turn.
     package func send(to peer: UInt64, channel: PeerChannel, frame: PeerFrame) {
-        queue.async { [self] in
-            let sent = links[LinkKey(peer: peer, channel: channel)]?.send(frame) ?? false
-            stats.withLock { sent ? ($0.framesSent += 1) : ($0.framesDropped += 1) }
+        guard DispatchQueue.getSpecific(key: Self.deliveryQueueKey) == ObjectIdentifier(self) else {
+            return queue.async { [self] in send(to: peer, channel: channel, frame: frame) }
         }
+        let sent = links[LinkKey(peer: peer, channel: channel)]?.send(frame) ?? false
+        stats.withLock { sent ? ($0.framesSent += 1) : ($0.framesDropped += 1) }
     }
 
     /// Queues `frame` for `peer` once fewer than `queuedBytesMax` bytes wait on that link, so a long stream (a
@@ -228,7 +237,7 @@ package final class PeerTransport: @unchecked Sendable {
         }
         // Until its hello is accepted the connection may only hold a hello's worth of bytes.
         let socket = FramedSocket(
-            stream: SocketStream(fd: fd, tls: session), queue: queue, connecting: false, frameBytesMax: configuration.helloBytesMax,
+            stream: SocketStream(fd: fd, tls: session), queue: queue, scratch: readScratch, connecting: false, frameBytesMax: configuration.helloBytesMax,
             sendBytesMax: 64 * 1024)
         acceptedCount += 1
         let connection = IncomingConnection(socket: socket, order: acceptedCount)
@@ -252,7 +261,7 @@ package final class PeerTransport: @unchecked Sendable {
         }
     }
 
-    /// Returns false to pause reading: the node has not yet taken `deliveryBytesMax` of this connection's frames.
+    /// Returns false to stop reading: a refused hello or frame, the connection is closing.
     private func received(_ frame: PeerFrame, on connection: IncomingConnection) -> Bool {
         let socket = connection.socket
         guard let from = connection.sender else {
@@ -285,31 +294,13 @@ package final class PeerTransport: @unchecked Sendable {
             socket.send(PeerFrame(type: TransportFrame.probeEcho, payload: frame.payload))
             return true
         }
-        let size = frame.payload.count
-        let undelivered = connection.undeliveredBytes.add(size, ordering: .acquiringAndReleasing).newValue
         stats.withLock { $0.framesReceived += 1 }
-        let resumeBelow = configuration.deliveryBytesMax / 2
-        deliveryQueue.async { [self] in
-            // Frames already handed on behind a refused one are dropped with it: the link is closing.
-            if !connection.refused.load(ordering: .acquiring), !deliver(from, frame) {
-                connection.refused.store(true, ordering: .releasing)
-                stats.withLock { $0.framesRefused += 1 }
-                queue.async { socket.close(reason: "refused a frame of type \(frame.type) from member \(hex(from))") }
-            }
-            // The count is shared, so a delivered frame costs no hop back to this queue; only a paused link does.
-            let left = connection.undeliveredBytes.subtract(size, ordering: .acquiringAndReleasing).newValue
-            if left <= resumeBelow, connection.readingPaused.compareExchange(expected: true, desired: false, ordering: .acquiringAndReleasing).exchanged {
-                queue.async { socket.resumeReading() }
-            }
+        guard deliver(from, frame) else {
+            stats.withLock { $0.framesRefused += 1 }
+            socket.close(reason: "refused a frame of type \(frame.type) from member \(hex(from))")
+            return false
         }
-        guard undelivered > configuration.deliveryBytesMax else { return true }
-        connection.readingPaused.store(true, ordering: .releasing)
-        // Delivered meanwhile (before the flag was up, so nobody will resume it): keep reading.
-        if connection.undeliveredBytes.load(ordering: .acquiring) <= resumeBelow,
-           connection.readingPaused.compareExchange(expected: true, desired: false, ordering: .acquiringAndReleasing).exchanged {
-            return true
-        }
-        return false
+        return true
     }
 
     private func checkHello(_ frame: PeerFrame) -> Result<UInt64, HandshakeRefusal> {
@@ -401,17 +392,12 @@ package struct PeerTransportStats: Sendable {
     package var tlsSessionsResumed = 0
 }
 
-/// An accepted connection: who is on the other end (after hello) and how much it has handed on undelivered.
+/// An accepted connection: who is on the other end (after hello).
 final class IncomingConnection: @unchecked Sendable {
     let socket: FramedSocket
     /// When it was accepted, among this transport's connections.
     let order: UInt64
     var sender: UInt64?
-    /// Bytes handed to the delivery queue and not yet delivered; reading pauses past the transport's bound.
-    let undeliveredBytes = Atomic<Int>(0)
-    let readingPaused = Atomic<Bool>(false)
-    /// Set when the node refused one of its frames; set on the delivery queue, read there.
-    let refused = Atomic<Bool>(false)
 
     init(socket: FramedSocket, order: UInt64) {
         self.socket = socket
@@ -453,7 +439,7 @@ final class OutgoingLink: @unchecked Sendable {
         let configuration = transport.configuration
         guard let stream = transport.dial(address, resuming: tlsSession) else { return retryLater() }
         let socket = FramedSocket(
-            stream: stream, queue: transport.transportQueue, connecting: true, frameBytesMax: configuration.frameBytesMax,
+            stream: stream, queue: transport.transportQueue, scratch: transport.readScratch, connecting: true, frameBytesMax: configuration.frameBytesMax,
             sendBytesMax: channel == .control ? configuration.controlSendBytesMax : configuration.bulkSendBytesMax)
         self.socket = socket
         socket.send(transport.helloFrame(to: peer, channel: channel))

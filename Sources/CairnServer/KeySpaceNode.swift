@@ -331,7 +331,7 @@ package final class KeySpaceNode: @unchecked Sendable {
                 // A follower persists off this queue, so it keeps forwarding new writes to the leader and confirming
                 // reads while its disk works. The leader persists here: what reaches it meanwhile could only join its
                 // next batch anyway, and not hopping to a storage thread and back saves two wake-ups per batch.
-                if onLeader && !recoverFirst {
+                if !recoverFirst {
                     do {
                         try persist(entries, hardState: hardState)
                         pending.prepend(contentsOf: replica.persisted(now: clock.now()))

@@ -116,7 +116,7 @@ final class Member: Sendable {
         }
     }
 
-    @Test func aNodeThatFallsBehindPausesItsLinksThenCatchesUp() throws {
+    @Test func aNodeThatFallsBehindHoldsItsLinksThenCatchesUp() throws {
         let node = DispatchQueue(label: "slow-node")
         let a = try Member(id: 1), b = try Member(id: 2, deliveryQueue: node)
         defer { a.transport.stop(); b.transport.stop() }
@@ -124,8 +124,8 @@ final class Member: Sendable {
         a.transport.setPeers([2: b.address])
         #expect(eventually(seconds: 10) { a.transport.statistics.connects == 2 })
         node.suspend()
-        // 96 MiB for a node that takes nothing: b reads its 16 MiB delivery bound and stops; with loopback's socket
-        // buffers (up to 36 MiB here) and 2 MiB queued, the paced sender then waits.
+        // 96 MiB for a node that takes nothing: b's transport runs on the node's queue, so it reads nothing; with
+        // loopback's socket buffers (up to 36 MiB here) and 2 MiB queued, the paced sender then waits.
         let chunks = 96
         let queued = Mutex(0)
         let sender = DispatchQueue(label: "paced-sender")
