@@ -11,16 +11,28 @@ package enum FormDecoding {
 
     /// Decodes `application/x-www-form-urlencoded` text or a query string: `&` separates pairs, `+` is a space.
     package static func decode(_ text: some StringProtocol) -> Decoded {
+        var contiguous = String(text)
+        return contiguous.withUTF8 { decode(bytes: $0) }
+    }
+
+    /// The same over the bytes themselves: every request with a form or a query comes here, so it works on one
+    /// buffer with no generic collection in the loop.
+    package static func decode(bytes: UnsafeBufferPointer<UInt8>) -> Decoded {
         var decoded = Decoded()
-        for segment in text.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
+        var start = 0
+        while start < bytes.count {
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: "&")) ?? bytes.count
+            let segment = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            start = end + 1
+            if segment.isEmpty { continue }
             if segment.contains(UInt8(ascii: ";")) {
                 decoded.error = decoded.error ?? "invalid semicolon separator in query"
                 continue
             }
-            let parts = segment.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
-            let rawName = parts[0]
+            let equals = segment.firstIndex(of: UInt8(ascii: "=")) ?? segment.count
+            let rawName = UnsafeBufferPointer(rebasing: segment[..<equals])
             if rawName.isEmpty { continue }
-            let rawValue = parts.count > 1 ? Array(parts[1]) : []
+            let rawValue = UnsafeBufferPointer(rebasing: segment[min(equals + 1, segment.count)...])
             switch (unescape(rawName, plusIsSpace: true), unescape(rawValue, plusIsSpace: true)) {
             case (.success(let name), .success(let value)):
                 decoded.pairs.append((name, value))
@@ -37,23 +49,24 @@ package enum FormDecoding {
 
     /// Percent-decodes a path: `+` stays `+`. A malformed escape is an error, as in Go's `url.PathUnescape`.
     package static func decodePath(_ path: some StringProtocol) -> Result<String, EscapeError> {
-        unescape(path.utf8, plusIsSpace: false)
+        var contiguous = String(path)
+        return contiguous.withUTF8 { unescape($0, plusIsSpace: false) }
     }
 
     /// The same, keeping the decoded bytes as they are (a key's `%ff` is the byte 0xFF, not U+FFFD).
     package static func decodePathBytes(_ path: some StringProtocol) -> Result<[UInt8], EscapeError> {
-        unescapeBytes(path.utf8, plusIsSpace: false)
+        var contiguous = String(path)
+        return contiguous.withUTF8 { unescapeBytes($0, plusIsSpace: false) }
     }
 
-    private static func unescape(_ bytes: some Collection<UInt8>, plusIsSpace: Bool) -> Result<String, EscapeError> {
+    private static func unescape(_ bytes: UnsafeBufferPointer<UInt8>, plusIsSpace: Bool) -> Result<String, EscapeError> {
         guard bytes.contains(where: { $0 == UInt8(ascii: "%") || ($0 == UInt8(ascii: "+") && plusIsSpace) }) else {
             return .success(String(decoding: bytes, as: UTF8.self))
         }
         return unescapeBytes(bytes, plusIsSpace: plusIsSpace).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    private static func unescapeBytes(_ bytes: some Collection<UInt8>, plusIsSpace: Bool) -> Result<[UInt8], EscapeError> {
-        let input = Array(bytes)
+    private static func unescapeBytes(_ input: UnsafeBufferPointer<UInt8>, plusIsSpace: Bool) -> Result<[UInt8], EscapeError> {
         var output: [UInt8] = []
         output.reserveCapacity(input.count)
         var i = 0
@@ -63,7 +76,7 @@ package enum FormDecoding {
                 guard i + 2 < input.count,
                     let high = hexDigitValue(input[i + 1]), let low = hexDigitValue(input[i + 2])
                 else {
-                    let bad = input[i..<min(i + 3, input.count)]
+                    let bad = UnsafeBufferPointer(rebasing: input[i..<min(i + 3, input.count)])
                     return .failure(EscapeError(message: "invalid URL escape \"\(String(decoding: bad, as: UTF8.self))\""))
                 }
                 output.append(high << 4 | low)

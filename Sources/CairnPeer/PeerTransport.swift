@@ -444,11 +444,6 @@ final class OutgoingLink: @unchecked Sendable {
         self.socket = socket
         socket.send(transport.helloFrame(to: peer, channel: channel))
         socket.onConnected = { [unowned self] in
-            isConnected = true
-            // What waited for the link goes now, after the hello and in order, before anything sent later.
-            for waiting in waitingFrames { _ = self.socket?.send(waiting) }
-            waitingFrames = []
-            waitingBytes = 0
             delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMin
             transport.linkConnected()
         }
@@ -461,6 +456,12 @@ final class OutgoingLink: @unchecked Sendable {
                     self.socket?.close(reason: "welcomed into another cluster")
                 } else {
                     isWelcomed = true
+                    // What waited for the link goes now, in order, before anything sent later. Not before the
+                    // welcome: a member that refuses the hello (still starting, not yet told of this one) would
+                    // take the frames down with the connection.
+                    for waiting in waitingFrames { _ = self.socket?.send(waiting) }
+                    waitingFrames = []
+                    waitingBytes = 0
                     transport.linkWelcomed(resumedTLS: self.socket?.resumedSession ?? false)
                     probeRoundTrip()
                 }
@@ -477,17 +478,18 @@ final class OutgoingLink: @unchecked Sendable {
             return true
         }
         socket.onSent = { [unowned self] in pumpPaced() }
-        // A member that takes the connection but never finishes the TLS handshake must not hold the link forever.
-        transport.transportQueue.asyncAfter(deadline: .now() + .milliseconds(configuration.helloTimeoutMilliseconds)) { [weak socket] in
-            guard let socket, !socket.isClosed, socket.isHandshaking else { return }
-            socket.close(reason: "TLS handshake not finished within \(configuration.helloTimeoutMilliseconds) ms")
+        // A member that takes the connection but never finishes the TLS handshake or never welcomes (a socket that
+        // connected to itself, as a dial to a free local port can) must not hold the link and its waiting frames.
+        transport.transportQueue.asyncAfter(deadline: .now() + .milliseconds(configuration.helloTimeoutMilliseconds)) { [weak self, weak socket] in
+            guard let self, let socket, self.socket === socket, !socket.isClosed, !isWelcomed else { return }
+            socket.close(reason: socket.isHandshaking ? "TLS handshake not finished within \(configuration.helloTimeoutMilliseconds) ms"
+                                                      : "not welcomed within \(configuration.helloTimeoutMilliseconds) ms")
         }
         socket.onClose = { [unowned self, unowned socket] _ in
             // Read before the session goes: by now the member has sent its tickets (they come with the first answers).
             if let session = socket.resumableSession { tlsSession = session }
             self.socket = nil
             isWelcomed = false
-            isConnected = false
             failPaced()
             retryLater()
         }
@@ -517,15 +519,13 @@ final class OutgoingLink: @unchecked Sendable {
         transport.transportQueue.asyncAfter(deadline: .now() + .milliseconds(delay + jitter)) { [weak self] in self?.connect() }
     }
 
-    /// Whether the socket's connect (and TLS handshake) finished; before, a send waits here so a failed dial takes
-    /// nothing with it.
-    private var isConnected = false
-    /// Frames that came while the link was down or dialling, oldest first, at most `downQueueBytesMax` bytes.
+    /// Frames that came while the link was down, dialling or not yet welcomed, oldest first, at most
+    /// `downQueueBytesMax` bytes.
     private var waitingFrames: [PeerFrame] = []
     private var waitingBytes = 0
 
     func send(_ frame: PeerFrame) -> Bool {
-        if let socket, isConnected { return socket.send(frame) }
+        if let socket, isWelcomed { return socket.send(frame) }
         guard !isShutDown, frame.payload.count <= transport.configuration.downQueueBytesMax else { return false }
         waitingFrames.append(frame)
         waitingBytes += frame.payload.count

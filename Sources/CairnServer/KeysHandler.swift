@@ -34,7 +34,7 @@ struct KeysHandler: Sendable {
         exchange.collectBody(bytesMax: Self.formBytesMax) { result in
             switch result {
             case .success(let bytes):
-                let form = FormDecoding.decode(String(decoding: bytes, as: UTF8.self))
+                let form = bytes.withUnsafeBufferPointer { FormDecoding.decode(bytes: $0) }
                 dispatch(exchange, keyPath: keyPath, parameters: form.pairs + query.pairs, formError: form.error ?? query.error)
             case .failure(let error):
                 dispatch(exchange, keyPath: keyPath, parameters: [], formError: error.status == 413 ? "http: POST too large" : error.reason)

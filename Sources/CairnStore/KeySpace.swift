@@ -110,7 +110,7 @@ package struct KeySpace: Sendable {
             var view = NodeView(key: first.key, value: nil, isDirectory: node.isDirectory, createdIndex: node.createdIndex,
                                 modifiedIndex: currentIndex)
             view.isDirectory = node.isDirectory
-            root = replacing(first.key, createIndex: currentIndex) { _ in nil }
+            replaceNode(first.key, createIndex: currentIndex) { _ in nil }
             results.append((StoreEvent(action: .expire, node: view, prevNode: NodeView(node, key: first.key, now: time), etcdIndex: currentIndex),
                             RemovedNodes(node, path: first.key)))
         }
@@ -154,11 +154,14 @@ package struct KeySpace: Sendable {
         guard !nodePath.isRoot else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
         let components = nodePath.components
         // Every directory on the way must be a directory (missing ones are created with the new node's index).
-        var walker = root
-        for (depth, name) in components.dropLast().enumerated() {
-            guard let child = walker.children[name] else { break }
-            guard child.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex)) }
-            walker = child
+        // Scoped, so that no directory on the path is still held when `replace` changes it in place.
+        do {
+            var walker = root
+            for (depth, name) in components.dropLast().enumerated() {
+                guard let child = walker.children[name] else { break }
+                guard child.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex)) }
+                walker = child
+            }
         }
         var prevNode: NodeView?
         var removed = RemovedNodes.none
@@ -170,7 +173,7 @@ package struct KeySpace: Sendable {
         }
         let node = StoreNode(name: components.last!, value: dir ? nil : value, createdIndex: nextIndex, modifiedIndex: nextIndex,
                              expiration: expiration)
-        root = replacing(nodePath, createIndex: nextIndex) { _ in node }
+        replaceNode(nodePath, createIndex: nextIndex) { _ in node }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         currentIndex = nextIndex
         let event = StoreEvent(action: action, node: NodeView(node, key: nodePath, now: now), prevNode: prevNode, etcdIndex: currentIndex)
@@ -191,7 +194,7 @@ package struct KeySpace: Sendable {
         let updated = StoreNode(name: node.name, value: node.isDirectory ? nil : (refresh ? node.value : value), children: node.children,
                                 createdIndex: node.createdIndex, modifiedIndex: node.isDirectory ? node.modifiedIndex : nextIndex,
                                 expiration: expiration)
-        root = replacing(nodePath, createIndex: nextIndex) { _ in updated }
+        replaceNode(nodePath, createIndex: nextIndex) { _ in updated }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         currentIndex = nextIndex
         var shown = NodeView(updated, key: nodePath, now: now)
@@ -212,7 +215,7 @@ package struct KeySpace: Sendable {
         currentIndex += 1
         let updated = StoreNode(name: node.name, value: command.refresh ? node.value : command.value, createdIndex: node.createdIndex,
                                 modifiedIndex: currentIndex, expiration: expiration)
-        root = replacing(nodePath, createIndex: currentIndex) { _ in updated }
+        replaceNode(nodePath, createIndex: currentIndex) { _ in updated }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         var event = StoreEvent(action: .compareAndSwap, node: NodeView(updated, key: nodePath, now: now),
                                prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex)
@@ -233,7 +236,7 @@ package struct KeySpace: Sendable {
             guard node.children.isEmpty || recursive else { return .failure(StoreError(.dirNotEmpty, nodePath, index: currentIndex)) }
         }
         currentIndex += 1
-        root = replacing(nodePath, createIndex: currentIndex) { _ in nil }
+        replaceNode(nodePath, createIndex: currentIndex) { _ in nil }
         let view = NodeView(key: nodePath, value: nil, isDirectory: node.isDirectory, createdIndex: node.createdIndex, modifiedIndex: currentIndex)
         return .success((StoreEvent(action: .delete, node: view, prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex),
                          RemovedNodes(node, path: nodePath)))
@@ -247,7 +250,7 @@ package struct KeySpace: Sendable {
         case .success(let found): node = found
         }
         currentIndex += 1
-        root = replacing(nodePath, createIndex: currentIndex) { _ in nil }
+        replaceNode(nodePath, createIndex: currentIndex) { _ in nil }
         let view = NodeView(key: nodePath, value: nil, isDirectory: false, createdIndex: node.createdIndex, modifiedIndex: currentIndex)
         return .success((StoreEvent(action: .compareAndDelete, node: view, prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex),
                          RemovedNodes(node, path: nodePath)))
@@ -287,26 +290,33 @@ package struct KeySpace: Sendable {
         }
     }
 
-    /// A new root with the node at `path` replaced by `change(old)` (nil removes it); missing directories on the way
+    /// Replaces the node at `path` by `change(old)` (nil removes it); missing directories on the way
     /// are created with `createIndex`, as etcd's walk creates them. A loop down the path, then one back up: no
     /// recursion, however deep the key.
-    private func replacing(_ path: StoreKey, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) -> StoreNode {
+    private mutating func replaceNode(_ path: StoreKey, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) {
         let components = path.components
-        guard let last = components.last else { return root }
-        var directories = [root]
+        guard let last = components.last else { return }
+        // Each node on the path is taken out of its parent (a placeholder holds its slot, so the dictionary keeps its
+        // shape) and changed in place when nothing else holds it: a node made earlier in this batch and not yet
+        // published. A shared one (a published view's) is copied first, so what readers hold never changes.
+        var parents: [(node: StoreNode, name: [UInt8])] = []
+        parents.reserveCapacity(components.count - 1)
+        var current = root
+        root = StoreNode.placeholder
         for name in components.dropLast() {
-            directories.append(directories.last!.children[name]
-                ?? StoreNode(name: name, value: nil, createdIndex: createIndex, modifiedIndex: createIndex, expiration: nil))
+            if !isKnownUniquelyReferenced(&current) { current = current.with(children: current.children) }
+            let child = current.exchangeChild(name, StoreNode.placeholder)
+                ?? StoreNode(name: name, value: nil, createdIndex: createIndex, modifiedIndex: createIndex, expiration: nil)
+            parents.append((current, name))
+            current = child
         }
-        var name = last
-        var replacement = change(directories.last!.children[name])
-        while let directory = directories.popLast() {
-            var children = directory.children
-            children[name] = replacement
-            replacement = directory.with(children: children)
-            name = directory.name
+        if !isKnownUniquelyReferenced(&current) { current = current.with(children: current.children) }
+        _ = current.exchangeChild(last, change(current.children[last]))
+        while let (parent, name) = parents.popLast() {
+            _ = parent.exchangeChild(name, current)
+            current = parent
         }
-        return replacement!
+        root = current
     }
 }
 

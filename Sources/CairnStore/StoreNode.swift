@@ -9,7 +9,8 @@ package final class StoreNode: Sendable {
     package let name: [UInt8]
     /// The value of a key; nil for a directory.
     package let value: String?
-    /// Never changed after init, except by `deinit`, which hands it to the graveyard (no other reference exists then).
+    /// Changed only where no other reference exists: by `deinit`, which hands it to the graveyard, and by
+    /// `exchangeChild` on a node `KeySpace` holds alone (made in the current batch, not yet published).
     package nonisolated(unsafe) private(set) var children: TreeDictionary<[UInt8], StoreNode>
     package let createdIndex: UInt64
     package let modifiedIndex: UInt64
@@ -35,6 +36,16 @@ package final class StoreNode: Sendable {
 
     /// Hidden nodes (a name starting with `_`) are left out of directory listings, as etcd does.
     package var isHidden: Bool { name.first == UInt8(ascii: "_") }
+
+    /// Holds a path's slot while `KeySpace.replace` changes the node that belongs there; never seen outside it.
+    static let placeholder = StoreNode(name: [], value: nil, createdIndex: 0, modifiedIndex: 0, expiration: nil)
+
+    /// Puts `child` (nil removes) under `name` and returns what was there. Only on a node nothing else references
+    /// (`isKnownUniquelyReferenced`): readers on other threads may hold any node they were handed.
+    func exchangeChild(_ name: [UInt8], _ child: StoreNode?) -> StoreNode? {
+        guard let child else { return children.removeValue(forKey: name) }
+        return children.updateValue(child, forKey: name)
+    }
 
     func with(children: TreeDictionary<[UInt8], StoreNode>) -> StoreNode {
         StoreNode(name: name, value: value, children: children, createdIndex: createdIndex, modifiedIndex: modifiedIndex,

@@ -57,7 +57,7 @@ final class Member: Sendable {
     let inbox = Inbox()
 
     init(id: UInt64, cluster: UInt64 = 0xC1, port: UInt16 = 0, roundTripProbeIntervalMilliseconds: Int = 1000,
-         deliveryQueue: DispatchQueue? = nil) throws {
+         deliveryQueue: DispatchQueue? = nil, peers: [UInt64: ListenAddress] = [:]) throws {
         var configuration = PeerTransportConfiguration(
             clusterID: cluster, localID: id, listenAddresses: [ListenAddress(host: "127.0.0.1", port: port)])
         configuration.roundTripProbeIntervalMilliseconds = roundTripProbeIntervalMilliseconds
@@ -67,6 +67,8 @@ final class Member: Sendable {
             report: { line in inbox.reports.withLock { $0.append(line) } },
             deliver: { from, frame in inbox.received.withLock { $0.append((from, frame)) }; return true })
         transport.roundTripMeasured = { peer, seconds in inbox.roundTrips.withLock { $0[peer, default: []].append(seconds) } }
+        // As the server does: peers first, so the first hello to arrive finds its sender known.
+        if !peers.isEmpty { transport.setPeers(peers) }
         try transport.start()
     }
 
@@ -224,9 +226,8 @@ final class Member: Sendable {
         #expect(eventually(seconds: 10) { a.transport.statistics.connects == 2 })
         b.transport.stop()
         usleep(100_000)
-        b = try Member(id: 2, port: port)
+        b = try Member(id: 2, port: port, peers: [1: a.address])
         defer { b.transport.stop() }
-        b.transport.setPeers([1: a.address])
         #expect(eventually(seconds: 10) { a.transport.statistics.connects >= 4 })
         a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: Array("after".utf8)))
         #expect(eventually(seconds: 10) { b.count == 1 })
@@ -257,9 +258,8 @@ final class Member: Sendable {
         // Sent while every dial fails: a follower forwarding a write to a leader whose link is not up yet.
         a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: Array("forwarded".utf8)))
         usleep(300_000)
-        b = try Member(id: 2, port: port)
+        b = try Member(id: 2, port: port, peers: [1: a.address])
         defer { b.transport.stop() }
-        b.transport.setPeers([1: a.address])
         #expect(eventually(seconds: 10) { b.count == 1 })
         #expect(b.inbox.received.withLock { $0.first?.frame.payload } == Array("forwarded".utf8))
     }
