@@ -26,7 +26,8 @@ package struct GoJSON {
     }
 
     package mutating func string(_ text: String) {
-        string(utf8: text.utf8)
+        var text = text
+        text.withUTF8 { string(utf8: $0) }
     }
 
     /// A string given as bytes, as Go writes one: valid UTF-8 is copied (but for Go's escapes), and each byte that
@@ -53,7 +54,12 @@ package struct GoJSON {
                     bytes.append(digits[Int(byte & 0xF)])
                 }
             case 0x20..<0x80:
-                bytes.append(byte)
+                // A run of bytes that need no escape is copied at once (most values are one such run).
+                var end = utf8.index(after: index)
+                while end != utf8.endIndex, Self.isPlain(utf8[end]) { end = utf8.index(after: end) }
+                bytes.append(contentsOf: utf8[index..<end])
+                index = end
+                continue
             default:
                 let length = validSequenceLength(utf8, at: index)
                 guard length > 0 else {
@@ -76,6 +82,12 @@ package struct GoJSON {
             index = utf8.index(after: index)
         }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// Printable ASCII that Go writes as it is.
+    private static func isPlain(_ byte: UInt8) -> Bool {
+        byte >= 0x20 && byte < 0x80 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") && byte != UInt8(ascii: "<")
+            && byte != UInt8(ascii: ">") && byte != UInt8(ascii: "&")
     }
 
     /// The length of the valid UTF-8 sequence starting at `index` (a lead byte of 0x80 or more), or 0 if there is

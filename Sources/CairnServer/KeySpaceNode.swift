@@ -430,20 +430,23 @@ package final class KeySpaceNode: @unchecked Sendable {
     func publishStatus() {
         let watchers = (v2: hub.watcherCount, v3: v3Watchers.watches.count)
         watchersPublished.withLock { $0 = watchers }
-        let raft = replica.raft
-        let leader = raft.leader?.value
-        let membershipChanged = raft.membership != publishedMembership
-        if membershipChanged { publishedMembership = raft.membership }
+        // Field by field: a copy of the whole Raft core (`let raft = replica.raft`) would retain every array it holds,
+        // after every run.
+        let leader = replica.raft.leader?.value, isLeader = replica.raft.role == .leader
+        let term = replica.raft.term.value, commit = replica.raft.commit.value
+        let membershipChanged = replica.raft.membership != publishedMembership
+        if membershipChanged { publishedMembership = replica.raft.membership }
+        let voters = membershipChanged ? replica.raft.voters.map(\.value) : [], learners = membershipChanged ? replica.raft.learners.map(\.value) : []
         let applied = replica.appliedIndex, pending = replica.pendingProposals, failure = replica.storageFailure
         status.withLock {
             if $0.leader != leader && leader != nil { $0.leaderChanges += 1 }
             $0.leader = leader
-            $0.isLeader = raft.role == .leader
-            $0.term = raft.term.value
-            $0.commit = raft.commit.value
+            $0.isLeader = isLeader
+            $0.term = term
+            $0.commit = commit
             if membershipChanged {
-                $0.voters = raft.voters.map(\.value)
-                $0.learners = raft.learners.map(\.value)
+                $0.voters = voters
+                $0.learners = learners
             }
             $0.applied = applied
             $0.pendingProposals = pending

@@ -82,4 +82,29 @@ import Testing
         swap.prevValue = "caf\u{E9}"
         #expect(try space.apply(swap, now: 0).get().event.action == .compareAndSwap)
     }
+
+    /// Go's `path.Clean(path.Join("/", p))`, written plainly: what `cleaned` must give, fast path or not.
+    static func goClean(_ bytes: [UInt8]) -> [UInt8] {
+        var kept: [[UInt8]] = []
+        for name in bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+            if name == [UInt8(ascii: ".")] { continue }
+            if name == [UInt8(ascii: "."), UInt8(ascii: ".")] { if !kept.isEmpty { kept.removeLast() }; continue }
+            kept.append(Array(name))
+        }
+        return kept.isEmpty ? [UInt8(ascii: "/")] : kept.flatMap { [UInt8(ascii: "/")] + $0 }
+    }
+
+    @Test func everyShortPathCleansAsGoCleansIt() {
+        let alphabet: [UInt8] = Array("/.a".utf8)
+        var paths: [[UInt8]] = [[]]
+        var checked = 0
+        for _ in 0..<7 {
+            paths = paths.flatMap { path in alphabet.map { path + [$0] } }
+            for path in paths {
+                #expect(StoreKey(bytes: path).cleaned().bytes == Self.goClean(path), "\(String(decoding: path, as: UTF8.self))")
+                checked += 1
+            }
+        }
+        #expect(checked == 3 + 9 + 27 + 81 + 243 + 729 + 2187)
+    }
 }
