@@ -49,7 +49,7 @@ extension Replica {
         let hardState = ready.hardState.flatMap { $0.term != savedHardState.term || $0.vote != savedHardState.vote ? $0 : nil }
         guard !ready.entries.isEmpty || hardState != nil else { return finish(ready, into: &out) }
         persisting = (ready, hardState)
-        out.append(.persist(entries: ready.entries, hardState: hardState, onLeader: raft.role == .leader, recoverFirst: false))
+        out.append(.persist(entries: ready.entries, hardState: hardState, recoverFirst: false))
     }
 
     /// The last `persist` is durable.
@@ -110,7 +110,7 @@ extension Replica {
     package mutating func retryPersist() -> [ReplicaAction] {
         guard let batch = stalled, persisting == nil else { return [] }
         persisting = batch
-        return [.persist(entries: batch.ready.entries, hardState: batch.hardState, onLeader: false, recoverFirst: true)]
+        return [.persist(entries: batch.ready.entries, hardState: batch.hardState, recoverFirst: true)]
     }
 
     /// Storage failed in a way the member does not recover from by itself (installing a received snapshot).

@@ -8,10 +8,10 @@ import CairnStore
 /// report its outcome (`persisted` or `persistFailed`) before the Replica takes another batch.
 package enum ReplicaAction: Sendable {
     /// Make the entries durable (dropping any stored suffix the first replaces), and the hard state when given (term
-    /// or vote changed); then call `persisted`, or `persistFailed`. `onLeader`: nothing can join the next batch while
-    /// it runs, so the runner may as well run it in place. `recoverFirst`: a failed persist left storage unknown;
-    /// cut it back to what is durable first.
-    case persist(entries: [Entry], hardState: HardState?, onLeader: Bool, recoverFirst: Bool)
+    /// or vote changed); then call `persisted`, or `persistFailed`. Nothing can join the next batch while it runs, so
+    /// the runner may run it in place. `recoverFirst`: a failed persist left storage unknown; cut it back to what is
+    /// durable first.
+    case persist(entries: [Entry], hardState: HardState?, recoverFirst: Bool)
     /// Every entry through this index is durable and committed: record it (no fsync needed).
     case recordCommit(UInt64)
     case send(to: UInt64, PeerMessage)

@@ -327,10 +327,9 @@ package final class KeySpaceNode: @unchecked Sendable {
         var pending = Deque(actions)
         while let action = pending.popFirst() {
             switch action {
-            case .persist(let entries, let hardState, let onLeader, let recoverFirst):
-                // A follower persists off this queue, so it keeps forwarding new writes to the leader and confirming
-                // reads while its disk works. The leader persists here: what reaches it meanwhile could only join its
-                // next batch anyway, and not hopping to a storage thread and back saves two wake-ups per batch.
+            case .persist(let entries, let hardState, let recoverFirst):
+                // In place: what reaches the member meanwhile could only join its next batch anyway, and not hopping
+                // to a storage thread and back saves two wake-ups per batch. A leader's appends are already out.
                 if !recoverFirst {
                     do {
                         try persist(entries, hardState: hardState)

@@ -21,7 +21,7 @@ extension SimCluster {
 
     private mutating func perform(_ id: UInt64, _ action: ReplicaAction) throws(SimFailure) -> [ReplicaAction] {
         switch action {
-        case .persist(let entries, let hardState, _, let recoverFirst):
+        case .persist(let entries, let hardState, let recoverFirst):
             members[Int(id) - 1].persisting = (entries, hardState, recoverFirst)
             let slow = faultsEnabled && random.chance(options.slowDiskPercent, in: 100)
             members[Int(id) - 1].persistDueStep = step + (slow ? Int.random(in: 1...5, using: &random) : 0)
