@@ -69,8 +69,7 @@ package struct ClientHandler: HTTPHandler {
         http.received(method: method)
         exchange.onResponse { code in http.answered(method: method, code: code) }
         // Go's ServeMux answers an unclean path (`//a`, `/a/./b`) with a redirect to the clean one; so does etcd.
-        let clean = goCleanPath(path)
-        if clean != path {
+        if let clean = goCleanPath(path) {
             return redirect(exchange, to: clean)
         }
         if path == "/v2/keys" || path.hasPrefix("/v2/keys/") {
@@ -248,9 +247,17 @@ package struct ClientHandler: HTTPHandler {
 }
 
 /// Go's ServeMux `cleanPath`: `path.Clean` that keeps a trailing slash.
-func goCleanPath(_ path: Substring) -> String {
+/// The path Go's ServeMux redirects `path` to, or nil when it is clean already (nearly every request: one scan).
+func goCleanPath(_ path: Substring) -> String? {
+    var bytes = path
+    // A trailing slash is kept by the cleaning (but for the root), so only what comes before it must be clean.
+    let isClean = bytes.withUTF8 { all in
+        StoreKey.isClean(all.count > 2 && all.last == StoreKey.slash ? UnsafeBufferPointer(rebasing: all.dropLast()) : all)
+    }
+    if isClean { return nil }
     let clean = cleanKeyPath(String(path))
-    return path.hasSuffix("/") && clean != "/" ? clean + "/" : clean
+    let redirect = path.hasSuffix("/") && clean != "/" ? clean + "/" : clean
+    return redirect == path ? nil : redirect
 }
 
 /// Go's `time.Duration.String()` for positive durations of a second or more ("1m2.5s"), and "123ms"-style below.

@@ -33,7 +33,7 @@ package struct StoreKey: Hashable, Comparable, Sendable, ExpressibleByStringInte
     /// etcd's `path.Clean(path.Join("/", p))` on bytes: absolute, no empty, `.` or `..` components.
     package func cleaned() -> StoreKey {
         // Nearly every key arrives clean: one scan, no new arrays.
-        if isClean { return self }
+        if bytes.withUnsafeBufferPointer(Self.isClean) { return self }
         var components: [ArraySlice<UInt8>] = []
         for component in bytes.split(separator: Self.slash, omittingEmptySubsequences: true) {
             switch component.count {
@@ -45,20 +45,18 @@ package struct StoreKey: Hashable, Comparable, Sendable, ExpressibleByStringInte
         return Self.path(components)
     }
 
-    /// Whether `cleaned` would return the same bytes: "/", or "/"-separated components, none empty, "." or "..".
-    private var isClean: Bool {
-        bytes.withUnsafeBufferPointer { path in
-            guard path.first == Self.slash else { return false }
-            guard path.count > 1 else { return true }
-            var start = 1
-            for end in 1...path.count where end == path.count || path[end] == Self.slash {
-                let length = end - start
-                if length == 0 { return false }
-                if length <= 2, path[start] == UInt8(ascii: "."), length == 1 || path[start + 1] == UInt8(ascii: ".") { return false }
-                start = end + 1
-            }
-            return true
+    /// Whether `cleaned` would return `path` as it is: "/", or "/"-separated components, none empty, "." or "..".
+    package static func isClean(_ path: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard path.first == slash else { return false }
+        guard path.count > 1 else { return true }
+        var start = 1
+        for end in 1...path.count where end == path.count || path[end] == slash {
+            let length = end - start
+            if length == 0 { return false }
+            if length <= 2, path[start] == UInt8(ascii: "."), length == 1 || path[start + 1] == UInt8(ascii: ".") { return false }
+            start = end + 1
         }
+        return true
     }
 
     /// The names of a clean path's components, outermost first (none for the root).

@@ -50,9 +50,12 @@ def wait_for(what, check, timeout=20):
 
 
 def wait_published(c, via):
-    """etcd publishes a member's name and client URLs before it serves clients; Cairn just after it starts."""
-    wait_for("every member published its client URLs",
-             lambda: all(m["clientURLs"] for m in c[via].request("GET", "/v2/members").json["members"]))
+    """etcd publishes a member's name and client URLs before it serves clients; Cairn just after it starts. Every
+    member must have applied every publication (starting with `via`): etcdctl may ask any of them."""
+    def published_everywhere():
+        order = [c[via]] + [m for m in c.members if m is not c[via] and m.alive]
+        return all(all(entry["clientURLs"] for entry in m.request("GET", "/v2/members").json["members"]) for m in order)
+    wait_for("every member published its client URLs", published_everywhere)
 
 
 def test_etcdctl_member_list_add_update_remove_and_cluster_health(make_cluster):
