@@ -89,9 +89,10 @@ final class FramedSocket: @unchecked Sendable {
     /// Bytes queued and not yet written.
     var pendingBytes: Int { output.count - outputStart }
 
-    /// Queues a frame; false (and nothing queued) when the send buffer is full or the socket closed.
+    /// Queues a frame; false (and nothing queued) when the send buffer is full or the socket closed. With `flushNow`
+    /// false it waits for the next `flush`, so frames sent together leave in one write.
     @discardableResult
-    func send(_ frame: PeerFrame) -> Bool {
+    func send(_ frame: PeerFrame, flushNow: Bool = true) -> Bool {
         guard !isClosed, pendingBytes + PeerFrame.headerBytes + frame.payload.count <= sendBytesMax else { return false }
         if outputStart == output.count {
             output.removeAll(keepingCapacity: output.capacity <= 1024 * 1024)
@@ -102,7 +103,7 @@ final class FramedSocket: @unchecked Sendable {
             outputStart = 0
         }
         output.append(contentsOf: frame.encoded())
-        if !connecting { flush() }
+        if flushNow, !connecting { flush() }
         return true
     }
 
@@ -130,7 +131,7 @@ final class FramedSocket: @unchecked Sendable {
         flush()
     }
 
-    private func flush() {
+    func flush() {
         guard !isClosed, !connecting else { return }
         let before = outputStart
         // A dialled TLS socket starts its handshake here, with the hello waiting behind it.

@@ -80,6 +80,9 @@ package final class PeerTransport: @unchecked Sendable {
     private var listeners: [SocketListener] = []
     private var roundTripProbes: (any DispatchSourceTimer)?
     private var links: [LinkKey: OutgoingLink] = [:]
+    /// Links with frames queued by `send` and not yet written; `flushScheduled` while a flush waits on the queue.
+    private var linksToFlush: [OutgoingLink] = []
+    private var flushScheduled = false
     private var incoming: [ObjectIdentifier: IncomingConnection] = [:]
     /// The members that may connect (the member table, this member excepted), as last given to `setPeers`.
     private var members: Set<UInt64> = []
@@ -177,13 +180,34 @@ package final class PeerTransport: @unchecked Sendable {
 
     /// Queues `frame` for `peer`; dropped (and counted) if the peer is unreachable or its channel is backed up.
     /// Called on the delivery queue (which the transport's queue targets, so nothing else of the transport runs
-    /// meanwhile), it writes at once: a leader's appends leave before its own fsync, not after the node's turn.
+    /// meanwhile), it queues the frame on its socket at once, and the frames of one turn of that queue leave
+    /// together, in one write per link, when the turn ends or at `flush`.
     package func send(to peer: UInt64, channel: PeerChannel, frame: PeerFrame) {
         guard DispatchQueue.getSpecific(key: Self.deliveryQueueKey) == ObjectIdentifier(self) else {
             return queue.async { [self] in send(to: peer, channel: channel, frame: frame) }
         }
-        let sent = links[LinkKey(peer: peer, channel: channel)]?.send(frame) ?? false
+        let link = links[LinkKey(peer: peer, channel: channel)]
+        let sent = link?.send(frame, flushNow: false) ?? false
         stats.withLock { sent ? ($0.framesSent += 1) : ($0.framesDropped += 1) }
+        guard sent, let link, !link.flushPending else { return }
+        link.flushPending = true
+        linksToFlush.append(link)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        // Behind the blocks already queued on the delivery queue's turn: no thread hand-off.
+        queue.async { [self] in flush() }
+    }
+
+    /// Writes the frames `send` queued, now (call on the delivery queue): a leader's appends must leave before its
+    /// own fsync, not after it.
+    package func flush() {
+        flushScheduled = false
+        let links = linksToFlush
+        linksToFlush.removeAll(keepingCapacity: true)
+        for link in links {
+            link.flushPending = false
+            link.flush()
+        }
     }
 
     /// Queues `frame` for `peer` once fewer than `queuedBytesMax` bytes wait on that link, so a long stream (a
@@ -524,8 +548,8 @@ final class OutgoingLink: @unchecked Sendable {
     private var waitingFrames: [PeerFrame] = []
     private var waitingBytes = 0
 
-    func send(_ frame: PeerFrame) -> Bool {
-        if let socket, isWelcomed { return socket.send(frame) }
+    func send(_ frame: PeerFrame, flushNow: Bool = true) -> Bool {
+        if let socket, isWelcomed { return socket.send(frame, flushNow: flushNow) }
         guard !isShutDown, frame.payload.count <= transport.configuration.downQueueBytesMax else { return false }
         waitingFrames.append(frame)
         waitingBytes += frame.payload.count
@@ -534,6 +558,12 @@ final class OutgoingLink: @unchecked Sendable {
         }
         return true
     }
+
+    /// Whether the transport holds this link for its next `flush`.
+    var flushPending = false
+
+    /// Writes what `send` queued without flushing.
+    func flush() { socket?.flush() }
 
     private var paced: [(frame: PeerFrame, queuedBytesMax: Int, done: @Sendable (Bool) -> Void)] = []
     private var pumping = false

@@ -74,6 +74,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var driveScheduled = false
     var stopped = false
     var sendFrame: @Sendable (_ to: UInt64, _ channel: PeerChannel, _ frame: PeerFrame) -> Void = { _, _, _ in }
+    /// Writes the frames `sendFrame` queued in this turn of the queue now (they go at its end otherwise).
+    var flushFrames: @Sendable () -> Void = {}
     /// Bulk frames that wait for room on the link rather than being dropped (snapshot streams).
     var sendPaced: @Sendable (_ to: UInt64, _ frame: PeerFrame, _ queued: @escaping @Sendable (Bool) -> Void) -> Void = { _, _, queued in queued(false) }
     /// Snapshot files in flight: streams to followers, the one being received, verified ones waiting to be installed.
@@ -113,9 +115,11 @@ package final class KeySpaceNode: @unchecked Sendable {
     /// Connects the node to its peers: frames go out through `send` (or `sendPaced`, which waits for room on the bulk
     /// channel and says whether the frame was queued); frames in arrive through `receive`.
     package func connect(send: @escaping @Sendable (_ to: UInt64, _ channel: PeerChannel, _ frame: PeerFrame) -> Void,
+                         flush: @escaping @Sendable () -> Void = {},
                          sendPaced: @escaping @Sendable (_ to: UInt64, _ frame: PeerFrame, _ queued: @escaping @Sendable (Bool) -> Void) -> Void) {
         queue.sync {
             sendFrame = send
+            flushFrames = flush
             self.sendPaced = sendPaced
         }
     }
@@ -331,6 +335,8 @@ package final class KeySpaceNode: @unchecked Sendable {
                 // In place: what reaches the member meanwhile could only join its next batch anyway, and not hopping
                 // to a storage thread and back saves two wake-ups per batch. A leader's appends are already out.
                 if !recoverFirst {
+                    // What this turn sent (a leader's appends) goes before the fsync, not after it.
+                    flushFrames()
                     do {
                         try persist(entries, hardState: hardState)
                         pending.prepend(contentsOf: replica.persisted(now: clock.now()))

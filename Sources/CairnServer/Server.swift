@@ -134,6 +134,7 @@ package final class Server: @unchecked Sendable {
             }
             transport.roundTripMeasured = { peer, seconds in node.metrics.peerRoundTrip.observe(to: peer, seconds: seconds) }
             node.connect(send: { to, channel, frame in transport.send(to: to, channel: channel, frame: frame) },
+                         flush: { transport.flush() },
                          sendPaced: { to, frame, queued in
                              transport.sendPaced(to: to, channel: .bulk, frame: frame, queuedBytesMax: KeySpaceNode.snapshotQueuedBytesMax, done: queued)
                          })

@@ -248,6 +248,30 @@ final class Member: Sendable {
         #expect(a.transport.statistics.framesDropped == 0)
     }
 
+    @Test func framesSentInANodeTurnLeaveAtItsEndOrAtFlush() throws {
+        let node = DispatchQueue(label: "node-1")
+        let a = try Member(id: 1, deliveryQueue: node), b = try Member(id: 2)
+        defer { a.transport.stop(); b.transport.stop() }
+        a.transport.setPeers([2: b.address])
+        b.transport.setPeers([1: a.address])
+        #expect(eventually(seconds: 10) { a.transport.statistics.connects == 2 && b.transport.statistics.connects == 2 })
+        // Let the links be welcomed, so frames go to the socket rather than waiting for it.
+        node.sync { a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: [0])) }
+        #expect(eventually(seconds: 10) { b.count == 1 })
+        node.sync {
+            a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: [1]))
+            a.transport.send(to: 2, channel: .bulk, frame: PeerFrame(type: 1, payload: [2]))
+            usleep(200_000)
+            #expect(b.count == 1, "frames of a turn wait for its end")
+            // A leader flushes its appends before its own fsync, in the same turn.
+            a.transport.flush()
+            #expect(eventually(seconds: 10) { b.count == 3 })
+            a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: [3]))
+        }
+        #expect(eventually(seconds: 10) { b.count == 4 })
+        #expect(Set(b.inbox.received.withLock { $0.map { $0.frame.payload } }) == [[0], [1], [2], [3]])
+    }
+
     @Test func aFrameSentBeforeThePeerListensArrivesOnceItDoes() throws {
         let a = try Member(id: 1)
         defer { a.transport.stop() }
