@@ -88,7 +88,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var writes: [UInt64: WriteCompletion] = [:]
     private var reads: [UInt64: ReadCompletion] = [:]
 
-    /// Recovers from `storage`: the newest snapshot now; the log after it as Raft re-commits it.
+    /// Recovers from `storage`: the newest snapshot, then the committed log after it (`Replica.replay`); what follows the
+    /// commit index as Raft commits it.
     /// - Parameter initialIndex: where a new store index starts (etcd's own bootstrap writes come first, 2 per member + 1).
     package init(clock: ClusterClock, initialIndex: UInt64, storage: Storage, options: Options, clusterID: UInt64 = 0) throws {
         self.clock = clock
@@ -108,6 +109,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         var view = replica.view
         view.appliedAtNanos = clock.now()
         published = Mutex(view)
+        // The committed log after the snapshot is applied now, read once in order, so a restart serves it at once.
+        while case let entries = try MemberStorage.nextReplayEntries(for: replica), !entries.isEmpty {
+            run(replica.replay(entries, now: clock.now()))
+        }
     }
 
     /// Connects the node to its peers: frames go out through `send` (or `sendPaced`, which waits for room on the bulk

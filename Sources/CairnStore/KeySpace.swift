@@ -110,7 +110,7 @@ package struct KeySpace: Sendable {
             var view = NodeView(key: first.key, value: nil, isDirectory: node.isDirectory, createdIndex: node.createdIndex,
                                 modifiedIndex: currentIndex)
             view.isDirectory = node.isDirectory
-            root = replacing(first.key, createIndex: currentIndex) { _ in nil }
+            replaceNode(first.key, createIndex: currentIndex) { _ in nil }
             results.append((StoreEvent(action: .expire, node: view, prevNode: NodeView(node, key: first.key, now: time), etcdIndex: currentIndex),
                             RemovedNodes(node, path: first.key)))
         }
@@ -153,13 +153,7 @@ package struct KeySpace: Sendable {
         nodePath = nodePath.cleaned()
         guard !nodePath.isRoot else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
         let components = nodePath.components
-        // Every directory on the way must be a directory (missing ones are created with the new node's index).
-        var walker = root
-        for (depth, name) in components.dropLast().enumerated() {
-            guard let child = walker.children[name] else { break }
-            guard child.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex)) }
-            walker = child
-        }
+        if let error = fileOnTheWay(components) { return .failure(error) }
         var prevNode: NodeView?
         var removed = RemovedNodes.none
         if case .success(let existing) = lookup(nodePath) {
@@ -170,7 +164,7 @@ package struct KeySpace: Sendable {
         }
         let node = StoreNode(name: components.last!, value: dir ? nil : value, createdIndex: nextIndex, modifiedIndex: nextIndex,
                              expiration: expiration)
-        root = replacing(nodePath, createIndex: nextIndex) { _ in node }
+        replaceNode(nodePath, createIndex: nextIndex) { _ in node }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         currentIndex = nextIndex
         let event = StoreEvent(action: action, node: NodeView(node, key: nodePath, now: now), prevNode: prevNode, etcdIndex: currentIndex)
@@ -191,7 +185,7 @@ package struct KeySpace: Sendable {
         let updated = StoreNode(name: node.name, value: node.isDirectory ? nil : (refresh ? node.value : value), children: node.children,
                                 createdIndex: node.createdIndex, modifiedIndex: node.isDirectory ? node.modifiedIndex : nextIndex,
                                 expiration: expiration)
-        root = replacing(nodePath, createIndex: nextIndex) { _ in updated }
+        replaceNode(nodePath, createIndex: nextIndex) { _ in updated }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         currentIndex = nextIndex
         var shown = NodeView(updated, key: nodePath, now: now)
@@ -212,7 +206,7 @@ package struct KeySpace: Sendable {
         currentIndex += 1
         let updated = StoreNode(name: node.name, value: command.refresh ? node.value : command.value, createdIndex: node.createdIndex,
                                 modifiedIndex: currentIndex, expiration: expiration)
-        root = replacing(nodePath, createIndex: currentIndex) { _ in updated }
+        replaceNode(nodePath, createIndex: currentIndex) { _ in updated }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         var event = StoreEvent(action: .compareAndSwap, node: NodeView(updated, key: nodePath, now: now),
                                prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex)
@@ -233,7 +227,7 @@ package struct KeySpace: Sendable {
             guard node.children.isEmpty || recursive else { return .failure(StoreError(.dirNotEmpty, nodePath, index: currentIndex)) }
         }
         currentIndex += 1
-        root = replacing(nodePath, createIndex: currentIndex) { _ in nil }
+        replaceNode(nodePath, createIndex: currentIndex) { _ in nil }
         let view = NodeView(key: nodePath, value: nil, isDirectory: node.isDirectory, createdIndex: node.createdIndex, modifiedIndex: currentIndex)
         return .success((StoreEvent(action: .delete, node: view, prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex),
                          RemovedNodes(node, path: nodePath)))
@@ -247,13 +241,25 @@ package struct KeySpace: Sendable {
         case .success(let found): node = found
         }
         currentIndex += 1
-        root = replacing(nodePath, createIndex: currentIndex) { _ in nil }
+        replaceNode(nodePath, createIndex: currentIndex) { _ in nil }
         let view = NodeView(key: nodePath, value: nil, isDirectory: false, createdIndex: node.createdIndex, modifiedIndex: currentIndex)
         return .success((StoreEvent(action: .compareAndDelete, node: view, prevNode: NodeView(node, key: nodePath, now: now), etcdIndex: currentIndex),
                          RemovedNodes(node, path: nodePath)))
     }
 
     // MARK: - Helpers
+
+    /// Every directory on the way to a new node must be a directory (missing ones are created with its index). A
+    /// function of its own so no reference to a directory outlives the check: the write then changes them in place.
+    private func fileOnTheWay(_ components: [[UInt8]]) -> StoreError? {
+        var walker = root
+        for (depth, name) in components.dropLast().enumerated() {
+            guard let child = walker.children[name] else { break }
+            guard child.isDirectory else { return StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex) }
+            walker = child
+        }
+        return nil
+    }
 
     /// The existing node a write changes in place, with its clean path; the root is read-only.
     private func writableNode(_ path: StoreKey) -> Result<(path: StoreKey, node: StoreNode), StoreError> {
@@ -287,26 +293,18 @@ package struct KeySpace: Sendable {
         }
     }
 
-    /// A new root with the node at `path` replaced by `change(old)` (nil removes it); missing directories on the way
-    /// are created with `createIndex`, as etcd's walk creates them. A loop down the path, then one back up: no
-    /// recursion, however deep the key.
-    private func replacing(_ path: StoreKey, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) -> StoreNode {
+    /// Replaces the node at `path` with `change(old)` (nil removes it); missing directories on the way are created
+    /// with `createIndex`, as etcd's walk creates them. A loop down the path: no recursion, however deep the key.
+    /// Nodes only this key space references are changed in place; one anything else holds (a published root, a
+    /// snapshot's, a reader's node) is copied first, so every root handed out stays as it was. A batch of writes
+    /// thus copies a path once, not once per write.
+    private mutating func replaceNode(_ path: StoreKey, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) {
         let components = path.components
-        guard let last = components.last else { return root }
-        var directories = [root]
-        for name in components.dropLast() {
-            directories.append(directories.last!.children[name]
-                ?? StoreNode(name: name, value: nil, createdIndex: createIndex, modifiedIndex: createIndex, expiration: nil))
-        }
-        var name = last
-        var replacement = change(directories.last!.children[name])
-        while let directory = directories.popLast() {
-            var children = directory.children
-            children[name] = replacement
-            replacement = directory.with(children: children)
-            name = directory.name
-        }
-        return replacement!
+        guard let last = components.last else { return }
+        if !isKnownUniquelyReferenced(&root) { root = root.with(children: root.children) }
+        var directory = root
+        for name in components.dropLast() { directory = directory.uniqueChild(name, createIndex: createIndex) }
+        directory.setChild(last, change(directory.children[last]))
     }
 }
 
