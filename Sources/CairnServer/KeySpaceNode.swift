@@ -162,10 +162,29 @@ package final class KeySpaceNode: @unchecked Sendable {
         snapshotSendQueue.sync {}
     }
 
-    /// A lone voter re-commits its whole log at once on start; a member with peers applies up to the commit index it
-    /// recorded. Waiting for that (bounded) before serving keeps every write this member knew was committed readable
-    /// the moment it answers again, leader or not (its plain reads may be stale until it hears from the leader, as
-    /// etcd's are).
+    /// A clean stop (SIGTERM, SIGINT): stops as `stop` does, then writes a snapshot of everything applied (unless one
+    /// already covers it), so the next start replays nothing. A failure is logged: the log still holds every entry.
+    package func stopWithSnapshot() {
+        stop()
+        let due = queue.sync { () -> (SnapshotMetadata, ReplicaState, Membership)? in
+            guard replica.appliedIndex > replica.snapshotIndex else { return nil }
+            for case .writeSnapshot(let metadata, let state) in replica.requestSnapshot() { return (metadata, state, replica.initialMembership) }
+            return nil
+        }
+        guard let (metadata, state, initial) = due else { return }
+        do {
+            try MemberStorage.writeSnapshot(metadata, state, to: storage)
+            _ = try MemberStorage.retain(storage, initial: initial)
+            logger.info("snapshot saved on stop", metadata: ["index": "\(metadata.index)"])
+        } catch {
+            logger.error("snapshot on stop failed", metadata: ["index": "\(metadata.index)", "error": "\(error)"])
+        }
+    }
+
+    /// Init applied the log up to the commit index recorded; a lone voter also commits the rest of its log once it has
+    /// elected itself (the last batch before a crash may not have been recorded). Waiting for that (bounded) before
+    /// serving keeps every write this member knew was committed readable the moment it answers again, leader or not
+    /// (its plain reads may be stale until it hears from the leader, as etcd's are).
     package func awaitRecovery(timeoutMilliseconds: Int = 30_000) {
         let target = queue.sync {
             replica.raft.voters == [MemberID(options.id)] ? replica.raft.storage.lastIndex.value : replica.raft.commit.value

@@ -120,11 +120,10 @@ package struct KeySpace: Sendable {
     private mutating func set(_ path: StoreKey, dir: Bool, value: String, expiration: Int64?, refresh: Bool, now: Int64)
         -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
-        let existing = lookup(path)
-        if case .failure(let error) = existing, error.code != .keyNotFound { return .failure(error) }
+        // Without refresh, the create's own walk finds what a lookup here would (a file on the way: "Not a directory").
         var value = value
         if refresh {
-            switch existing {
+            switch lookup(path) {
             case .failure(let error): return .failure(error)
             case .success(let node): value = node.value ?? ""
             }
@@ -153,10 +152,14 @@ package struct KeySpace: Sendable {
         nodePath = nodePath.cleaned()
         guard !nodePath.isRoot else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
         let components = nodePath.components
-        if let error = fileOnTheWay(components) { return .failure(error) }
+        let found: StoreNode?
+        switch existingNode(components) {
+        case .failure(let error): return .failure(error)
+        case .success(let node): found = node
+        }
         var prevNode: NodeView?
         var removed = RemovedNodes.none
-        if case .success(let existing) = lookup(nodePath) {
+        if let existing = found {
             guard replace else { return .failure(StoreError(.nodeExist, nodePath, index: currentIndex)) }
             guard !existing.isDirectory else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
             prevNode = NodeView(existing, key: nodePath, now: now)
@@ -164,7 +167,7 @@ package struct KeySpace: Sendable {
         }
         let node = StoreNode(name: components.last!, value: dir ? nil : value, createdIndex: nextIndex, modifiedIndex: nextIndex,
                              expiration: expiration)
-        replaceNode(nodePath, createIndex: nextIndex) { _ in node }
+        replaceNode(components, createIndex: nextIndex) { _ in node }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         currentIndex = nextIndex
         let event = StoreEvent(action: action, node: NodeView(node, key: nodePath, now: now), prevNode: prevNode, etcdIndex: currentIndex)
@@ -249,16 +252,17 @@ package struct KeySpace: Sendable {
 
     // MARK: - Helpers
 
-    /// Every directory on the way to a new node must be a directory (missing ones are created with its index). A
-    /// function of its own so no reference to a directory outlives the check: the write then changes them in place.
-    private func fileOnTheWay(_ components: [[UInt8]]) -> StoreError? {
+    /// The node a create would replace (nil: none), after checking that everything on the way to it is a directory
+    /// (missing ones are created with its index). A function of its own so no reference to a directory on the way
+    /// outlives the walk: the write then changes them in place.
+    private func existingNode(_ components: [[UInt8]]) -> Result<StoreNode?, StoreError> {
         var walker = root
         for (depth, name) in components.dropLast().enumerated() {
-            guard let child = walker.children[name] else { break }
-            guard child.isDirectory else { return StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex) }
+            guard let child = walker.children[name] else { return .success(nil) }
+            guard child.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex)) }
             walker = child
         }
-        return nil
+        return .success(components.last.flatMap { walker.children[$0] })
     }
 
     /// The existing node a write changes in place, with its clean path; the root is read-only.
@@ -299,7 +303,10 @@ package struct KeySpace: Sendable {
     /// snapshot's, a reader's node) is copied first, so every root handed out stays as it was. A batch of writes
     /// thus copies a path once, not once per write.
     private mutating func replaceNode(_ path: StoreKey, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) {
-        let components = path.components
+        replaceNode(path.components, createIndex: createIndex, change)
+    }
+
+    private mutating func replaceNode(_ components: [[UInt8]], createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) {
         guard let last = components.last else { return }
         if !isKnownUniquelyReferenced(&root) { root = root.with(children: root.children) }
         var directory = root
