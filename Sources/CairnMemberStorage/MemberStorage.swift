@@ -53,9 +53,13 @@ package enum MemberStorage {
     /// follow its applied index up to the commit index, read in one sequential read of at most `bytesMax` bytes: the
     /// log is read once, in order, and never held whole in memory.
     package static func nextReplayEntries(for replica: Replica<RaftLog>, bytesMax: Int = replayReadBytesMax) throws -> [Entry] {
-        let from = LogIndex(replica.appliedIndex + 1), commit = replica.raft.commit
+        try replayEntries(in: replica.raft.storage, from: LogIndex(replica.appliedIndex + 1), through: replica.raft.commit, bytesMax: bytesMax)
+    }
+
+    /// The entries from `from` through `commit` that one replay read brings (`nextReplayEntries`); empty past `commit`.
+    package static func replayEntries(in log: RaftLog, from: LogIndex, through commit: LogIndex, bytesMax: Int = replayReadBytesMax) throws -> [Entry] {
         guard from <= commit else { return [] }
-        return try replica.raft.storage.entries(from: from, bytesMax: bytesMax).filter { $0.index <= commit }
+        return try log.entries(from: from, bytesMax: bytesMax).filter { $0.index <= commit }
     }
 
     /// One replay read: large enough that reading costs little per entry, small enough to keep memory flat.

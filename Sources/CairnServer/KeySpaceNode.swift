@@ -109,8 +109,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         var view = replica.view
         view.appliedAtNanos = clock.now()
         published = Mutex(view)
-        // The committed log after the snapshot is applied now, read once in order, so a restart serves it at once.
-        while case let entries = try MemberStorage.nextReplayEntries(for: replica), !entries.isEmpty {
+        // The committed log after the snapshot is applied now, read once in order (the next chunk read while one is
+        // applied), so a restart serves it at once.
+        let replay = ReplayReader(for: replica)
+        while case let entries = try replay.next(), !entries.isEmpty {
             run(replica.replay(entries, now: clock.now()))
         }
     }
