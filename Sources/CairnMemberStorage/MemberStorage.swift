@@ -49,6 +49,22 @@ package enum MemberStorage {
                                incarnation: incarnation, randomSeed: randomSeed)
     }
 
+    /// The next committed entries a restart replays into `replica` (`Replica.replay`); empty once it is done. They
+    /// follow its applied index up to the commit index, read in one sequential read of at most `bytesMax` bytes: the
+    /// log is read once, in order, and never held whole in memory.
+    package static func nextReplayEntries(for replica: Replica<RaftLog>, bytesMax: Int = replayReadBytesMax) throws -> [Entry] {
+        try replayEntries(in: replica.raft.storage, from: LogIndex(replica.appliedIndex + 1), through: replica.raft.commit, bytesMax: bytesMax)
+    }
+
+    /// The entries from `from` through `commit` that one replay read brings (`nextReplayEntries`); empty past `commit`.
+    package static func replayEntries(in log: RaftLog, from: LogIndex, through commit: LogIndex, bytesMax: Int = replayReadBytesMax) throws -> [Entry] {
+        guard from <= commit else { return [] }
+        return try log.entries(from: from, bytesMax: bytesMax).filter { $0.index <= commit }
+    }
+
+    /// One replay read: large enough that reading costs little per entry, small enough to keep memory flat.
+    package static let replayReadBytesMax = 4 << 20
+
     /// Makes a batch's entries and changed hard state durable (the Replica's `persist` action).
     package static func persist(_ entries: [Entry], hardState: CairnRaft.HardState?, to storage: Storage) throws {
         try RaftLog.write(entries, to: storage.writer)

@@ -19,10 +19,7 @@ package final class RaftLog: ReplicaLog {
         self.writer = writer
         self.readFailed = readFailed
         self.snapshot = snapshot
-        terms = try writer.withLog { wal in
-            let first = max(wal.firstIndex, snapshot.index.value + 1)
-            return first > wal.lastIndex ? [] : (first...wal.lastIndex).map { Term(wal.term(at: $0)!) }
-        }
+        terms = try writer.withLog { wal in wal.terms(from: snapshot.index.value + 1).map(Term.init) }
     }
 
     package var firstIndex: LogIndex { snapshot.index + 1 }
@@ -57,6 +54,27 @@ package final class RaftLog: ReplicaLog {
             next = LogIndex(upTo)
         }
         return result
+    }
+
+    /// Read from where recovery found them (the write-ahead log keeps every entry's kind): not the whole log.
+    package func configChangeEntries() -> [Entry] {
+        let indexes: [UInt64]
+        do { indexes = try writer.withLog { $0.indexes(ofKind: EntryKind.configChange.rawValue, from: firstIndex.value) } } catch {
+            readFailed(error)
+        }
+        return indexes.flatMap { entries(from: LogIndex($0), through: LogIndex($0), maxBytes: .max) }
+    }
+
+    /// Entries from `from` on, as many as fit in `bytesMax` bytes of records (at least one), in one sequential read per
+    /// segment: a restart walks its committed log with these. Empty past the last entry.
+    package func entries(from: LogIndex, bytesMax: Int) throws -> [Entry] {
+        guard from >= firstIndex, from <= lastIndex else { return [] }
+        return try writer.withLog { try $0.entries(from.value..<(lastIndex.value + 1), bytesMax: bytesMax) }.map { record in
+            guard let entry = Entry(record) else {
+                throw StorageError.corrupt(path: "log", offset: 0, index: record.index, reason: "unknown entry kind \(record.kind)")
+            }
+            return entry
+        }
     }
 
     /// Writes a batch from the core (dropping any stored suffix it replaces) and waits until it is durable.

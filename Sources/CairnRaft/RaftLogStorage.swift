@@ -14,6 +14,22 @@ package protocol RaftLogStorage {
     /// The snapshot the log starts after (`SnapshotMetadata.none` before any compaction). Persisted with the log:
     /// a restart must see the same prefix dropped.
     var snapshot: SnapshotMetadata { get }
+    /// The config-change entries held, oldest first. A restart needs only these of the whole log; the default reads
+    /// every entry to find them, a storage that knows where they are reads just them.
+    func configChangeEntries() -> [Entry]
+}
+
+extension RaftLogStorage {
+    package func configChangeEntries() -> [Entry] {
+        var result: [Entry] = []
+        var i = firstIndex
+        while i <= lastIndex {
+            let batch = entries(from: i, through: lastIndex, maxBytes: 1 << 20)
+            result += batch.filter { $0.kind == .configChange }
+            i = i + UInt64(batch.count)
+        }
+        return result
+    }
 }
 
 package struct MemoryLogStorage: RaftLogStorage, Sendable {

@@ -168,14 +168,9 @@ package struct RaftNode<Storage: RaftLogStorage> {
         self.random = SeededRandom(seed: config.randomSeed ^ config.id.value &* 0x9E37_79B9)
         self.lastHardState = hardState
         self.membership = Membership(voters: config.voters)
-        // The membership is the log's: the latest config entry held wins. Bounded by the log, which compaction keeps short.
-        var i = storage.firstIndex
-        while i <= storage.lastIndex {
-            let batch = storage.entries(from: i, through: storage.lastIndex, maxBytes: config.maxMessageBytes)
-            for e in batch where e.kind == .configChange {
-                if let membership = Self.decodeMembership(e) { configs.append((e.index, membership)) }
-            }
-            i = i + UInt64(batch.count)
+        // The membership is the log's: the latest config entry held wins.
+        for e in storage.configChangeEntries() {
+            if let membership = Self.decodeMembership(e) { configs.append((e.index, membership)) }
         }
         refreshMembership()
         resetElectionTimer()
@@ -508,6 +503,12 @@ package struct RaftNode<Storage: RaftLogStorage> {
     }
 
     // MARK: Ready / Advance
+
+    /// The application applied the committed entries through `index` itself, straight from its durable log (a restart
+    /// replaying it): they are not handed out again. Raft's `applied` only moves forward, and never past the commit index.
+    package mutating func markApplied(through index: LogIndex) {
+        applied = max(applied, min(index, commit))
+    }
 
     package var hasReady: Bool { !out.isEmpty || hardState != lastHardState || nextApplyBound > applied }
 

@@ -160,6 +160,20 @@ package struct Replica<Log: ReplicaLog> {
         if options.voters.isEmpty && appliedIndex == 0 && recovery.log.lastIndex == .zero { voteFloor = (.max, .zero) }
     }
 
+    /// A restart's replay, before any other input: applies committed entries read straight from the durable log, from
+    /// the one after `appliedIndex` on, so the core never hands them out (they are marked applied in it). Entries past
+    /// the commit index are left to the core; a chunk that does not continue `appliedIndex` applies nothing.
+    package mutating func replay(_ entries: [Entry], now: Int64) -> [ReplicaAction] {
+        observe(now)
+        let committed = entries.prefix { $0.index <= raft.commit }
+        guard let first = committed.first, first.index.value <= appliedIndex + 1 else { return [] }
+        var out: [ReplicaAction] = []
+        apply(Array(committed), into: &out)
+        raft.markApplied(through: LogIndex(appliedIndex))
+        snapshotIfDue(into: &out)
+        return out
+    }
+
     /// A restart without snapshots takes the initial members from the log's first member entry, not from the options
     /// (which change as members come and go): Raft's initial configuration follows it.
     package static func initialMembership(logged: [MemberRecord]?, options: ReplicaOptions) -> Membership {

@@ -90,7 +90,8 @@ package final class KeySpaceNode: @unchecked Sendable {
     private var writes: [UInt64: WriteCompletion] = [:]
     private var reads: [UInt64: ReadCompletion] = [:]
 
-    /// Recovers from `storage`: the newest snapshot now; the log after it as Raft re-commits it.
+    /// Recovers from `storage`: the newest snapshot, then the committed log after it (`Replica.replay`); what follows the
+    /// commit index as Raft commits it.
     /// - Parameter initialIndex: where a new store index starts (etcd's own bootstrap writes come first, 2 per member + 1).
     package init(clock: ClusterClock, initialIndex: UInt64, storage: Storage, options: Options, clusterID: UInt64 = 0) throws {
         self.clock = clock
@@ -110,6 +111,12 @@ package final class KeySpaceNode: @unchecked Sendable {
         var view = replica.view
         view.appliedAtNanos = clock.now()
         published = Mutex(view)
+        // The committed log after the snapshot is applied now, read once in order (the next chunk read while one is
+        // applied), so a restart serves it at once.
+        let replay = ReplayReader(for: replica)
+        while case let entries = try replay.next(), !entries.isEmpty {
+            run(replica.replay(entries, now: clock.now()))
+        }
     }
 
     /// Connects the node to its peers: frames go out through `send` (or `sendPaced`, which waits for room on the bulk
@@ -161,10 +168,29 @@ package final class KeySpaceNode: @unchecked Sendable {
         snapshotSendQueue.sync {}
     }
 
-    /// A lone voter re-commits its whole log at once on start; a member with peers applies up to the commit index it
-    /// recorded. Waiting for that (bounded) before serving keeps every write this member knew was committed readable
-    /// the moment it answers again, leader or not (its plain reads may be stale until it hears from the leader, as
-    /// etcd's are).
+    /// A clean stop (SIGTERM, SIGINT): stops as `stop` does, then writes a snapshot of everything applied (unless one
+    /// already covers it), so the next start replays nothing. A failure is logged: the log still holds every entry.
+    package func stopWithSnapshot() {
+        stop()
+        let due = queue.sync { () -> (SnapshotMetadata, ReplicaState, Membership)? in
+            guard replica.appliedIndex > replica.snapshotIndex else { return nil }
+            for case .writeSnapshot(let metadata, let state) in replica.requestSnapshot() { return (metadata, state, replica.initialMembership) }
+            return nil
+        }
+        guard let (metadata, state, initial) = due else { return }
+        do {
+            try MemberStorage.writeSnapshot(metadata, state, to: storage)
+            _ = try MemberStorage.retain(storage, initial: initial)
+            logger.info("snapshot saved on stop", metadata: ["index": "\(metadata.index)"])
+        } catch {
+            logger.error("snapshot on stop failed", metadata: ["index": "\(metadata.index)", "error": "\(error)"])
+        }
+    }
+
+    /// Init applied the log up to the commit index recorded; a lone voter also commits the rest of its log once it has
+    /// elected itself (the last batch before a crash may not have been recorded). Waiting for that (bounded) before
+    /// serving keeps every write this member knew was committed readable the moment it answers again, leader or not
+    /// (its plain reads may be stale until it hears from the leader, as etcd's are).
     package func awaitRecovery(timeoutMilliseconds: Int = 30_000) {
         let target = queue.sync {
             replica.raft.voters == [MemberID(options.id)] ? replica.raft.storage.lastIndex.value : replica.raft.commit.value

@@ -177,9 +177,13 @@ package final class Server: @unchecked Sendable {
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
-            source.setEventHandler { [http, logger] in
+            source.setEventHandler { [http, node, logger] in
                 logger.notice("received signal \(signalNumber), shutting down")
-                http.shutdown { exit(0) }
+                // A snapshot after the last write: the next start replays nothing.
+                http.shutdown {
+                    node.stopWithSnapshot()
+                    exit(0)
+                }
             }
             source.resume()
             signalSources.append(source)

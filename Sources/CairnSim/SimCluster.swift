@@ -188,16 +188,24 @@ package struct SimCluster {
             }
             m.digest = digest
         }
-        var replica = Replica(options: options, storeInitialIndex: Replica<RaftLog>.storeInitialIndex(memberCount: founders.count),
-                              recovery: recovery)
-        replica.start(now: now)
-        m.replica = replica
+        m.replica = Replica(options: options, storeInitialIndex: Replica<RaftLog>.storeInitialIndex(memberCount: founders.count),
+                            recovery: recovery)
         m.persisting = nil
         m.retryDueStep = nil
         m.receiver.reset()
         m.receiving = nil
         m.installing = []
         members[Int(id) - 1] = m
+        // As the server's runner does: the committed log is replayed before the member takes any input.
+        while true {
+            let entries: [Entry]
+            do { entries = try MemberStorage.nextReplayEntries(for: members[Int(id) - 1].replica!) } catch {
+                throw .safety(step: step, "seed \(seed): \(id) cannot read its committed log back: \(error)")
+            }
+            if entries.isEmpty { break }
+            try execute(id, members[Int(id) - 1].replica!.replay(entries, now: now))
+        }
+        members[Int(id) - 1].replica!.start(now: now)
     }
 
     var now: Int64 { Int64(step) * 1_000_000 }

@@ -147,7 +147,7 @@ enum WALFormat {
 
 /// What a segment scan found; shared by recovery and `cairn storage verify`.
 struct SegmentScan {
-    var entries: [(offset: UInt64, index: UInt64, term: UInt64)] = []
+    var entries: [(offset: UInt64, index: UInt64, term: UInt64, kind: UInt8)] = []
     var dataEndOffset: UInt64 = 0
     /// Set when the last segment ended in a torn record that may be cut: (offset, reason).
     var tornTail: (offset: UInt64, reason: String)? = nil
@@ -173,13 +173,15 @@ extension WALFormat {
         while offset < size {
             switch checkFrame(bytes, at: offset, recordBytesMax: options.recordBytesMax) {
             case .success(let total):
-                let entry = decode(bytes, at: offset, totalBytes: total)
-                guard entry.index == expected else {
-                    throw StorageError.corrupt(path: file.path, offset: UInt64(offset), index: entry.index,
-                        reason: "index \(entry.index) where \(expected) was expected (\(entry.index < expected ? "repeat" : "gap"))")
+                // Only the fixed fields: recovery keeps where each entry is, not its payload.
+                let p = offset + recordHeaderBytes
+                let index = bytes.readLE(UInt64.self, at: p)
+                guard index == expected else {
+                    throw StorageError.corrupt(path: file.path, offset: UInt64(offset), index: index,
+                        reason: "index \(index) where \(expected) was expected (\(index < expected ? "repeat" : "gap"))")
                 }
-                result.entries.append((UInt64(offset), entry.index, entry.term))
-                if keepEntries { result.decoded.append(entry) }
+                result.entries.append((UInt64(offset), index, bytes.readLE(UInt64.self, at: p + 8), bytes[p + 16]))
+                if keepEntries { result.decoded.append(decode(bytes, at: offset, totalBytes: total)) }
                 expected += 1
                 offset += total
             case .failure(let problem):
@@ -233,6 +235,8 @@ package final class WAL {
         var file: OpenFile
         var offsets: [UInt64] = []
         var terms: [UInt64] = []
+        /// Each entry's kind byte, so the few entries of one kind are found without reading the log.
+        var kinds: [UInt8] = []
         var endOffset: UInt64
         /// Bytes known to be on disk: as of the last successful sync (or recovery) of this segment.
         var durableEnd: UInt64
@@ -318,8 +322,8 @@ package final class WAL {
                 if let torn = scan.tornTail {
                     logger("storage: cut torn tail of \(path) at byte \(torn.offset) after index \(first + UInt64(scan.entries.count) - 1): \(torn.reason)")
                 }
-                segments.append(Segment(firstIndex: first, file: file, offsets: scan.entries.map(\.offset),
-                                        terms: scan.entries.map(\.term), endOffset: scan.dataEndOffset, durableEnd: scan.dataEndOffset))
+                segments.append(Segment(firstIndex: first, file: file, offsets: scan.entries.map(\.offset), terms: scan.entries.map(\.term),
+                                        kinds: scan.entries.map(\.kind), endOffset: scan.dataEndOffset, durableEnd: scan.dataEndOffset))
             }
         } catch {
             close()
@@ -383,6 +387,7 @@ package final class WAL {
         var buffer: [UInt8] = []
         var pendingOffsets: [UInt64] = []
         var pendingTerms: [UInt64] = []
+        var pendingKinds: [UInt8] = []
         func flush() throws {
             guard !buffer.isEmpty else { return }
             let s = segments.count - 1
@@ -395,9 +400,11 @@ package final class WAL {
             segments[s].endOffset += UInt64(buffer.count)
             segments[s].offsets += pendingOffsets
             segments[s].terms += pendingTerms
+            segments[s].kinds += pendingKinds
             buffer = []
             pendingOffsets = []
             pendingTerms = []
+            pendingKinds = []
             unsynced = true
         }
         for e in entries {
@@ -411,6 +418,7 @@ package final class WAL {
             }
             pendingOffsets.append(segments[segments.count - 1].endOffset + UInt64(buffer.count))
             pendingTerms.append(e.term)
+            pendingKinds.append(e.kind)
             WALFormat.encode(e, into: &buffer)
         }
         try flush()
@@ -459,22 +467,50 @@ package final class WAL {
         return segments[p].terms[Int(index - segments[p].firstIndex)]
     }
 
-    /// Entries `range` (half-open), read from disk and checked again (length, CRC, index) after the read.
-    package func entries(_ range: Range<UInt64>) throws -> [LogEntryRecord] {
+    /// The terms of the entries from `index` (at least `firstIndex`) to the last, in index order.
+    package func terms(from index: UInt64) -> [UInt64] {
+        var result: [UInt64] = []
+        var next = max(index, firstIndex)
+        while let p = segmentPosition(of: next) {
+            result += segments[p].terms[Int(next - segments[p].firstIndex)...]
+            next = segments[p].lastIndex + 1
+        }
+        return result
+    }
+
+    /// The indexes from `index` on of the entries whose kind byte is `kind`, from memory (no read).
+    package func indexes(ofKind kind: UInt8, from index: UInt64) -> [UInt64] {
+        var result: [UInt64] = []
+        for s in segments where s.lastIndex >= index && !s.kinds.isEmpty {
+            let from = Int(max(index, s.firstIndex) - s.firstIndex)
+            for i in from..<s.kinds.count where s.kinds[i] == kind { result.append(s.firstIndex + UInt64(i)) }
+        }
+        return result
+    }
+
+    /// Entries `range` (half-open), read from disk and checked again (length, CRC, index) after the read; with
+    /// `bytesMax`, only as many from the start of `range` as fit in that many bytes of records (at least one), so a
+    /// caller can walk a long range in large sequential reads of bounded size.
+    package func entries(_ range: Range<UInt64>, bytesMax: Int = .max) throws -> [LogEntryRecord] {
         guard !range.isEmpty else { return [] }
         guard range.lowerBound >= firstIndex && range.upperBound - 1 <= lastIndex else {
             throw StorageError.outOfRange(index: range.lowerBound < firstIndex ? range.lowerBound : range.upperBound - 1,
                                           first: firstIndex, last: lastIndex)
         }
         var result: [LogEntryRecord] = []
-        result.reserveCapacity(range.count)
+        var bytesLeft = bytesMax
         var index = range.lowerBound
         while index < range.upperBound {
             let s = segments[segmentPosition(of: index)!]
             let from = Int(index - s.firstIndex)
-            let to = min(Int(range.upperBound - s.firstIndex), s.offsets.count)
+            var to = min(Int(range.upperBound - s.firstIndex), s.offsets.count)
+            if bytesLeft < Int.max {
+                to = Self.recordsEnd(s, from: from, to: to, bytesMax: bytesLeft, atLeastOne: result.isEmpty)
+                if to == from { break }
+            }
             let start = s.offsets[from]
             let end = to < s.offsets.count ? s.offsets[to] : s.endOffset
+            bytesLeft -= Int(end - start)
             let bytes = try fs.read(s.file, at: start, count: Int(end - start))
             var offset = 0
             for i in from..<to {
@@ -495,6 +531,19 @@ package final class WAL {
         return result
     }
 
+    /// The end (a position in `s`, at most `to`) of the records from position `from` that fit in `bytesMax` bytes,
+    /// found by a binary search over the record offsets; `atLeastOne` takes the first record even when it does not fit.
+    private static func recordsEnd(_ s: Segment, from: Int, to: Int, bytesMax: Int, atLeastOne: Bool) -> Int {
+        let limit = s.offsets[from] + UInt64(max(0, bytesMax))
+        func end(_ position: Int) -> UInt64 { position < s.offsets.count ? s.offsets[position] : s.endOffset }
+        var lo = atLeastOne ? from + 1 : from, hi = to
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if end(mid) <= limit { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
+
     /// Drops every entry after `index` (a conflicting suffix) durably, before any later append is written.
     package func truncateSuffix(after index: UInt64) throws {
         guard index < lastIndex else { return }
@@ -513,6 +562,7 @@ package final class WAL {
             s.endOffset = s.offsets[keep]
             s.offsets.removeSubrange(keep...)
             s.terms.removeSubrange(keep...)
+            s.kinds.removeSubrange(keep...)
         }
         segments[segments.count - 1] = s
         try closeOpenSegment()

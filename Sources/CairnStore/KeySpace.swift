@@ -120,11 +120,10 @@ package struct KeySpace: Sendable {
     private mutating func set(_ path: StoreKey, dir: Bool, value: String, expiration: Int64?, refresh: Bool, now: Int64)
         -> Result<(event: StoreEvent, removed: RemovedNodes), StoreError>
     {
-        let existing = lookup(path)
-        if case .failure(let error) = existing, error.code != .keyNotFound { return .failure(error) }
+        // Without refresh, the create's own walk finds what a lookup here would (a file on the way: "Not a directory").
         var value = value
         if refresh {
-            switch existing {
+            switch lookup(path) {
             case .failure(let error): return .failure(error)
             case .success(let node): value = node.value ?? ""
             }
@@ -153,19 +152,14 @@ package struct KeySpace: Sendable {
         nodePath = nodePath.cleaned()
         guard !nodePath.isRoot else { return .failure(StoreError(.rootReadOnly, "/", index: currentIndex)) }
         let components = nodePath.components
-        // Every directory on the way must be a directory (missing ones are created with the new node's index).
-        // Scoped, so that no directory on the path is still held when `replace` changes it in place.
-        do {
-            var walker = root
-            for (depth, name) in components.dropLast().enumerated() {
-                guard let child = walker.children[name] else { break }
-                guard child.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex)) }
-                walker = child
-            }
+        let found: StoreNode?
+        switch existingNode(components) {
+        case .failure(let error): return .failure(error)
+        case .success(let node): found = node
         }
         var prevNode: NodeView?
         var removed = RemovedNodes.none
-        if case .success(let existing) = lookup(nodePath) {
+        if let existing = found {
             guard replace else { return .failure(StoreError(.nodeExist, nodePath, index: currentIndex)) }
             guard !existing.isDirectory else { return .failure(StoreError(.notFile, nodePath, index: currentIndex)) }
             prevNode = NodeView(existing, key: nodePath, now: now)
@@ -173,7 +167,7 @@ package struct KeySpace: Sendable {
         }
         let node = StoreNode(name: components.last!, value: dir ? nil : value, createdIndex: nextIndex, modifiedIndex: nextIndex,
                              expiration: expiration)
-        replaceNode(nodePath, createIndex: nextIndex) { _ in node }
+        replaceNode(components, createIndex: nextIndex) { _ in node }
         if let expiration { expiries.insert(Expiry(time: expiration, key: nodePath)) }
         currentIndex = nextIndex
         let event = StoreEvent(action: action, node: NodeView(node, key: nodePath, now: now), prevNode: prevNode, etcdIndex: currentIndex)
@@ -258,6 +252,19 @@ package struct KeySpace: Sendable {
 
     // MARK: - Helpers
 
+    /// The node a create would replace (nil: none), after checking that everything on the way to it is a directory
+    /// (missing ones are created with its index). A function of its own so no reference to a directory on the way
+    /// outlives the walk: the write then changes them in place.
+    private func existingNode(_ components: [[UInt8]]) -> Result<StoreNode?, StoreError> {
+        var walker = root
+        for (depth, name) in components.dropLast().enumerated() {
+            guard let child = walker.children[name] else { return .success(nil) }
+            guard child.isDirectory else { return .failure(StoreError(.notDir, StoreKey.path(components[...depth]), index: currentIndex)) }
+            walker = child
+        }
+        return .success(components.last.flatMap { walker.children[$0] })
+    }
+
     /// The existing node a write changes in place, with its clean path; the root is read-only.
     private func writableNode(_ path: StoreKey) -> Result<(path: StoreKey, node: StoreNode), StoreError> {
         let nodePath = path.cleaned()
@@ -290,33 +297,21 @@ package struct KeySpace: Sendable {
         }
     }
 
-    /// Replaces the node at `path` by `change(old)` (nil removes it); missing directories on the way
-    /// are created with `createIndex`, as etcd's walk creates them. A loop down the path, then one back up: no
-    /// recursion, however deep the key.
+    /// Replaces the node at `path` with `change(old)` (nil removes it); missing directories on the way are created
+    /// with `createIndex`, as etcd's walk creates them. A loop down the path: no recursion, however deep the key.
+    /// Nodes only this key space references are changed in place; one anything else holds (a published root, a
+    /// snapshot's, a reader's node) is copied first, so every root handed out stays as it was. A batch of writes
+    /// thus copies a path once, not once per write.
     private mutating func replaceNode(_ path: StoreKey, createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) {
-        let components = path.components
+        replaceNode(path.components, createIndex: createIndex, change)
+    }
+
+    private mutating func replaceNode(_ components: [[UInt8]], createIndex: UInt64, _ change: (StoreNode?) -> StoreNode?) {
         guard let last = components.last else { return }
-        // Each node on the path is taken out of its parent (a placeholder holds its slot, so the dictionary keeps its
-        // shape) and changed in place when nothing else holds it: a node made earlier in this batch and not yet
-        // published. A shared one (a published view's) is copied first, so what readers hold never changes.
-        var parents: [(node: StoreNode, name: [UInt8])] = []
-        parents.reserveCapacity(components.count - 1)
-        var current = root
-        root = StoreNode.placeholder
-        for name in components.dropLast() {
-            if !isKnownUniquelyReferenced(&current) { current = current.with(children: current.children) }
-            let child = current.exchangeChild(name, StoreNode.placeholder)
-                ?? StoreNode(name: name, value: nil, createdIndex: createIndex, modifiedIndex: createIndex, expiration: nil)
-            parents.append((current, name))
-            current = child
-        }
-        if !isKnownUniquelyReferenced(&current) { current = current.with(children: current.children) }
-        _ = current.exchangeChild(last, change(current.children[last]))
-        while let (parent, name) = parents.popLast() {
-            _ = parent.exchangeChild(name, current)
-            current = parent
-        }
-        root = current
+        if !isKnownUniquelyReferenced(&root) { root = root.with(children: root.children) }
+        var directory = root
+        for name in components.dropLast() { directory = directory.uniqueChild(name, createIndex: createIndex) }
+        directory.setChild(last, change(directory.children[last]))
     }
 }
 

@@ -1,5 +1,5 @@
-// The v2 key space's tree: immutable nodes whose children live in a persistent hash trie, so a write copies
-// only the path it touches and any root is a consistent point-in-time view that other threads may read.
+// The v2 key space's tree: nodes whose children live in a persistent hash trie, so a write copies only the path it
+// touches (and only the shared part of it) and any root handed out is a consistent point-in-time view other threads read.
 import HashTreeCollections
 import Synchronization
 
@@ -9,8 +9,8 @@ package final class StoreNode: Sendable {
     package let name: [UInt8]
     /// The value of a key; nil for a directory.
     package let value: String?
-    /// Changed only where no other reference exists: by `deinit`, which hands it to the graveyard, and by
-    /// `exchangeChild` on a node `KeySpace` holds alone (made in the current batch, not yet published).
+    /// Changed only while no other reference to the node exists: by a write through `uniqueChild`/`setChild` (on a
+    /// node only the key space holds, which no view or other thread can see), and by `deinit`, for the graveyard.
     package nonisolated(unsafe) private(set) var children: TreeDictionary<[UInt8], StoreNode>
     package let createdIndex: UInt64
     package let modifiedIndex: UInt64
@@ -37,14 +37,26 @@ package final class StoreNode: Sendable {
     /// Hidden nodes (a name starting with `_`) are left out of directory listings, as etcd does.
     package var isHidden: Bool { name.first == UInt8(ascii: "_") }
 
-    /// Holds a path's slot while `KeySpace.replace` changes the node that belongs there; never seen outside it.
-    static let placeholder = StoreNode(name: [], value: nil, createdIndex: 0, modifiedIndex: 0, expiration: nil)
+    /// The child directory `name`, made one that only this node references so a write may change it in place:
+    /// created with `createIndex` when missing, copied when anything else holds it. Call only on a node no one else
+    /// references (`KeySpace` checks with `isKnownUniquelyReferenced`).
+    func uniqueChild(_ name: [UInt8], createIndex: UInt64) -> StoreNode {
+        Self.makeUnique(&children[name], name: name, createIndex: createIndex)
+    }
 
-    /// Puts `child` (nil removes) under `name` and returns what was there. Only on a node nothing else references
-    /// (`isKnownUniquelyReferenced`): readers on other threads may hold any node they were handed.
-    func exchangeChild(_ name: [UInt8], _ child: StoreNode?) -> StoreNode? {
-        guard let child else { return children.removeValue(forKey: name) }
-        return children.updateValue(child, forKey: name)
+    /// The slot is yielded by the trie in place (its value moved out), so the count of references is the node's own.
+    private static func makeUnique(_ slot: inout StoreNode?, name: [UInt8], createIndex: UInt64) -> StoreNode {
+        if slot == nil {
+            slot = StoreNode(name: name, value: nil, createdIndex: createIndex, modifiedIndex: createIndex, expiration: nil)
+        } else if !isKnownUniquelyReferenced(&slot!) {
+            slot = slot!.with(children: slot!.children)
+        }
+        return slot!
+    }
+
+    /// Sets (nil: removes) the child `name` in place; only on a node no one else references, as `uniqueChild`.
+    func setChild(_ name: [UInt8], _ node: StoreNode?) {
+        children[name] = node
     }
 
     func with(children: TreeDictionary<[UInt8], StoreNode>) -> StoreNode {

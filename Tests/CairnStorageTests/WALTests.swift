@@ -69,4 +69,27 @@ import Testing
         again.close()
         #expect(try openWAL(fs, segmentBytesMax: 512).entries(100..<101) == [entry(100)])
     }
+
+    /// A restart walks the log in reads bounded by bytes: each chunk holds whole records that fit (at least one), they
+    /// continue each other across segments, and terms and kinds come from memory, as recovery found them.
+    @Test func boundedReadsTermsAndKindsAcrossSegmentsAfterReopen() throws {
+        let fs = freshFS()
+        let wal = try openWAL(fs, segmentBytesMax: 512)
+        try wal.append(entries(1...40))
+        try wal.sync()
+        wal.close()
+        let again = try openWAL(fs, segmentBytesMax: 512)
+        var read: [LogEntryRecord] = []
+        while read.count < 40 {
+            let chunk = try again.entries(UInt64(read.count + 1)..<41, bytesMax: 3 * recordBytes + 10)
+            #expect(chunk.count >= 1 && chunk.count <= 3)
+            read += chunk
+        }
+        #expect(read == entries(1...40))
+        #expect(try again.entries(5..<41, bytesMax: 1).count == 1)
+        #expect(try again.entries(5..<41, bytesMax: 0) == [entry(5)])
+        #expect(try again.entries(1..<41, bytesMax: 100 * recordBytes) == entries(1...40))
+        #expect(again.terms(from: 38) == [1, 1, 1] && again.terms(from: 41) == [])
+        #expect(again.indexes(ofKind: 2, from: 30) == Array(stride(from: 32, through: 40, by: 3)))
+    }
 }

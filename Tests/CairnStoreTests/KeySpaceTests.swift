@@ -102,6 +102,27 @@ func delete(_ path: String, recursive: Bool = false, dir: Bool = false, prevValu
         #expect(before.children.count == 1)
     }
 
+    /// Writes change in place what only the key space holds (a batch copies a path once), and copy whatever anything
+    /// else holds: a root, a directory a reader kept, a key space copied for a snapshot all stay as they were.
+    @Test func writesChangeInPlaceOnlyWhatNothingElseHolds() throws {
+        var space = KeySpace()
+        _ = try space.apply(put("/d/e/a", "1"), now: 0).get()
+        let root = ObjectIdentifier(space.root), directory = ObjectIdentifier(try space.lookup("/d/e").get())
+        _ = try space.apply(put("/d/e/a", "2"), now: 0).get()
+        _ = try space.apply(put("/d/e/b", "3"), now: 0).get()
+        #expect(try ObjectIdentifier(space.root) == root && ObjectIdentifier(space.lookup("/d/e").get()) == directory)
+
+        let heldRoot = space.root, heldDirectory = try space.lookup("/d/e").get(), copied = space
+        _ = try space.apply(put("/d/e/a", "4"), now: 0).get()
+        _ = try space.apply(delete("/d/e/b"), now: 0).get()
+        _ = try space.apply(put("/d/f", "5"), now: 0).get()
+        #expect(try KeySpace.lookup("/d/e/a", in: heldRoot, currentIndex: 3).get().value == "2")
+        #expect(heldDirectory.children.count == 2 && heldDirectory.children[Array("a".utf8)]?.value == "2")
+        #expect(try copied.lookup("/d/e/b").get().value == "3" && copied.lookup("/d/f").map(\.value) == .failure(StoreError(.keyNotFound, "/d/f", index: 3)))
+        #expect(try space.lookup("/d/e/a").get().value == "4" && space.lookup("/d/e/b").map(\.value) == .failure(StoreError(.keyNotFound, "/d/e/b", index: 6)))
+        #expect(try space.lookup("/d/f").get().value == "5" && space.currentIndex == 6)
+    }
+
     @Test func replicasApplyingTheSameCommandsAgree() throws {
         var rng = SeededRandom(seed: 31)
         var a = KeySpace(initialIndex: 3), b = KeySpace(initialIndex: 3)
