@@ -76,6 +76,7 @@ func rearmLatencies(_ address: sockaddr_in, watchers: Int, rounds: Int, interval
         let roundEnd = deadline(60)
         while eventsThisRound < watchers || !written {
             guard nowNanos() < roundEnd else { fail("round \(round): \(watchers - eventsThisRound) of \(watchers) events missing after 60 s") }
+            var rearming: [(fd: Int32, index: UInt64)] = []
             connections.pollOnce(milliseconds: 100) { slot, response, at in
                 guard response.status == 200, let index = firstNumber(named: "modifiedIndex", in: response.body) else {
                     fail("\(slot == 0 ? "PUT" : "watch") answered \(response.status): \(String(decoding: response.body, as: UTF8.self))")
@@ -84,11 +85,13 @@ func rearmLatencies(_ address: sockaddr_in, watchers: Int, rounds: Int, interval
                     sentAtByIndex[index] = lastSent
                     written = true
                 } else {
-                    sendAll(fds[slot], watchRequest(from: index + 1))
+                    rearming.append((fds[slot], index + 1))
                     events.append((index, at, round))
                     eventsThisRound += 1
                 }
             }
+            // Re-armed once this poll's events are read and timed: the sends would otherwise delay reading the rest.
+            for (fd, index) in rearming { sendAll(fd, watchRequest(from: index)) }
         }
     }
     for fd in fds { close(fd) }
