@@ -179,7 +179,7 @@ final class WatchDeadlines: @unchecked Sendable {
     }
 
     private let state = Mutex(State())
-    /// Set only under `state`'s lock.
+    /// Scheduled only under `state`'s lock, so two settings never cross.
     private let timer: any DispatchSourceTimer
 
     init() {
