@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "CairnSim", dependencies: ["CairnMemberStorage", "CairnStorage", "CairnReplica", "CairnStore", "CairnRaft", "CairnBase"]),
         .executableTarget(name: "cairn-sim", dependencies: ["CairnSim", "CairnBase"]),
         .executableTarget(name: "raft-bench", dependencies: ["CairnRaft", "CairnBase"], path: "bench/raft", exclude: ["RESULTS.md"]),
-        .executableTarget(name: "watch-bench", path: "bench/watch"),
+        .executableTarget(name: "watch-bench", path: "bench/watch", exclude: ["run", "RESULTS.md"]),
         .target(
             name: "CairnStore",
             dependencies: [

@@ -435,6 +435,9 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
             processInput()
         }
         updateInterest()
+        // A response that ended outside a socket event (a watch's event, an answer from the node) goes out now: its
+        // flush would otherwise wait behind every block already queued, such as the next watchers' events.
+        if !inSocketEvent, !isClosed, pendingOutput > 0 { flushNow() }
     }
 
     func exchangeHasRoom(_ exchange: HTTPExchange) -> Bool {

@@ -59,15 +59,14 @@ package final class KeySpaceNode: @unchecked Sendable {
     var v3Watchers = V3Watchers()
     private let publishedMembers: Mutex<MemberTable>
     private var membersChanged: @Sendable (MemberTable) -> Void = { _ in }
-    private let hub: WatchHub
-    /// Watch events are encoded and handed out there, off this queue; `hub` only collects the watchers to wake here.
+    /// Watch events are encoded and handed out there, off this queue; the registry only collects the watchers to wake.
     package let watchDelivery = WatchDelivery()
-    private var watchersWoken: [@Sendable (EncodedWatchEvent) -> Void] = []
+    private let v2Watches: V2WatchRegistry
     private let published: Mutex<View>
     private let status = Mutex(RaftStatus())
     private var publishedMembership = Membership(voters: [])
-    /// v2 and v3 watchers, as of the last run on the queue: what `/metrics` and `/v2/stats` read without waiting on it.
-    private let watchersPublished = Mutex((v2: 0, v3: 0))
+    /// v3 watchers, as of the last run on the queue: what `/metrics` reads without waiting on it.
+    private let v3WatchersPublished = Mutex(0)
     private let readStatistics = Mutex(StoreStatistics())
     private let writeStatistics = Mutex(StoreStatistics())
     private var timers: [any DispatchSourceTimer] = []
@@ -98,7 +97,6 @@ package final class KeySpaceNode: @unchecked Sendable {
         clusterIDBox = Mutex(clusterID)
         self.storage = storage
         self.options = options
-        hub = WatchHub(historyBytesMax: options.historyBytesMax)
         let logger = self.logger
         var random = SystemRandomNumberGenerator()
         let recovery = try MemberStorage.recover(storage: storage, options: options, incarnation: random.next(),
@@ -111,6 +109,7 @@ package final class KeySpaceNode: @unchecked Sendable {
         var view = replica.view
         view.appliedAtNanos = clock.now()
         published = Mutex(view)
+        v2Watches = V2WatchRegistry(historyBytesMax: options.historyBytesMax, currentIndex: view.etcdIndex, delivery: watchDelivery)
         // The committed log after the snapshot is applied now, read once in order (the next chunk read while one is
         // applied), so a restart serves it at once.
         let replay = ReplayReader(for: replica)
@@ -207,7 +206,7 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     /// Gauges for `/metrics`, etcd's names where etcd has one.
     package var metricGauges: [(String, String, Double)] {
-        let s = raftStatus, watchers = watchersPublished.withLock { $0 }
+        let s = raftStatus, watchers = (v2: v2Watches.watcherCount, v3: v3WatchersPublished.withLock { $0 })
         return [
             ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", s.leader == nil ? 0 : 1),
             ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", s.isLeader ? 1 : 0),
@@ -236,7 +235,7 @@ package final class KeySpaceNode: @unchecked Sendable {
             counted.getsSuccess = $0.getsSuccess
             counted.getsFail = $0.getsFail
         }
-        counted.watchers = watchersPublished.withLock { $0.v2 }
+        counted.watchers = v2Watches.watcherCount
         return counted
     }
 
@@ -439,13 +438,9 @@ package final class KeySpaceNode: @unchecked Sendable {
     private func applied(_ batch: AppliedBatch) {
         published.withLock { $0 = batch.view }
         writeStatistics.withLock { $0 = batch.statistics }
+        // An installed snapshot wakes no v2 watcher (as in etcd), but moves the index a watch starts from.
+        v2Watches.record(batch.isSnapshot ? [] : batch.events, throughIndex: batch.view.etcdIndex)
         if batch.isSnapshot { return resyncV3Watchers(since: batch.v3RevisionBefore) }
-        for (event, removed) in batch.events {
-            hub.notify(event, removedPaths: removed)
-            guard !watchersWoken.isEmpty else { continue }
-            watchDelivery.deliver(event, to: watchersWoken)
-            watchersWoken.removeAll()
-        }
         for (token, outcome) in batch.writes { writes.removeValue(forKey: token)?(.success(outcome), batch.view) }
         deliverV3Watches(since: batch.v3RevisionBefore)
         for token in batch.reads { reads.removeValue(forKey: token)?(.success(batch.view)) }
@@ -457,10 +452,10 @@ package final class KeySpaceNode: @unchecked Sendable {
         return "\(error)"
     }
 
-    /// After every run and every watcher registered or cancelled: the configuration is copied out only when it changed.
+    /// After every run: the configuration is copied out only when it changed.
     func publishStatus() {
-        let watchers = (v2: hub.watcherCount, v3: v3Watchers.watches.count)
-        watchersPublished.withLock { $0 = watchers }
+        let v3Count = v3Watchers.watches.count
+        v3WatchersPublished.withLock { $0 = v3Count }
         // Field by field: a copy of the whole Raft core (`let raft = replica.raft`) would retain every array it holds,
         // after every run.
         let leader = replica.raft.leader?.value, isLeader = replica.raft.role == .leader
@@ -487,33 +482,21 @@ package final class KeySpaceNode: @unchecked Sendable {
 
     // MARK: - Watches (v2)
 
+    /// Registers a watch from the caller's thread, without waiting for this node's queue (busy with a batch or an
+    /// fsync): `registered` runs before this returns, with the view whose `etcdIndex` is the index the watch starts
+    /// from. Its events reach `deliver` from the delivery queue.
     package func watch(path: StoreKey, recursive: Bool, stream: Bool, sinceIndex: UInt64,
                        deliver: @escaping @Sendable (EncodedWatchEvent) -> Void,
-                       registered: @escaping @Sendable (Result<WatchHub.WatcherID?, StoreError>, View) -> Void) {
-        queue.async { [self] in
-            let view = published.withLock { $0 }
-            var fromHistory: [StoreEvent] = []
-            var isRegistered = false
-            let result = hub.watch(path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex,
-                                   currentIndex: replica.keySpace.currentIndex) { [unowned self] event in
-                if isRegistered { watchersWoken.append(deliver) } else { fromHistory.append(event) }
-            }
-            registered(result, view)
-            isRegistered = true
-            for event in fromHistory { watchDelivery.deliver(event, to: [deliver]) }
-            publishStatus()
-        }
+                       registered: (Result<WatchHub.WatcherID?, StoreError>, View) -> Void) {
+        var view = view()
+        let (result, startIndex) = v2Watches.watch(path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex, deliver: deliver)
+        view.etcdIndex = startIndex
+        registered(result, view)
     }
 
-    package func cancelWatch(_ id: WatchHub.WatcherID) {
-        queue.async { [self] in
-            hub.remove(id)
-            publishStatus()
-        }
-    }
+    package func cancelWatch(_ id: WatchHub.WatcherID) { v2Watches.cancel(id) }
 
-    /// Waits for the node's queue; `/metrics` reads the count published after each run instead.
-    package var watcherCount: Int { queue.sync { hub.watcherCount } }
+    package var watcherCount: Int { v2Watches.watcherCount }
 
     // MARK: - Backup
 

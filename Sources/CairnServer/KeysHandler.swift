@@ -111,13 +111,14 @@ struct KeysHandler: Sendable {
     }
 
     /// Events reach the watch already encoded (once, for all its watchers) through `WatchOutput`; the client leaving
-    /// frees the watch's registration, queue, timer and deflate state at once.
+    /// frees the watch's registration, queue, deadline and deflate state at once. The watch registers here, on the
+    /// exchange's queue: its head is sent before any event, as events reach the output through this same queue.
     private func watch(_ exchange: HTTPExchange, path: StoreKey, recursive: Bool, stream: Bool, sinceIndex: UInt64) {
         let node = self.node
         let output = WatchOutput(exchange: exchange, isStream: stream, delivery: node.watchDelivery)
         node.watch(path: path, recursive: recursive, stream: stream, sinceIndex: sinceIndex, deliver: { event in
             output.enqueue(event)
-        }, registered: { [self] result, view in
+        }, registered: { result, view in
             switch result {
             case .failure(let error):
                 respondError(exchange, error)

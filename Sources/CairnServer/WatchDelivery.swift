@@ -21,6 +21,8 @@ package final class WatchDelivery: @unchecked Sendable {
     static let recentBytesMax = 16 * 1024 * 1024
 
     private let queue = DispatchQueue(label: "cairn.watch-delivery")
+    /// Ends long-polls that waited their full time.
+    let deadlines = WatchDeadlines()
     private let counts = Mutex((encodedEvents: 0, droppedWatchers: 0))
     // Touched on `queue` only. An event is named by its index and key (one expiry removes many keys at one index).
     private struct EventName: Hashable { var index: UInt64; var key: StoreKey }
@@ -79,7 +81,7 @@ final class WatchOutput: @unchecked Sendable {
     /// No more events are taken; the response finishes once the queue is empty.
     private var ending = false
     private var finished = false
-    private var timer: (any DispatchSourceTimer)?
+    private var deadline: WatchDeadlines.Token?
 
     init(exchange: HTTPExchange, isStream: Bool, delivery: WatchDelivery) {
         self.exchange = exchange
@@ -88,18 +90,14 @@ final class WatchOutput: @unchecked Sendable {
     }
 
     /// Ends the response, empty if no event came, after `seconds` (etcd ends a long-poll after five minutes).
-    /// The timer is cancelled, and with it what it holds, as soon as the watch ends or its client goes.
+    /// The deadline is dropped, and with it what it holds, as soon as the watch ends or its client goes.
     func endAfter(seconds: Int, then expired: @escaping @Sendable () -> Void) {
         exchange.run { [self] in
             guard !finished else { return }
-            let timer = DispatchSource.makeTimerSource(queue: .global())
-            timer.schedule(deadline: .now() + .seconds(seconds))
-            timer.setEventHandler { [weak self] in
+            deadline = delivery.deadlines.add(seconds: seconds) { [weak self] in
                 expired()
                 self?.end()
             }
-            timer.resume()
-            self.timer = timer
         }
     }
 
@@ -130,8 +128,8 @@ final class WatchOutput: @unchecked Sendable {
     /// The client went away: drop the queue and the timer now.
     func stop() {
         finished = true
-        timer?.cancel()
-        timer = nil
+        if let deadline { delivery.deadlines.remove(deadline) }
+        deadline = nil
         queued.removeAll()
         queuedBytes = 0
     }
@@ -161,4 +159,81 @@ final class WatchOutput: @unchecked Sendable {
             exchange.finish()
         }
     }
+}
+
+/// Long-poll deadlines, each rounded up to a whole second, served by one timer: a timer per watch cost a hand-off to
+/// libdispatch's manager thread to arm it and another to cancel it, for every watch (a thousand re-arming watchers
+/// per write). Deadlines are kept by the second they fall in, so a watch that ends first is dropped at once.
+final class WatchDeadlines: @unchecked Sendable {
+    struct Token: Sendable {
+        fileprivate let second: UInt64
+        fileprivate let id: Int
+    }
+
+    private struct State {
+        var bySecond: [UInt64: [Int: @Sendable () -> Void]] = [:]
+        var count = 0
+        var nextID = 0
+        /// The second the timer is set for; nil while it is not set.
+        var armedSecond: UInt64?
+    }
+
+    private let state = Mutex(State())
+    /// Scheduled only under `state`'s lock, so two settings never cross.
+    private let timer: any DispatchSourceTimer
+
+    init() {
+        timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "cairn.watch-deadlines"))
+        timer.schedule(deadline: .distantFuture)
+        timer.setEventHandler { [weak self] in self?.expireDue() }
+        timer.activate()
+    }
+
+    deinit { timer.cancel() }
+
+    /// Deadlines not yet passed nor removed.
+    var count: Int { state.withLock { $0.count } }
+
+    /// Calls `expired` (on the timer's queue) between `seconds` and `seconds + 1` from now, unless removed before.
+    func add(seconds: Int, _ expired: @escaping @Sendable () -> Void) -> Token {
+        let second = Self.currentSecond() + UInt64(max(0, seconds)) + 1
+        return state.withLock { state in
+            state.nextID += 1
+            state.bySecond[second, default: [:]][state.nextID] = expired
+            state.count += 1
+            if state.armedSecond.map({ second < $0 }) ?? true { arm(second, &state) }
+            return Token(second: second, id: state.nextID)
+        }
+    }
+
+    func remove(_ token: Token) {
+        state.withLock { state in
+            guard state.bySecond[token.second]?.removeValue(forKey: token.id) != nil else { return }
+            state.count -= 1
+            if state.bySecond[token.second]?.isEmpty == true { state.bySecond[token.second] = nil }
+        }
+    }
+
+    private func expireDue() {
+        let now = Self.currentSecond()
+        let due = state.withLock { state in
+            var due: [@Sendable () -> Void] = []
+            for second in Array(state.bySecond.keys) where second <= now {
+                if let bucket = state.bySecond.removeValue(forKey: second) { due += bucket.values }
+            }
+            state.count -= due.count
+            state.armedSecond = nil
+            if let next = state.bySecond.keys.min() { arm(next, &state) }
+            return due
+        }
+        for expired in due { expired() }
+    }
+
+    /// Sets the timer for the start of `second` (called under the lock, so settings never cross).
+    private func arm(_ second: UInt64, _ state: inout State) {
+        state.armedSecond = second
+        timer.schedule(deadline: DispatchTime(uptimeNanoseconds: second * 1_000_000_000), leeway: .milliseconds(100))
+    }
+
+    private static func currentSecond() -> UInt64 { DispatchTime.now().uptimeNanoseconds / 1_000_000_000 }
 }

@@ -81,9 +81,13 @@ package final class WatchHub {
         watchersByPath[path]?[id] = nil
         if watchersByPath[path]?.isEmpty == true {
             watchersByPath[path] = nil
-            let depth = path.depth
-            watchedPathsByDepth[depth] = watchedPathsByDepth[depth].flatMap { $0 > 1 ? $0 - 1 : nil }
+            pathUnwatched(path)
         }
+    }
+
+    private func pathUnwatched(_ path: StoreKey) {
+        let depth = path.depth
+        watchedPathsByDepth[depth] = watchedPathsByDepth[depth].flatMap { $0 > 1 ? $0 - 1 : nil }
     }
 
     /// Records an event and wakes the watchers it concerns: those on the removed paths (a deleted directory's
@@ -106,15 +110,22 @@ package final class WatchHub {
         }
     }
 
+    /// Wakes the watchers on `path` in the order they registered. The one-shot ones leave together: the path's
+    /// table is taken out, changed in place and put back (a thousand watchers re-arming on a key, every write).
     private func wake(_ event: StoreEvent, at path: StoreKey, originalPath: Bool, deleted: Bool, notified: inout Set<WatcherID>) {
-        guard let watchers = watchersByPath[path] else { return }
-        guard originalPath || !isHidden(watchPath: path, keyPath: event.node.key) else { return }
-        for watcher in watchers.values.sorted(by: { $0.id < $1.id })
-        where (watcher.recursive || originalPath || deleted) && event.etcdIndex >= watcher.sinceIndex && !notified.contains(watcher.id) {
+        guard watchersByPath[path] != nil, originalPath || !isHidden(watchPath: path, keyPath: event.node.key),
+              var watchers = watchersByPath.removeValue(forKey: path) else { return }
+        let woken = watchers.values.filter { watcher in
+            (watcher.recursive || originalPath || deleted) && event.etcdIndex >= watcher.sinceIndex && !notified.contains(watcher.id)
+        }.sorted { $0.id < $1.id }
+        for watcher in woken {
             notified.insert(watcher.id)
-            if !watcher.stream { remove(watcher.id) }
-            watcher.deliver(event)
+            guard !watcher.stream else { continue }
+            watchers[watcher.id] = nil
+            pathOfWatcher[watcher.id] = nil
         }
+        if watchers.isEmpty { pathUnwatched(path) } else { watchersByPath[path] = watchers }
+        for watcher in woken { watcher.deliver(event) }
     }
 
     private func record(_ event: StoreEvent) {

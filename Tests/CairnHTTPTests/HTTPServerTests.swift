@@ -8,6 +8,18 @@ import Testing
 @testable import CairnHTTP
 
 @Suite(.serialized) struct HTTPServerTests {
+    /// A response that ends outside a socket event is written at once, not by a block queued behind the work already
+    /// on the connection's queue (a watch's event waited behind the next watchers' events).
+    @Test func aResponseEndedOutsideASocketEventIsWrittenAtOnce() throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let client = try RawClient(port: server.port)
+        client.send("GET /answer-then-block HTTP/1.1\r\nHost: x\r\n\r\n")
+        let response = client.readResponse()
+        server.seen.queueRelease.signal()
+        #expect(response?.body == Array("answered".utf8), "the answer waited for the queue")
+    }
+
     @Test func hundredPipelinedRequestsAnsweredInOrder() throws {
         let server = try TestServer()
         defer { server.stop() }

@@ -17,6 +17,8 @@ final class Observations: Sendable {
     let largestBodyPiece = Mutex(0)
     /// "path status" for each answer the exchanges reported.
     let answers = Mutex<[String]>([])
+    /// Lets `/answer-then-block` give its connection's queue back.
+    let queueRelease = DispatchSemaphore(value: 0)
 }
 
 struct TestHandler: HTTPHandler {
@@ -69,6 +71,14 @@ struct TestHandler: HTTPHandler {
             exchange.startResponse(status: 200)
             exchange.write(Array("partial".utf8))
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { exchange.abort() }
+        case "/answer-then-block":
+            // Answers from outside a socket event, then keeps the connection's queue busy until the test releases it.
+            DispatchQueue.global().async {
+                exchange.run {
+                    exchange.respond(status: 200, body: Array("answered".utf8))
+                    seen.queueRelease.wait()
+                }
+            }
         case "/slow":
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(300)) {
                 exchange.respond(status: 200, body: Array("slow".utf8))

@@ -1,6 +1,8 @@
 // Watches against a one-member cluster over real loopback sockets: what a closed watch leaves behind, how many times
-// an event is encoded for many watchers, and what happens to a stream watcher that does not read.
+// an event is encoded for many watchers, what happens to a stream watcher that does not read, and watches registered
+// off the member's queue (while it is busy, and while writes are applied).
 import CairnHTTP
+import CairnStore
 import CairnTestSupport
 import Dispatch
 import Glibc
@@ -111,6 +113,7 @@ extension [UInt8] {
             #expect(eventually { member.node.watcherCount == 0 })
             #expect(eventually { member.http.gauges.exchangesLive == 0 }, "\(member.http.gauges.exchangesLive) exchanges kept")
             #expect(eventually { member.http.gauges.gzipStreamsLive == 0 }, "\(member.http.gauges.gzipStreamsLive) deflate streams kept")
+            #expect(eventually { member.node.watchDelivery.deadlines.count == 0 }, "\(member.node.watchDelivery.deadlines.count) deadlines kept")
         }
     }
 
@@ -167,4 +170,71 @@ extension [UInt8] {
         // of 256 KiB values in a debug build); then nothing keeps the exchange.
         #expect(eventually(seconds: 60) { member.http.gauges.exchangesLive == 0 }, "\(member.http.gauges.exchangesLive) exchanges kept")
     }
+
+    /// A watch registers and answers its head while the member's queue is busy (a long batch, an fsync): registering
+    /// takes the watch registry's lock, not a turn on that queue. Its event comes once the queue runs again.
+    @Test func aWatchRegistersWhileTheMembersQueueIsBusy() throws {
+        let member = try WatchTestMember()
+        let release = DispatchSemaphore(value: 0)
+        member.node.queue.async { release.wait() }
+        let client = try WatchClient(port: member.port)
+        client.send("GET /v2/keys/busy?wait=true HTTP/1.1\r\nHost: x\r\n\r\n")
+        let headArrived = client.read(until: "\r\n\r\n")
+        release.signal()
+        #expect(headArrived, "the watch waited for the member's queue")
+        #expect(member.node.watcherCount == 1)
+        #expect(throws: Never.self) { try member.cluster.write(member.leader, "/busy", "v").get() }
+        #expect(client.read(until: "0\r\n\r\n"), "the event ends the long-poll")
+        #expect(member.node.watcherCount == 0)
+    }
+
+    /// Stream watches that register from history while writes are being applied each get every event once, in index
+    /// order: history and live events are handed to the delivery queue under the registry's lock.
+    @Test func streamWatchesJoiningDuringWritesGetEveryEventInOrder() throws {
+        let member = try WatchTestMember()
+        let writes = 100, watchers = 20
+        let start = try member.cluster.write(member.leader, "/order", "0").get().etcdIndex
+        // Proposed at once, applied in order over several batches while the watchers register.
+        for value in 1...writes {
+            var command = StoreCommand(method: .put, path: "/order")
+            command.value = "\(value)"
+            member.node.propose(command) { _, _ in }
+        }
+        let received = Mutex([[UInt64]](repeating: [], count: watchers))
+        for watcher in 0..<watchers {
+            member.node.watch(path: "/order", recursive: false, stream: true, sinceIndex: start, deliver: { event in
+                let index = modifiedIndex(in: event.bytes)
+                received.withLock { $0[watcher].append(index) }
+            }, registered: { result, _ in #expect(throws: Never.self) { try result.get() } })
+            // Spread the registrations over the writes.
+            _ = eventually { member.node.view().etcdIndex >= start + UInt64(watcher * writes / watchers) }
+        }
+        let expected = Array(start...(start + UInt64(writes)))
+        #expect(eventually { received.withLock { $0.allSatisfy { $0.count >= expected.count } } })
+        for (watcher, indexes) in received.withLock({ $0 }).enumerated() {
+            #expect(indexes == expected, "watcher \(watcher)")
+        }
+    }
+
+    /// Deadlines fire once, a removed one never; none is left behind.
+    @Test func watchDeadlinesFireOnceAndNotOnceRemoved() {
+        let deadlines = WatchDeadlines()
+        let fired = Mutex<[String]>([])
+        _ = deadlines.add(seconds: 0) { fired.withLock { $0.append("kept") } }
+        let removed = deadlines.add(seconds: 0) { fired.withLock { $0.append("removed") } }
+        deadlines.remove(removed)
+        #expect(deadlines.count == 1)
+        #expect(eventually { fired.withLock { $0 } == ["kept"] })
+        #expect(deadlines.count == 0)
+        _ = deadlines.add(seconds: 1) { fired.withLock { $0.append("later") } }
+        #expect(eventually { fired.withLock { $0 } == ["kept", "later"] })
+        #expect(deadlines.count == 0)
+    }
+}
+
+/// The node's `modifiedIndex` in an encoded event (it comes before the previous node's).
+private func modifiedIndex(in bytes: [UInt8]) -> UInt64 {
+    let name = Array("\"modifiedIndex\":".utf8)
+    guard let at = (0...(bytes.count - name.count)).first(where: { bytes[$0..<($0 + name.count)].elementsEqual(name) }) else { return 0 }
+    return UInt64(String(decoding: bytes[(at + name.count)...].prefix { $0 >= 48 && $0 <= 57 }, as: UTF8.self)) ?? 0
 }
