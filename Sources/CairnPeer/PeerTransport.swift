@@ -468,6 +468,11 @@ final class OutgoingLink: @unchecked Sendable {
         self.socket = socket
         socket.send(transport.helloFrame(to: peer, channel: channel))
         socket.onConnected = { [unowned self] in
+            isConnected = true
+            // What waited for the link goes now, after the hello and in order, before anything sent later.
+            for waiting in waitingFrames { _ = self.socket?.send(waiting) }
+            waitingFrames = []
+            waitingBytes = 0
             delayMilliseconds = transport.configuration.reconnectDelayMillisecondsMin
             transport.linkConnected()
         }
@@ -480,12 +485,6 @@ final class OutgoingLink: @unchecked Sendable {
                     self.socket?.close(reason: "welcomed into another cluster")
                 } else {
                     isWelcomed = true
-                    // What waited for the link goes now, in order, before anything sent later. Not before the
-                    // welcome: a member that refuses the hello (still starting, not yet told of this one) would
-                    // take the frames down with the connection.
-                    for waiting in waitingFrames { _ = self.socket?.send(waiting) }
-                    waitingFrames = []
-                    waitingBytes = 0
                     transport.linkWelcomed(resumedTLS: self.socket?.resumedSession ?? false)
                     probeRoundTrip()
                 }
@@ -514,6 +513,7 @@ final class OutgoingLink: @unchecked Sendable {
             if let session = socket.resumableSession { tlsSession = session }
             self.socket = nil
             isWelcomed = false
+            isConnected = false
             failPaced()
             retryLater()
         }
@@ -543,13 +543,15 @@ final class OutgoingLink: @unchecked Sendable {
         transport.transportQueue.asyncAfter(deadline: .now() + .milliseconds(delay + jitter)) { [weak self] in self?.connect() }
     }
 
-    /// Frames that came while the link was down, dialling or not yet welcomed, oldest first, at most
-    /// `downQueueBytesMax` bytes.
+    /// Whether the socket's connect (and TLS handshake) finished; before, a send waits here so a failed dial takes
+    /// nothing with it.
+    private var isConnected = false
+    /// Frames that came while the link was down or dialling, oldest first, at most `downQueueBytesMax` bytes.
     private var waitingFrames: [PeerFrame] = []
     private var waitingBytes = 0
 
     func send(_ frame: PeerFrame, flushNow: Bool = true) -> Bool {
-        if let socket, isWelcomed { return socket.send(frame, flushNow: flushNow) }
+        if let socket, isConnected { return socket.send(frame, flushNow: flushNow) }
         guard !isShutDown, frame.payload.count <= transport.configuration.downQueueBytesMax else { return false }
         waitingFrames.append(frame)
         waitingBytes += frame.payload.count

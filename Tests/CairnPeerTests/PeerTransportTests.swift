@@ -275,14 +275,15 @@ final class Member: Sendable {
     @Test func aFrameSentBeforeThePeerListensArrivesOnceItDoes() throws {
         let a = try Member(id: 1)
         defer { a.transport.stop() }
-        var b = try Member(id: 2)
-        let port = b.address.port
-        b.transport.stop()
+        // A port nobody listens on, closed here and now (a stopped transport's listener may still take a dial for a
+        // moment, and the frame would go down with that connection).
+        let (probe, port) = try Socket.listen(ListenAddress(host: "127.0.0.1", port: 0), backlog: 1)[0]
+        close(probe)
         a.transport.setPeers([2: ListenAddress(host: "127.0.0.1", port: port)])
         // Sent while every dial fails: a follower forwarding a write to a leader whose link is not up yet.
         a.transport.send(to: 2, channel: .control, frame: PeerFrame(type: 1, payload: Array("forwarded".utf8)))
         usleep(300_000)
-        b = try Member(id: 2, port: port, peers: [1: a.address])
+        let b = try Member(id: 2, port: port, peers: [1: a.address])
         defer { b.transport.stop() }
         #expect(eventually(seconds: 10) { b.count == 1 })
         #expect(b.inbox.received.withLock { $0.first?.frame.payload } == Array("forwarded".utf8))
