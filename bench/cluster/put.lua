@@ -1,6 +1,8 @@
 -- wrk script: v2 PUT of 256-byte values over 1,000 keys per thread, as a form body (what etcd clients send).
+-- With DELAY_MS in the environment each connection pauses that long between requests (a paced load, for the soak).
 local counter = 0
 local id = 0
+local pause = tonumber(os.getenv("DELAY_MS") or "")
 function setup(thread)
   thread:set("tid", id)
   id = id + 1
@@ -11,4 +13,9 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 request = function()
   counter = counter + 1
   return wrk.format(nil, "/v2/keys/bench/t" .. tostring(tid) .. "-" .. (counter % 1000))
+end
+if pause then
+  function delay()
+    return pause
+  end
 end
