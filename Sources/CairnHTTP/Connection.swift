@@ -100,7 +100,7 @@ final class Connection: @unchecked Sendable, ExchangeTransport, IOQueueDeadline 
         }
         var sawEOF = false
         var reads = 0
-        let readScratch = ioQueue.readScratch
+        let readScratch = ioQueue.readScratch.bytes
         reading: while reads < 4, input.count - inputStart < inputBytesMax {
             reads += 1
             let room = min(readScratch.count, inputBytesMax - (input.count - inputStart))

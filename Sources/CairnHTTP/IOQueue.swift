@@ -17,6 +17,14 @@ func monotonicNanoseconds() -> UInt64 {
     return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
 
+/// A 64 KiB read buffer shared by the sockets of one serial queue (they read one at a time), so a read allocates
+/// nothing and an idle socket holds no buffer of its own.
+package final class ReadScratch: @unchecked Sendable {
+    package let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    package init() {}
+    deinit { bytes.deallocate() }
+}
+
 final class IOQueue: @unchecked Sendable {
     /// Deadlines fire up to this late: one sweep over the queue's sockets per interval at most.
     private static let sweepIntervalNanos: UInt64 = 200_000_000
@@ -33,7 +41,7 @@ final class IOQueue: @unchecked Sendable {
     private var sweepDueNanos = UInt64.max
     private var lastSweepNanos: UInt64 = 0
     /// One read buffer shared by the queue's connections (they run one at a time), so an idle one holds none.
-    let readScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    let readScratch = ReadScratch()
 
     init(label: String) {
         queue = DispatchQueue(label: label)
@@ -46,7 +54,6 @@ final class IOQueue: @unchecked Sendable {
 
     deinit {
         sweepTimer.cancel()
-        readScratch.deallocate()
     }
 
     /// Whether the caller is running on this queue.

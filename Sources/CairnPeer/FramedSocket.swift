@@ -4,12 +4,6 @@ import CairnHTTP
 import Dispatch
 import Glibc
 
-/// One read buffer shared by the sockets of a serial queue (they read one at a time), so a read allocates nothing.
-final class ReadScratch: @unchecked Sendable {
-    let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
-    deinit { bytes.deallocate() }
-}
-
 final class FramedSocket: @unchecked Sendable {
     let queue: DispatchQueue
     private let scratch: ReadScratch
