@@ -13,6 +13,7 @@ package final class Server: @unchecked Sendable {
     package let configuration: ServerConfiguration
     private let http: HTTPServer
     private var signalSources: [any DispatchSourceSignal] = []
+    private let signalQueue = DispatchQueue(label: "cairn.signals")
     private let logger = Logger(label: "cairn")
 
     private let node: KeySpaceNode
@@ -148,7 +149,6 @@ package final class Server: @unchecked Sendable {
         }
     }
 
-    /// Starts serving and never returns: the process exits when a signal's graceful shutdown completes.
     /// Every client connection and every long-poll watcher holds a descriptor: take all the system allows.
     private func raiseOpenFileLimit() {
         var limit = rlimit()
@@ -159,6 +159,20 @@ package final class Server: @unchecked Sendable {
         }
     }
 
+    private static let shutdownSignals = [SIGTERM, SIGINT]
+
+    /// Blocks SIGTERM and SIGINT in the calling thread and so in every thread started after it. Call it first, before
+    /// any thread exists: a signal that comes before `runForever` listens for it (while the member starts, or just
+    /// after it first answers) then waits for it, instead of killing the member mid-start or, ignored, being lost.
+    package static func holdShutdownSignals() {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signalNumber in shutdownSignals { sigaddset(&signals, signalNumber) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+    }
+
+    /// Starts serving and never returns: the process exits when a signal's graceful shutdown completes. Call
+    /// `holdShutdownSignals` first.
     package func runForever() throws -> Never {
         raiseOpenFileLimit()
         node.onMembersChanged { [self] table in
@@ -174,9 +188,12 @@ package final class Server: @unchecked Sendable {
         logger.info(
             "serving client requests on \(http.boundAddresses.map(\.url).joined(separator: ","))",
             metadata: ["name": "\(configuration.name)"])
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
+        // The sources take the signals once libdispatch has registered them; only then may the main thread become
+        // libdispatch's signal thread (`dispatchMain`), which waits with the signals unblocked.
+        let registered = DispatchSemaphore(value: 0)
+        for signalNumber in Self.shutdownSignals {
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: signalQueue)
+            source.setRegistrationHandler { registered.signal() }
             source.setEventHandler { [http, node, logger] in
                 logger.notice("received signal \(signalNumber), shutting down")
                 // A snapshot after the last write: the next start replays nothing.
@@ -188,6 +205,7 @@ package final class Server: @unchecked Sendable {
             source.resume()
             signalSources.append(source)
         }
+        for _ in Self.shutdownSignals { _ = registered.wait(timeout: .now() + .seconds(5)) }
         dispatchMain()
     }
 }

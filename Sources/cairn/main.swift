@@ -193,6 +193,7 @@ struct Serve: ParsableCommand {
     static let logLevels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warn": .warning, "error": .error]
 
     func run() throws {
+        Server.holdShutdownSignals()
         LogLineHandler.bootstrap(level: Self.logLevels[logLevel]!)
         do {
             let server = try Server(configuration: try serverConfiguration())

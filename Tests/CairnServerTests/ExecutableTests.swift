@@ -80,12 +80,23 @@ final class RunningCairn {
         try? FileManager.default.removeItem(at: log)
     }
 
+    /// SIGTERM, and the exit status once the member has shut down; -1 if it still runs after 30 s (it is then killed).
     func stop() -> Int32 {
         process.terminate()
-        process.waitUntilExit()
+        let exited = exitsWithin(process, seconds: 30)
         try? FileManager.default.removeItem(at: log)
-        return process.terminationStatus
+        return exited ? process.terminationStatus : -1
     }
+}
+
+/// Whether `process` exits within `seconds`; if not, it is killed (SIGKILL), so no test waits on it for ever.
+func exitsWithin(_ process: Process, seconds: Double) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while process.isRunning, Date() < deadline { usleep(10_000) }
+    guard process.isRunning else { return true }
+    kill(process.processIdentifier, SIGKILL)
+    process.waitUntilExit()
+    return false
 }
 
 /// Every data directory the tests made (a member preallocates a 64 MiB log segment in each), removed when the test
@@ -145,6 +156,26 @@ func runCairnExpectingExit(_ arguments: [String]) throws -> (status: Int32, erro
     @Test func sigtermShutsDownCleanly() throws {
         let cairn = try RunningCairn(["--listen-client-urls", "http://127.0.0.1:0"])
         #expect(cairn.stop() == 0)
+    }
+
+    /// A SIGTERM that comes while the member starts, before it listens for signals, waits for it: the member still
+    /// shuts down cleanly (it was killed by the signal when it came before, or lost it when it came just after the
+    /// member first answered, and then never stopped).
+    @Test func sigtermDuringStartUpShutsDownCleanly() throws {
+        let directory = temporaryDataDirectory()
+        let process = Process()
+        process.executableURL = cairnBinary
+        process.arguments = ["--listen-client-urls", "http://127.0.0.1:0", "--data-dir", directory]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The member locks its data directory early in its start, long before it serves.
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, process.isRunning, !FileManager.default.fileExists(atPath: directory + "/LOCK") { usleep(500) }
+        process.terminate()
+        #expect(exitsWithin(process, seconds: 30))
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 0)
     }
 
     @Test(arguments: [
